@@ -1,0 +1,95 @@
+"""Every setting in one place: defaults, then environment (DASHBOARD_*), then CLI/test overrides."""
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting: its default, environment variable, CLI flag and meaning (rendered in the README)."""
+
+    name: str
+    default: Any
+    help: str
+    flag: str | None = None
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("BROKER_URL", "redis://127.0.0.1:6379/0", "Celery broker to monitor (Redis URL; other brokers use Celery's generic receiver).", "--broker"),
+    Setting("HOST", "127.0.0.1", "Address the web server binds to.", "--host"),
+    Setting("PORT", 5000, "Port of the web server.", "--port"),
+    Setting("ASYNC_MODE", "threading", "Flask-SocketIO async mode: `threading` or `eventlet`.", "--async-mode"),
+    Setting("MAX_TASKS", 100_000, "Tasks kept in memory; the oldest is evicted first.", "--max-tasks"),
+    Setting("MAX_WORKERS", 1_000, "Workers kept in memory; the longest-offline is evicted first.", "--max-workers"),
+    Setting("PUSH_INTERVAL", 0.2, "Seconds between two websocket updates (events within one tick are batched)."),
+    Setting("ENABLE_EVENTS_INTERVAL", 30.0, "Seconds between `enable_events` broadcasts to workers (0 turns it off)."),
+    Setting("RECONNECT_MIN", 0.5, "First reconnect delay after a broker error, in seconds (doubles up to the max)."),
+    Setting("RECONNECT_MAX", 10.0, "Longest reconnect delay, in seconds."),
+    Setting("INGEST", "auto", "Event reader: `auto` (direct Redis pub/sub for redis:// URLs), `redis` or `kombu` (Celery's EventReceiver)."),
+    Setting("INGEST_ENABLED", True, "Start the event consumer with the app (tests turn it off)."),
+    Setting("LAUNCH_TIMEOUT", 5.0, "Seconds a task launch may wait for the broker before it fails."),
+    Setting("SECRET_KEY", "", "Flask secret key for sessions and CSRF tokens (random per process when empty)."),
+    Setting("THREADS", 64, "Threads of the production server (each open websocket holds one).", "--threads"),
+    Setting("LOG_LEVEL", "INFO", "Log level of the dashboard.", "--log-level"),
+    Setting("DEMO_WORKER_CONCURRENCY", 2, "Pool size of the demo worker started by `celery-dashboard demo`."),
+)
+
+ENV_PREFIX = "DASHBOARD_"
+
+
+def _coerce(raw: str, default: Any, name: str) -> Any:
+    """Convert an environment string to the type of the default, with a clear error."""
+    try:
+        if isinstance(default, bool):
+            lowered = raw.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+    except ValueError:
+        raise ValueError(f"{ENV_PREFIX}{name}={raw!r} is not a valid {type(default).__name__}") from None
+    return raw
+
+
+def load_config(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Defaults, then DASHBOARD_* environment variables, then explicit overrides (CLI flags, tests)."""
+    env = os.environ if environ is None else environ
+    config: dict[str, Any] = {}
+    for setting in SETTINGS:
+        value = setting.default
+        raw = env.get(ENV_PREFIX + setting.name)
+        if raw is not None and raw != "":
+            value = _coerce(raw, setting.default, setting.name)
+        config[setting.name] = value
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            config[key] = value
+    if not config["SECRET_KEY"]:
+        config["SECRET_KEY"] = secrets.token_hex(32)
+    if config["ASYNC_MODE"] not in ("threading", "eventlet"):
+        raise ValueError(f"ASYNC_MODE must be 'threading' or 'eventlet', not {config['ASYNC_MODE']!r}")
+    if config["INGEST"] not in ("auto", "redis", "kombu"):
+        raise ValueError(f"INGEST must be 'auto', 'redis' or 'kombu', not {config['INGEST']!r}")
+    if int(config["MAX_TASKS"]) < 1 or int(config["MAX_WORKERS"]) < 1:
+        raise ValueError("MAX_TASKS and MAX_WORKERS must be at least 1")
+    return config
+
+
+def settings_table() -> str:
+    """The settings as a Markdown table, for the README."""
+    rows = ["| environment variable | flag | default | meaning |", "|---|---|---|---|"]
+    for s in SETTINGS:
+        default = "random" if s.name == "SECRET_KEY" else f"`{s.default}`"
+        rows.append(f"| `{ENV_PREFIX}{s.name}` | {f'`{s.flag}`' if s.flag else ''} | {default} | {s.help} |")
+    return "\n".join(rows)
+
+
+__all__ = ["SETTINGS", "Setting", "load_config", "settings_table"]

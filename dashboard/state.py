@@ -1,0 +1,525 @@
+"""Pure in-memory aggregate of Celery tasks and workers, fed plain event dicts.
+
+No Flask, no broker I/O: ingest calls `State.event()` with decoded event dicts (with
+`local_received` set, as Celery's EventReceiver does) and readers query under `State.lock`.
+The task state machine follows `celery.events.state.State` exactly (tests/test_state_differential.py
+proves it), but records are compact `__slots__` objects and every counter is kept incrementally.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+from collections import deque
+from typing import Any, Iterable, Iterator
+
+# Celery's event subject -> task state (celery.events.state.TASK_EVENT_TO_STATE).
+EVENT_TO_STATE: dict[str, str] = {
+    "sent": "PENDING",
+    "received": "RECEIVED",
+    "started": "STARTED",
+    "failed": "FAILURE",
+    "retried": "RETRY",
+    "succeeded": "SUCCESS",
+    "revoked": "REVOKED",
+    "rejected": "REJECTED",
+}
+# celery.states.PRECEDENCE: a lower index wins; unknown (custom) states rank as None does.
+_PRECEDENCE_LIST = ["SUCCESS", "FAILURE", None, "REVOKED", "STARTED", "RECEIVED", "REJECTED", "RETRY", "PENDING"]
+PRECEDENCE: dict[str | None, int] = {s: i for i, s in enumerate(_PRECEDENCE_LIST)}
+_NONE_PRECEDENCE = PRECEDENCE[None]
+READY_STATES = frozenset(("SUCCESS", "FAILURE", "REVOKED", "REJECTED"))
+STATES = ("PENDING", "RECEIVED", "STARTED", "RETRY", "SUCCESS", "FAILURE", "REVOKED", "REJECTED")
+
+# Fields a late task-received may still contribute (celery's Task.merge_rules[RECEIVED]).
+_RECEIVED_KEEP = ("name", "args", "kwargs", "parent_id", "root_id", "retries", "eta", "expires")
+# Event fields copied onto the task record when present.
+_TASK_FIELDS = (
+    "name", "args", "kwargs", "result", "exception", "traceback", "retries", "eta", "expires",
+    "root_id", "parent_id", "exchange", "routing_key", "queue", "runtime",
+)
+# Event keys that are envelope, not task data: never stored as custom ("extra") fields.
+_ENVELOPE_KEYS = frozenset(_TASK_FIELDS) | {
+    "type", "uuid", "hostname", "timestamp", "local_received", "clock", "pid", "utcoffset", "state",
+    "signum", "terminated", "expired", "requeue",
+}
+_WORKER_FIELDS = ("freq", "processed", "active", "loadavg", "sw_ident", "sw_ver", "sw_sys", "pid")
+HEARTBEAT_EXPIRE_WINDOW = 2.0  # a worker is offline after freq * 2 s without a heartbeat (Celery: 200 %)
+MAX_HISTORY = 64  # events kept per task; a runaway custom-event emitter cannot grow a record forever
+MAX_EXTRA_KEYS = 16
+THROUGHPUT_SECONDS = 600  # per-second succeeded/failed buckets kept for the overview chart
+_INTERN_LIMIT = 10_000
+
+
+class MalformedEvent(ValueError):
+    """The event cannot be applied: missing or mistyped structural fields."""
+
+
+class TaskRecord:
+    """One task, as compact as Python allows (this is multiplied by max_tasks)."""
+
+    __slots__ = (
+        "uuid", "seq", "name", "state", "timestamp", "args", "kwargs", "result", "exception",
+        "traceback", "hostname", "client", "retries", "eta", "expires", "root_id", "parent_id",
+        "exchange", "routing_key", "queue", "runtime", "sent", "received", "started", "succeeded",
+        "failed", "retried", "revoked", "rejected", "history", "attempts", "extra",
+    )
+
+    def __init__(self, uuid: str, seq: int) -> None:
+        self.uuid = uuid
+        self.seq = seq
+        self.state = "PENDING"
+        self.name = self.timestamp = self.args = self.kwargs = self.result = None
+        self.exception = self.traceback = self.hostname = self.client = self.retries = None
+        self.eta = self.expires = self.root_id = self.parent_id = self.exchange = None
+        self.routing_key = self.queue = self.runtime = None
+        self.sent = self.received = self.started = self.succeeded = self.failed = None
+        self.retried = self.revoked = self.rejected = None
+        self.history: list[Any] = []  # flat [subject, timestamp, subject, timestamp, ...]
+        self.attempts: list[dict[str, Any]] | None = None  # one entry per task-retried
+        self.extra: dict[str, Any] | None = None  # fields of custom events (e.g. progress)
+
+
+class WorkerRecord:
+    """One worker, online while heartbeats keep arriving within freq * 2 seconds."""
+
+    __slots__ = (
+        "hostname", "freq", "last_heartbeat", "processed", "active", "loadavg", "sw_ident", "sw_ver",
+        "sw_sys", "pid", "first_seen", "offline_at", "online", "succeeded", "failed",
+    )
+
+    def __init__(self, hostname: str, now: float | None) -> None:
+        self.hostname = hostname
+        self.freq = 60.0  # Celery's default until a heartbeat says otherwise
+        self.last_heartbeat: float | None = None
+        self.processed = self.active = self.loadavg = self.sw_ident = self.sw_ver = None
+        self.sw_sys = self.pid = None
+        self.first_seen = now
+        self.offline_at: float | None = None
+        self.online = False  # last value reported to readers, for change detection
+        self.succeeded = 0
+        self.failed = 0
+
+    def alive(self, now: float) -> bool:
+        """Online when the last heartbeat is younger than freq * expire window."""
+        hb = self.last_heartbeat
+        return hb is not None and now < hb + self.freq * HEARTBEAT_EXPIRE_WINDOW
+
+
+def _as_number(value: Any) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    return None
+
+
+class State:
+    """Bounded in-memory state of a Celery cluster; feed it with `event()`, read it under `lock`."""
+
+    def __init__(self, max_tasks: int = 100_000, max_workers: int = 1_000) -> None:
+        self.max_tasks = max_tasks
+        self.max_workers = max_workers
+        self.lock = threading.RLock()
+        self.tasks: dict[str, TaskRecord] = {}
+        self._order: deque[str] = deque()  # uuids by first sight: O(1) eviction of the oldest
+        self.workers: dict[str, WorkerRecord] = {}
+        self.counts: dict[str, int] = dict.fromkeys(STATES, 0)
+        self.task_names: dict[str, int] = {}  # name -> retained tasks with that name
+        self.children: dict[str, list[str]] = {}  # parent uuid -> child uuids (parent may be unseen)
+        self.failures: deque[str] = deque(maxlen=50)  # latest uuids that became FAILURE
+        self.throughput: deque[list[float]] = deque(maxlen=THROUGHPUT_SECONDS)  # [second, ok, failed]
+        self.event_count = 0
+        self.task_event_count = 0
+        self.worker_event_count = 0
+        self.evicted = 0
+        self._seq = 0
+        self._interned: dict[str, str] = {}  # tracebacks shared between tasks that failed alike
+        self.changed_tasks: set[str] = set()
+        self.changed_workers: set[str] = set()
+
+    # -- ingest ---------------------------------------------------------------------------------
+    def event(self, event: dict[str, Any]) -> None:
+        """Apply one Celery event dict; raises MalformedEvent for events that cannot be applied."""
+        type_ = event.get("type")
+        if type_.__class__ is not str:
+            raise MalformedEvent("event has no string 'type'")
+        group, _, subject = type_.partition("-")
+        if group == "task":
+            self._task_event(subject, event)
+        elif group == "worker":
+            self._worker_event(subject, event)
+        else:
+            raise MalformedEvent(f"unknown event group {group!r}")
+        self.event_count += 1
+
+    def events(self, events: Iterable[dict[str, Any]]) -> int:
+        """Apply many events under the lock; returns how many were malformed (and skipped)."""
+        bad = 0
+        with self.lock:
+            for ev in events:
+                try:
+                    self.event(ev)
+                except MalformedEvent:
+                    bad += 1
+        return bad
+
+    def _task_event(self, subject: str, ev: dict[str, Any]) -> None:
+        uuid = ev.get("uuid")
+        if uuid.__class__ is not str or not uuid:
+            raise MalformedEvent("task event without a string 'uuid'")
+        timestamp = _as_number(ev.get("timestamp"))
+        if timestamp is None:
+            raise MalformedEvent("task event without a numeric 'timestamp'")
+        if not subject:
+            raise MalformedEvent("task event without a subject")
+        self.task_event_count += 1
+        hostname = ev.get("hostname")
+        if hostname is not None and hostname.__class__ is not str:
+            raise MalformedEvent("'hostname' is not a string")
+        local_received = _as_number(ev.get("local_received"))
+
+        rec = self.tasks.get(uuid)
+        if rec is None:
+            rec = self._new_task(uuid)
+        if subject == "sent":
+            rec.client = hostname
+        elif hostname is not None:
+            hostname = self._intern_host(hostname)
+            rec.hostname = hostname
+            worker = self.workers.get(hostname) or self._new_worker(hostname, local_received)
+            if local_received and worker is not None:
+                if worker.last_heartbeat is None or local_received > worker.last_heartbeat:
+                    worker.last_heartbeat = local_received
+                self.changed_workers.add(hostname)
+
+        hist = rec.history
+        hist.append(subject)
+        hist.append(timestamp)
+        if len(hist) > 2 * MAX_HISTORY:
+            del hist[2:4]  # keep the first event, drop the oldest after it
+
+        state = EVENT_TO_STATE.get(subject)
+        if state is not None:
+            setattr(rec, subject, timestamp)
+        else:
+            state = sys.intern(subject.upper()[:64])  # custom state, as Celery derives it
+            self._store_extra(rec, ev)
+        old = rec.state
+        old_parent = rec.parent_id
+        old_name = rec.name
+        if (state != "RETRY" and old != "RETRY"
+                and PRECEDENCE.get(state, _NONE_PRECEDENCE) > PRECEDENCE.get(old, _NONE_PRECEDENCE)):
+            # This state logically happened before the current one: merge fields, keep the state.
+            if state == "RECEIVED":
+                for key in _RECEIVED_KEEP:
+                    if key in ev:
+                        setattr(rec, key, ev[key])
+            else:
+                self._copy_fields(rec, ev)
+                rec.timestamp = timestamp  # Celery copies the late event's timestamp too
+        else:
+            self._copy_fields(rec, ev)
+            rec.timestamp = timestamp
+            if state != old:
+                rec.state = state
+                counts = self.counts
+                counts[old] = counts.get(old, 1) - 1
+                counts[state] = counts.get(state, 0) + 1
+                if state == "SUCCESS" or state == "FAILURE":
+                    self._finished(rec, state, local_received)
+        if state == "RETRY":
+            self._record_attempt(rec, ev, timestamp)
+        name = rec.name
+        if name is not old_name:
+            if name.__class__ is str:
+                rec.name = name = sys.intern(name)  # one copy per task name, not per task
+            if name != old_name:
+                self._renamed(rec, old_name)
+        if rec.parent_id != old_parent:
+            self._reparented(rec, old_parent)
+        self.changed_tasks.add(uuid)
+
+    def _copy_fields(self, rec: TaskRecord, ev: dict[str, Any]) -> None:
+        for key in _TASK_FIELDS:
+            if key in ev:
+                value = ev[key]
+                if key == "traceback" and value.__class__ is str:
+                    value = self._intern_text(value)
+                setattr(rec, key, value)
+
+    def _new_task(self, uuid: str) -> TaskRecord:
+        self._seq += 1
+        rec = TaskRecord(uuid, self._seq)
+        self.tasks[uuid] = rec
+        self._order.append(uuid)
+        self.counts["PENDING"] += 1
+        if len(self._order) > self.max_tasks:
+            self._evict_oldest()
+        return rec
+
+    def _evict_oldest(self) -> None:
+        old = self.tasks.pop(self._order.popleft(), None)
+        if old is None:
+            return
+        self.evicted += 1
+        self.counts[old.state] = self.counts.get(old.state, 1) - 1
+        if old.name is not None:
+            self._count_name(old.name, -1)
+        if old.parent_id is not None:
+            self._unlink_child(old.parent_id, old.uuid)
+        self.changed_tasks.discard(old.uuid)
+
+    def _finished(self, rec: TaskRecord, state: str, now: float | None) -> None:
+        failed = state == "FAILURE"
+        if failed:
+            self.failures.append(rec.uuid)
+        worker = self.workers.get(rec.hostname) if rec.hostname else None
+        if worker is not None:
+            if failed:
+                worker.failed += 1
+            else:
+                worker.succeeded += 1
+        if now is None:
+            return
+        second = float(int(now))
+        tp = self.throughput
+        if not tp or tp[-1][0] < second:
+            tp.append([second, 0, 0])
+            bucket = tp[-1]
+        else:
+            bucket = next((b for b in reversed(tp) if b[0] == second), None)
+            if bucket is None:
+                return  # older than the window we keep
+        bucket[2 if failed else 1] += 1
+
+    def _record_attempt(self, rec: TaskRecord, ev: dict[str, Any], timestamp: float) -> None:
+        if rec.attempts is None:
+            rec.attempts = []
+        if len(rec.attempts) < MAX_HISTORY:
+            tb = ev.get("traceback")
+            rec.attempts.append({
+                "retries": rec.retries,
+                "timestamp": timestamp,
+                "exception": ev.get("exception"),
+                "traceback": self._intern_text(tb) if tb.__class__ is str else tb,
+                "hostname": rec.hostname,
+            })
+
+    def _store_extra(self, rec: TaskRecord, ev: dict[str, Any]) -> None:
+        extra = {k: v for k, v in ev.items() if k not in _ENVELOPE_KEYS and isinstance(k, str)}
+        if extra:
+            rec.extra = dict(list(extra.items())[:MAX_EXTRA_KEYS])
+
+    def _renamed(self, rec: TaskRecord, old_name: Any) -> None:
+        if old_name is not None:
+            self._count_name(old_name, -1)
+        if rec.name is not None:
+            self._count_name(rec.name, 1)
+
+    def _count_name(self, name: Any, delta: int) -> None:
+        key = name if name.__class__ is str else repr(name)
+        n = self.task_names.get(key, 0) + delta
+        if n > 0:
+            self.task_names[key] = n
+        else:
+            self.task_names.pop(key, None)
+
+    def _reparented(self, rec: TaskRecord, old_parent: Any) -> None:
+        if old_parent is not None:
+            self._unlink_child(old_parent, rec.uuid)
+        parent = rec.parent_id
+        if parent.__class__ is str:
+            self.children.setdefault(parent, []).append(rec.uuid)
+
+    def _unlink_child(self, parent: Any, uuid: str) -> None:
+        kids = self.children.get(parent) if parent.__class__ is str else None
+        if kids is not None:
+            try:
+                kids.remove(uuid)
+            except ValueError:
+                pass
+            if not kids:
+                del self.children[parent]
+
+    def _intern_text(self, text: str) -> str:
+        interned = self._interned
+        found = interned.get(text)
+        if found is None:
+            if len(interned) >= _INTERN_LIMIT:
+                interned.clear()  # a bounded cache: sharing is an optimisation, not a promise
+            interned[text] = found = text
+        return found
+
+    def _intern_host(self, hostname: str) -> str:
+        worker = self.workers.get(hostname)
+        return worker.hostname if worker is not None else sys.intern(hostname[:255])
+
+    def _new_worker(self, hostname: str, now: float | None) -> WorkerRecord | None:
+        if len(self.workers) >= self.max_workers and not self._evict_worker():
+            return None
+        worker = self.workers[hostname] = WorkerRecord(hostname, now)
+        return worker
+
+    def _evict_worker(self) -> bool:
+        # Rare (only past max_workers), so a scan is fine: drop the worker silent for longest.
+        if not self.workers:
+            return False
+        victim = min(self.workers.values(), key=lambda w: w.last_heartbeat or 0.0)
+        del self.workers[victim.hostname]
+        self.changed_workers.add(victim.hostname)
+        return True
+
+    def _worker_event(self, subject: str, ev: dict[str, Any]) -> None:
+        hostname = ev.get("hostname")
+        if hostname.__class__ is not str or not hostname:
+            raise MalformedEvent("worker event without a string 'hostname'")
+        timestamp = _as_number(ev.get("timestamp"))
+        if timestamp is None:
+            raise MalformedEvent("worker event without a numeric 'timestamp'")
+        self.worker_event_count += 1
+        local_received = _as_number(ev.get("local_received"))
+        worker = self.workers.get(hostname)
+        offline = subject == "offline"
+        if worker is None:
+            if offline:
+                return  # Celery ignores the farewell of a worker it never saw
+            worker = self._new_worker(sys.intern(hostname[:255]), local_received)
+            if worker is None:
+                return
+        for key in _WORKER_FIELDS:
+            if key in ev:
+                value = ev[key]
+                if key == "freq":
+                    value = _as_number(value)
+                    if value is None or value <= 0:
+                        continue
+                setattr(worker, key, value)
+        if offline:
+            worker.last_heartbeat = None
+            worker.offline_at = local_received or timestamp
+        elif local_received:
+            if worker.last_heartbeat is None or local_received > worker.last_heartbeat:
+                worker.last_heartbeat = local_received
+            worker.offline_at = None
+        self.changed_workers.add(worker.hostname)
+
+    # -- readers (call with `lock` held) -----------------------------------------------------------
+    def drain_changes(self, now: float) -> tuple[set[str], set[str]]:
+        """Hand over (and reset) the task uuids and worker hostnames changed since the last call."""
+        for worker in self.workers.values():
+            alive = worker.alive(now)
+            if alive != worker.online:
+                worker.online = alive
+                if not alive and worker.offline_at is None:
+                    worker.offline_at = now
+                self.changed_workers.add(worker.hostname)
+        tasks, workers = self.changed_tasks, self.changed_workers
+        self.changed_tasks, self.changed_workers = set(), set()
+        return tasks, workers
+
+    def iter_newest(self) -> Iterator[TaskRecord]:
+        """Retained tasks, most recently first seen first."""
+        tasks = self.tasks
+        for uuid in reversed(self._order):
+            rec = tasks.get(uuid)
+            if rec is not None:
+                yield rec
+
+    def query(self, state: str | None = None, name: str | None = None, limit: int = 50,
+              offset: int = 0) -> tuple[int, list[TaskRecord]]:
+        """Tasks matching the filters, newest first: (total matching, one page)."""
+        if not state and not name:
+            total = len(self.tasks)
+            page = []
+            for i, rec in enumerate(self.iter_newest()):
+                if i >= offset + limit:
+                    break
+                if i >= offset:
+                    page.append(rec)
+            return total, page
+        total = 0
+        page = []
+        for rec in self.iter_newest():
+            if matches(rec, state, name):
+                if offset <= total < offset + limit:
+                    page.append(rec)
+                total += 1
+        return total, page
+
+    def workers_online(self, now: float) -> int:
+        """How many workers are online at `now`."""
+        return sum(1 for w in self.workers.values() if w.alive(now))
+
+    def children_of(self, uuid: str) -> list[str]:
+        """Uuids of the tasks whose parent is `uuid`."""
+        return list(self.children.get(uuid, ()))
+
+
+def matches(rec: TaskRecord, state: str | None, name: str | None) -> bool:
+    """Whether a task passes the list filters (state exact, name substring, case-insensitive)."""
+    if state and rec.state != state:
+        return False
+    if name:
+        task_name = rec.name if rec.name.__class__ is str else ""
+        if name.lower() not in task_name.lower():
+            return False
+    return True
+
+
+def _short(value: Any, limit: int = 200) -> Any:
+    if value.__class__ is str and len(value) > limit:
+        return value[:limit] + "…"
+    return value
+
+
+def task_summary(rec: TaskRecord) -> dict[str, Any]:
+    """The fields a task list row shows."""
+    return {
+        "uuid": rec.uuid,
+        "name": rec.name,
+        "state": rec.state,
+        "hostname": rec.hostname,
+        "args": _short(rec.args),
+        "kwargs": _short(rec.kwargs),
+        "result": _short(rec.result),
+        "exception": _short(rec.exception, 300),
+        "retries": rec.retries,
+        "sent": rec.sent,
+        "received": rec.received,
+        "started": rec.started,
+        "timestamp": rec.timestamp,
+        "runtime": rec.runtime,
+        "progress": rec.extra if rec.extra else None,
+    }
+
+
+def task_detail(rec: TaskRecord, children: list[str]) -> dict[str, Any]:
+    """Every field of a task, with its event history and children."""
+    hist = rec.history
+    detail = {slot: getattr(rec, slot) for slot in TaskRecord.__slots__ if slot not in ("history", "seq")}
+    detail["worker"] = rec.hostname
+    detail["history"] = [{"event": hist[i], "timestamp": hist[i + 1]} for i in range(0, len(hist), 2)]
+    detail["attempts"] = rec.attempts or []
+    detail["children"] = children
+    return detail
+
+
+def worker_summary(worker: WorkerRecord, now: float) -> dict[str, Any]:
+    """The fields the workers page and API show."""
+    hb = worker.last_heartbeat
+    return {
+        "hostname": worker.hostname,
+        "online": worker.alive(now),
+        "last_heartbeat": hb,
+        "heartbeat_age": (now - hb) if hb is not None else None,
+        "freq": worker.freq,
+        "processed": worker.processed,
+        "active": worker.active,
+        "succeeded": worker.succeeded,
+        "failed": worker.failed,
+        "loadavg": worker.loadavg,
+        "sw_ident": worker.sw_ident,
+        "sw_ver": worker.sw_ver,
+        "sw_sys": worker.sw_sys,
+        "pid": worker.pid,
+        "first_seen": worker.first_seen,
+        "offline_at": None if worker.alive(now) else worker.offline_at,
+    }
