@@ -328,6 +328,8 @@ class State:
         parent = rec.parent_id
         if parent.__class__ is str:
             self.children.setdefault(parent, []).append(rec.uuid)
+            if parent in self.tasks:
+                self.changed_tasks.add(parent)  # its page lists children
 
     def _unlink_child(self, parent: Any, uuid: str) -> None:
         kids = self.children.get(parent) if parent.__class__ is str else None

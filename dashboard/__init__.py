@@ -1,0 +1,73 @@
+"""Celery Live Dashboard: create_app() builds the Flask app; `socketio` is bound in it."""
+from __future__ import annotations
+
+import os
+
+if os.environ.get("DASHBOARD_ASYNC_MODE") == "eventlet":  # pragma: no cover - exercised in a subprocess
+    # Must precede every import that touches sockets (redis, kombu, celery) or the server freezes.
+    import eventlet
+
+    eventlet.monkey_patch()
+
+import logging  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any, Mapping  # noqa: E402
+
+from flask import Flask  # noqa: E402
+from flask_socketio import SocketIO  # noqa: E402
+from flask_wtf.csrf import CSRFProtect  # noqa: E402
+
+from .config import load_config  # noqa: E402
+
+log = logging.getLogger(__name__)
+socketio = SocketIO()
+csrf = CSRFProtect()
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _asset_dir(name: str) -> str:
+    # A source checkout (or editable install) has templates/ and static/ beside dashboard/;
+    # a wheel installs them as data files under <prefix>/share/celery-dashboard/.
+    here = ROOT / name
+    if here.is_dir():
+        return str(here)
+    import sys
+
+    return str(Path(sys.prefix) / "share" / "celery-dashboard" / name)
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app: settings, socketio, blueprints, and (unless disabled) ingest and push loops."""
+    from . import api, views
+    from .control import EventsEnabler, enable_events, make_celery
+    from .ingest import Ingest
+    from .push import Push
+    from .services import Services
+    from .state import State
+
+    cfg = load_config(config)
+    app = Flask(__name__, template_folder=_asset_dir("templates"), static_folder=_asset_dir("static"))
+    app.config.update(cfg)
+    app.config["WTF_CSRF_TIME_LIMIT"] = None  # a dashboard tab stays open for days
+    csrf.init_app(app)
+    socketio.init_app(app, async_mode=cfg["ASYNC_MODE"])
+    app.register_blueprint(views.bp)
+    app.register_blueprint(api.bp)
+    csrf.exempt(api.bp)  # JSON endpoints refuse cross-origin requests instead (see api._cross_site)
+
+    state = State(max_tasks=int(cfg["MAX_TASKS"]), max_workers=int(cfg["MAX_WORKERS"]))
+    celery_app = make_celery(cfg["BROKER_URL"], float(cfg["LAUNCH_TIMEOUT"]))
+    ingest = Ingest(state, cfg["BROKER_URL"], mode=cfg["INGEST"], reconnect_min=float(cfg["RECONNECT_MIN"]),
+                    reconnect_max=float(cfg["RECONNECT_MAX"]), on_connect=lambda: enable_events(celery_app))
+    push = Push(socketio, state, ingest if cfg["INGEST_ENABLED"] else None, float(cfg["PUSH_INTERVAL"]))
+    push.register()
+    svc = Services(cfg, state, ingest, push, celery_app)
+    app.extensions["dashboard"] = svc
+
+    socketio.start_background_task(push.run)
+    if cfg["INGEST_ENABLED"]:
+        socketio.start_background_task(ingest.run)
+        if float(cfg["ENABLE_EVENTS_INTERVAL"]) > 0:
+            svc.enabler = EventsEnabler(celery_app, float(cfg["ENABLE_EVENTS_INTERVAL"]), lambda: ingest.connected)
+            socketio.start_background_task(svc.enabler.run)
+    return app

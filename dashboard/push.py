@@ -1,0 +1,267 @@
+"""Live push over websockets: snapshots on subscribe, then one batched diff per room per tick.
+
+Ingest only marks tasks and workers as changed; this loop turns the changes into at most one
+message per room every PUSH_INTERVAL, so ten events for one task within a tick become one
+update, and nothing is built for rooms nobody watches. Emitting queues per client in
+python-socketio, so a slow browser delays only itself.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+from flask import request
+from flask_socketio import SocketIO, join_room, leave_room
+
+from .ingest import Ingest
+from .state import STATES, State, matches, task_detail, task_summary, worker_summary
+
+log = logging.getLogger(__name__)
+
+MAX_TASKS_PER_TICK = 200  # rows a task-list room gets per tick; more changes mean a busy list anyway
+FAILURES_SHOWN = 10
+THROUGHPUT_SHOWN = 300  # seconds of the overview chart
+MAX_LIMIT = 500
+
+
+def tasks_room(state: str, name: str) -> str:
+    """The room of one task-list filter (browsers with the same filter share it)."""
+    return f"tasks|{state}|{name}"
+
+
+class Push:
+    """Subscriptions, snapshots and the tick loop."""
+
+    def __init__(self, socketio: SocketIO, state: State, ingest: Ingest | None, interval: float) -> None:
+        self.socketio = socketio
+        self.state = state
+        self.ingest = ingest
+        self.interval = interval
+        self.rooms: Counter[str] = Counter()  # room -> subscribers
+        self.filters: dict[str, tuple[str, str]] = {}  # tasks room -> (state, name)
+        self.subs: dict[str, str] = {}  # sid -> its room
+        self._subs_lock = threading.Lock()
+        self._last_status: dict[str, Any] | None = None
+        self._last_failures: list[str] = []
+        self._totals_cache: dict[str, tuple[float, int]] = {}
+        self._stop = threading.Event()
+
+    # -- socket handlers -------------------------------------------------------------------------
+    def register(self) -> None:
+        """Bind the Socket.IO handlers of this push to the module-level socketio."""
+        self.socketio.on_event("subscribe", self.on_subscribe)
+        self.socketio.on_event("disconnect", self.on_disconnect)
+
+    def on_subscribe(self, payload: Any) -> dict[str, Any]:
+        """Join the room of the requested view and return its snapshot (the ack)."""
+        if not isinstance(payload, dict):
+            return {"error": "subscribe expects an object like {\"view\": \"overview\"}"}
+        view = payload.get("view")
+        sid = request.sid  # type: ignore[attr-defined]
+        if view == "overview":
+            room, snapshot = "overview", self.overview_snapshot
+        elif view == "workers":
+            room, snapshot = "workers", self.workers_snapshot
+        elif view == "task" and isinstance(payload.get("uuid"), str):
+            uuid = payload["uuid"]
+            room, snapshot = f"task:{uuid}", lambda: self.task_snapshot(uuid)
+        elif view == "tasks":
+            state_f = payload.get("state") or ""
+            name_f = payload.get("name") or ""
+            if not isinstance(state_f, str) or not isinstance(name_f, str):
+                return {"error": "state and name filters must be strings"}
+            limit = payload.get("limit", 100)
+            limit = limit if isinstance(limit, int) and 0 < limit <= MAX_LIMIT else 100
+            room = tasks_room(state_f, name_f)
+            self.filters[room] = (state_f, name_f)
+            snapshot = lambda: self.tasks_snapshot(state_f, name_f, limit)  # noqa: E731
+        else:
+            return {"error": f"unknown view {view!r}"}
+        self._move(sid, room)
+        join_room(room)
+        data = snapshot()
+        data["status"] = self.status()
+        return data
+
+    def on_disconnect(self, *args: Any) -> None:
+        """Forget the subscription of a closed socket."""
+        self._move(request.sid, None)  # type: ignore[attr-defined]
+
+    def _move(self, sid: str, room: str | None) -> None:
+        with self._subs_lock:
+            old = self.subs.pop(sid, None)
+            if old is not None:
+                self.rooms[old] -= 1
+                if self.rooms[old] <= 0:
+                    del self.rooms[old]
+                    self.filters.pop(old, None)
+                if room is not None:
+                    leave_room(old)
+            if room is not None:
+                self.subs[sid] = room
+                self.rooms[room] += 1
+
+    # -- snapshots (shared by the socket and the JSON API) -----------------------------------------
+    def status(self) -> dict[str, Any]:
+        """Broker connection and event counters, as the banner and /healthz show them."""
+        ingest = self.ingest
+        broker = ingest.status() if ingest else {"connected": False, "error": "ingest disabled"}
+        return {
+            "broker": broker,
+            "events": {
+                "received": ingest.received if ingest else 0,
+                "rejected": ingest.rejected if ingest else 0,
+            },
+        }
+
+    def overview_snapshot(self) -> dict[str, Any]:
+        """Counters, workers, throughput and latest failures."""
+        now = time.time()
+        with self.state.lock:
+            data = self._overview_common(now)
+            data["throughput"] = list(self.state.throughput)[-THROUGHPUT_SHOWN:]
+            data["failures"] = self._failures()
+        return data
+
+    def _overview_common(self, now: float) -> dict[str, Any]:
+        st = self.state
+        online = st.workers_online(now)
+        return {
+            "counts": {s: n for s, n in st.counts.items() if n or s in STATES},
+            "workers": {"online": online, "offline": len(st.workers) - online, "total": len(st.workers)},
+            "totals": {"retained": len(st.tasks), "events": st.event_count, "evicted": st.evicted},
+        }
+
+    def _failures(self) -> list[dict[str, Any]]:
+        out, seen = [], set()
+        tasks = self.state.tasks
+        for uuid in reversed(self.state.failures):
+            rec = tasks.get(uuid)
+            if rec is None or uuid in seen or rec.state != "FAILURE":
+                continue
+            seen.add(uuid)
+            out.append(task_summary(rec))
+            if len(out) >= FAILURES_SHOWN:
+                break
+        return out
+
+    def tasks_snapshot(self, state_f: str, name_f: str, limit: int) -> dict[str, Any]:
+        """One page of the task list for a filter, newest first."""
+        with self.state.lock:
+            total, page = self.state.query(state_f or None, name_f or None, limit=limit)
+            return {"total": total, "tasks": [task_summary(r) for r in page]}
+
+    def task_snapshot(self, uuid: str) -> dict[str, Any]:
+        """One task in full, or None when it has not been seen."""
+        with self.state.lock:
+            rec = self.state.tasks.get(uuid)
+            return {"task": task_detail(rec, self.state.children_of(uuid)) if rec else None}
+
+    def workers_snapshot(self) -> dict[str, Any]:
+        """Every known worker."""
+        now = time.time()
+        with self.state.lock:
+            workers = sorted(self.state.workers.values(), key=lambda w: w.hostname)
+            return {"workers": [worker_summary(w, now) for w in workers]}
+
+    # -- the tick --------------------------------------------------------------------------------
+    def run(self) -> None:
+        """Push diffs every interval until stop(); an error in one tick never ends the loop."""
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                self.tick()
+            except Exception:  # noqa: BLE001 - a bad tick must not silence the dashboard
+                log.exception("push tick failed")
+            self.socketio.sleep(max(0.0, self.interval - (time.monotonic() - started)))
+
+    def stop(self) -> None:
+        """End the loop after the current tick."""
+        self._stop.set()
+
+    def tick(self) -> None:
+        """Build and emit one diff per watched room from what changed since the last tick."""
+        now = time.time()
+        with self._subs_lock:
+            rooms = dict(self.rooms)
+            filters = dict(self.filters)
+        out: list[tuple[str, dict[str, Any], str]] = []
+        st = self.state
+        with st.lock:
+            changed_tasks, changed_workers = st.drain_changes(now)
+            if rooms.get("overview") and (changed_tasks or changed_workers or self._chart_due(now)):
+                out.append(("overview", self._overview_diff(now, changed_tasks), "overview"))
+            if changed_tasks:
+                recs = [r for r in map(st.tasks.get, changed_tasks) if r is not None]
+                recs.sort(key=lambda r: r.seq, reverse=True)
+                for room, (state_f, name_f) in filters.items():
+                    if rooms.get(room):
+                        out.append(("tasks", self._tasks_diff(room, recs, state_f, name_f, now), room))
+                for room in rooms:
+                    uuid = room[5:] if room.startswith("task:") else None
+                    if uuid in changed_tasks and uuid in st.tasks:
+                        detail = task_detail(st.tasks[uuid], st.children_of(uuid))
+                        out.append(("task", {"task": detail}, room))
+            if changed_workers and rooms.get("workers"):
+                ws = [worker_summary(w, now) for w in map(st.workers.get, changed_workers) if w is not None]
+                gone = [h for h in changed_workers if h not in st.workers]
+                out.append(("workers", {"workers": ws, "removed": gone}, "workers"))
+        status = self.status()
+        if status != self._last_status:
+            self._last_status = status
+            out.append(("status", status, ""))
+        for event, data, room in out:
+            if room:
+                self.socketio.emit(event, data, to=room)
+            else:
+                self.socketio.emit(event, data)
+
+    _chart_second = 0.0
+
+    def _chart_due(self, now: float) -> bool:
+        # The chart's time axis moves every second even when nothing happens.
+        second = float(int(now))
+        if second != self._chart_second:
+            self._chart_second = second
+            return True
+        return False
+
+    def _overview_diff(self, now: float, changed: set[str]) -> dict[str, Any]:
+        data = self._overview_common(now)
+        data["throughput"] = list(self.state.throughput)[-2:]  # the current and the last second
+        latest = [u for u in reversed(self.state.failures)][:FAILURES_SHOWN]
+        if latest != self._last_failures or any(u in changed for u in latest):
+            self._last_failures = latest
+            data["failures"] = self._failures()
+        return data
+
+    def _tasks_diff(self, room: str, recs: list[Any], state_f: str, name_f: str,
+                    now: float) -> dict[str, Any]:
+        shown, removed = [], []
+        for rec in recs:
+            if matches(rec, state_f or None, name_f or None):
+                if len(shown) < MAX_TASKS_PER_TICK:
+                    shown.append(task_summary(rec))
+            elif state_f or name_f:
+                removed.append(rec.uuid)
+        return {"total": self._total(room, state_f, name_f, now), "tasks": shown,
+                "removed": removed[:MAX_TASKS_PER_TICK * 5]}
+
+    def _total(self, room: str, state_f: str, name_f: str, now: float) -> int:
+        st = self.state
+        if not state_f and not name_f:
+            return len(st.tasks)
+        if state_f and not name_f:
+            return st.counts.get(state_f, 0)
+        if name_f and not state_f:
+            needle = name_f.lower()
+            return sum(n for name, n in st.task_names.items() if needle in name.lower())
+        # Both filters need a scan: do it at most once a second per room.
+        cached = self._totals_cache.get(room)
+        if cached is None or now - cached[0] >= 1.0:
+            cached = (now, st.query(state_f, name_f, limit=0)[0])
+            self._totals_cache[room] = cached
+        return cached[1]

@@ -1,0 +1,87 @@
+"""HTML pages: server-rendered Jinja, enhanced by the ES modules in static/js/."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Blueprint, jsonify, render_template, request
+from flask_wtf.csrf import CSRFError
+
+from . import launch as launching
+from .services import services
+from .state import STATES
+
+log = logging.getLogger(__name__)
+bp = Blueprint("views", __name__)
+
+
+@bp.app_context_processor
+def _globals() -> dict[str, Any]:
+    return {
+        "push_interval": services().config["PUSH_INTERVAL"],
+        "catalogue": [t.as_dict() for t in launching.CATALOGUE],
+        "states": STATES,
+    }
+
+
+@bp.get("/")
+def overview() -> str:
+    """Counts, workers, throughput and latest failures."""
+    return render_template("overview.html")
+
+
+@bp.get("/tasks")
+def tasks() -> str:
+    """The live task list, with filters and the launch form."""
+    return render_template("tasks.html", state_filter=request.args.get("state", ""),
+                           name_filter=request.args.get("name", ""), form={}, errors={}, launched=[])
+
+
+@bp.get("/tasks/<uuid>")
+def task(uuid: str) -> str:
+    """One task: fields, exception, traceback, timeline, relatives."""
+    return render_template("task.html", uuid=uuid)
+
+
+@bp.get("/workers")
+def workers() -> str:
+    """Workers and their heartbeats."""
+    return render_template("workers.html")
+
+
+def _wants_json() -> bool:
+    return request.is_json or request.accept_mimetypes.best == "application/json"
+
+
+@bp.route("/launch", methods=["GET", "POST"])
+def launch() -> Any:
+    """The launch form: validated on the server; nothing is sent when any field is wrong."""
+    if request.method == "GET":
+        return render_template("launch.html", form={}, errors={}, launched=[])
+    data = request.get_json(silent=True) if request.is_json else request.form.to_dict()
+    if not isinstance(data, dict):
+        data, errors = {}, {"form": "the body must be a JSON object"}
+        req = None
+    else:
+        req, errors = launching.validate(data)
+    status, launched = 200, []
+    if req is not None:
+        try:
+            launched = launching.launch(services().celery, req)
+        except launching.BrokerUnavailable as exc:
+            errors, status, launched = {"form": str(exc)}, 503, exc.sent
+    else:
+        status = 400
+    if _wants_json():
+        body = {"task_ids": launched} if status == 200 else {"errors": errors, "task_ids": launched}
+        return jsonify(body), status
+    return render_template("launch.html", form=data, errors=errors, launched=launched), status
+
+
+@bp.app_errorhandler(CSRFError)
+def _csrf_error(exc: CSRFError) -> Any:
+    message = f"{exc.description} Reload the page and try again."
+    if _wants_json():
+        return jsonify({"error": message, "errors": {"form": message}}), 400
+    return render_template("launch.html", form=request.form.to_dict(), errors={"form": message},
+                           launched=[]), 400
