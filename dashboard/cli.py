@@ -68,6 +68,7 @@ def _demo(cfg: dict[str, Any]) -> int:
     from .processes import ProcessError, is_local, redis_answers, start_redis, start_worker, stop_process
 
     children = []
+    owner = os.getpid()  # gunicorn forks its worker inside serve(): only we may stop the children
     try:
         url = cfg["BROKER_URL"]
         if not redis_answers(url):
@@ -85,10 +86,11 @@ def _demo(cfg: dict[str, Any]) -> int:
         log.error("%s", exc)
         return 2
     finally:
-        for proc in reversed(children):  # worker first, then the Redis it talks to
-            stop_process(proc)
-        if children:
-            log.info("stopped %d child process(es)", len(children))
+        if os.getpid() == owner:
+            for proc in reversed(children):  # worker first, then the Redis it talks to
+                stop_process(proc)
+            if children:
+                log.info("stopped %d child process(es)", len(children))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
