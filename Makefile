@@ -1,0 +1,70 @@
+# Celery Live Dashboard: `make run` (dashboard + demo worker) and `make test` (the whole suite).
+# Both install what they need: a .venv with the Python packages, the front-end libraries from
+# npm into static/vendor/, and Debian's redis-server (and chromium for tests) when run as root.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+VENDOR := static/vendor
+PYTEST_ARGS ?=
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: run test setup setup-test bench clean system-python system-redis system-chromium system-node
+
+run: setup ## the dashboard at http://127.0.0.1:5000 with a demo worker (and a local Redis if none answers)
+	$(BIN)/celery-dashboard demo
+
+test: setup-test ## the whole test suite
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+setup: system-python system-node $(BIN)/.deps $(VENDOR)/.stamp system-redis
+setup-test: setup $(BIN)/.test-deps system-chromium
+
+bench: setup ## performance figures (see bench/README.md)
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) node_modules $(VENDOR) .pytest_cache
+
+# -- Python -------------------------------------------------------------------------------------
+$(BIN)/.deps: pyproject.toml | system-python
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e .
+	@touch $@
+
+$(BIN)/.test-deps: $(BIN)/.deps
+	$(BIN)/python -m pip install -q -e '.[test]'
+	@touch $@
+
+# -- front-end libraries (npm -> static/vendor, git-ignored) ------------------------------------
+$(VENDOR)/.stamp: package.json package-lock.json | system-node
+	npm ci --no-audit --no-fund --loglevel=error
+	mkdir -p $(VENDOR)
+	cp node_modules/socket.io-client/dist/socket.io.esm.min.js $(VENDOR)/
+	cp node_modules/uplot/dist/uPlot.esm.js node_modules/uplot/dist/uPlot.min.css $(VENDOR)/
+	@touch $@
+
+# -- system packages: installed with apt-get when root, otherwise a clear message ----------------
+define apt_install
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing $(1) with apt-get"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(1) >/dev/null; \
+	else \
+		echo "missing: $(1). Install it, e.g.: sudo apt-get install $(1)"; exit 1; \
+	fi
+endef
+
+system-python:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || \
+		{ echo "Python >= 3.11 is required (found: $$($(PYTHON) --version 2>&1))"; exit 1; }
+	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || test -x $(BIN)/python || { $(call apt_install,python3-venv); }
+
+system-node:
+	@command -v npm >/dev/null || { $(call apt_install,nodejs npm); }
+
+system-redis:
+	@command -v redis-server >/dev/null || test -x /usr/bin/redis-server || { $(call apt_install,redis-server); }
+
+system-chromium:
+	@test -x /usr/bin/chromium || { $(call apt_install,chromium); }
