@@ -1,0 +1,174 @@
+"""Fixtures with real parts: a redis-server on a free loopback port, the demo worker with events
+on, the dashboard server as a subprocess, and Debian's Chromium driven by Playwright."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+import requests
+
+from dashboard.processes import free_port, start_redis, start_worker, stop_process
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+# The demo tasks sleep this long instead of 2 s, so the suite stays quick.
+WORK_SECONDS = "0.3"
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.1,
+             message: str = "condition") -> Any:
+    """Poll until predicate() is truthy and return its value, or fail with `message`."""
+    deadline = time.monotonic() + timeout
+    last_exc: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as exc:  # noqa: BLE001 - a server that is still starting may refuse
+            last_exc = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message}" + (f" (last error: {last_exc})" if last_exc else ""))
+
+
+class RedisServer:
+    """A real redis-server we can stop and start again on the same port."""
+
+    def __init__(self) -> None:
+        self.proc, self.url = start_redis()
+        self.port = int(self.url.rsplit(":", 1)[1].split("/")[0])
+
+    def url_db(self, db: int) -> str:
+        """The URL of another database on the same server."""
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def stop(self) -> None:
+        """Stop the server (clients see the connection drop)."""
+        stop_process(self.proc)
+
+    def start(self) -> None:
+        """Start it again on the same port."""
+        self.proc, _ = start_redis(self.port)
+
+
+class DashboardServer:
+    """`celery-dashboard run` in a subprocess, exactly as a user starts it."""
+
+    def __init__(self, broker_url: str, *extra: str, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        cmd = [sys.executable, "-m", "dashboard.cli", "run", "--broker", broker_url, "--port", str(self.port),
+               "--log-level", "WARNING", *extra]
+        full_env = dict(os.environ, **(env or {}))
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env)
+        wait_for(lambda: self.health()["broker"]["connected"], timeout=30, message=f"dashboard on {self.base_url}")
+
+    def get(self, path: str, **kwargs: Any) -> requests.Response:
+        """GET a path of the dashboard."""
+        return requests.get(self.base_url + path, timeout=5, **kwargs)
+
+    def health(self) -> dict[str, Any]:
+        """The /healthz body."""
+        return self.get("/healthz").json()
+
+    def launch(self, task: str, **body: Any) -> list[str]:
+        """POST /api/launch and return the task ids."""
+        resp = requests.post(self.base_url + "/api/launch", json={"task": task, **body}, timeout=10)
+        assert resp.status_code == 200, resp.text
+        return resp.json()["task_ids"]
+
+    def task(self, uuid: str) -> dict[str, Any] | None:
+        """GET /api/tasks/<uuid>, or None before the dashboard has seen it."""
+        resp = self.get(f"/api/tasks/{uuid}")
+        return resp.json() if resp.status_code == 200 else None
+
+    def wait_task(self, uuid: str, state: str, timeout: float = 20.0) -> dict[str, Any]:
+        """Wait until the task reaches `state` and return it."""
+        return wait_for(lambda: (t := self.task(uuid)) and t["state"] == state and t, timeout=timeout,
+                        message=f"task {uuid} to reach {state} (now: {self.task(uuid)})")
+
+    def stop(self) -> None:
+        """Stop the server and everything it runs."""
+        stop_process(self.proc)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A real redis-server on a free loopback port, for the whole session."""
+    server = RedisServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A redis-server of this test alone (it may stop and restart it)."""
+    server = RedisServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def dashboard(redis_server: RedisServer) -> Iterator[DashboardServer]:
+    """The dashboard server (threading mode, gunicorn) watching the session Redis."""
+    server = DashboardServer(redis_server.url)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def worker(redis_server: RedisServer, dashboard: DashboardServer) -> Iterator[str]:
+    """The demo worker with events on; yields its hostname once the dashboard sees it online."""
+    hostname = f"pytest-{os.getpid()}@localhost"
+    proc = start_worker(redis_server.url, concurrency=2, hostname=hostname, quiet=True,
+                        extra_env={"DASHBOARD_DEMO_SLEEP": WORK_SECONDS})
+
+    def online() -> bool:
+        workers = dashboard.get("/api/workers").json()["workers"]
+        return any(w["hostname"] == hostname and w["online"] for w in workers)
+
+    wait_for(online, timeout=60, message=f"worker {hostname} online")
+    yield hostname
+    stop_process(proc)
+
+
+@pytest.fixture
+def app(redis_server: RedisServer) -> Iterator[Any]:
+    """An app without the event consumer, on db 1 of the session Redis (no worker consumes there)."""
+    from dashboard import create_app
+
+    flask_app = create_app({"INGEST_ENABLED": False, "BROKER_URL": redis_server.url_db(1), "PUSH_INTERVAL": 0.05})
+    flask_app.testing = True
+    yield flask_app
+    flask_app.extensions["dashboard"].stop()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """Debian's Chromium, driven by Playwright."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    """A fresh browser page; fails the test if the page logs a JavaScript error."""
+    context = browser.new_context()
+    pg = context.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    pg.set_default_timeout(15_000)
+    yield pg
+    context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"

@@ -1,0 +1,158 @@
+"""End to end with real parts: redis-server, the demo worker (-E) and `celery-dashboard run`."""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import socketio
+
+from conftest import WORK_SECONDS, DashboardServer, RedisServer, wait_for
+from dashboard.processes import start_worker, stop_process
+
+
+def test_add_goes_through_every_state_to_success(dashboard: DashboardServer, worker: str) -> None:
+    """A launched add(2, 3) ends SUCCESS with its result, worker and full event history."""
+    (uuid,) = dashboard.launch("dashboard.demo.add", args=[2, 3])
+    task = dashboard.wait_task(uuid, "SUCCESS")
+    assert task["result"] == "5"
+    assert task["name"] == "dashboard.demo.add"
+    assert task["args"] == "[2, 3]"
+    assert task["worker"] == worker
+    assert [h["event"] for h in task["history"]] == ["sent", "received", "started", "succeeded"]
+    assert task["runtime"] >= float(WORK_SECONDS) * 0.9
+    assert task["sent"] <= task["received"] <= task["started"] <= task["succeeded"]
+
+
+def test_failure_shows_exception_and_real_traceback(dashboard: DashboardServer, worker: str) -> None:
+    """The failing task is FAILURE with its exception and the traceback down to the raising frame."""
+    (uuid,) = dashboard.launch("dashboard.demo.fail", kwargs={"card": "1234", "amount": 7})
+    task = dashboard.wait_task(uuid, "FAILURE")
+    assert task["exception"].startswith("PaymentDeclined(")
+    assert "card 1234 was declined for amount 7" in task["exception"]
+    tb = task["traceback"]
+    assert tb.startswith("Traceback (most recent call last):")
+    assert "in _charge" in tb and "in _authorize" in tb
+    assert "PaymentDeclined: card 1234 was declined" in tb.splitlines()[-1]
+    failed = dashboard.get("/api/tasks", params={"state": "FAILURE", "name": "demo.fail"}).json()
+    assert uuid in [t["uuid"] for t in failed["tasks"]]
+    assert all(t["state"] == "FAILURE" for t in failed["tasks"])
+
+
+def test_flaky_task_keeps_every_retry(dashboard: DashboardServer, worker: str) -> None:
+    """autoretry_for retries twice then succeeds; the history and attempts show both failures."""
+    (uuid,) = dashboard.launch("dashboard.demo.flaky", kwargs={"fail_times": 2})
+    task = dashboard.wait_task(uuid, "SUCCESS", timeout=30)
+    events = [h["event"] for h in task["history"]]
+    assert events.count("retried") == 2
+    assert events.count("received") == 3 and events.count("started") == 3
+    assert task["retries"] == 2
+    assert task["result"] == "'succeeded on attempt 3'"
+    assert [a["exception"] for a in task["attempts"]] == [
+        "ConnectionError('upstream unavailable on attempt 1')",
+        "ConnectionError('upstream unavailable on attempt 2')",
+    ]
+    assert all("ConnectionError: upstream unavailable" in a["traceback"] for a in task["attempts"])
+
+
+def test_progress_task_reports_progress(dashboard: DashboardServer, worker: str) -> None:
+    """The progress task's custom events carry current/total, then it succeeds."""
+    (uuid,) = dashboard.launch("dashboard.demo.progress", kwargs={"steps": 3, "delay": 0.1})
+    task = dashboard.wait_task(uuid, "SUCCESS")
+    assert task["extra"] == {"current": 3, "total": 3}
+    assert [h["event"] for h in task["history"]].count("progress") == 3
+
+
+def test_workflow_children_link_to_their_root(dashboard: DashboardServer, worker: str) -> None:
+    """The workflow's chain/group/chord tasks all name the workflow task as their root."""
+    (root,) = dashboard.launch("dashboard.demo.workflow", kwargs={"n": 3})
+    dashboard.wait_task(root, "SUCCESS")
+
+    def tsum_done() -> Any:
+        rows = dashboard.get("/api/tasks", params={"name": "demo.tsum", "limit": 100}).json()["tasks"]
+        return next((t for t in rows if t["state"] == "SUCCESS" and dashboard.task(t["uuid"])["root_id"] == root), None)
+
+    tsum = wait_for(tsum_done, timeout=30, message="the chord callback to succeed")
+    assert tsum["result"] == "6"  # 0+0 + 1+1 + 2+2
+    children = dashboard.task(root)["children"]
+    assert children, "the first task of the chain is a child of the workflow task"
+    assert dashboard.task(children[0])["parent_id"] == root
+
+
+def test_worker_is_online_with_heartbeat(dashboard: DashboardServer, worker: str) -> None:
+    """The worker list shows the demo worker online with a fresh heartbeat; /healthz counts it."""
+    workers = {w["hostname"]: w for w in dashboard.get("/api/workers").json()["workers"]}
+    me = workers[worker]
+    assert me["online"] is True
+    assert time.time() - me["last_heartbeat"] < 3 * me["freq"]
+    assert me["sw_ident"] == "py-celery"
+    health = dashboard.health()
+    assert health["workers"]["online"] >= 1
+    assert health["broker"]["connected"] is True
+    assert health["events"]["received"] > 0
+    assert health["tasks"]["retained"] >= 0
+
+
+def test_websocket_pushes_live_updates(dashboard: DashboardServer, worker: str) -> None:
+    """A Socket.IO client gets a snapshot, then batched updates for a launched task until SUCCESS."""
+    client = socketio.Client(reconnection=False)
+    seen: list[dict[str, Any]] = []
+    detail: list[dict[str, Any]] = []
+    done = threading.Event()
+
+    @client.on("tasks")
+    def on_tasks(data: dict[str, Any]) -> None:
+        seen.extend(data["tasks"])
+        if any(t["state"] == "SUCCESS" and t["uuid"] in launched for t in data["tasks"]):
+            done.set()
+
+    client.on("task", lambda data: detail.append(data["task"]))
+    launched: list[str] = []
+    client.connect(dashboard.base_url, transports=["websocket"])
+    try:
+        snapshot = client.call("subscribe", {"view": "tasks", "name": "demo.add"}, timeout=5)
+        assert "total" in snapshot and isinstance(snapshot["tasks"], list)
+        assert snapshot["status"]["broker"]["connected"] is True
+        launched.extend(dashboard.launch("dashboard.demo.add", args=[20, 22]))
+        assert done.wait(20), f"no SUCCESS update for {launched} over the websocket; got {seen[-5:]}"
+        states = [t["state"] for t in seen if t["uuid"] == launched[0]]
+        assert states[-1] == "SUCCESS"
+        assert len(states) <= 4, "updates for one task within a tick are batched into one"
+        # A second subscription on the same socket moves it to the task's own room.
+        one = client.call("subscribe", {"view": "task", "uuid": launched[0]}, timeout=5)
+        assert one["task"]["result"] == "42"
+    finally:
+        client.disconnect()
+
+
+def test_ingest_resumes_after_redis_restart(own_redis: RedisServer) -> None:
+    """Redis goes away mid-run: the dashboard reports it, reconnects, and sees new tasks again."""
+    dash = DashboardServer(own_redis.url)
+    proc = start_worker(own_redis.url, concurrency=1, hostname="restart@localhost", quiet=True,
+                        extra_env={"DASHBOARD_DEMO_SLEEP": WORK_SECONDS})
+    try:
+        (first,) = dash.launch("dashboard.demo.add", args=[1, 1])
+        dash.wait_task(first, "SUCCESS", timeout=30)
+        own_redis.stop()
+        down = wait_for(lambda: (h := dash.health()) and not h["broker"]["connected"] and h, timeout=10,
+                        message="/healthz to report the broker down")
+        assert down["broker"]["error"]
+        own_redis.start()
+        up = wait_for(lambda: (h := dash.health()) and h["broker"]["connected"] and h, timeout=20,
+                      message="/healthz to report the broker back")
+        assert up["broker"]["outages"] == 1
+        lost, back = up["broker"]["last_outage"]
+        assert back > lost > 0
+        second = wait_for(lambda: _try_launch(dash), timeout=30, message="a launch after the restart")
+        dash.wait_task(second, "SUCCESS", timeout=40)
+        assert dash.task(first)["state"] == "SUCCESS", "state from before the outage is kept"
+    finally:
+        stop_process(proc)
+        dash.stop()
+
+
+def _try_launch(dash: DashboardServer) -> str | None:
+    import requests
+
+    resp = requests.post(dash.base_url + "/api/launch", json={"task": "dashboard.demo.add", "args": [2, 2]}, timeout=10)
+    return resp.json()["task_ids"][0] if resp.status_code == 200 else None
