@@ -46,14 +46,10 @@ $(VENDOR)/.stamp: package.json package-lock.json | system-node
 	@touch $@
 
 # -- system packages: installed with apt-get when root, otherwise a clear message ----------------
-define apt_install
-	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+apt_install = if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		echo "installing $(1) with apt-get"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(1) >/dev/null; \
-	else \
-		echo "missing: $(1). Install it, e.g.: sudo apt-get install $(1)"; exit 1; \
-	fi
-endef
+	else echo "missing: $(1). Install it, e.g.: sudo apt-get install $(1)"; exit 1; fi
 
 system-python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || \
