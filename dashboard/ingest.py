@@ -244,7 +244,7 @@ class Ingest:
             bad = self.state.events(prepare(events, now, here))
             if bad:
                 self.rejected += bad
-                self._log_bad(f"{bad} malformed event(s) skipped")
+                self._log_bad(f"{bad} event(s) skipped, last: {self.state.last_error}")
             self.last_event_at = now
 
     def _log_bad(self, what: object) -> None:

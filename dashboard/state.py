@@ -134,10 +134,13 @@ class State:
         self._interned: dict[str, str] = {}  # tracebacks shared between tasks that failed alike
         self.changed_tasks: set[str] = set()
         self.changed_workers: set[str] = set()
+        self.last_error: str | None = None  # why the last skipped event was skipped
 
     # -- ingest ---------------------------------------------------------------------------------
     def event(self, event: dict[str, Any]) -> None:
         """Apply one Celery event dict; raises MalformedEvent for events that cannot be applied."""
+        if event.__class__ is not dict:
+            raise MalformedEvent("event is not an object")
         type_ = event.get("type")
         if type_.__class__ is not str:
             raise MalformedEvent("event has no string 'type'")
@@ -151,14 +154,15 @@ class State:
         self.event_count += 1
 
     def events(self, events: Iterable[dict[str, Any]]) -> int:
-        """Apply many events under the lock; returns how many were malformed (and skipped)."""
+        """Apply many events under the lock; returns how many were skipped (see `last_error`)."""
         bad = 0
         with self.lock:
             for ev in events:
                 try:
                     self.event(ev)
-                except MalformedEvent:
+                except Exception as exc:  # noqa: BLE001 - one bad event must never cost the others
                     bad += 1
+                    self.last_error = f"{type(exc).__name__}: {exc}"
         return bad
 
     def _task_event(self, subject: str, ev: dict[str, Any]) -> None:
