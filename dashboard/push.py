@@ -176,7 +176,7 @@ class Push:
                 self.tick()
             except Exception:  # noqa: BLE001 - a bad tick must not silence the dashboard
                 log.exception("push tick failed")
-            self.socketio.sleep(max(0.0, self.interval - (time.monotonic() - started)))
+            self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
 
     def stop(self) -> None:
         """End the loop after the current tick."""

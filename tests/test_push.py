@@ -1,0 +1,155 @@
+"""Live push: snapshots on subscribe, one batched diff per room per tick, only what a page shows."""
+from __future__ import annotations
+
+import time
+from typing import Any, Iterator
+
+import pytest
+
+from dashboard import create_app, socketio
+
+
+@pytest.fixture
+def push_app(redis_server: Any) -> Iterator[Any]:
+    """An app whose push loop is stopped, so each test drives the ticks itself."""
+    app = create_app({"INGEST_ENABLED": False, "BROKER_URL": redis_server.url_db(1)})
+    svc = app.extensions["dashboard"]
+    svc.push.stop()
+    time.sleep(0.05)  # let the loop finish its first tick
+    yield app
+    svc.stop()
+
+
+def ev(type_: str, uuid: str, ts: float, **fields: Any) -> dict[str, Any]:
+    """A Celery task event as ingest hands it to the state."""
+    return {"type": type_, "uuid": uuid, "hostname": "w1@h", "timestamp": ts, "local_received": time.time(), **fields}
+
+
+def feed(app: Any, *events: dict[str, Any]) -> None:
+    """Apply events to the app's state."""
+    assert app.extensions["dashboard"].state.events(events) == 0
+
+
+def tick(app: Any) -> None:
+    """Run one push tick."""
+    app.extensions["dashboard"].push.tick()
+
+
+def received(client: Any, name: str) -> list[Any]:
+    """The payloads of the `name` events the client got since the last call."""
+    return [m["args"][0] for m in client.get_received() if m["name"] == name]
+
+
+def lifecycle(uuid: str, ts: float, ok: bool = True) -> list[dict[str, Any]]:
+    """received, started, then succeeded or failed."""
+    end = ev("task-succeeded", uuid, ts + 2, result="3", runtime=1.0) if ok else \
+        ev("task-failed", uuid, ts + 2, exception="KeyError('x')", traceback="Traceback...\nKeyError: 'x'")
+    return [ev("task-received", uuid, ts, name="proj.add", args="(1, 2)", kwargs="{}"),
+            ev("task-started", uuid, ts + 1), end]
+
+
+def test_overview_snapshot_then_diffs(push_app: Any) -> None:
+    """The overview gets counters at once, then a diff with new counts and the latest failure."""
+    feed(push_app, *lifecycle("a", 100.0))
+    client = socketio.test_client(push_app)
+    snap = client.emit("subscribe", {"view": "overview"}, callback=True)
+    assert snap["counts"]["SUCCESS"] == 1
+    assert snap["workers"] == {"online": 1, "offline": 0, "total": 1}
+    assert snap["failures"] == []
+    assert snap["status"]["broker"]["connected"] is False
+    assert snap["throughput"] and snap["throughput"][-1][1] == 1
+    client.get_received()
+    feed(push_app, *lifecycle("b", 200.0, ok=False))
+    tick(push_app)
+    (diff,) = received(client, "overview")
+    assert diff["counts"]["FAILURE"] == 1 and diff["counts"]["SUCCESS"] == 1
+    assert [f["uuid"] for f in diff["failures"]] == ["b"]
+    assert diff["failures"][0]["exception"] == "KeyError('x')"
+    client.disconnect()
+
+
+def test_many_events_for_one_task_in_a_tick_become_one_update(push_app: Any) -> None:
+    """Three events of one task within a tick reach the task list as one row in its final state."""
+    client = socketio.test_client(push_app)
+    snap = client.emit("subscribe", {"view": "tasks"}, callback=True)
+    assert snap["total"] == 0 and snap["tasks"] == []
+    client.get_received()
+    feed(push_app, *lifecycle("a", 100.0))
+    tick(push_app)
+    (diff,) = received(client, "tasks")
+    assert [(t["uuid"], t["state"]) for t in diff["tasks"]] == [("a", "SUCCESS")]
+    assert diff["total"] == 1
+    tick(push_app)
+    assert received(client, "tasks") == [], "nothing changed, nothing sent"
+    client.disconnect()
+
+
+def test_filtered_list_gets_matches_and_removals(push_app: Any) -> None:
+    """A list filtered on STARTED gets the task while it runs and a removal when it finishes."""
+    client = socketio.test_client(push_app)
+    client.emit("subscribe", {"view": "tasks", "state": "STARTED"}, callback=True)
+    client.get_received()
+    feed(push_app, *lifecycle("a", 100.0)[:2])
+    tick(push_app)
+    (diff,) = received(client, "tasks")
+    assert [t["uuid"] for t in diff["tasks"]] == ["a"] and diff["total"] == 1
+    feed(push_app, ev("task-succeeded", "a", 103.0, result="3"))
+    tick(push_app)
+    (diff,) = received(client, "tasks")
+    assert diff["tasks"] == [] and diff["removed"] == ["a"] and diff["total"] == 0
+    client.disconnect()
+
+
+def test_task_room_gets_only_its_task(push_app: Any) -> None:
+    """A task page is sent its own task's updates (with the traceback) and nobody else's."""
+    client = socketio.test_client(push_app)
+    snap = client.emit("subscribe", {"view": "task", "uuid": "b"}, callback=True)
+    assert snap["task"] is None, "an unseen task is announced as unknown, not an error"
+    client.get_received()
+    feed(push_app, *lifecycle("a", 100.0), *lifecycle("b", 100.0, ok=False))
+    tick(push_app)
+    updates = received(client, "task")
+    assert [u["task"]["uuid"] for u in updates] == ["b"]
+    assert updates[0]["task"]["traceback"].endswith("KeyError: 'x'")
+    assert received(client, "tasks") == [] and received(client, "overview") == []
+    client.disconnect()
+
+
+def test_worker_going_silent_is_pushed_offline(push_app: Any) -> None:
+    """A worker whose heartbeats stop is pushed as offline without any new event."""
+    client = socketio.test_client(push_app)
+    now = time.time()
+    feed(push_app, {"type": "worker-heartbeat", "hostname": "w9@h", "timestamp": now, "local_received": now,
+                    "freq": 0.1, "active": 0, "processed": 3})
+    snap = client.emit("subscribe", {"view": "workers"}, callback=True)
+    assert [(w["hostname"], w["online"]) for w in snap["workers"]] == [("w9@h", True)]
+    client.get_received()
+    time.sleep(0.3)  # two heartbeat intervals and more
+    tick(push_app)
+    (diff,) = received(client, "workers")
+    assert [(w["hostname"], w["online"]) for w in diff["workers"]] == [("w9@h", False)]
+    client.disconnect()
+
+
+def test_resubscribe_gives_a_fresh_snapshot(push_app: Any) -> None:
+    """After a reconnect the page subscribes again and gets the current state, not a stale one."""
+    client = socketio.test_client(push_app)
+    first = client.emit("subscribe", {"view": "tasks"}, callback=True)
+    client.disconnect()
+    feed(push_app, *lifecycle("a", 100.0))
+    tick(push_app)
+    again = socketio.test_client(push_app)
+    second = again.emit("subscribe", {"view": "tasks"}, callback=True)
+    assert first["total"] == 0 and second["total"] == 1
+    assert second["tasks"][0]["state"] == "SUCCESS"
+    assert push_app.extensions["dashboard"].push.rooms == {"tasks||": 1}, "the closed socket left its room"
+    again.disconnect()
+
+
+@pytest.mark.parametrize("payload", [None, "overview", {"view": "nope"}, {"view": "tasks", "state": 5}])
+def test_bad_subscribe_gets_an_error_not_a_crash(push_app: Any, payload: Any) -> None:
+    """A malformed subscribe is answered with an error message."""
+    client = socketio.test_client(push_app)
+    answer = client.emit("subscribe", payload, callback=True)
+    assert "error" in answer
+    client.disconnect()
