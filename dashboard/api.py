@@ -27,7 +27,7 @@ def healthz() -> Any:
         tasks = {"retained": len(svc.state.tasks), "evicted": svc.state.evicted, "max": svc.state.max_tasks}
         workers = {"online": svc.state.workers_online(now), "known": len(svc.state.workers)}
     body = {"ok": status["broker"]["connected"], "broker": status["broker"], "events": status["events"],
-            "tasks": tasks, "workers": workers}
+            "tasks": tasks, "workers": workers, "server": {"async_mode": svc.config["ASYNC_MODE"]}}
     return jsonify(body), 200
 
 
