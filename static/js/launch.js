@@ -1,0 +1,128 @@
+// Launch form: example args per task, JSON submit without a reload, errors under their fields.
+// The server validates everything; the checks here are only early hints.
+import { page, startLive } from "./live.js";
+import { el, setText, show, taskHref } from "./dom.js";
+
+const form = document.getElementById("launch-form");
+
+if (form) {
+  const catalogue = JSON.parse(form.dataset.catalogue || "[]");
+  const byName = new Map(catalogue.map((t) => [t.name, t]));
+  const fields = form.elements;
+  const hint = document.getElementById("launch-hint");
+  const result = document.getElementById("launch-result");
+  const button = form.querySelector("button[type=submit]");
+
+  const errorBox = (field) => form.querySelector(`.field-error[data-field="${field}"]`);
+
+  function setError(field, message) {
+    const box = errorBox(field) || errorBox("form");
+    if (!box) return;
+    setText(box, message || "");
+    show(box, Boolean(message));
+    const input = fields.namedItem(field);
+    if (input && input.setAttribute) {
+      if (message) input.setAttribute("aria-invalid", "true");
+      else input.removeAttribute("aria-invalid");
+    }
+  }
+
+  function clearErrors() {
+    for (const box of form.querySelectorAll(".field-error")) setError(box.dataset.field, "");
+  }
+
+  function renderHint(task) {
+    if (!task) {
+      hint.replaceChildren();
+      return;
+    }
+    hint.replaceChildren(
+      el("span", { class: "hint-text", text: task.hint }), " ",
+      el("span", { class: "hint-example" }, "Example: args ", el("code", { text: task.example_args }),
+        ", kwargs ", el("code", { text: task.example_kwargs })));
+  }
+
+  fields.task.addEventListener("change", () => {
+    const task = byName.get(fields.task.value);
+    if (task) {
+      fields.args.value = task.example_args;
+      fields.kwargs.value = task.example_kwargs;
+    }
+    renderHint(task);
+    setError("args", "");
+    setError("kwargs", "");
+  });
+
+  // Early hint only: the server parses and validates args/kwargs itself.
+  function checkJson(field, kind) {
+    const raw = fields[field].value.trim();
+    if (!raw) return setError(field, "");
+    try {
+      const value = JSON.parse(raw);
+      const ok = kind === "array" ? Array.isArray(value) : value !== null && typeof value === "object" && !Array.isArray(value);
+      setError(field, ok ? "" : `must be a JSON ${kind}`);
+    } catch (err) {
+      setError(field, `not valid JSON (${err.message})`);
+    }
+  }
+  fields.args.addEventListener("blur", () => checkJson("args", "array"));
+  fields.kwargs.addEventListener("blur", () => checkJson("kwargs", "object"));
+
+  function renderLaunched(ids, taskName) {
+    if (!ids || ids.length === 0) {
+      result.replaceChildren();
+      show(result, false);
+      return;
+    }
+    const plural = ids.length === 1 ? "" : "s";
+    const summary = el("p", { class: "launch-summary" }, `Launched ${ids.length} task${plural} of `,
+      el("code", { text: taskName }), ":");
+    const list = el("ul", { class: "launched" },
+      ...ids.map((id) => el("li", {}, el("a", { class: "mono", href: taskHref(id), text: id }))));
+    result.replaceChildren(summary, list);
+    show(result, true);
+  }
+
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    clearErrors();
+    const body = {
+      task: fields.task.value,
+      args: fields.args.value,
+      kwargs: fields.kwargs.value,
+      count: fields.count.value,
+      countdown: fields.countdown.value,
+    };
+    button.disabled = true;
+    setText(button, "Launching…");
+    try {
+      const response = await fetch(form.getAttribute("action") || "/launch", {
+        method: "POST",
+        headers: {
+          Accept: "application/json",
+          "Content-Type": "application/json",
+          "X-CSRFToken": fields.csrf_token.value,
+        },
+        body: JSON.stringify(body),
+      });
+      let data = {};
+      try {
+        data = await response.json();
+      } catch {
+        data = { error: `The server answered ${response.status} ${response.statusText}.` };
+      }
+      for (const [field, message] of Object.entries(data.errors || {})) setError(field, message);
+      if (data.error && !(data.errors && data.errors.form)) setError("form", data.error);
+      if (!response.ok && !data.error && !data.errors) setError("form", `Launch failed (${response.status}).`);
+      renderLaunched(data.task_ids, body.task);
+    } catch (err) {
+      setError("form", `Could not reach the dashboard server: ${err.message}`);
+    } finally {
+      button.disabled = false;
+      setText(button, "Launch");
+    }
+  });
+
+  // Standalone launch page: no live data, but the connection indicator and broker banner stay live.
+  if (page && page.dataset.view === "launch") startLive();
+}

@@ -1,0 +1,119 @@
+// The live connection: socket, subscribe + resync on every (re)connect, connection indicator,
+// broker banner. Pages call startLive({payload, onSnapshot, on: {event: handler}}).
+import { io } from "/static/vendor/socket.io.esm.min.js";
+import { fmtTime, show } from "./dom.js";
+
+const RECOVERED_NOTICE_SECONDS = 60;
+
+const conn = document.getElementById("conn-status");
+const banner = document.getElementById("broker-banner");
+let bannerTimer = null;
+
+function setConnection(state) {
+  if (!conn) return;
+  conn.dataset.state = state;
+  conn.textContent = { connecting: "connecting…", live: "live", offline: "reconnecting…" }[state];
+  conn.title = state === "live" ? "Receiving live updates" : "Not connected to the dashboard server";
+}
+
+function setBanner(kind, message, detail) {
+  if (!banner) return;
+  if (!kind) {
+    show(banner, false);
+    delete banner.dataset.kind;
+    return;
+  }
+  banner.dataset.kind = kind;
+  banner.replaceChildren(document.createTextNode(message));
+  if (detail) {
+    const small = document.createElement("span");
+    small.className = "banner-detail";
+    small.textContent = detail;
+    banner.append(" ", small);
+  }
+  show(banner, true);
+}
+
+/** Render STATUS ({broker, events}) into the broker banner. Exported for pages without a socket view. */
+export function renderStatus(status) {
+  const broker = status && status.broker;
+  if (!broker) return;
+  clearTimeout(bannerTimer);
+  if (!broker.connected) {
+    if (broker.error === "ingest disabled") {
+      setBanner("disabled", "Event ingest is disabled: this dashboard is not listening to a broker.");
+      return;
+    }
+    const since = typeof broker.since === "number" ? ` since ${fmtTime(broker.since)}` : "";
+    const detail = [broker.url, broker.error].filter(Boolean).join(": ");
+    setBanner("down", `Broker unreachable${since} — events are being missed; reconnecting…`, detail ? `(${detail})` : "");
+    return;
+  }
+  const outage = Array.isArray(broker.last_outage) ? broker.last_outage : null;
+  const [lost, back] = outage || [];
+  const age = typeof back === "number" && back > 0 ? Date.now() / 1000 - back : Infinity;
+  if (age < RECOVERED_NOTICE_SECONDS) {
+    setBanner("recovered",
+      `Reconnected at ${fmtTime(back)}; events between ${fmtTime(lost)} and ${fmtTime(back)} may have been missed.`);
+    bannerTimer = setTimeout(() => setBanner(null), Math.max(0, RECOVERED_NOTICE_SECONDS - Math.max(0, age)) * 1000);
+    return;
+  }
+  setBanner(null);
+}
+
+async function fetchStatus() {
+  try {
+    const response = await fetch("/healthz", { headers: { Accept: "application/json" } });
+    const body = await response.json();
+    renderStatus({ broker: body.broker, events: body.events });
+  } catch {
+    // the socket's own indicator already says we are offline
+  }
+}
+
+/**
+ * Connect and subscribe. On every connect (first and after a reconnect) the page gets a fresh
+ * snapshot through onSnapshot and must re-render from it. Live events are only delivered once
+ * the snapshot of the current connection has been applied (the snapshot supersedes earlier ones).
+ * Without a payload (pages with no live data) only the indicator and the banner are live.
+ */
+export function startLive({ payload = null, onSnapshot = () => {}, on = {}, onError = null } = {}) {
+  const socket = io({ reconnection: true, reconnectionDelay: 500, reconnectionDelayMax: 5000 });
+  let ready = false;
+  setConnection("connecting");
+
+  socket.on("connect", () => {
+    setConnection("live");
+    ready = false;
+    if (!payload) {
+      fetchStatus();
+      return;
+    }
+    socket.emit("subscribe", payload, (snapshot) => {
+      if (!snapshot || snapshot.error) {
+        console.error("subscribe failed:", snapshot && snapshot.error);
+        if (onError) onError(snapshot && snapshot.error);
+        return;
+      }
+      if (snapshot.status) renderStatus(snapshot.status);
+      onSnapshot(snapshot);
+      ready = true;
+    });
+  });
+  socket.on("disconnect", (reason) => {
+    ready = false;
+    setConnection("offline");
+    if (reason === "io server disconnect") socket.connect(); // the server hung up: not retried by itself
+  });
+  socket.on("connect_error", () => setConnection("offline"));
+  socket.on("status", renderStatus);
+  for (const [event, handler] of Object.entries(on)) {
+    socket.on(event, (data) => {
+      if (ready) handler(data);
+    });
+  }
+  return socket;
+}
+
+/** The <main id="page"> element and its data-* config. */
+export const page = document.getElementById("page");

@@ -1,0 +1,191 @@
+// One task: fields, exception + traceback, retry attempts, timeline, relatives, progress.
+import { page, startLive } from "./live.js";
+import {
+  el, fmtDateTime, fmtDelta, fmtDuration, fmtValue, progressOf, setAttr, setBadge, setText, show, taskHref,
+} from "./dom.js";
+
+const uuid = page.dataset.uuid;
+const $ = (id) => document.getElementById(id);
+const field = (name) => document.querySelector(`#task-fields [data-field="${name}"]`);
+const body = $("task-body");
+const unknown = $("task-unknown");
+let rendered = {}; // keys of the last rendered lists, to rebuild them only when they change
+
+const firstNumber = (...values) => values.find((v) => typeof v === "number");
+
+function setField(name, value) {
+  const dd = field(name);
+  const text = value == null || value === "" ? "—" : String(value);
+  setText(dd, text);
+  dd.classList.toggle("empty", text === "—");
+}
+
+function renderFields(t) {
+  setField("uuid", t.uuid);
+  setField("name", t.name);
+  const stateDd = field("state");
+  if (!stateDd.firstChild || stateDd.firstChild.nodeType !== 1) stateDd.replaceChildren(el("span", { class: "badge" }));
+  setBadge(stateDd.firstChild, t.state);
+
+  const worker = t.worker ?? t.hostname;
+  const workerDd = field("worker");
+  if (worker) {
+    const href = `/workers#worker-${encodeURIComponent(worker)}`;
+    const link = workerDd.querySelector("a");
+    if (link && link.getAttribute("href") === href) setText(link, worker);
+    else workerDd.replaceChildren(el("a", { href, text: worker }));
+    workerDd.classList.remove("empty");
+  } else {
+    setField("worker", null);
+  }
+  setField("args", fmtValue(t.args));
+  setField("kwargs", fmtValue(t.kwargs));
+  setField("result", fmtValue(t.result));
+  setField("retries", t.retries);
+  setField("runtime", typeof t.runtime === "number" ? fmtDuration(t.runtime) : null);
+  setField("eta", fmtValue(t.eta));
+  setField("expires", fmtValue(t.expires));
+  setField("client", t.client);
+  setField("routing", t.exchange || t.routing_key ? `${t.exchange || "(default)"} / ${t.routing_key || "—"}` : null);
+  setField("queue", t.queue);
+  setField("sent", fmtDateTime(t.sent));
+  setField("received", fmtDateTime(t.received));
+  setField("started", fmtDateTime(t.started));
+  setField("finished", fmtDateTime(firstNumber(t.succeeded, t.failed, t.revoked, t.rejected)));
+  const extra = t.extra && Object.keys(t.extra).length ? fmtValue(t.extra) : null;
+  show($("task-extra-row"), Boolean(extra));
+  if (extra) setField("extra", extra);
+}
+
+function renderError(t) {
+  const failing = t.state === "FAILURE" || t.state === "RETRY";
+  const visible = failing || Boolean(t.exception);
+  const panel = $("task-error");
+  show(panel, visible);
+  if (!visible) return;
+  // A task that succeeded after retries keeps its last exception: shown, but as history, below.
+  const resolved = !failing && t.state === "SUCCESS";
+  panel.classList.toggle("resolved", resolved);
+  setText(panel.querySelector(".panel-title"), resolved ? "Last exception (before a retry that succeeded)" : "Exception");
+  setText($("task-exception"), fmtValue(t.exception) || "(no exception text)");
+  const tb = typeof t.traceback === "string" ? t.traceback : "";
+  show($("task-traceback-box"), Boolean(tb));
+  setText($("task-traceback"), tb); // unchanged text keeps the scroll position
+}
+
+$("copy-traceback").addEventListener("click", async () => {
+  const pre = $("task-traceback");
+  const status = $("copy-status");
+  try {
+    await navigator.clipboard.writeText(pre.textContent);
+    setText(status, "Copied");
+  } catch {
+    // No clipboard API (e.g. plain http on a remote host): select the text for Ctrl+C instead.
+    const range = document.createRange();
+    range.selectNodeContents(pre);
+    const selection = window.getSelection();
+    selection.removeAllRanges();
+    selection.addRange(range);
+    setText(status, "Selected: press Ctrl+C to copy");
+  }
+  setTimeout(() => setText(status, ""), 2500);
+});
+
+function renderProgress(t) {
+  const p = progressOf(t.progress ?? t.extra);
+  const box = $("task-progress");
+  show(box, Boolean(p));
+  if (!p) return;
+  const bar = box.querySelector(".bar");
+  bar.querySelector(".bar-fill").style.width = `${(p.ratio * 100).toFixed(1)}%`;
+  setAttr(bar, "aria-valuemin", 0);
+  setAttr(bar, "aria-valuemax", p.total);
+  setAttr(bar, "aria-valuenow", p.current);
+  setText(box.querySelector(".progress-text"), `${p.current} / ${p.total} (${Math.round(p.ratio * 100)} %)`);
+}
+
+function renderTimeline(t) {
+  const history = Array.isArray(t.history) ? t.history : [];
+  const key = JSON.stringify(history);
+  if (rendered.timeline === key) return;
+  rendered.timeline = key;
+  const first = history.length ? history[0].timestamp : null;
+  $("timeline").replaceChildren(...history.map((h) => el("li", { dataset: { event: String(h.event) } },
+    el("span", { class: "tl-event", text: String(h.event) }),
+    el("span", { class: "tl-time mono", text: fmtDateTime(h.timestamp) }),
+    el("span", { class: "tl-delta mono", text: typeof first === "number" ? fmtDelta(h.timestamp - first) : "" }))));
+  if (!history.length) $("timeline").append(el("li", { class: "muted", text: "No events yet." }));
+}
+
+function renderAttempts(t) {
+  const attempts = Array.isArray(t.attempts) ? t.attempts : [];
+  show($("task-attempts"), attempts.length > 0);
+  const key = JSON.stringify(attempts);
+  if (rendered.attempts === key) return;
+  rendered.attempts = key;
+  const list = $("task-attempts").querySelector(".attempts");
+  list.replaceChildren(...attempts.map((a, i) => el("li", { class: "attempt" },
+    el("div", { class: "attempt-head" },
+      el("span", { class: "attempt-no", text: `Attempt ${i + 1}` }),
+      el("span", { class: "mono muted", text: fmtDateTime(a.timestamp) }),
+      a.hostname ? el("span", { class: "mono muted", text: a.hostname }) : null),
+    el("p", { class: "exception mono", text: fmtValue(a.exception) || "(no exception text)" }),
+    a.traceback ? el("details", {}, el("summary", { text: "Traceback" }),
+      el("pre", { class: "traceback", text: fmtValue(a.traceback) })) : null)));
+}
+
+function renderRelative(id, rel, value) {
+  const link = $(id);
+  const has = typeof value === "string" && value !== "" && value !== uuid;
+  show(link, has);
+  show(document.querySelector(`[data-rel="${rel}"]`), has);
+  if (has) {
+    setAttr(link, "href", taskHref(value));
+    setText(link, value);
+  }
+}
+
+function renderRelatives(t) {
+  renderRelative("task-parent", "parent", t.parent_id);
+  renderRelative("task-root", "root", t.root_id);
+  const children = Array.isArray(t.children) ? t.children : [];
+  const key = children.join(",");
+  if (rendered.children !== key) {
+    rendered.children = key;
+    $("task-children").replaceChildren(...children.map((c) => el("li", {}, el("a", { href: taskHref(c), text: c }))));
+  }
+  show($("task-no-children"), children.length === 0);
+}
+
+function render(t) {
+  show(unknown, !t);
+  show(body, Boolean(t));
+  if (!t) {
+    setText($("task-name"), uuid);
+    show($("task-state"), false);
+    return;
+  }
+  setText($("task-name"), t.name || uuid);
+  setBadge($("task-state"), t.state);
+  show($("task-state"), true);
+  document.title = `${t.name || uuid} · ${t.state} · Celery Live Dashboard`;
+  renderProgress(t);
+  renderError(t);
+  renderFields(t);
+  renderTimeline(t);
+  renderAttempts(t);
+  renderRelatives(t);
+}
+
+startLive({
+  payload: { view: "task", uuid },
+  onSnapshot(snap) {
+    rendered = {};
+    render(snap.task || null);
+  },
+  on: {
+    task(data) {
+      if (data && data.task && data.task.uuid === uuid) render(data.task);
+    },
+  },
+});
