@@ -229,6 +229,10 @@ class State:
                 counts[state] = counts.get(state, 0) + 1
                 if state == "SUCCESS" or state == "FAILURE":
                     self._finished(rec, state, local_received)
+        if rec.parent_id == uuid:
+            # Task.retry() re-sends the task from inside itself, naming it as its own parent:
+            # keep the real parent (Celery's State would overwrite it; a task is never its own child).
+            rec.parent_id = old_parent
         if state == "RETRY":
             self._record_attempt(rec, ev, timestamp)
         name = rec.name

@@ -53,6 +53,8 @@ def test_flaky_task_keeps_every_retry(dashboard: DashboardServer, worker: str) -
         "ConnectionError('upstream unavailable on attempt 2')",
     ]
     assert all("ConnectionError: upstream unavailable" in a["traceback"] for a in task["attempts"])
+    # Task.retry() re-sends the task from inside itself: it must not become its own parent or child.
+    assert task["parent_id"] is None and task["children"] == []
 
 
 def test_progress_task_reports_progress(dashboard: DashboardServer, worker: str) -> None:

@@ -1,0 +1,110 @@
+"""In Debian's Chromium: what a user sees and does, against the real server and worker."""
+from __future__ import annotations
+
+from typing import Any
+
+import requests
+from playwright.sync_api import expect
+
+from conftest import DashboardServer
+
+
+def _live(page: Any, dashboard: DashboardServer, path: str) -> None:
+    page.goto(dashboard.base_url + path)
+    expect(page.locator("#conn-status")).to_have_attribute("data-state", "live")
+
+
+def test_overview_counts_and_failures_update_live(page: Any, dashboard: DashboardServer, worker: str) -> None:
+    """A failure launched elsewhere shows up in the overview's counter and failure list without a reload."""
+    _live(page, dashboard, "/")
+    count = page.locator('#counts [data-state="FAILURE"] .count')
+    expect(count).not_to_have_text("–")  # the snapshot has arrived
+    before = int(count.inner_text().replace(",", "") or 0)
+    page.evaluate("window.__sameDocument = true")
+    (uuid,) = dashboard.launch("dashboard.demo.fail", kwargs={"card": "overview-card"})
+    row = page.locator(f'#latest-failures tr[data-uuid="{uuid}"]')
+    expect(row.locator(".exception")).to_contain_text("card overview-card was declined")
+    expect(count).not_to_have_text(str(before))
+    assert int(count.inner_text().replace(",", "")) >= before + 1
+    expect(page.locator("#workers-online")).not_to_have_text("0")
+    assert page.evaluate("window.__sameDocument") is True, "the page was not reloaded"
+
+
+def test_launch_failing_task_from_the_form_and_read_its_traceback(page: Any, dashboard: DashboardServer,
+                                                                   worker: str) -> None:
+    """Launch fail() from the form, watch it turn FAILURE in the live list, open it, read the traceback."""
+    _live(page, dashboard, "/tasks")
+    page.evaluate("window.__sameDocument = true")
+    page.locator("#launch-panel summary").click()
+    page.select_option("#launch-task", "dashboard.demo.fail")
+    expect(page.locator("#launch-kwargs")).to_have_value('{"card": "4000-0000-0000-0002", "amount": 42}')
+    page.fill("#launch-kwargs", '{"card": "form-card", "amount": 13}')
+    page.locator("#launch-form button[type=submit]").click()
+    link = page.locator("#launch-result a").first
+    expect(link).to_be_visible()
+    uuid = link.inner_text().strip()
+    row = page.locator(f'#task-table tbody tr[data-uuid="{uuid}"]')
+    expect(row).to_have_attribute("data-state", "FAILURE", timeout=20_000)
+    expect(row.locator(".info")).to_contain_text("PaymentDeclined")
+    assert page.evaluate("window.__sameDocument") is True, "the list updated without a reload"
+    row.locator(".uuid a").click()
+    expect(page).to_have_url(f"{dashboard.base_url}/tasks/{uuid}")
+    expect(page.locator("#task-state")).to_have_text("FAILURE")
+    expect(page.locator("#task-exception")).to_contain_text("card form-card was declined for amount 13")
+    traceback = page.locator("#task-traceback")
+    expect(traceback).to_contain_text("Traceback (most recent call last):")
+    expect(traceback).to_contain_text("in _authorize")
+    expect(traceback).to_contain_text("PaymentDeclined: card form-card was declined")
+    events = page.locator("#timeline li").evaluate_all("els => els.map(e => e.dataset.event)")
+    assert events == ["sent", "received", "started", "failed"]
+
+
+def test_bad_json_shows_a_field_error_and_sends_nothing(page: Any, dashboard: DashboardServer) -> None:
+    """Broken JSON in args is reported under the args field by the server, and no task is launched."""
+    total = requests.get(dashboard.base_url + "/api/tasks", timeout=5).json()["total"]
+    _live(page, dashboard, "/launch")
+    page.select_option("#launch-task", "dashboard.demo.add")
+    page.fill("#launch-args", "[1, ")
+    page.fill("#launch-count", "3")
+    with page.expect_response(lambda r: r.url.endswith("/launch") and r.request.method == "POST") as info:
+        page.locator("#launch-form button[type=submit]").click()
+    assert info.value.status == 400
+    error = page.locator('.field-error[data-field="args"]')
+    expect(error).to_be_visible()
+    expect(error).to_contain_text("not valid JSON")
+    expect(page.locator("#launch-args")).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#launch-result a")).to_have_count(0)
+    page.wait_for_timeout(500)
+    assert requests.get(dashboard.base_url + "/api/tasks", timeout=5).json()["total"] == total
+
+
+def test_task_page_follows_a_running_task_live(page: Any, dashboard: DashboardServer, worker: str) -> None:
+    """A task page opened while the task runs shows its progress, then SUCCESS, without a reload."""
+    (uuid,) = dashboard.launch("dashboard.demo.progress", kwargs={"steps": 6, "delay": 0.4})
+    _live(page, dashboard, f"/tasks/{uuid}")
+    expect(page.locator("#task-progress")).to_be_visible(timeout=10_000)
+    expect(page.locator("#task-state")).to_have_text("SUCCESS", timeout=20_000)
+    expect(page.locator("#task-progress .progress-text")).to_contain_text("6")
+    expect(page.locator('#task-fields dd[data-field="result"]')).to_contain_text("'steps': 6")
+
+
+def test_task_data_is_shown_as_text_never_as_html(page: Any, dashboard: DashboardServer, worker: str) -> None:
+    """Markup in args and exceptions appears literally on every page and no script runs."""
+    payload = '<img src=x onerror="window.__xss=1"><script>window.__xss=2</script>'
+    (uuid,) = dashboard.launch("dashboard.demo.send_email", args=[payload, "<b>bold</b>"])
+    dashboard.wait_task(uuid, "FAILURE")
+    for path in ("/", "/tasks", f"/tasks/{uuid}"):
+        _live(page, dashboard, path)
+        expect(page.get_by_text("onerror=", exact=False).first).to_be_visible()
+        assert page.locator("main img, main script, main b").count() == 0, f"markup injected on {path}"
+        assert page.evaluate("window.__xss") is None, f"script ran on {path}"
+    expect(page.locator("#task-exception")).to_contain_text("<script>window.__xss=2</script>")
+
+
+def test_workers_page_shows_the_worker_online(page: Any, dashboard: DashboardServer, worker: str) -> None:
+    """The demo worker is listed online with a ticking heartbeat age."""
+    _live(page, dashboard, "/workers")
+    row = page.locator(f'#worker-table tbody tr[data-hostname="{worker}"]')
+    expect(row.locator(".online")).to_have_text("online")
+    expect(row.locator(".heartbeat")).to_contain_text("s ago")
+    expect(page.locator("#empty-workers")).to_be_hidden()
