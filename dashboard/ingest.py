@@ -211,10 +211,22 @@ class Ingest:
 
         from celery import Celery
 
+        from celery.events.receiver import EventReceiver
+
+        class SafeReceiver(EventReceiver):
+            """Celery's receiver, except that an undecodable event is handed on (and rejected) instead of
+            raising out of capture() and dropping the connection."""
+
+            def event_from_message(self, body: Any, *args: Any, **kwargs: Any) -> tuple[str, dict[str, Any]]:
+                try:
+                    return super().event_from_message(body, *args, **kwargs)
+                except Exception as exc:  # noqa: BLE001 - any malformed body
+                    return "invalid", {"invalid": f"{type(exc).__name__}: {exc}"}
+
         app = Celery("dashboard-ingest", broker=self.broker_url, set_as_current=False)
         with app.connection_for_read() as conn:
             conn.ensure_connection(max_retries=1)
-            receiver = app.events.Receiver(conn, handlers={"*": self._on_receiver_event})
+            receiver = SafeReceiver(conn, handlers={"*": self._on_receiver_event}, app=app)
             self._connected()
             while not self._stop.is_set():
                 try:
@@ -224,8 +236,11 @@ class Ingest:
 
     def _on_receiver_event(self, event: dict[str, Any]) -> None:
         self.received += 1
-        self.last_event_at = event.get("local_received")
-        self.rejected += self.state.events((event,))
+        self.last_event_at = time.time()
+        bad = self.state.events((event,))
+        if bad:
+            self.rejected += bad
+            self._log_bad(self.state.last_error)
 
     # -- helpers -------------------------------------------------------------------------------
     def _apply_messages(self, batch: list[bytes]) -> None:

@@ -180,3 +180,24 @@ def test_outage_is_reported_and_ingest_reconnects(own_redis: RedisServer, celery
     assert back >= lost
     ids = publish_lifecycle(celery_app, 3)
     wait_for(lambda: all(u in state.tasks for u in ids), message="events after the outage")
+
+
+def test_celery_receiver_path_survives_garbage(own_redis: RedisServer, celery_app: Celery,
+                                               ingests: list[Ingest]) -> None:
+    """On the generic (non-Redis) path too, garbage is counted and skipped without dropping the stream."""
+    state = State()
+    ingest = Ingest(state, own_redis.url, mode="kombu")
+    ingests.append(ingest)
+    start(ingest)
+    raw = redis.Redis.from_url(own_redis.url)
+    raw.publish("/0.celeryev/task.multi", b"{garbage")
+    envelope = {"body": base64.b64encode(json.dumps([{"type": "task-started"}, 5, {"no": "type"}]).encode()).decode(),
+                "content-type": "application/json", "content-encoding": "utf-8", "headers": {},
+                "properties": {"body_encoding": "base64", "delivery_tag": "x1",
+                               "delivery_info": {"exchange": "celeryev", "routing_key": "task.multi"}}}
+    raw.publish("/0.celeryev/task.multi", json.dumps(envelope))
+    ids = publish_lifecycle(celery_app, 3)
+    wait_for(lambda: all(u in state.tasks and state.tasks[u].state in ("SUCCESS", "FAILURE") for u in ids),
+             message="events after the garbage")
+    assert ingest.reconnects == 0, "the stream was never dropped"
+    assert ingest.rejected >= 3
