@@ -21,7 +21,8 @@ WORK_SECONDS = float(os.environ.get("DASHBOARD_DEMO_SLEEP", "2"))
 
 app = Celery("dashboard.demo", broker=BROKER_URL, backend=BROKER_URL)  # chords need a result backend
 app.conf.update(
-    worker_send_task_events=True,  # same as -E
+    # Same as -E; DASHBOARD_DEMO_EVENTS=0 starts a worker that only reports once asked to.
+    worker_send_task_events=os.environ.get("DASHBOARD_DEMO_EVENTS", "1") != "0",
     task_send_sent_event=True,  # tasks sent from tasks (workflow) show as PENDING at once
     result_expires=3600,
     worker_prefetch_multiplier=1,

@@ -91,7 +91,8 @@ def start_worker(broker_url: str, concurrency: int = 2, hostname: str = "demo@%h
     """Start the demo Celery worker (events on) against `broker_url`."""
     env = dict(os.environ, DASHBOARD_BROKER_URL=broker_url, **(extra_env or {}))
     env.pop("DASHBOARD_ASYNC_MODE", None)  # the worker never runs under the web server's eventlet
-    cmd = [sys.executable, "-m", "celery", "-A", "dashboard.demo", "worker", "-E", "--loglevel", "INFO",
+    events = ["-E"] if env.get("DASHBOARD_DEMO_EVENTS", "1") != "0" else []
+    cmd = [sys.executable, "-m", "celery", "-A", "dashboard.demo", "worker", *events, "--loglevel", "INFO",
            "--concurrency", str(concurrency), "--hostname", hostname, "--without-mingle", "--without-gossip"]
     out = subprocess.DEVNULL if quiet else None
     proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=out, preexec_fn=_die_with_parent)

@@ -158,3 +158,19 @@ def _try_launch(dash: DashboardServer) -> str | None:
 
     resp = requests.post(dash.base_url + "/api/launch", json={"task": "dashboard.demo.add", "args": [2, 2]}, timeout=10)
     return resp.json()["task_ids"][0] if resp.status_code == 200 else None
+
+
+def test_worker_started_without_events_is_asked_to_send_them(own_redis: RedisServer) -> None:
+    """A worker started without -E starts reporting once the dashboard broadcasts enable_events."""
+    dash = DashboardServer(own_redis.url, env={"DASHBOARD_ENABLE_EVENTS_INTERVAL": "1"})
+    proc = start_worker(own_redis.url, concurrency=1, hostname="silent@localhost", quiet=True,
+                        extra_env={"DASHBOARD_DEMO_SLEEP": WORK_SECONDS, "DASHBOARD_DEMO_EVENTS": "0"})
+    try:
+        wait_for(lambda: any(w["hostname"] == "silent@localhost" and w["online"]
+                             for w in dash.get("/api/workers").json()["workers"]),
+                 timeout=60, message="the silent worker to report after enable_events")
+        (uid,) = dash.launch("dashboard.demo.add", args=[3, 4])
+        assert dash.wait_task(uid, "SUCCESS", timeout=30)["result"] == "7"
+    finally:
+        stop_process(proc)
+        dash.stop()
