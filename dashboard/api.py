@@ -19,7 +19,11 @@ bp = Blueprint("api", __name__)
 
 @bp.get("/healthz")
 def healthz() -> Any:
-    """Broker connection, event counters, retained tasks and workers online."""
+    """Broker connection, event counters, retained tasks and workers online.
+
+    Always 200 while the process serves: `ok` says whether the broker is connected, because
+    restarting the dashboard would not bring a broker back.
+    """
     svc = services()
     status = svc.push.status()
     now = time.time()
@@ -31,19 +35,24 @@ def healthz() -> Any:
     return jsonify(body), 200
 
 
+def _whole_number(raw: str) -> int | None:
+    # isdecimal, not isdigit: "²" is a digit that int() refuses.
+    return int(raw) if raw.isascii() and raw.isdecimal() else None
+
+
 @bp.get("/api/tasks")
 def tasks() -> Any:
     """Tasks newest first: ?state=&name=&limit=&offset= -> {total, tasks}."""
-    limit = request.args.get("limit", "50")
-    offset = request.args.get("offset", "0")
-    if not limit.isdigit() or not 1 <= int(limit) <= MAX_LIMIT:
+    limit = _whole_number(request.args.get("limit", "50"))
+    offset = _whole_number(request.args.get("offset", "0"))
+    if limit is None or not 1 <= limit <= MAX_LIMIT:
         return jsonify({"error": f"limit must be a whole number from 1 to {MAX_LIMIT}"}), 400
-    if not offset.isdigit():
+    if offset is None:
         return jsonify({"error": "offset must be a whole number"}), 400
     svc = services()
     with svc.state.lock:
         total, page = svc.state.query(request.args.get("state") or None, request.args.get("name") or None,
-                                      limit=int(limit), offset=int(offset))
+                                      limit=limit, offset=offset)
         rows = [task_summary(r) for r in page]
     return jsonify({"total": total, "tasks": rows})
 
@@ -100,7 +109,10 @@ def launch() -> Any:
     return jsonify({"task_ids": ids})
 
 
-@bp.errorhandler(404)
+@bp.app_errorhandler(404)
 def _not_found(exc: Any) -> Any:
-    return jsonify({"error": "not found"}), 404
+    # JSON for API paths (tooling parses it), Flask's page for everything else.
+    if request.path.startswith("/api/"):
+        return jsonify({"error": f"no such endpoint: {request.path}"}), 404
+    return exc
 

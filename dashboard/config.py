@@ -78,9 +78,29 @@ def load_config(overrides: Mapping[str, Any] | None = None, environ: Mapping[str
         raise ValueError(f"ASYNC_MODE must be 'threading' or 'eventlet', not {config['ASYNC_MODE']!r}")
     if config["INGEST"] not in ("auto", "redis", "kombu"):
         raise ValueError(f"INGEST must be 'auto', 'redis' or 'kombu', not {config['INGEST']!r}")
-    if int(config["MAX_TASKS"]) < 1 or int(config["MAX_WORKERS"]) < 1:
-        raise ValueError("MAX_TASKS and MAX_WORKERS must be at least 1")
+    _check_ranges(config)
     return config
+
+
+# name -> (lowest allowed, whether the lowest itself is allowed); NaN fails every comparison.
+_RANGES = {
+    "MAX_TASKS": (1, True), "MAX_WORKERS": (1, True), "THREADS": (1, True), "PORT": (0, True),
+    "PUSH_INTERVAL": (0.0, False), "RECONNECT_MIN": (0.0, False), "RECONNECT_MAX": (0.0, False),
+    "LAUNCH_TIMEOUT": (0.0, False), "ENABLE_EVENTS_INTERVAL": (0.0, True), "DEMO_WORKER_CONCURRENCY": (1, True),
+}
+
+
+def _check_ranges(config: dict[str, Any]) -> None:
+    for name, (low, inclusive) in _RANGES.items():
+        value = config[name]
+        ok = isinstance(value, (int, float)) and (value >= low if inclusive else value > low) and value < float("inf")
+        if not ok:
+            bound = f"at least {low}" if inclusive else f"more than {low}"
+            raise ValueError(f"{ENV_PREFIX}{name}={value!r} must be a finite number {bound}")
+    if config["PORT"] > 65535:
+        raise ValueError(f"{ENV_PREFIX}PORT={config['PORT']!r} must be at most 65535")
+    if config["RECONNECT_MAX"] < config["RECONNECT_MIN"]:
+        raise ValueError(f"{ENV_PREFIX}RECONNECT_MAX must be at least {ENV_PREFIX}RECONNECT_MIN")
 
 
 def settings_table() -> str:

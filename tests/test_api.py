@@ -1,0 +1,417 @@
+"""The JSON API and /healthz on a real app (ingest off) whose broker is db 1 of the session Redis."""
+from __future__ import annotations
+
+import base64
+import json
+import time
+from typing import Any, Iterator
+
+import pytest
+import redis
+
+from conftest import RedisServer
+from dashboard.processes import free_port
+
+HOST = "w1@box"
+TRACEBACK = ('Traceback (most recent call last):\n  File "demo.py", line 60, in _authorize\n'
+             "PaymentDeclined: card 4000 was declined\n")
+
+
+def ev(type_: str, uuid: str, ts: float, hostname: str = HOST, **fields: Any) -> dict[str, Any]:
+    """A Celery task event as ingest hands it to the state."""
+    return {"type": type_, "uuid": uuid, "hostname": hostname, "timestamp": ts, "local_received": time.time(),
+            **fields}
+
+
+def heartbeat(hostname: str, received: float, freq: float = 2.0, **fields: Any) -> dict[str, Any]:
+    """A worker-heartbeat event received at `received`."""
+    return {"type": "worker-heartbeat", "hostname": hostname, "timestamp": received, "local_received": received,
+            "freq": freq, "active": 0, "processed": 3, "sw_ident": "py-celery", "sw_ver": "5.4.0",
+            "sw_sys": "Linux", "loadavg": [0.1, 0.2, 0.3], **fields}
+
+
+def feed(app: Any, *events: dict[str, Any]) -> None:
+    """Apply events to the app's state (every one must be accepted)."""
+    assert app.extensions["dashboard"].state.events(events) == 0
+
+
+def seed(app: Any) -> float:
+    """Four tasks in first-seen order ok, bad, retry, kid (a child of ok) and two workers; returns t0."""
+    t0 = time.time() - 30
+    feed(app,
+         heartbeat(HOST, time.time(), freq=30.0),
+         heartbeat("w2@box", time.time() - 120),
+         ev("task-sent", "ok", t0, hostname="client@box", name="dashboard.demo.add", args="(2, 3)", kwargs="{}"),
+         ev("task-received", "ok", t0 + 1, name="dashboard.demo.add", args="(2, 3)", kwargs="{}", retries=0),
+         ev("task-started", "ok", t0 + 2),
+         ev("task-succeeded", "ok", t0 + 3, result="5", runtime=1.0),
+         ev("task-received", "bad", t0 + 4, name="dashboard.demo.fail", args="()", kwargs="{'amount': 42}"),
+         ev("task-started", "bad", t0 + 5),
+         ev("task-failed", "bad", t0 + 6, exception="PaymentDeclined('card 4000 was declined')", traceback=TRACEBACK),
+         ev("task-received", "retry", t0 + 7, name="dashboard.demo.flaky", args="()", kwargs="{}", retries=0),
+         ev("task-started", "retry", t0 + 8),
+         ev("task-retried", "retry", t0 + 9, exception="ConnectionError('upstream unavailable on attempt 1')",
+            traceback="Traceback (most recent call last):\nConnectionError: upstream unavailable on attempt 1\n"),
+         ev("task-received", "retry", t0 + 10, name="dashboard.demo.flaky", args="()", kwargs="{}", retries=1),
+         ev("task-started", "retry", t0 + 11),
+         ev("task-succeeded", "retry", t0 + 12, result="'succeeded on attempt 2'", runtime=0.1),
+         ev("task-received", "kid", t0 + 13, name="dashboard.demo.add", args="(1, 1)", kwargs="{}",
+            parent_id="ok", root_id="ok"))
+    return t0
+
+
+@pytest.fixture
+def queue(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    """db 1 of the session Redis with an empty `celery` list, emptied again after the test."""
+    client = redis.Redis.from_url(redis_server.url_db(1))
+    client.delete("celery")
+    yield client
+    client.delete("celery")
+    client.close()
+
+
+def queued(client: redis.Redis) -> list[dict[str, Any]]:
+    """The messages in the `celery` list of db 1, oldest first, as (headers, args, kwargs) dicts."""
+    out = []
+    for raw in reversed(client.lrange("celery", 0, -1)):  # kombu LPUSHes, the worker BRPOPs
+        msg = json.loads(raw)
+        args, kwargs, _embed = json.loads(base64.b64decode(msg["body"]))
+        out.append({"id": msg["headers"]["id"], "task": msg["headers"]["task"], "eta": msg["headers"]["eta"],
+                    "args": args, "kwargs": kwargs})
+    return out
+
+
+# -- /healthz --------------------------------------------------------------------------------------
+
+def test_healthz_reports_broker_events_tasks_and_workers(app: Any) -> None:
+    """/healthz says the broker is not connected (ingest off), and counts tasks and online workers."""
+    seed(app)
+    resp = app.test_client().get("/healthz")
+    assert resp.status_code == 200
+    body = resp.get_json()
+    assert body["ok"] is False
+    assert body["broker"]["connected"] is False
+    assert body["events"] == {"received": 0, "rejected": 0}
+    assert body["tasks"]["retained"] == 4
+    assert body["tasks"]["evicted"] == 0
+    assert body["workers"] == {"online": 1, "known": 2}
+    assert body["server"] == {"async_mode": "threading"}
+
+
+def test_healthz_on_an_empty_state(app: Any) -> None:
+    """A fresh dashboard reports zero tasks and zero workers, not an error."""
+    body = app.test_client().get("/healthz").get_json()
+    assert body["tasks"]["retained"] == 0
+    assert body["workers"]["online"] == 0
+
+
+# -- /api/tasks ------------------------------------------------------------------------------------
+
+def test_task_list_is_newest_first(app: Any) -> None:
+    """Tasks come most recently first seen first, with their total."""
+    seed(app)
+    body = app.test_client().get("/api/tasks").get_json()
+    assert body["total"] == 4
+    assert [t["uuid"] for t in body["tasks"]] == ["kid", "retry", "bad", "ok"]
+    bad = body["tasks"][2]
+    assert bad["name"] == "dashboard.demo.fail"
+    assert bad["state"] == "FAILURE"
+    assert bad["exception"] == "PaymentDeclined('card 4000 was declined')"
+    assert bad["hostname"] == HOST
+    ok = body["tasks"][3]
+    assert ok["state"] == "SUCCESS" and ok["result"] == "5" and ok["args"] == "(2, 3)"
+
+
+def test_task_list_state_filter(app: Any) -> None:
+    """?state= keeps the tasks in that state only; total counts the matches."""
+    seed(app)
+    client = app.test_client()
+    success = client.get("/api/tasks?state=SUCCESS").get_json()
+    assert success["total"] == 2
+    assert [t["uuid"] for t in success["tasks"]] == ["retry", "ok"]
+    assert client.get("/api/tasks?state=REVOKED").get_json() == {"total": 0, "tasks": []}
+
+
+def test_task_list_name_filter_is_a_case_insensitive_substring(app: Any) -> None:
+    """?name= matches part of the task name, whatever the case."""
+    seed(app)
+    client = app.test_client()
+    body = client.get("/api/tasks?name=DEMO.ADD").get_json()
+    assert body["total"] == 2
+    assert [t["uuid"] for t in body["tasks"]] == ["kid", "ok"]
+    both = client.get("/api/tasks?name=add&state=RECEIVED").get_json()
+    assert [t["uuid"] for t in both["tasks"]] == ["kid"]
+    assert both["total"] == 1
+
+
+def test_task_list_limit_and_offset(app: Any) -> None:
+    """limit and offset page through the list; total stays the number of all matches."""
+    seed(app)
+    client = app.test_client()
+    first = client.get("/api/tasks?limit=2").get_json()
+    second = client.get("/api/tasks?limit=2&offset=2").get_json()
+    past = client.get("/api/tasks?limit=2&offset=10").get_json()
+    assert [t["uuid"] for t in first["tasks"]] == ["kid", "retry"]
+    assert [t["uuid"] for t in second["tasks"]] == ["bad", "ok"]
+    assert past["tasks"] == []
+    assert first["total"] == second["total"] == past["total"] == 4
+    filtered = client.get("/api/tasks?state=SUCCESS&limit=1&offset=1").get_json()
+    assert filtered["total"] == 2
+    assert [t["uuid"] for t in filtered["tasks"]] == ["ok"]
+
+
+@pytest.mark.parametrize("query", ["limit=abc", "limit=0", "limit=501", "limit=-5", "limit=2.5", "limit=",
+                                   "offset=-1", "offset=x"])
+def test_task_list_refuses_bad_paging(app: Any, query: str) -> None:
+    """A limit outside 1-500 or a negative/non-numeric offset is a 400 with a JSON error."""
+    resp = app.test_client().get(f"/api/tasks?{query}")
+    assert resp.status_code == 400
+    assert resp.is_json
+    assert "must be a whole number" in resp.get_json()["error"]
+
+
+@pytest.mark.parametrize("query", ["limit=%C2%B2", "offset=%C2%B2"])
+def test_task_list_refuses_superscript_digits(app: Any, query: str) -> None:
+    """?limit=² is a bad limit (400 with a JSON error), not a server error."""
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    resp = app.test_client().get(f"/api/tasks?{query}")
+    assert resp.status_code == 400
+
+
+# -- /api/tasks/<uuid> -----------------------------------------------------------------------------
+
+def test_task_detail_of_a_failure_has_the_traceback_and_history(app: Any) -> None:
+    """A failed task shows its exception, full traceback, worker and every event with its time."""
+    t0 = seed(app)
+    resp = app.test_client().get("/api/tasks/bad")
+    assert resp.status_code == 200
+    task = resp.get_json()
+    assert task["uuid"] == "bad"
+    assert task["state"] == "FAILURE"
+    assert task["traceback"] == TRACEBACK
+    assert task["exception"] == "PaymentDeclined('card 4000 was declined')"
+    assert task["worker"] == HOST
+    assert task["kwargs"] == "{'amount': 42}"
+    assert task["history"] == [{"event": "received", "timestamp": t0 + 4}, {"event": "started", "timestamp": t0 + 5},
+                               {"event": "failed", "timestamp": t0 + 6}]
+    assert task["attempts"] == []
+    assert task["children"] == []
+
+
+def test_task_detail_lists_each_retry_attempt(app: Any) -> None:
+    """A retried task lists the attempt that failed, with its exception and traceback."""
+    t0 = seed(app)
+    task = app.test_client().get("/api/tasks/retry").get_json()
+    assert task["state"] == "SUCCESS"
+    assert task["retries"] == 1
+    assert len(task["attempts"]) == 1
+    attempt = task["attempts"][0]
+    assert attempt["exception"] == "ConnectionError('upstream unavailable on attempt 1')"
+    assert "ConnectionError: upstream unavailable" in attempt["traceback"]
+    assert attempt["timestamp"] == t0 + 9
+    assert [h["event"] for h in task["history"]] == ["received", "started", "retried", "received", "started",
+                                                    "succeeded"]
+
+
+def test_task_detail_lists_children_and_parent(app: Any) -> None:
+    """A parent lists its children; the child names its parent and root."""
+    seed(app)
+    client = app.test_client()
+    parent = client.get("/api/tasks/ok").get_json()
+    child = client.get("/api/tasks/kid").get_json()
+    assert parent["children"] == ["kid"]
+    assert parent["client"] == "client@box"
+    assert parent["result"] == "5"
+    assert child["parent_id"] == "ok" and child["root_id"] == "ok"
+    assert child["children"] == []
+
+
+def test_unknown_task_is_a_json_404(app: Any) -> None:
+    """A task never seen is a 404 with a JSON error that says so."""
+    seed(app)
+    resp = app.test_client().get("/api/tasks/0b6f3f1e-never-seen")
+    assert resp.status_code == 404
+    assert resp.is_json
+    assert "0b6f3f1e-never-seen" in resp.get_json()["error"]
+    assert "not been seen" in resp.get_json()["error"]
+
+
+# -- /api/workers ----------------------------------------------------------------------------------
+
+def test_workers_with_heartbeat_status(app: Any) -> None:
+    """Workers are listed by hostname: a fresh heartbeat is online, a stale one offline."""
+    now = time.time()
+    feed(app, heartbeat("b@box", now, freq=30.0), heartbeat("a@box", now - 60, freq=2.0))
+    workers = app.test_client().get("/api/workers").get_json()["workers"]
+    assert [w["hostname"] for w in workers] == ["a@box", "b@box"]
+    stale, fresh = workers
+    assert fresh["online"] is True
+    assert fresh["last_heartbeat"] == now
+    assert fresh["freq"] == 30.0
+    assert fresh["sw_ver"] == "5.4.0" and fresh["processed"] == 3
+    assert stale["online"] is False
+    assert stale["last_heartbeat"] == now - 60
+    assert stale["heartbeat_age"] >= 60
+
+
+def test_worker_goes_offline_on_worker_offline_event(app: Any) -> None:
+    """worker-offline marks a worker offline at once, even with a recent heartbeat."""
+    now = time.time()
+    feed(app, heartbeat("a@box", now), {"type": "worker-offline", "hostname": "a@box", "timestamp": now + 1,
+                                        "local_received": now + 1})
+    (worker,) = app.test_client().get("/api/workers").get_json()["workers"]
+    assert worker["online"] is False
+    assert worker["offline_at"] == now + 1
+
+
+def test_workers_count_their_finished_tasks(app: Any) -> None:
+    """Each worker counts the tasks it finished, per outcome."""
+    seed(app)
+    workers = {w["hostname"]: w for w in app.test_client().get("/api/workers").get_json()["workers"]}
+    assert workers[HOST]["succeeded"] == 2
+    assert workers[HOST]["failed"] == 1
+
+
+# -- POST /api/launch ------------------------------------------------------------------------------
+
+def test_launch_queues_count_tasks(app: Any, queue: redis.Redis) -> None:
+    """A valid launch answers the task ids, and exactly that many messages are queued for a worker."""
+    resp = app.test_client().post("/api/launch", json={"task": "dashboard.demo.add", "args": [2, 3], "count": 3})
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    ids = resp.get_json()["task_ids"]
+    assert len(ids) == len(set(ids)) == 3
+    assert queue.llen("celery") == 3
+    messages = queued(queue)
+    assert [m["id"] for m in messages] == ids
+    assert all(m["task"] == "dashboard.demo.add" and m["args"] == [2, 3] and m["kwargs"] == {} for m in messages)
+    assert all(m["eta"] is None for m in messages)
+
+
+def test_launch_accepts_form_style_strings(app: Any, queue: redis.Redis) -> None:
+    """The API also takes args/kwargs/count/countdown as strings, as the page's form sends them."""
+    resp = app.test_client().post("/api/launch", json={"task": "dashboard.demo.progress", "args": "",
+                                                       "kwargs": '{"steps": 2}', "count": "2", "countdown": "30"})
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    messages = queued(queue)
+    assert [m["id"] for m in messages] == resp.get_json()["task_ids"]
+    assert all(m["kwargs"] == {"steps": 2} and m["args"] == [] for m in messages)
+    assert all(m["eta"] is not None for m in messages)  # countdown -> an ETA the worker waits for
+
+
+def test_launch_with_errors_queues_nothing(app: Any, queue: redis.Redis) -> None:
+    """Any bad field is a 400 with per-field errors, and not one task is sent."""
+    before = queue.llen("celery")
+    resp = app.test_client().post("/api/launch", json={"task": "dashboard.demo.add", "args": "[2, 3",
+                                                       "kwargs": [], "count": 5000, "countdown": -1})
+    assert resp.status_code == 400
+    errors = resp.get_json()["errors"]
+    assert set(errors) == {"args", "kwargs", "count", "countdown"}
+    assert errors["args"].startswith("not valid JSON")
+    assert queue.llen("celery") == before == 0
+
+
+def test_launch_arity_error_queues_nothing(app: Any, queue: redis.Redis) -> None:
+    """A call the worker would reject with TypeError is refused before anything is sent."""
+    resp = app.test_client().post("/api/launch", json={"task": "dashboard.demo.add", "args": [1], "count": 10})
+    assert resp.status_code == 400
+    assert resp.get_json() == {"errors": {"args": "missing required argument(s): y"}}
+    assert queue.llen("celery") == 0
+
+
+def test_launch_requires_json(app: Any, queue: redis.Redis) -> None:
+    """A form-encoded or text body is a 415 that says to send JSON; nothing is queued."""
+    client = app.test_client()
+    form = client.post("/api/launch", data={"task": "dashboard.demo.add", "args": "[2, 3]"})
+    text = client.post("/api/launch", data='{"task": "dashboard.demo.add", "args": [2, 3]}',
+                       content_type="text/plain")
+    for resp in (form, text):
+        assert resp.status_code == 415
+        assert "application/json" in resp.get_json()["error"]
+    assert queue.llen("celery") == 0
+
+
+@pytest.mark.parametrize("payload", ['[{"task": "dashboard.demo.add"}]', '"dashboard.demo.add"', "42", "null",
+                                     "{not json"])
+def test_launch_body_must_be_a_json_object(app: Any, queue: redis.Redis, payload: str) -> None:
+    """JSON that is not an object (or broken JSON) is a 400 on the whole form; nothing is queued."""
+    resp = app.test_client().post("/api/launch", data=payload, content_type="application/json")
+    assert resp.status_code == 400
+    assert resp.get_json() == {"errors": {"form": "the body must be a JSON object"}}
+    assert queue.llen("celery") == 0
+
+
+@pytest.mark.parametrize("headers", [
+    {"Origin": "https://evil.example"},
+    {"Origin": "http://localhost.evil.example"},
+    {"Origin": "null"},
+    {"Sec-Fetch-Site": "cross-site"},
+    {"Sec-Fetch-Site": "same-site"},
+])
+def test_cross_origin_launch_is_refused(app: Any, queue: redis.Redis, headers: dict[str, str]) -> None:
+    """Another site cannot make the browser launch tasks: 403 and nothing queued."""
+    resp = app.test_client().post("/api/launch", json={"task": "dashboard.demo.add", "args": [2, 3]},
+                                  headers=headers)
+    assert resp.status_code == 403
+    assert "cross-origin" in resp.get_json()["error"]
+    assert queue.llen("celery") == 0
+
+
+@pytest.mark.parametrize("headers", [{"Origin": "http://localhost"}, {"Sec-Fetch-Site": "same-origin"},
+                                     {"Sec-Fetch-Site": "none"}])
+def test_same_origin_launch_is_allowed(app: Any, queue: redis.Redis, headers: dict[str, str]) -> None:
+    """The dashboard's own page (same Origin) and curl-like clients can launch."""
+    resp = app.test_client().post("/api/launch", json={"task": "dashboard.demo.add", "args": [2, 3]},
+                                  headers=headers)
+    assert resp.status_code == 200
+    assert queue.llen("celery") == 1
+
+
+def test_launch_when_the_broker_is_down_is_a_503(redis_server: RedisServer) -> None:
+    """With no broker listening the launch fails fast with a 503 that says so, instead of hanging."""
+    from dashboard import create_app
+
+    down = create_app({"INGEST_ENABLED": False, "BROKER_URL": f"redis://127.0.0.1:{free_port()}/0",
+                       "LAUNCH_TIMEOUT": 1.0})
+    try:
+        started = time.monotonic()
+        resp = down.test_client().post("/api/launch", json={"task": "dashboard.demo.add", "args": [2, 3]})
+        assert time.monotonic() - started < 10
+        assert resp.status_code == 503
+        body = resp.get_json()
+        assert "broker is unreachable" in body["error"]
+        assert body["task_ids"] == []
+    finally:
+        down.extensions["dashboard"].stop()
+
+
+# -- task data is data ---------------------------------------------------------------------------
+
+def test_html_in_task_data_comes_back_verbatim_as_json(app: Any) -> None:
+    """Markup in task names, args, exceptions and tracebacks is returned unchanged, as JSON strings."""
+    name = "<script>alert('name')</script>"
+    args = "('<img src=x onerror=alert(1)>',)"
+    exc = 'ValueError("</pre><script>alert(2)</script>")'
+    tb = "Traceback (most recent call last):\n<b>bold</b> & <i>more</i>\n"
+    feed(app, ev("task-received", "xss", 1.0, name=name, args=args, kwargs="{'k': '\"&amp;'}"),
+         ev("task-failed", "xss", 2.0, exception=exc, traceback=tb))
+    client = app.test_client()
+    listed = client.get("/api/tasks")
+    detail = client.get("/api/tasks/xss")
+    for resp in (listed, detail):
+        assert resp.mimetype == "application/json"  # a browser never renders it as HTML
+    row = listed.get_json()["tasks"][0]
+    assert (row["name"], row["args"], row["exception"]) == (name, args, exc)
+    task = detail.get_json()
+    assert (task["name"], task["args"], task["kwargs"], task["exception"], task["traceback"]) == \
+        (name, args, "{'k': '\"&amp;'}", exc, tb)
+    assert "&lt;" not in detail.get_data(as_text=True)
+    failures = client.get("/api/overview").get_json()["failures"]
+    assert failures[0]["name"] == name
+
+
+def test_unknown_api_path_is_a_json_404(app: Any) -> None:
+    """Tooling that mistypes an endpoint gets a JSON error naming the path, not an HTML page."""
+    resp = app.test_client().get("/api/nope")
+    assert resp.status_code == 404
+    assert resp.get_json() == {"error": "no such endpoint: /api/nope"}
+    assert app.test_client().get("/nope").mimetype == "text/html"

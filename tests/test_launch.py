@@ -1,0 +1,225 @@
+"""Validation of the launch form and of POST /api/launch: what is accepted, and where each error lands."""
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import pytest
+
+from dashboard.launch import CATALOGUE, MAX_COUNT, MAX_COUNTDOWN, MAX_JSON_CHARS, LaunchRequest, validate
+
+ADD = "dashboard.demo.add"
+
+
+def body(**fields: Any) -> dict[str, Any]:
+    """A valid add(2, 3) launch with some fields replaced."""
+    return {"task": ADD, "args": "[2, 3]", "kwargs": "{}", "count": "1", "countdown": "0", **fields}
+
+
+def errors_of(data: dict[str, Any]) -> dict[str, str]:
+    """The per-field errors of a launch that must be refused."""
+    req, errors = validate(data)
+    assert req is None, f"expected a refusal, got {req}"
+    assert errors
+    return errors
+
+
+@pytest.mark.parametrize("task", CATALOGUE, ids=lambda t: t.name)
+def test_every_catalogue_task_accepts_its_example_as_the_form_sends_it(task: Any) -> None:
+    """The example args/kwargs the form pre-fills (JSON text) are accepted for every task."""
+    shown = task.as_dict()
+    req, errors = validate({"task": task.name, "args": shown["example_args"], "kwargs": shown["example_kwargs"],
+                            "count": "1", "countdown": "0"})
+    assert errors == {}
+    assert req == LaunchRequest(task.name, list(task.example_args), dict(task.example_kwargs or {}), 1, 0.0)
+
+
+@pytest.mark.parametrize("task", CATALOGUE, ids=lambda t: t.name)
+def test_every_catalogue_task_accepts_its_example_as_the_api_sends_it(task: Any) -> None:
+    """The same example as already-parsed JSON values (the API body) is accepted too."""
+    req, errors = validate({"task": task.name, "args": list(task.example_args),
+                            "kwargs": dict(task.example_kwargs or {}), "count": 2, "countdown": 1.5})
+    assert errors == {}
+    assert req == LaunchRequest(task.name, list(task.example_args), dict(task.example_kwargs or {}), 2, 1.5)
+
+
+@pytest.mark.parametrize("task", CATALOGUE, ids=lambda t: t.name)
+def test_catalogue_matches_the_demo_task_signatures(task: Any) -> None:
+    """The parameters the form validates against are those of the task the worker runs."""
+    from dashboard.demo import app as demo_app
+
+    params = inspect.signature(demo_app.tasks[task.name].run).parameters.values()
+    assert task.params == tuple(p.name for p in params)
+    assert task.required == sum(1 for p in params if p.default is inspect.Parameter.empty)
+
+
+@pytest.mark.parametrize("name", ["dashboard.demo.nope", "", None, 42, ["dashboard.demo.add"], "os.system"])
+def test_unknown_task_is_refused_on_the_task_field(name: Any) -> None:
+    """A task outside the catalogue is refused, and the message lists the tasks one may choose."""
+    errors = errors_of(body(task=name))
+    assert set(errors) == {"task"}
+    for t in CATALOGUE:
+        assert t.name in errors["task"]
+
+
+def test_missing_task_is_refused() -> None:
+    """A body without a task names the task field."""
+    errors = errors_of({"args": "[1, 2]"})
+    assert set(errors) == {"task"}
+
+
+@pytest.mark.parametrize("raw, fragment", [
+    ("[2, 3", "not valid JSON"),
+    ("two, three", "not valid JSON: Expecting value at line 1 column 1"),
+    ('{"x": 2}', "must be a JSON array"),
+    ("2", "must be a JSON array"),
+    ('"[2, 3]"', "must be a JSON array"),
+    ("null", "must be a JSON array"),
+    ({"x": 2}, "must be a JSON array"),
+    (7, "must be a JSON array"),
+])
+def test_args_that_are_not_a_json_array_are_refused(raw: Any, fragment: str) -> None:
+    """args must be a JSON array (text or parsed); the error is on args and says why."""
+    errors = errors_of(body(args=raw))
+    assert set(errors) == {"args"}
+    assert fragment in errors["args"]
+
+
+def test_args_json_error_points_at_the_position() -> None:
+    """A JSON syntax error says at which line and column it is."""
+    errors = errors_of(body(args="[2,\n 3,,]"))
+    assert errors["args"].startswith("not valid JSON:")
+    assert "line 2 column" in errors["args"]
+
+
+def test_too_long_json_is_refused() -> None:
+    """args text longer than the limit is refused without being parsed."""
+    errors = errors_of(body(args="[" + " " * MAX_JSON_CHARS + "]"))
+    assert errors == {"args": f"too long (at most {MAX_JSON_CHARS} characters)"}
+
+
+@pytest.mark.parametrize("raw", ["[1]", "3", '"x"', "null", [1, 2], "{bad json}"])
+def test_kwargs_that_are_not_a_json_object_are_refused(raw: Any) -> None:
+    """kwargs must be a JSON object; the error is on kwargs."""
+    errors = errors_of(body(task="dashboard.demo.flaky", args="[]", kwargs=raw))
+    assert set(errors) == {"kwargs"}
+    assert "JSON" in errors["kwargs"]
+
+
+@pytest.mark.parametrize("count", [0, "0", 1001, "1001", "abc", True, False, 2.5, "2.5", -1, float("nan"),
+                                   float("inf"), [3], {"n": 3}])
+def test_bad_count_is_refused(count: Any) -> None:
+    """count must be a whole number from 1 to 1000 (booleans and fractions are not counts)."""
+    errors = errors_of(body(count=count))
+    assert errors == {"count": f"a whole number from 1 to {MAX_COUNT}"}
+
+
+@pytest.mark.parametrize("count, expected", [(1, 1), ("7", 7), (" 7 ", 7), (1000, 1000), ("1000", 1000),
+                                             (3.0, 3), ("", 1), (None, 1)])
+def test_good_count_is_accepted(count: Any, expected: int) -> None:
+    """Whole numbers as text or JSON are accepted; an empty count means one."""
+    req, errors = validate(body(count=count))
+    assert errors == {}
+    assert req is not None and req.count == expected
+
+
+def test_count_defaults_to_one_when_absent() -> None:
+    """An API body without count sends one task."""
+    req, _ = validate({"task": ADD, "args": [2, 3]})
+    assert req is not None and req.count == 1 and req.countdown == 0.0
+
+
+@pytest.mark.parametrize("countdown", [-1, "-1", "-0.5", "x", "NaN", float("nan"), "inf", float("inf"),
+                                       MAX_COUNTDOWN + 1, "86401", "1e400", 10**400, True, [1]])
+def test_bad_countdown_is_refused(countdown: Any) -> None:
+    """countdown must be a finite number of seconds from 0 to one day."""
+    errors = errors_of(body(countdown=countdown))
+    assert errors == {"countdown": f"seconds from 0 to {int(MAX_COUNTDOWN)}"}
+
+
+@pytest.mark.parametrize("countdown, expected", [(0, 0.0), ("2.5", 2.5), (10, 10.0), ("", 0.0), (None, 0.0),
+                                                 (MAX_COUNTDOWN, MAX_COUNTDOWN)])
+def test_good_countdown_is_accepted(countdown: Any, expected: float) -> None:
+    """Fractions of seconds are fine; an empty countdown means now."""
+    req, errors = validate(body(countdown=countdown))
+    assert errors == {}
+    assert req is not None and req.countdown == expected and isinstance(req.countdown, float)
+
+
+def test_every_bad_field_is_reported_at_once() -> None:
+    """One submission with several mistakes lists each of them, so the user fixes them in one go."""
+    errors = errors_of({"task": "nope", "args": "[", "kwargs": "[]", "count": "0", "countdown": "-3"})
+    assert set(errors) == {"task", "args", "kwargs", "count", "countdown"}
+
+
+def test_too_many_positional_args_land_on_args() -> None:
+    """add(x, y) with three positional args is refused on args, saying how many it takes."""
+    errors = errors_of(body(args="[1, 2, 3]"))
+    assert errors == {"args": "add(x, y) takes at most 2 positional argument(s), got 3"}
+
+
+def test_positional_args_to_a_kwargs_only_example_task_are_checked_too() -> None:
+    """flaky(fail_times) takes one positional argument; two are refused."""
+    errors = errors_of(body(task="dashboard.demo.flaky", args="[1, 2]"))
+    assert set(errors) == {"args"}
+    assert "at most 1 positional" in errors["args"]
+
+
+def test_unknown_kwarg_lands_on_kwargs() -> None:
+    """A keyword the task does not take is named, with the parameters it does take."""
+    errors = errors_of(body(args="[1, 2]", kwargs='{"z": 3}'))
+    assert errors == {"kwargs": "unknown argument(s) 'z'; add(x, y) takes x, y"}
+
+
+def test_argument_given_twice_lands_on_kwargs() -> None:
+    """x given positionally and as a keyword is refused on kwargs."""
+    errors = errors_of(body(args="[1, 2]", kwargs='{"x": 5}'))
+    assert errors == {"kwargs": "x already given positionally"}
+
+
+def test_missing_required_argument_lands_on_args() -> None:
+    """add(x, y) with only x is refused, naming the missing y."""
+    errors = errors_of(body(args="[1]"))
+    assert errors == {"args": "missing required argument(s): y"}
+
+
+def test_missing_every_required_argument_names_them_all() -> None:
+    """send_email without arguments names both missing parameters."""
+    errors = errors_of(body(task="dashboard.demo.send_email", args="", kwargs=""))
+    assert errors == {"args": "missing required argument(s): address, message"}
+
+
+def test_required_arguments_may_be_given_by_keyword() -> None:
+    """add(y=3, x=2) is as good as add(2, 3)."""
+    req, errors = validate(body(args="", kwargs='{"y": 3, "x": 2}'))
+    assert errors == {}
+    assert req is not None and req.args == [] and req.kwargs == {"y": 3, "x": 2}
+
+
+def test_mixed_positional_and_keyword_arguments_are_accepted() -> None:
+    """add(2, y=3) is accepted."""
+    req, errors = validate(body(args=[2], kwargs={"y": 3}))
+    assert errors == {}
+    assert req is not None and req.args == [2] and req.kwargs == {"y": 3}
+
+
+@pytest.mark.parametrize("empty", ["", "   ", None])
+def test_empty_args_and_kwargs_mean_none(empty: Any) -> None:
+    """Blank args/kwargs mean [] and {} (a task with defaults runs with them)."""
+    req, errors = validate({"task": "dashboard.demo.workflow", "args": empty, "kwargs": empty})
+    assert errors == {}
+    assert req is not None and req.args == [] and req.kwargs == {}
+
+
+def test_arity_is_not_checked_on_top_of_a_json_error() -> None:
+    """When args is not JSON the user sees the JSON error, not a confusing arity error as well."""
+    errors = errors_of(body(args="[1,", kwargs='{"z": 1}'))
+    assert set(errors) == {"args"}
+    assert errors["args"].startswith("not valid JSON")
+
+
+def test_json_values_are_sent_as_parsed() -> None:
+    """Nested JSON values reach the task unchanged."""
+    req, errors = validate(body(task="dashboard.demo.send_email", args='["a@b.c", {"lines": ["hi", null, 1.5]}]'))
+    assert errors == {}
+    assert req is not None and req.args == ["a@b.c", {"lines": ["hi", None, 1.5]}]
