@@ -39,7 +39,7 @@ def _asset_dir(name: str) -> str:
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app: settings, socketio, blueprints, and (unless disabled) ingest and push loops."""
     from . import api, views
-    from .control import EventsEnabler, enable_events, make_celery
+    from .control import EventsEnabler, make_celery
     from .ingest import Ingest
     from .push import Push
     from .services import Services
@@ -58,7 +58,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     state = State(max_tasks=int(cfg["MAX_TASKS"]), max_workers=int(cfg["MAX_WORKERS"]))
     celery_app = make_celery(cfg["BROKER_URL"], float(cfg["LAUNCH_TIMEOUT"]))
     ingest = Ingest(state, cfg["BROKER_URL"], mode=cfg["INGEST"], reconnect_min=float(cfg["RECONNECT_MIN"]),
-                    reconnect_max=float(cfg["RECONNECT_MAX"]), on_connect=lambda: enable_events(celery_app))
+                    reconnect_max=float(cfg["RECONNECT_MAX"]))
     push = Push(socketio, state, ingest if cfg["INGEST_ENABLED"] else None, float(cfg["PUSH_INTERVAL"]))
     push.register()
     svc = Services(cfg, state, ingest, push, celery_app)
@@ -66,8 +66,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     socketio.start_background_task(push.run)
     if cfg["INGEST_ENABLED"]:
-        socketio.start_background_task(ingest.run)
         if float(cfg["ENABLE_EVENTS_INTERVAL"]) > 0:
+            # Broadcasts run on their own thread: broker I/O for control never stalls the event stream.
             svc.enabler = EventsEnabler(celery_app, float(cfg["ENABLE_EVENTS_INTERVAL"]), lambda: ingest.connected)
+            ingest.on_connect = ingest.on_worker_arrival = svc.enabler.poke
             socketio.start_background_task(svc.enabler.run)
+        socketio.start_background_task(ingest.run)
     return app

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+import time
+from typing import Any, Callable
 
 log = logging.getLogger(__name__)
 
@@ -32,24 +33,47 @@ def enable_events(app: Any) -> None:
 
 
 class EventsEnabler:
-    """Periodically broadcasts enable_events so workers started without -E report too."""
+    """Broadcasts enable_events so workers started without -E report too: every `interval` seconds, and
+    every second for a few seconds after a poke (the broker came up, or a worker appeared)."""
 
-    def __init__(self, app: Any, interval: float, is_connected: Any) -> None:
+    # A new worker says hello (worker-online) before it subscribes to broadcasts, and mingle can hold it
+    # a second longer: a single broadcast on arrival would often be lost, so repeat it for a while.
+    FAST_PERIOD = 1.0
+    FAST_WINDOW = 6.0
+    MIN_GAP = 0.5  # seconds between two broadcasts, however often it is poked (a flood of new workers)
+
+    def __init__(self, app: Any, interval: float, is_connected: Callable[[], bool]) -> None:
         self.app = app
         self.interval = interval
         self.is_connected = is_connected
+        self.broadcasts = 0
+        self._fast_until = 0.0
         self._stop = threading.Event()
+        self._wake = threading.Event()
+
+    def poke(self) -> None:
+        """Broadcast now and then every second for a few seconds; cheap, called from the ingest thread."""
+        self._fast_until = time.monotonic() + self.FAST_WINDOW
+        self._wake.set()
 
     def run(self) -> None:
-        """Broadcast every `interval` seconds while the broker is reachable, until stop()."""
-        while not self._stop.wait(self.interval):
+        """Broadcast while the broker is reachable, until stop()."""
+        while True:
+            fast = time.monotonic() < self._fast_until
+            self._wake.wait(min(self.FAST_PERIOD, self.interval) if fast else self.interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             if not self.is_connected():
                 continue
             try:
                 enable_events(self.app)
+                self.broadcasts += 1
             except Exception as exc:  # noqa: BLE001 - the broker may be going away; retry next round
                 log.info("enable_events broadcast failed: %s", exc)
+            self._stop.wait(self.MIN_GAP)
 
     def stop(self) -> None:
-        """Stop the loop at its next wake-up."""
+        """Stop the loop at once."""
         self._stop.set()
+        self._wake.set()

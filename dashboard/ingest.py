@@ -104,7 +104,8 @@ class Ingest:
 
     def __init__(self, state: State, broker_url: str, *, mode: str = "auto",
                  reconnect_min: float = 0.5, reconnect_max: float = 10.0,
-                 on_connect: Callable[[], None] | None = None) -> None:
+                 on_connect: Callable[[], None] | None = None,
+                 on_worker_arrival: Callable[[], None] | None = None) -> None:
         self.state = state
         self.broker_url = broker_url
         if mode == "auto":
@@ -113,6 +114,7 @@ class Ingest:
         self.reconnect_min = reconnect_min
         self.reconnect_max = reconnect_max
         self.on_connect = on_connect
+        self.on_worker_arrival = on_worker_arrival  # must not block: it runs on the ingest thread
         self.received = 0  # events decoded (malformed ones included)
         self.rejected = 0  # messages or events that could not be applied
         self.messages = 0
@@ -237,10 +239,16 @@ class Ingest:
     def _on_receiver_event(self, event: dict[str, Any]) -> None:
         self.received += 1
         self.last_event_at = time.time()
-        bad = self.state.events((event,))
+        self._apply_events((event,))
+
+    def _apply_events(self, events: Iterable[Any]) -> None:
+        arrivals = self.state.worker_arrivals
+        bad = self.state.events(events)
         if bad:
             self.rejected += bad
-            self._log_bad(self.state.last_error)
+            self._log_bad(f"{bad} event(s) skipped, last: {self.state.last_error}")
+        if self.state.worker_arrivals != arrivals and self.on_worker_arrival is not None:
+            self.on_worker_arrival()
 
     # -- helpers -------------------------------------------------------------------------------
     def _apply_messages(self, batch: list[bytes]) -> None:
@@ -256,10 +264,7 @@ class Ingest:
         self.messages += len(batch)
         if events:
             self.received += len(events)
-            bad = self.state.events(prepare(events, now, here))
-            if bad:
-                self.rejected += bad
-                self._log_bad(f"{bad} event(s) skipped, last: {self.state.last_error}")
+            self._apply_events(prepare(events, now, here))
             self.last_event_at = now
 
     def _log_bad(self, what: object) -> None:

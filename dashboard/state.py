@@ -130,6 +130,8 @@ class State:
         self.task_event_count = 0
         self.worker_event_count = 0
         self.evicted = 0
+        # Bumped when a worker appears or comes back: ingest then asks it to enable task events at once.
+        self.worker_arrivals = 0
         self._seq = 0
         self._interned: dict[str, str] = {}  # tracebacks shared between tasks that failed alike
         self.changed_tasks: set[str] = set()
@@ -406,6 +408,8 @@ class State:
             worker.last_heartbeat = None
             worker.offline_at = local_received or timestamp
         elif local_received:
+            if subject == "online" or worker.last_heartbeat is None:
+                self.worker_arrivals += 1  # a restart reuses the hostname: it starts without -E again
             if worker.last_heartbeat is None or local_received > worker.last_heartbeat:
                 worker.last_heartbeat = local_received
             worker.offline_at = None

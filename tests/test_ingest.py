@@ -201,3 +201,26 @@ def test_celery_receiver_path_survives_garbage(own_redis: RedisServer, celery_ap
              message="events after the garbage")
     assert ingest.reconnects == 0, "the stream was never dropped"
     assert ingest.rejected >= 3
+
+
+@pytest.mark.parametrize("mode", ["redis", "kombu"])
+def test_a_new_or_restarted_worker_triggers_the_arrival_callback(own_redis: RedisServer, celery_app: Celery,
+                                                                 ingests: list[Ingest], mode: str) -> None:
+    """Workers that appear (or say hello again after a restart) are announced; plain heartbeats are not."""
+    state = State()
+    arrivals: list[int] = []
+    ingest = Ingest(state, own_redis.url, mode=mode, on_worker_arrival=lambda: arrivals.append(1))
+    ingests.append(ingest)
+    start(ingest)
+    with celery_app.connection_for_write() as conn:
+        dispatcher = celery_app.events.Dispatcher(conn, hostname="new@host")
+        dispatcher.send("worker-online", freq=2.0)
+        wait_for(lambda: arrivals == [1], message="the first arrival")
+        for _ in range(3):
+            dispatcher.send("worker-heartbeat", freq=2.0, active=0, processed=0)
+        wait_for(lambda: state.worker_event_count >= 4, message="the heartbeats")
+        assert arrivals == [1], "an ordinary heartbeat is no arrival"
+        dispatcher.send("worker-offline")
+        dispatcher.send("worker-online", freq=2.0)  # the same hostname, restarted
+        wait_for(lambda: arrivals == [1, 1], message="the restart")
+        dispatcher.close()

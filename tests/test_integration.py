@@ -8,6 +8,7 @@ from typing import Any
 import socketio
 
 from conftest import WORK_SECONDS, DashboardServer, RedisServer, wait_for
+from dashboard.control import EventsEnabler
 from dashboard.processes import start_worker, stop_process
 
 
@@ -161,16 +162,30 @@ def _try_launch(dash: DashboardServer) -> str | None:
 
 
 def test_worker_started_without_events_is_asked_to_send_them(own_redis: RedisServer) -> None:
-    """A worker started without -E starts reporting once the dashboard broadcasts enable_events."""
-    dash = DashboardServer(own_redis.url, env={"DASHBOARD_ENABLE_EVENTS_INTERVAL": "1"})
+    """A worker started without -E after the dashboard reports its tasks: its arrival triggers
+    enable_events broadcasts (the periodic one is an hour away here, so only the arrival can do it)."""
+    dash = DashboardServer(own_redis.url, env={"DASHBOARD_ENABLE_EVENTS_INTERVAL": "3600"})
+    time.sleep(EventsEnabler.FAST_WINDOW + 1)  # past the broadcasts that follow the dashboard's own connect
     proc = start_worker(own_redis.url, concurrency=1, hostname="silent@localhost", quiet=True,
                         extra_env={"DASHBOARD_DEMO_SLEEP": WORK_SECONDS, "DASHBOARD_DEMO_EVENTS": "0"})
     try:
         wait_for(lambda: any(w["hostname"] == "silent@localhost" and w["online"]
                              for w in dash.get("/api/workers").json()["workers"]),
-                 timeout=60, message="the silent worker to report after enable_events")
-        (uid,) = dash.launch("dashboard.demo.add", args=[3, 4])
-        assert dash.wait_task(uid, "SUCCESS", timeout=30)["result"] == "7"
+                 timeout=60, message="the silent worker's heartbeat")
+
+        # A task that runs before the worker has subscribed to broadcasts stays unseen (PENDING):
+        # launch until one is reported, which must happen within the dashboard's follow-up window.
+        def launched_and_reported() -> dict[str, Any] | None:
+            (uid,) = dash.launch("dashboard.demo.add", args=[3, 4])
+            try:
+                return dash.wait_task(uid, "SUCCESS", timeout=2)
+            except AssertionError:
+                return None
+
+        task = wait_for(launched_and_reported, timeout=20, interval=0,
+                        message="a task of the silent worker to be reported")
+        assert task["result"] == "7"
+        assert task["hostname"] == "silent@localhost"
     finally:
         stop_process(proc)
         dash.stop()
