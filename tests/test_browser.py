@@ -6,7 +6,7 @@ from typing import Any
 import requests
 from playwright.sync_api import expect
 
-from conftest import DashboardServer
+from conftest import DashboardServer, RedisServer
 
 
 def _live(page: Any, dashboard: DashboardServer, path: str) -> None:
@@ -108,3 +108,22 @@ def test_workers_page_shows_the_worker_online(page: Any, dashboard: DashboardSer
     expect(row.locator(".online")).to_have_text("online")
     expect(row.locator(".heartbeat")).to_contain_text("s ago")
     expect(page.locator("#empty-workers")).to_be_hidden()
+
+
+def test_broker_outage_shows_a_banner_then_the_missed_window(page: Any, own_redis: RedisServer) -> None:
+    """Redis goes away: the open page says so at once, and after Redis returns it says when events may
+    have been missed — the user is never shown a silently stale dashboard."""
+    dash = DashboardServer(own_redis.url, env={"DASHBOARD_RECONNECT_MAX": "1"})
+    try:
+        _live(page, dash, "/")
+        banner = page.locator("#broker-banner")
+        expect(banner).to_be_hidden()
+        own_redis.stop()
+        expect(banner).to_be_visible(timeout=10_000)
+        expect(banner).to_have_attribute("data-kind", "down")
+        expect(banner).to_contain_text("Broker unreachable")
+        own_redis.start()
+        expect(banner).to_have_attribute("data-kind", "recovered", timeout=20_000)
+        expect(banner).to_contain_text("may have been missed")
+    finally:
+        dash.stop()
