@@ -9,9 +9,9 @@ from urllib.parse import urlsplit
 from flask import Blueprint, jsonify, request
 
 from . import launch as launching
-from .push import MAX_LIMIT
+from .push import MAX_LIMIT, parse_filters
 from .services import services
-from .state import task_detail, task_summary
+from .state import task_detail
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__)
@@ -42,19 +42,17 @@ def _whole_number(raw: str) -> int | None:
 
 @bp.get("/api/tasks")
 def tasks() -> Any:
-    """Tasks newest first: ?state=&name=&limit=&offset= -> {total, tasks}."""
+    """Tasks newest first: ?state=&name=&worker=&q=&limit=&offset= -> {total, tasks}."""
     limit = _whole_number(request.args.get("limit", "50"))
     offset = _whole_number(request.args.get("offset", "0"))
     if limit is None or not 1 <= limit <= MAX_LIMIT:
         return jsonify({"error": f"limit must be a whole number from 1 to {MAX_LIMIT}"}), 400
     if offset is None:
         return jsonify({"error": "offset must be a whole number"}), 400
-    svc = services()
-    with svc.state.lock:
-        total, page = svc.state.query(request.args.get("state") or None, request.args.get("name") or None,
-                                      limit=limit, offset=offset)
-        rows = [task_summary(r) for r in page]
-    return jsonify({"total": total, "tasks": rows})
+    filters, error = parse_filters(request.args)
+    if filters is None:
+        return jsonify({"error": error}), 400
+    return jsonify(services().push.tasks_snapshot(filters, limit, offset))
 
 
 @bp.get("/api/tasks/<uuid>")

@@ -7,6 +7,7 @@ python-socketio, so a slow browser delays only itself.
 """
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -17,7 +18,8 @@ from flask import request
 from flask_socketio import SocketIO, join_room, leave_room
 
 from .ingest import Ingest
-from .state import STATES, State, matches, task_detail, task_summary, worker_summary
+from .query import Filters, TextIndex, find, matches
+from .state import STATES, State, task_detail, task_summary, worker_summary
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +29,26 @@ THROUGHPUT_SHOWN = 300  # seconds of the overview chart
 MAX_LIMIT = 500
 
 
-def tasks_room(state: str, name: str) -> str:
+FILTER_FIELDS = {"state": "state", "name": "name", "worker": "worker", "q": "text"}  # wire name -> Filters
+MAX_FILTER_LENGTH = 200
+
+
+def parse_filters(raw: Any) -> tuple[Filters | None, str | None]:
+    """Filters from a request's fields (query string or subscribe payload): (filters, error)."""
+    values: dict[str, str | None] = {}
+    for wire, field in FILTER_FIELDS.items():
+        value = raw.get(wire) if raw is not None else None
+        if value is not None and not isinstance(value, str):
+            return None, f"the {wire} filter must be a string"
+        if value and len(value) > MAX_FILTER_LENGTH:
+            return None, f"the {wire} filter is longer than {MAX_FILTER_LENGTH} characters"
+        values[field] = value.strip() or None if value else None
+    return Filters(**values), None
+
+
+def tasks_room(f: Filters) -> str:
     """The room of one task-list filter (browsers with the same filter share it)."""
-    return f"tasks|{state}|{name}"
+    return "tasks" + json.dumps([f.state, f.name, f.worker, f.text])
 
 
 class Push:
@@ -41,7 +60,8 @@ class Push:
         self.ingest = ingest
         self.interval = interval
         self.rooms: Counter[str] = Counter()  # room -> subscribers
-        self.filters: dict[str, tuple[str, str]] = {}  # tasks room -> (state, name)
+        self.filters: dict[str, Filters] = {}  # tasks room -> its filters
+        self.text_index = TextIndex()  # shared by every free-text query (API and rooms)
         self.subs: dict[str, str] = {}  # sid -> its room
         self._subs_lock = threading.Lock()
         self._last_status: dict[str, Any] | None = None
@@ -69,15 +89,14 @@ class Push:
             uuid = payload["uuid"]
             room, snapshot = f"task:{uuid}", lambda: self.task_snapshot(uuid)
         elif view == "tasks":
-            state_f = payload.get("state") or ""
-            name_f = payload.get("name") or ""
-            if not isinstance(state_f, str) or not isinstance(name_f, str):
-                return {"error": "state and name filters must be strings"}
+            filters, error = parse_filters(payload)
+            if filters is None:
+                return {"error": error}
             limit = payload.get("limit", 100)
             limit = limit if isinstance(limit, int) and 0 < limit <= MAX_LIMIT else 100
-            room = tasks_room(state_f, name_f)
-            self.filters[room] = (state_f, name_f)
-            snapshot = lambda: self.tasks_snapshot(state_f, name_f, limit)  # noqa: E731
+            room = tasks_room(filters)
+            self.filters[room] = filters
+            snapshot = lambda: self.tasks_snapshot(filters, limit)  # noqa: E731
         else:
             return {"error": f"unknown view {view!r}"}
         self._move(sid, room)
@@ -98,6 +117,7 @@ class Push:
                 if self.rooms[old] <= 0:
                     del self.rooms[old]
                     self.filters.pop(old, None)
+                    self._totals_cache.pop(old, None)
                 if room is not None:
                     leave_room(old)
             if room is not None:
@@ -148,10 +168,10 @@ class Push:
                 break
         return out
 
-    def tasks_snapshot(self, state_f: str, name_f: str, limit: int) -> dict[str, Any]:
+    def tasks_snapshot(self, f: Filters, limit: int, offset: int = 0) -> dict[str, Any]:
         """One page of the task list for a filter, newest first."""
         with self.state.lock:
-            total, page = self.state.query(state_f or None, name_f or None, limit=limit)
+            total, page = find(self.state, f, limit=limit, offset=offset, text_index=self.text_index)
             return {"total": total, "tasks": [task_summary(r) for r in page]}
 
     def task_snapshot(self, uuid: str) -> dict[str, Any]:
@@ -197,9 +217,9 @@ class Push:
             if changed_tasks:
                 recs = [r for r in map(st.tasks.get, changed_tasks) if r is not None]
                 recs.sort(key=lambda r: r.seq, reverse=True)
-                for room, (state_f, name_f) in filters.items():
+                for room, f in filters.items():
                     if rooms.get(room):
-                        out.append(("tasks", self._tasks_diff(room, recs, state_f, name_f, now), room))
+                        out.append(("tasks", self._tasks_diff(room, recs, f, now), room))
                 for room in rooms:
                     uuid = room[5:] if room.startswith("task:") else None
                     if uuid in changed_tasks and uuid in st.tasks:
@@ -238,30 +258,28 @@ class Push:
             data["failures"] = self._failures()
         return data
 
-    def _tasks_diff(self, room: str, recs: list[Any], state_f: str, name_f: str,
-                    now: float) -> dict[str, Any]:
+    def _tasks_diff(self, room: str, recs: list[Any], f: Filters, now: float) -> dict[str, Any]:
         shown, removed = [], []
+        filtered = f.any()
         for rec in recs:
-            if matches(rec, state_f or None, name_f or None):
+            if not filtered or matches(rec, f):
                 if len(shown) < MAX_TASKS_PER_TICK:
                     shown.append(task_summary(rec))
-            elif state_f or name_f:
+            elif filtered:
                 removed.append(rec.uuid)
-        return {"total": self._total(room, state_f, name_f, now), "tasks": shown,
-                "removed": removed[:MAX_TASKS_PER_TICK * 5]}
+        total = self._total(room, f, now, fresh=bool(shown or removed))
+        return {"total": total, "tasks": shown, "removed": removed[:MAX_TASKS_PER_TICK * 5]}
 
-    def _total(self, room: str, state_f: str, name_f: str, now: float) -> int:
+    def _total(self, room: str, f: Filters, now: float, fresh: bool) -> int:
         st = self.state
-        if not state_f and not name_f:
+        if not f.any():
             return len(st.tasks)
-        if state_f and not name_f:
-            return st.counts.get(state_f, 0)
-        if name_f and not state_f:
-            needle = name_f.lower()
-            return sum(n for name, n in st.task_names.items() if needle in name.lower())
-        # Both filters need a scan: do it at most once a second per room.
+        if f.state and not (f.name or f.worker or f.text):
+            return len(st.by_state.get(f.state, ()))
+        # Other filters cost a set intersection or a text search: only when the room's rows changed
+        # (a total that disagrees with the rows shown is worse than a little work), else once a second.
         cached = self._totals_cache.get(room)
-        if cached is None or now - cached[0] >= 1.0:
-            cached = (now, st.query(state_f, name_f, limit=0)[0])
+        if fresh or cached is None or now - cached[0] >= 1.0:
+            cached = (now, find(st, f, limit=0, text_index=self.text_index)[0])
             self._totals_cache[room] = cached
         return cached[1]

@@ -48,6 +48,9 @@ MAX_HISTORY = 64  # events kept per task; a runaway custom-event emitter cannot 
 MAX_EXTRA_KEYS = 16
 THROUGHPUT_SECONDS = 600  # per-second succeeded/failed buckets kept for the overview chart
 _INTERN_LIMIT = 10_000
+# Tasks are grouped by seq into chunks of 2**CHUNK_BITS; a chunk is marked dirty when one of its tasks
+# changes, so the free-text search cache (dashboard/query.py) rebuilds only what changed.
+CHUNK_BITS = 10
 
 
 class MalformedEvent(ValueError):
@@ -84,7 +87,7 @@ class WorkerRecord:
 
     __slots__ = (
         "hostname", "freq", "last_heartbeat", "processed", "active", "loadavg", "sw_ident", "sw_ver",
-        "sw_sys", "pid", "first_seen", "offline_at", "online", "succeeded", "failed",
+        "sw_sys", "pid", "first_seen", "offline_at", "goodbye", "online", "succeeded", "failed",
     )
 
     def __init__(self, hostname: str, now: float | None) -> None:
@@ -95,6 +98,7 @@ class WorkerRecord:
         self.sw_sys = self.pid = None
         self.first_seen = now
         self.offline_at: float | None = None
+        self.goodbye: float | None = None  # the worker's own timestamp on its worker-offline event
         self.online = False  # last value reported to readers, for change detection
         self.succeeded = 0
         self.failed = 0
@@ -103,6 +107,11 @@ class WorkerRecord:
         """Online when the last heartbeat is younger than freq * expire window."""
         hb = self.last_heartbeat
         return hb is not None and now < hb + self.freq * HEARTBEAT_EXPIRE_WINDOW
+
+
+def _name_key(name: Any) -> str | None:
+    # Names are strings from well-behaved workers; anything else is indexed by its repr.
+    return name if name.__class__ is str or name is None else repr(name)
 
 
 def _as_number(value: Any) -> float | None:
@@ -119,10 +128,15 @@ class State:
         self.max_workers = max_workers
         self.lock = threading.RLock()
         self.tasks: dict[str, TaskRecord] = {}
-        self._order: deque[str] = deque()  # uuids by first sight: O(1) eviction of the oldest
+        # uuids by first sight, i.e. by seq with no gaps: O(1) eviction of the oldest, and chunk k of
+        # the order is one contiguous slice of it.
+        self.order: deque[str] = deque()
         self.workers: dict[str, WorkerRecord] = {}
-        self.counts: dict[str, int] = dict.fromkeys(STATES, 0)
-        self.task_names: dict[str, int] = {}  # name -> retained tasks with that name
+        # Indexes for the task-list filters (dashboard/query.py), kept incrementally, never rescanned.
+        self.by_state: dict[str, set[str]] = {s: set() for s in STATES}
+        self.by_name: dict[str, set[str]] = {}
+        self.by_worker: dict[str, set[str]] = {}
+        self.dirty_chunks: set[int] = set()
         self.children: dict[str, list[str]] = {}  # parent uuid -> child uuids (parent may be unseen)
         self.failures: deque[str] = deque(maxlen=50)  # latest uuids that became FAILURE
         self.throughput: deque[list[float]] = deque(maxlen=THROUGHPUT_SECONDS)  # [second, ok, failed]
@@ -189,10 +203,17 @@ class State:
             rec.client = hostname
         elif hostname is not None:
             hostname = self._intern_host(hostname)
-            rec.hostname = hostname
+            if rec.hostname != hostname:
+                self._index(self.by_worker, rec.hostname, hostname, uuid)
+                rec.hostname = hostname
             worker = self.workers.get(hostname) or self._new_worker(hostname, local_received)
             if local_received and worker is not None:
-                if worker.last_heartbeat is None or local_received > worker.last_heartbeat:
+                # A task event proves the worker alive, unless it was sent before the worker's goodbye
+                # (worker-offline) and merely arrived after it. (Celery's State revives the worker then.)
+                if worker.goodbye is not None and timestamp > worker.goodbye:
+                    worker.goodbye = None
+                if worker.goodbye is None and (worker.last_heartbeat is None
+                                               or local_received > worker.last_heartbeat):
                     worker.last_heartbeat = local_received
                 self.changed_workers.add(hostname)
 
@@ -226,9 +247,7 @@ class State:
             rec.timestamp = timestamp
             if state != old:
                 rec.state = state
-                counts = self.counts
-                counts[old] = counts.get(old, 1) - 1
-                counts[state] = counts.get(state, 0) + 1
+                self._index(self.by_state, old, state, uuid)
                 if state == "SUCCESS" or state == "FAILURE":
                     self._finished(rec, state, local_received)
         if rec.parent_id == uuid:
@@ -246,6 +265,22 @@ class State:
         if rec.parent_id != old_parent:
             self._reparented(rec, old_parent)
         self.changed_tasks.add(uuid)
+        self.dirty_chunks.add(rec.seq >> CHUNK_BITS)
+
+    @staticmethod
+    def _index(index: dict[Any, set[str]], old: Any, new: Any, uuid: str) -> None:
+        # Move uuid from index[old] to index[new]; empty sets go, so the keys are the values in use.
+        if old is not None:
+            members = index.get(old)
+            if members is not None:
+                members.discard(uuid)
+                if not members and old not in STATES:
+                    del index[old]
+        if new is not None:
+            members = index.get(new)
+            if members is None:
+                members = index[new] = set()
+            members.add(uuid)
 
     def _copy_fields(self, rec: TaskRecord, ev: dict[str, Any]) -> None:
         for key in _TASK_FIELDS:
@@ -259,20 +294,22 @@ class State:
         self._seq += 1
         rec = TaskRecord(uuid, self._seq)
         self.tasks[uuid] = rec
-        self._order.append(uuid)
-        self.counts["PENDING"] += 1
-        if len(self._order) > self.max_tasks:
+        self.order.append(uuid)
+        self.by_state["PENDING"].add(uuid)
+        if len(self.order) > self.max_tasks:
             self._evict_oldest()
         return rec
 
     def _evict_oldest(self) -> None:
-        old = self.tasks.pop(self._order.popleft(), None)
+        old = self.tasks.pop(self.order.popleft(), None)
         if old is None:
             return
         self.evicted += 1
-        self.counts[old.state] = self.counts.get(old.state, 1) - 1
-        if old.name is not None:
-            self._count_name(old.name, -1)
+        uuid = old.uuid
+        self._index(self.by_state, old.state, None, uuid)
+        self._index(self.by_name, _name_key(old.name), None, uuid)
+        self._index(self.by_worker, old.hostname, None, uuid)
+        self.dirty_chunks.add(old.seq >> CHUNK_BITS)
         if old.parent_id is not None:
             self._unlink_child(old.parent_id, old.uuid)
         self.changed_tasks.discard(old.uuid)
@@ -319,18 +356,7 @@ class State:
             rec.extra = dict(list(extra.items())[:MAX_EXTRA_KEYS])
 
     def _renamed(self, rec: TaskRecord, old_name: Any) -> None:
-        if old_name is not None:
-            self._count_name(old_name, -1)
-        if rec.name is not None:
-            self._count_name(rec.name, 1)
-
-    def _count_name(self, name: Any, delta: int) -> None:
-        key = name if name.__class__ is str else repr(name)
-        n = self.task_names.get(key, 0) + delta
-        if n > 0:
-            self.task_names[key] = n
-        else:
-            self.task_names.pop(key, None)
+        self._index(self.by_name, _name_key(old_name), _name_key(rec.name), rec.uuid)
 
     def _reparented(self, rec: TaskRecord, old_parent: Any) -> None:
         if old_parent is not None:
@@ -407,7 +433,9 @@ class State:
         if offline:
             worker.last_heartbeat = None
             worker.offline_at = local_received or timestamp
+            worker.goodbye = timestamp
         elif local_received:
+            worker.goodbye = None
             if subject == "online" or worker.last_heartbeat is None:
                 self.worker_arrivals += 1  # a restart reuses the hostname: it starts without -E again
             if worker.last_heartbeat is None or local_received > worker.last_heartbeat:
@@ -416,6 +444,24 @@ class State:
         self.changed_workers.add(worker.hostname)
 
     # -- readers (call with `lock` held) -----------------------------------------------------------
+    @property
+    def counts(self) -> dict[str, int]:
+        """Retained tasks per state (every standard state, plus custom states in use)."""
+        return {s: len(members) for s, members in self.by_state.items()}
+
+    @property
+    def task_names(self) -> dict[str, int]:
+        """Retained tasks per task name."""
+        return {name: len(members) for name, members in self.by_name.items()}
+
+    def first_seq(self) -> int:
+        """The seq of the oldest retained task (the order has no gaps)."""
+        return self._seq - len(self.order) + 1
+
+    def last_seq(self) -> int:
+        """The seq of the newest task."""
+        return self._seq
+
     def drain_changes(self, now: float) -> tuple[set[str], set[str]]:
         """Hand over (and reset) the task uuids and worker hostnames changed since the last call."""
         for worker in self.workers.values():
@@ -432,31 +478,10 @@ class State:
     def iter_newest(self) -> Iterator[TaskRecord]:
         """Retained tasks, most recently first seen first."""
         tasks = self.tasks
-        for uuid in reversed(self._order):
+        for uuid in reversed(self.order):
             rec = tasks.get(uuid)
             if rec is not None:
                 yield rec
-
-    def query(self, state: str | None = None, name: str | None = None, limit: int = 50,
-              offset: int = 0) -> tuple[int, list[TaskRecord]]:
-        """Tasks matching the filters, newest first: (total matching, one page)."""
-        if not state and not name:
-            total = len(self.tasks)
-            page = []
-            for i, rec in enumerate(self.iter_newest()):
-                if i >= offset + limit:
-                    break
-                if i >= offset:
-                    page.append(rec)
-            return total, page
-        total = 0
-        page = []
-        for rec in self.iter_newest():
-            if matches(rec, state, name):
-                if offset <= total < offset + limit:
-                    page.append(rec)
-                total += 1
-        return total, page
 
     def workers_online(self, now: float) -> int:
         """How many workers are online at `now`."""
@@ -465,17 +490,6 @@ class State:
     def children_of(self, uuid: str) -> list[str]:
         """Uuids of the tasks whose parent is `uuid`."""
         return list(self.children.get(uuid, ()))
-
-
-def matches(rec: TaskRecord, state: str | None, name: str | None) -> bool:
-    """Whether a task passes the list filters (state exact, name substring, case-insensitive)."""
-    if state and rec.state != state:
-        return False
-    if name:
-        task_name = rec.name if rec.name.__class__ is str else ""
-        if name.lower() not in task_name.lower():
-            return False
-    return True
 
 
 def _short(value: Any, limit: int = 200) -> Any:

@@ -8,6 +8,8 @@ from flask import Blueprint, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
 
 from . import launch as launching
+from .push import parse_filters
+from .query import Filters
 from .services import services
 from .state import STATES
 
@@ -33,8 +35,14 @@ def overview() -> str:
 @bp.get("/tasks")
 def tasks() -> str:
     """The live task list, with filters and the launch form."""
-    return render_template("tasks.html", state_filter=request.args.get("state", ""),
-                           name_filter=request.args.get("name", ""), form={}, errors={}, launched=[])
+    filters, error = parse_filters(request.args)
+    if filters is None:  # a hand-edited URL: show everything rather than an error page
+        log.info("ignoring bad task filters: %s", error)
+        filters = Filters()
+    state = services().state
+    with state.lock:
+        workers = sorted(state.workers)
+    return render_template("tasks.html", f=filters, workers=workers, form={}, errors={}, launched=[])
 
 
 @bp.get("/tasks/<uuid>")

@@ -38,6 +38,18 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, interval: floa
     raise AssertionError(f"timed out after {timeout}s waiting for {message}" + (f" (last error: {last_exc})" if last_exc else ""))
 
 
+def event_envelope(*events: dict[str, Any]) -> str:
+    """A kombu envelope as a prefork worker publishes it on /<db>.celeryev/task.multi."""
+    import base64
+    import json
+
+    body = base64.b64encode(json.dumps(list(events)).encode()).decode()
+    return json.dumps({"body": body, "content-type": "application/json", "content-encoding": "utf-8",
+                       "headers": {}, "properties": {"body_encoding": "base64", "delivery_tag": "t",
+                                                     "delivery_info": {"exchange": "celeryev",
+                                                                       "routing_key": "task.multi"}}})
+
+
 class RedisServer:
     """A real redis-server we can stop and start again on the same port."""
 

@@ -144,6 +144,27 @@ def test_task_list_name_filter_is_a_case_insensitive_substring(app: Any) -> None
     assert both["total"] == 1
 
 
+def test_task_list_worker_filter_and_free_text(app: Any) -> None:
+    """?worker= keeps one worker's tasks; ?q= finds a word in uuid, args, kwargs, result or exception."""
+    seed(app)
+    feed(app, ev("task-received", "other", time.time(), hostname="w2@box", name="dashboard.demo.add",
+                 args="('invoice-7731',)", kwargs="{}"))
+    client = app.test_client()
+    assert [t["uuid"] for t in client.get("/api/tasks?worker=w2@box").get_json()["tasks"]] == ["other"]
+    assert client.get(f"/api/tasks?worker={HOST}").get_json()["total"] == 4
+    assert [t["uuid"] for t in client.get("/api/tasks?q=INVOICE-7731").get_json()["tasks"]] == ["other"]
+    assert [t["uuid"] for t in client.get("/api/tasks?q=declined").get_json()["tasks"]] == ["bad"]
+    assert [t["uuid"] for t in client.get("/api/tasks?q=amount").get_json()["tasks"]] == ["bad"]
+    body = client.get("/api/tasks?q=(2,%203)&state=SUCCESS&name=add").get_json()
+    assert body == {"total": 1, "tasks": [body["tasks"][0]]} and body["tasks"][0]["uuid"] == "ok"
+    assert client.get("/api/tasks?q=nowhere").get_json() == {"total": 0, "tasks": []}
+
+
+def test_task_list_refuses_an_overlong_filter(app: Any) -> None:
+    resp = app.test_client().get("/api/tasks?q=" + "x" * 201)
+    assert resp.status_code == 400 and "q filter" in resp.get_json()["error"]
+
+
 def test_task_list_limit_and_offset(app: Any) -> None:
     """limit and offset page through the list; total stays the number of all matches."""
     seed(app)

@@ -1,12 +1,13 @@
 """In Debian's Chromium: what a user sees and does, against the real server and worker."""
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import requests
 from playwright.sync_api import expect
 
-from conftest import DashboardServer, RedisServer
+from conftest import DashboardServer, RedisServer, event_envelope, wait_for
 
 
 def _live(page: Any, dashboard: DashboardServer, path: str) -> None:
@@ -86,6 +87,28 @@ def test_task_page_follows_a_running_task_live(page: Any, dashboard: DashboardSe
     expect(page.locator("#task-state")).to_have_text("SUCCESS", timeout=20_000)
     expect(page.locator("#task-progress .progress-text")).to_contain_text("6")
     expect(page.locator('#task-fields dd[data-field="result"]')).to_contain_text("'steps': 6")
+
+
+def test_timeline_shows_events_in_the_order_they_happened(page: Any, dashboard: DashboardServer,
+                                                         redis_server: RedisServer) -> None:
+    """task-sent (from the client) delivered after task-received (from the worker) still comes first."""
+    import uuid as uuidlib
+
+    import redis
+
+    uid, t0 = str(uuidlib.uuid4()), time.time() - 5
+    raw = redis.Redis.from_url(redis_server.url)
+    for event in ({"type": "task-received", "uuid": uid, "name": "proj.late_sent", "hostname": "w@h",
+                   "timestamp": t0 + 1, "utcoffset": 0},
+                  {"type": "task-sent", "uuid": uid, "name": "proj.late_sent", "hostname": "client@h",
+                   "timestamp": t0, "utcoffset": 0},
+                  {"type": "task-started", "uuid": uid, "hostname": "w@h", "timestamp": t0 + 2, "utcoffset": 0}):
+        raw.publish("/0.celeryev/task.multi", event_envelope(event))
+    wait_for(lambda: (t := dashboard.task(uid)) and len(t["history"]) == 3, message="the three events")
+    _live(page, dashboard, f"/tasks/{uid}")
+    expect(page.locator("#timeline li")).to_have_count(3)
+    events = page.locator("#timeline li").evaluate_all("els => els.map(e => e.dataset.event)")
+    assert events == ["sent", "received", "started"]
 
 
 def test_task_data_is_shown_as_text_never_as_html(page: Any, dashboard: DashboardServer, worker: str) -> None:

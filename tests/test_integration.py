@@ -7,7 +7,7 @@ from typing import Any
 
 import socketio
 
-from conftest import WORK_SECONDS, DashboardServer, RedisServer, wait_for
+from conftest import WORK_SECONDS, DashboardServer, RedisServer, event_envelope, wait_for
 from dashboard.control import EventsEnabler
 from dashboard.processes import start_worker, stop_process
 
@@ -191,18 +191,6 @@ def test_worker_started_without_events_is_asked_to_send_them(own_redis: RedisSer
         dash.stop()
 
 
-def _event_envelope(*events: dict[str, Any]) -> str:
-    """A kombu envelope as a prefork worker publishes it on /0.celeryev/task.multi."""
-    import base64
-    import json
-
-    body = base64.b64encode(json.dumps(list(events)).encode()).decode()
-    return json.dumps({"body": body, "content-type": "application/json", "content-encoding": "utf-8",
-                       "headers": {}, "properties": {"body_encoding": "base64", "delivery_tag": "t",
-                                                     "delivery_info": {"exchange": "celeryev",
-                                                                       "routing_key": "task.multi"}}})
-
-
 def test_subscriber_cut_off_by_redis_reconnects_and_says_events_were_missed() -> None:
     """Redis drops a pub/sub subscriber that falls behind its output-buffer limit: the dashboard
     must notice, reconnect, and report the window in which events were lost — never go silent."""
@@ -218,7 +206,7 @@ def test_subscriber_cut_off_by_redis_reconnects_and_says_events_were_missed() ->
     dash = DashboardServer(url, env={"DASHBOARD_ENABLE_EVENTS_INTERVAL": "0"})
     try:
         raw = redis.Redis.from_url(url)
-        flood = _event_envelope({"type": "task-received", "uuid": str(uuidlib.uuid4()), "name": "flood",
+        flood = event_envelope({"type": "task-received", "uuid": str(uuidlib.uuid4()), "name": "flood",
                                  "args": "x" * 2000, "hostname": "w@h", "timestamp": time.time(), "utcoffset": 0})
         # Freeze the dashboard (gunicorn's master and its worker, which holds the subscription).
         frozen = [dash.proc.pid] + [int(p) for p in open(f"/proc/{dash.proc.pid}/task/{dash.proc.pid}/children")
@@ -239,7 +227,7 @@ def test_subscriber_cut_off_by_redis_reconnects_and_says_events_were_missed() ->
         assert back >= lost > 0, "the window in which events may have been missed is reported"
         assert health["events"]["received"] < 2000, "Redis really dropped events (the test's premise)"
         uid = str(uuidlib.uuid4())
-        raw.publish("/0.celeryev/task.multi", _event_envelope({
+        raw.publish("/0.celeryev/task.multi", event_envelope({
             "type": "task-received", "uuid": uid, "name": "after", "hostname": "w@h",
             "timestamp": time.time(), "utcoffset": 0}))
         wait_for(lambda: dash.task(uid), timeout=10, message="events after the reconnect")

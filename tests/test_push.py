@@ -7,6 +7,8 @@ from typing import Any, Iterator
 import pytest
 
 from dashboard import create_app, socketio
+from dashboard.push import tasks_room
+from dashboard.query import Filters
 
 
 @pytest.fixture
@@ -100,6 +102,24 @@ def test_filtered_list_gets_matches_and_removals(push_app: Any) -> None:
     client.disconnect()
 
 
+def test_search_room_gets_tasks_whose_text_matches(push_app: Any) -> None:
+    """A list searching for a word gets a task once an event puts the word in it, and the total."""
+    client = socketio.test_client(push_app)
+    snap = client.emit("subscribe", {"view": "tasks", "q": "KeyError", "worker": "w1@h"}, callback=True)
+    assert snap["total"] == 0 and snap["tasks"] == []
+    client.get_received()
+    feed(push_app, *lifecycle("ok", 100.0), *lifecycle("bad", 110.0, ok=False)[:2])
+    tick(push_app)
+    assert received(client, "tasks") == [{"total": 0, "tasks": [], "removed": ["bad", "ok"]}]
+    feed(push_app, lifecycle("bad", 110.0, ok=False)[2])
+    tick(push_app)
+    (diff,) = received(client, "tasks")
+    assert [t["uuid"] for t in diff["tasks"]] == ["bad"] and diff["total"] == 1
+    assert client.emit("subscribe", {"view": "tasks", "q": 5}, callback=True) == {
+        "error": "the q filter must be a string"}
+    client.disconnect()
+
+
 def test_task_room_gets_only_its_task(push_app: Any) -> None:
     """A task page is sent its own task's updates (with the traceback) and nobody else's."""
     client = socketio.test_client(push_app)
@@ -142,7 +162,7 @@ def test_resubscribe_gives_a_fresh_snapshot(push_app: Any) -> None:
     second = again.emit("subscribe", {"view": "tasks"}, callback=True)
     assert first["total"] == 0 and second["total"] == 1
     assert second["tasks"][0]["state"] == "SUCCESS"
-    assert push_app.extensions["dashboard"].push.rooms == {"tasks||": 1}, "the closed socket left its room"
+    assert push_app.extensions["dashboard"].push.rooms == {tasks_room(Filters()): 1}, "the closed socket left its room"
     again.disconnect()
 
 

@@ -64,6 +64,10 @@ class Pair:
         # local_received and timestamp to Worker.event swapped); we use local_received, as for
         # heartbeats. Worker expiry can therefore differ by at most |local_received - timestamp|.
         self.skew: dict[str, float] = {}
+        # The second deliberate difference: a task event that a worker sent before its worker-offline
+        # but that arrives after it does not bring the worker back online here (Celery's State shows
+        # the departed worker alive again for a while). hostname -> timestamp of its goodbye.
+        self.goodbye: dict[str, float] = {}
 
     def feed(self, event: dict[str, Any], latency: float = 0.001) -> float:
         """Deliver one event to all states; returns the local_received it was stamped with."""
@@ -75,9 +79,16 @@ class Pair:
         if "uuid" in ref and ref.get("parent_id") == ref["uuid"]:
             del ref["parent_id"]
         self.reference.event(ref)
-        if event["type"].startswith("task-") and event["type"] != "task-sent":
-            host = event["hostname"]
+        host = event.get("hostname")
+        if event["type"] == "worker-offline":
+            if host in self.celery.workers.data:
+                self.goodbye[host] = event["timestamp"]
+        elif event["type"].startswith("worker-"):
+            self.goodbye.pop(host, None)
+        elif event["type"] != "task-sent":
             self.skew[host] = max(self.skew.get(host, 0.0), abs(self.clock - event["timestamp"]))
+            if host in self.goodbye and event["timestamp"] > self.goodbye[host]:
+                del self.goodbye[host]  # sent after the goodbye: the worker is back
         return self.clock
 
     def compare_task(self, uuid: str, where: str = "") -> None:
@@ -105,6 +116,10 @@ class Pair:
         mine = self.ours.workers[hostname]
         theirs: CeleryWorker = self.celery.workers.data[hostname]
         assert mine.freq == theirs.freq, f"{where} {hostname}.freq"
+        if hostname in self.goodbye:
+            assert mine.last_heartbeat is None, f"{where} {hostname} said goodbye"
+            assert not any(mine.alive(now) for now in probes), f"{where} {hostname} offline after goodbye"
+            return
         assert (mine.last_heartbeat is None) == (not theirs.heartbeats), f"{where} {hostname} heartbeats"
         if mine.last_heartbeat is None:
             band = (0.0, 0.0)

@@ -86,11 +86,13 @@ def test_task_page_carries_its_uuid(app: Any) -> None:
 
 
 def test_tasks_page_keeps_its_filters(app: Any) -> None:
-    """/tasks?state=&name= pre-selects the filters and says what the list is filtered by."""
-    page = app.test_client().get("/tasks?state=FAILURE&name=demo.add").get_data(as_text=True)
-    assert 'data-state-filter="FAILURE" data-name-filter="demo.add"' in page
+    """/tasks?state=&name=&worker=&q= pre-fills the filters and says what the list is filtered by."""
+    page = app.test_client().get("/tasks?state=FAILURE&name=demo.add&worker=w9@box&q=invoice").get_data(as_text=True)
+    assert ('data-state-filter="FAILURE" data-name-filter="demo.add" data-worker-filter="w9@box" '
+            'data-text-filter="invoice"') in page
     assert '<option value="FAILURE" selected>FAILURE</option>' in page
-    assert 'value="demo.add"' in page
+    assert 'value="demo.add"' in page and 'value="w9@box"' in page and 'value="invoice"' in page
+    assert "worker <strong>w9@box</strong>" in page and "text containing <strong>“invoice”</strong>" in page
 
 
 @pytest.mark.parametrize("path", ["/launch", "/tasks"])

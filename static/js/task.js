@@ -105,7 +105,10 @@ function renderProgress(t) {
 }
 
 function renderTimeline(t) {
-  const history = Array.isArray(t.history) ? t.history : [];
+  // Events arrive out of order (task-sent comes from the client, task-received from a worker, and
+  // either may be delivered first): the timeline shows them in the order they happened (stable sort).
+  const history = (Array.isArray(t.history) ? [...t.history] : [])
+    .sort((a, b) => (Number(a.timestamp) || 0) - (Number(b.timestamp) || 0));
   const key = JSON.stringify(history);
   if (rendered.timeline === key) return;
   rendered.timeline = key;

@@ -5,8 +5,13 @@ import {
   setText, shortUuid, taskHref,
 } from "./dom.js";
 
-const stateFilter = page.dataset.stateFilter || "";
-const nameFilter = page.dataset.nameFilter || "";
+const filters = {
+  state: page.dataset.stateFilter || "",
+  name: page.dataset.nameFilter || "",
+  worker: page.dataset.workerFilter || "",
+  q: page.dataset.textFilter || "",
+};
+const filtered = Object.values(filters).some(Boolean);
 const limit = Number.parseInt(page.dataset.limit, 10) || 100;
 
 const tbody = document.querySelector("#task-table tbody");
@@ -105,7 +110,7 @@ function updateEmpty() {
   if (empty && !emptyRow.isConnected) tbody.append(emptyRow);
   if (!empty && emptyRow.isConnected) emptyRow.remove();
   if (empty) {
-    setText(emptyRow.firstElementChild, stateFilter || nameFilter
+    setText(emptyRow.firstElementChild, filtered
       ? "No task matches these filters (yet). Matching tasks appear here as their events arrive."
       : "No tasks seen yet. Launch one above, or start a worker with events enabled (celery -A yourapp worker -E).");
   }
@@ -182,7 +187,7 @@ setInterval(() => {
 document.getElementById("filter-state").addEventListener("change", (e) => e.target.form.requestSubmit());
 
 startLive({
-  payload: { view: "tasks", state: stateFilter, name: nameFilter, limit },
+  payload: { view: "tasks", ...filters, limit },
   onSnapshot: renderSnapshot,
   on: { tasks: applyDiff },
 });

@@ -16,6 +16,9 @@ function newRow(hostname) {
   const tr = el("tr", { id: `worker-${hostname}`, dataset: { hostname } });
   for (const col of COLUMNS) tr.append(cells[col] = el("td", { class: NUMERIC.has(col) ? `${col} num` : col }));
   cells.hostname.classList.add("mono");
+  // The hostname leads to the worker's tasks (the task list filtered on it).
+  cells.hostname.append(el("a", { href: `/tasks?worker=${encodeURIComponent(hostname)}`, text: hostname,
+    title: `Tasks run by ${hostname}` }));
   cells.loadavg.classList.add("mono");
   cells.online.append(el("span", { class: "badge" }));
   return { tr, cells, worker: null };
@@ -42,7 +45,6 @@ function renderRow(row, w) {
   row.worker = w;
   row.ageAt = w.heartbeat_age;
   row.receivedAt = performance.now();
-  setText(cells.hostname, w.hostname);
   const badge = cells.online.firstChild;
   setText(badge, w.online ? "online" : "offline");
   setAttr(badge, "data-state", w.online ? "online" : "offline");
