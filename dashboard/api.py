@@ -1,15 +1,19 @@
 """JSON API and /healthz: a stable contract that tooling relies on."""
 from __future__ import annotations
 
+import csv
+import io
+import json
 import logging
 import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 
 from . import launch as launching
-from .push import MAX_LIMIT, parse_filters
+from .push import MAX_LIMIT
+from .query import SORTS, find, parse_filters
 from .services import services
 from .state import task_detail
 
@@ -40,19 +44,80 @@ def _whole_number(raw: str) -> int | None:
     return int(raw) if raw.isascii() and raw.isdecimal() else None
 
 
+def _list_request() -> tuple[dict[str, Any] | None, str | None]:
+    """The task-list parameters shared by /api/tasks and its export: (params, error)."""
+    args = request.args
+    limit = _whole_number(args.get("limit", "50"))
+    offset = _whole_number(args.get("offset", "0"))
+    if limit is None or not 1 <= limit <= MAX_LIMIT:
+        return None, f"limit must be a whole number from 1 to {MAX_LIMIT}"
+    if offset is None:
+        return None, "offset must be a whole number"
+    sort = args.get("sort") or None
+    if sort is not None and sort not in SORTS:
+        return None, f"sort must be one of {', '.join(SORTS)} (default: newest first)"
+    order = args.get("order", "desc")
+    if order not in ("asc", "desc"):
+        return None, "order must be asc or desc"
+    cursor = args.get("cursor") or None
+    before = _whole_number(cursor) if cursor is not None else None
+    if cursor is not None and (before is None or sort is not None):
+        return None, "cursor must be a next_cursor of an earlier answer (newest-first order only)"
+    filters, error = parse_filters(args)
+    if filters is None:
+        return None, error
+    return {"f": filters, "limit": limit, "offset": offset, "sort": sort, "ascending": order == "asc",
+            "before": before}, None
+
+
 @bp.get("/api/tasks")
 def tasks() -> Any:
-    """Tasks newest first: ?state=&name=&worker=&q=&limit=&offset= -> {total, tasks}."""
-    limit = _whole_number(request.args.get("limit", "50"))
-    offset = _whole_number(request.args.get("offset", "0"))
-    if limit is None or not 1 <= limit <= MAX_LIMIT:
-        return jsonify({"error": f"limit must be a whole number from 1 to {MAX_LIMIT}"}), 400
-    if offset is None:
-        return jsonify({"error": "offset must be a whole number"}), 400
-    filters, error = parse_filters(request.args)
-    if filters is None:
+    """Tasks: ?state=&name=&worker=&queue=&q=&since=&until=&sort=&order=&limit=&offset=&cursor= ->
+    {total, tasks, next_cursor}."""
+    params, error = _list_request()
+    if params is None:
         return jsonify({"error": error}), 400
-    return jsonify(services().push.tasks_snapshot(filters, limit, offset))
+    return jsonify(services().push.tasks_snapshot(**params))
+
+
+EXPORT_FIELDS = ("uuid", "name", "state", "hostname", "queue", "args", "kwargs", "result", "exception",
+                 "retries", "sent", "received", "started", "succeeded", "failed", "runtime", "parent_id",
+                 "root_id")
+
+
+@bp.get("/api/tasks/export")
+def export() -> Any:
+    """Every task matching the list filters (up to the retained ones) as ?format=csv or json, a download."""
+    fmt = request.args.get("format", "csv")
+    if fmt not in ("csv", "json"):
+        return jsonify({"error": "format must be csv or json"}), 400
+    params, error = _list_request()
+    if params is None:
+        return jsonify({"error": error}), 400
+    svc = services()
+    with svc.state.lock:  # copy the rows out; serialising happens after the lock is released
+        _, recs = find(svc.state, params["f"], limit=len(svc.state.tasks) or 1, text_index=svc.push.text_index,
+                       sort=params["sort"], ascending=params["ascending"])
+        rows = [[getattr(r, field) for field in EXPORT_FIELDS] for r in recs]
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    if fmt == "json":
+        body = json.dumps([dict(zip(EXPORT_FIELDS, row)) for row in rows], default=str)
+        mimetype = "application/json"
+    else:
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(EXPORT_FIELDS)
+        writer.writerows([_csv_cell(v) for v in row] for row in rows)
+        body, mimetype = out.getvalue(), "text/csv"
+    return Response(body, mimetype=mimetype, headers={
+        "Content-Disposition": f'attachment; filename="tasks-{stamp}.{fmt}"', "X-Total-Count": str(len(rows))})
+
+
+def _csv_cell(value: Any) -> Any:
+    # Task data is untrusted: a cell that a spreadsheet would run as a formula is quoted as text.
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
 
 
 @bp.get("/api/tasks/<uuid>")

@@ -18,7 +18,7 @@ from flask import request
 from flask_socketio import SocketIO, join_room, leave_room
 
 from .ingest import Ingest
-from .query import Filters, TextIndex, find, matches
+from .query import Filters, TextIndex, find, matches, parse_filters
 from .state import STATES, State, task_detail, task_summary, worker_summary
 
 log = logging.getLogger(__name__)
@@ -29,26 +29,9 @@ THROUGHPUT_SHOWN = 300  # seconds of the overview chart
 MAX_LIMIT = 500
 
 
-FILTER_FIELDS = {"state": "state", "name": "name", "worker": "worker", "q": "text"}  # wire name -> Filters
-MAX_FILTER_LENGTH = 200
-
-
-def parse_filters(raw: Any) -> tuple[Filters | None, str | None]:
-    """Filters from a request's fields (query string or subscribe payload): (filters, error)."""
-    values: dict[str, str | None] = {}
-    for wire, field in FILTER_FIELDS.items():
-        value = raw.get(wire) if raw is not None else None
-        if value is not None and not isinstance(value, str):
-            return None, f"the {wire} filter must be a string"
-        if value and len(value) > MAX_FILTER_LENGTH:
-            return None, f"the {wire} filter is longer than {MAX_FILTER_LENGTH} characters"
-        values[field] = value.strip() or None if value else None
-    return Filters(**values), None
-
-
 def tasks_room(f: Filters) -> str:
     """The room of one task-list filter (browsers with the same filter share it)."""
-    return "tasks" + json.dumps([f.state, f.name, f.worker, f.text])
+    return "tasks" + json.dumps([f.state, f.name, f.worker, f.text, f.queue, f.since, f.until])
 
 
 class Push:
@@ -168,11 +151,15 @@ class Push:
                 break
         return out
 
-    def tasks_snapshot(self, f: Filters, limit: int, offset: int = 0) -> dict[str, Any]:
-        """One page of the task list for a filter, newest first."""
+    def tasks_snapshot(self, f: Filters, limit: int, offset: int = 0, sort: str | None = None,
+                       ascending: bool = False, before: int | None = None) -> dict[str, Any]:
+        """One page of the task list for a filter; `next_cursor` pages on in the default order."""
         with self.state.lock:
-            total, page = find(self.state, f, limit=limit, offset=offset, text_index=self.text_index)
-            return {"total": total, "tasks": [task_summary(r) for r in page]}
+            total, page = find(self.state, f, limit=limit, offset=offset, text_index=self.text_index,
+                               sort=sort, ascending=ascending, before=before)
+            rows = [task_summary(r) for r in page]
+            more = sort is None and len(page) == limit and page[-1].seq > self.state.first_seq()
+            return {"total": total, "tasks": rows, "next_cursor": str(page[-1].seq) if more else None}
 
     def task_snapshot(self, uuid: str) -> dict[str, Any]:
         """One task in full, or None when it has not been seen."""

@@ -9,9 +9,13 @@ cached while events stream in).
 from __future__ import annotations
 
 import heapq
+import math
+import re
+import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from itertools import islice
-from typing import Any
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from .state import CHUNK_BITS, State, TaskRecord
 
@@ -26,10 +30,99 @@ class Filters:
     name: str | None = None  # substring of the task name, case-insensitive
     worker: str | None = None  # exact hostname
     text: str | None = None  # substring of uuid, args, kwargs, result or exception
+    queue: str | None = None  # exact queue (or routing key) name, known from task-sent events
+    since: float | None = None  # first seen (sent, else received) at or after this time
+    until: float | None = None  # ... and before this time
 
     def any(self) -> bool:
         """Whether any filter is set."""
-        return bool(self.state or self.name or self.worker or self.text)
+        return any((self.state, self.name, self.worker, self.text, self.queue,
+                    self.since is not None, self.until is not None))
+
+
+# Sort keys besides the default (newest first seen): the field a task list can be ordered by.
+SORTS = ("received", "started", "runtime")
+
+
+def seen_at(rec: TaskRecord) -> float | None:
+    """When the task was first seen: sent, else received, else its first event."""
+    for value in (rec.sent, rec.received, rec.started):
+        if value is not None:
+            return value
+    hist = rec.history
+    return hist[1] if len(hist) > 1 else rec.timestamp
+
+
+def _predicate(f: Filters) -> Callable[[TaskRecord], bool] | None:
+    # The filters no index serves: rare enough in practice to be checked task by task.
+    queue, since, until = f.queue, f.since, f.until
+    if not queue and since is None and until is None:
+        return None
+
+    def check(rec: TaskRecord) -> bool:
+        if queue and rec.queue != queue and rec.routing_key != queue:
+            return False
+        if since is not None or until is not None:
+            when = seen_at(rec)
+            if when.__class__ is not float and when.__class__ is not int:
+                return False
+            if (since is not None and when < since) or (until is not None and when >= until):
+                return False
+        return True
+    return check
+
+
+# Wire names of the filters (query string, subscribe payload) -> Filters fields.
+TEXT_FILTERS = {"state": "state", "name": "name", "worker": "worker", "q": "text", "queue": "queue"}
+TIME_FILTERS = ("since", "until")
+MAX_FILTER_LENGTH = 200
+_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_time(raw: str, now: float) -> float | None:
+    """A time filter: epoch seconds, ISO 8601 (naive means UTC), or an age like `15m`, `2h`, `7d`."""
+    raw = raw.strip()
+    rel = _RELATIVE.match(raw)
+    if rel:
+        return now - float(rel.group(1)) * _UNIT_SECONDS[rel.group(2)]
+    try:
+        value = float(raw)
+    except ValueError:
+        try:
+            when = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        return when.timestamp()
+    return value if math.isfinite(value) else None
+
+
+def parse_filters(raw: Mapping[str, Any] | None, now: float | None = None) -> tuple[Filters | None, str | None]:
+    """Filters from a request's fields (query string or subscribe payload): (filters, error)."""
+    raw = raw or {}
+    values: dict[str, Any] = {}
+    for wire, field in TEXT_FILTERS.items():
+        value = raw.get(wire)
+        if value is not None and not isinstance(value, str):
+            return None, f"the {wire} filter must be a string"
+        if value and len(value) > MAX_FILTER_LENGTH:
+            return None, f"the {wire} filter is longer than {MAX_FILTER_LENGTH} characters"
+        values[field] = (value.strip() or None) if value else None
+    for wire in TIME_FILTERS:
+        value = raw.get(wire)
+        if value is None or value == "":
+            values[wire] = None
+            continue
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            return None, f"the {wire} filter must be a time"
+        parsed = parse_time(str(value), time.time() if now is None else now)
+        if parsed is None:
+            return None, (f"the {wire} filter must be epoch seconds, an ISO 8601 time, "
+                          "or an age like 15m, 2h or 7d")
+        values[wire] = parsed
+    return Filters(**values), None
 
 
 def haystack(rec: TaskRecord) -> str:
@@ -52,7 +145,8 @@ def matches(rec: TaskRecord, f: Filters) -> bool:
         return False
     if f.text and f.text.lower() not in haystack(rec):
         return False
-    return True
+    check = _predicate(f)
+    return check is None or check(rec)
 
 
 class TextIndex:
@@ -99,12 +193,17 @@ class TextIndex:
         return uuids, hays
 
 
-def find(st: State, f: Filters, limit: int = 50, offset: int = 0,
-         text_index: TextIndex | None = None) -> tuple[int, list[TaskRecord]]:
-    """Tasks matching `f`, newest first: (total matching, one page). Call with `st.lock` held."""
+def find(st: State, f: Filters, limit: int = 50, offset: int = 0, text_index: TextIndex | None = None,
+         sort: str | None = None, ascending: bool = False, before: int | None = None,
+         ) -> tuple[int, list[TaskRecord]]:
+    """Tasks matching `f`: (total matching, one page). Call with `st.lock` held.
+
+    The default order is newest first seen; `before` (a seq, the cursor of the default order) starts
+    the page below it, so pages stay put while new tasks arrive. `sort` orders by one of SORTS
+    instead (tasks without that field last), paged by offset. `total` ignores the cursor.
+    """
     tasks = st.tasks
-    if not f.any():
-        return len(tasks), list(islice(st.iter_newest(), offset, offset + limit))
+    check = _predicate(f)
     sets: list[set[str] | frozenset[str]] = []
     if f.state:
         sets.append(st.by_state.get(f.state, _EMPTY))
@@ -114,29 +213,74 @@ def find(st: State, f: Filters, limit: int = 50, offset: int = 0,
         sets.append(named[0] if len(named) == 1 else set().union(*named))
     if f.worker:
         sets.append(st.by_worker.get(f.worker, _EMPTY))
+    ordered: list[TaskRecord] | None = None  # all matches, newest first, when known
+    found: set[str] | frozenset[str] | None = None  # all matches, unordered, when known
     if f.text:
         hits = (text_index or TextIndex()).search(st, f.text)
-        if sets:
-            hits = [u for u in hits if all(u in s for s in sets)]
-        return len(hits), [tasks[u] for u in hits[offset:offset + limit]]
-    sets.sort(key=len)
-    found = sets[0] if len(sets) == 1 else sets[0].intersection(*sets[1:])
-    total = len(found)
+        ordered = [tasks[u] for u in hits if all(u in s for s in sets)]
+    elif sets:
+        sets.sort(key=len)
+        found = sets[0] if len(sets) == 1 else sets[0].intersection(*sets[1:])
+    if check is not None:
+        if ordered is None:
+            ordered = (list(st.iter_newest()) if found is None
+                       else sorted((tasks[u] for u in found), key=_seq, reverse=True))
+        ordered = [r for r in ordered if check(r)]
+    if sort in SORTS:
+        pool = ordered if ordered is not None else (st.tasks.values() if found is None
+                                                    else [tasks[u] for u in found])
+        total = len(pool)
+        return total, _sorted_page(pool, sort, ascending, offset, limit)
+    if ordered is not None:
+        total = len(ordered)
+        if before is not None:
+            ordered = [r for r in ordered if r.seq < before]
+        return total, ordered[offset:offset + limit]
+    total = len(tasks) if found is None else len(found)
     want = offset + limit
     if not total or not limit:
         return total, []
+    newest = _newest_below(st, before)
+    if found is None:
+        return total, list(islice(newest, offset, want))
     # Walking the order newest first costs about len(order) * want / total steps; selecting the
     # newest `want` of the matches costs about total steps: take the cheaper one.
     if len(st.order) * want < total * total:
         page = []
-        for rec in st.iter_newest():
+        for rec in newest:
             if rec.uuid in found:
                 page.append(rec)
                 if len(page) >= want:
                     break
         return total, page[offset:]
-    newest = heapq.nlargest(want, (tasks[u] for u in found), key=_seq)
-    return total, newest[offset:]
+    pool = (tasks[u] for u in found)
+    if before is not None:
+        pool = (r for r in pool if r.seq < before)
+    return total, heapq.nlargest(want, pool, key=_seq)[offset:]
+
+
+def _newest_below(st: State, before: int | None) -> Iterator[TaskRecord]:
+    # The order has no gaps, so the cursor's position in it is arithmetic.
+    if before is None or before > st.last_seq():
+        return st.iter_newest()
+    skip = st.last_seq() - before + 1
+    tasks = st.tasks
+    return (tasks[u] for u in islice(reversed(st.order), max(0, skip), None) if u in tasks)
+
+
+def _sorted_page(pool: Iterable[TaskRecord], sort: str, ascending: bool, offset: int,
+                 limit: int) -> list[TaskRecord]:
+    # Tasks that lack the field go last in either direction; ties keep the newest first.
+    missing = float("inf") if ascending else float("-inf")
+
+    def key(rec: TaskRecord) -> tuple[float, int]:
+        value = getattr(rec, sort)
+        if value.__class__ is not float and value.__class__ is not int:
+            value = missing
+        return (value, -rec.seq) if ascending else (value, rec.seq)
+
+    pick = heapq.nsmallest if ascending else heapq.nlargest
+    return pick(offset + limit, pool, key=key)[offset:]
 
 
 def _seq(rec: TaskRecord) -> int:

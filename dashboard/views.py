@@ -8,8 +8,7 @@ from flask import Blueprint, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
 
 from . import launch as launching
-from .push import parse_filters
-from .query import Filters
+from .query import Filters, parse_filters
 from .services import services
 from .state import STATES
 

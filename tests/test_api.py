@@ -129,7 +129,7 @@ def test_task_list_state_filter(app: Any) -> None:
     success = client.get("/api/tasks?state=SUCCESS").get_json()
     assert success["total"] == 2
     assert [t["uuid"] for t in success["tasks"]] == ["retry", "ok"]
-    assert client.get("/api/tasks?state=REVOKED").get_json() == {"total": 0, "tasks": []}
+    assert client.get("/api/tasks?state=REVOKED").get_json() == {"total": 0, "tasks": [], "next_cursor": None}
 
 
 def test_task_list_name_filter_is_a_case_insensitive_substring(app: Any) -> None:
@@ -156,8 +156,8 @@ def test_task_list_worker_filter_and_free_text(app: Any) -> None:
     assert [t["uuid"] for t in client.get("/api/tasks?q=declined").get_json()["tasks"]] == ["bad"]
     assert [t["uuid"] for t in client.get("/api/tasks?q=amount").get_json()["tasks"]] == ["bad"]
     body = client.get("/api/tasks?q=(2,%203)&state=SUCCESS&name=add").get_json()
-    assert body == {"total": 1, "tasks": [body["tasks"][0]]} and body["tasks"][0]["uuid"] == "ok"
-    assert client.get("/api/tasks?q=nowhere").get_json() == {"total": 0, "tasks": []}
+    assert body == {"total": 1, "tasks": [body["tasks"][0]], "next_cursor": None} and body["tasks"][0]["uuid"] == "ok"
+    assert client.get("/api/tasks?q=nowhere").get_json() == {"total": 0, "tasks": [], "next_cursor": None}
 
 
 def test_task_list_refuses_an_overlong_filter(app: Any) -> None:
@@ -436,3 +436,72 @@ def test_unknown_api_path_is_a_json_404(app: Any) -> None:
     assert resp.status_code == 404
     assert resp.get_json() == {"error": "no such endpoint: /api/nope"}
     assert app.test_client().get("/nope").mimetype == "text/html"
+
+
+def test_cursor_pages_stay_put_while_new_tasks_arrive(app: Any) -> None:
+    """Page 2 fetched with page 1's next_cursor is the same whatever arrived in between."""
+    t0 = time.time() - 100
+    feed(app, *[ev("task-received", f"t{i}", t0 + i, name="proj.job") for i in range(7)])
+    client = app.test_client()
+    first = client.get("/api/tasks?limit=3").get_json()
+    assert [t["uuid"] for t in first["tasks"]] == ["t6", "t5", "t4"] and first["next_cursor"]
+    feed(app, *[ev("task-received", f"new{i}", t0 + 50 + i, name="proj.job") for i in range(5)])
+    second = client.get(f"/api/tasks?limit=3&cursor={first['next_cursor']}").get_json()
+    assert [t["uuid"] for t in second["tasks"]] == ["t3", "t2", "t1"]
+    assert second["total"] == 12, "the total is of the filter, not of what is left below the cursor"
+    last = client.get(f"/api/tasks?limit=3&cursor={second['next_cursor']}").get_json()
+    assert [t["uuid"] for t in last["tasks"]] == ["t0"] and last["next_cursor"] is None
+
+
+def test_sort_by_runtime_queue_and_time_filters(app: Any) -> None:
+    t0 = time.time() - 3600
+    feed(app,
+         ev("task-sent", "slow", t0, hostname="client@box", name="proj.a", queue="video"),
+         ev("task-received", "slow", t0 + 1, name="proj.a"),
+         ev("task-succeeded", "slow", t0 + 9, runtime=8.0),
+         ev("task-received", "fast", t0 + 2000, name="proj.a"),
+         ev("task-succeeded", "fast", t0 + 2001, runtime=0.5),
+         ev("task-received", "unfinished", t0 + 3000, name="proj.a"))
+    client = app.test_client()
+    by_runtime = client.get("/api/tasks?sort=runtime").get_json()
+    assert [t["uuid"] for t in by_runtime["tasks"]] == ["slow", "fast", "unfinished"]
+    assert by_runtime["next_cursor"] is None
+    ascending = client.get("/api/tasks?sort=runtime&order=asc").get_json()
+    assert [t["uuid"] for t in ascending["tasks"]] == ["fast", "slow", "unfinished"], "no runtime sorts last"
+    assert [t["uuid"] for t in client.get("/api/tasks?queue=video").get_json()["tasks"]] == ["slow"]
+    assert [t["uuid"] for t in client.get("/api/tasks?since=30m").get_json()["tasks"]] == ["unfinished", "fast"]
+    assert [t["uuid"] for t in client.get(f"/api/tasks?until={t0 + 100}").get_json()["tasks"]] == ["slow"]
+    iso = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t0 + 1500))
+    assert [t["uuid"] for t in client.get(f"/api/tasks?since={iso}Z").get_json()["tasks"]] == ["unfinished", "fast"]
+
+
+@pytest.mark.parametrize("query, message", [
+    ("sort=name", "sort must be one of"), ("order=up", "order must be"), ("cursor=abc", "cursor must be"),
+    ("sort=runtime&cursor=5", "cursor must be"), ("since=yesterday", "since filter must be"),
+    ("until=nan", "until filter must be")])
+def test_task_list_refuses_bad_order_and_time(app: Any, query: str, message: str) -> None:
+    resp = app.test_client().get(f"/api/tasks?{query}")
+    assert resp.status_code == 400 and message in resp.get_json()["error"]
+
+
+def test_export_downloads_the_filtered_set_as_csv_and_json(app: Any) -> None:
+    """Export has every matching task (not one page), as a download; formula-like cells are defused."""
+    import csv
+    import io
+
+    seed(app)
+    feed(app, ev("task-failed", "evil", time.time(), name="dashboard.demo.fail", args="('=HYPERLINK(1)',)",
+                 exception="=cmd|' /C calc'!A0"))
+    client = app.test_client()
+    resp = client.get("/api/tasks/export?format=csv&state=FAILURE")
+    assert resp.status_code == 200 and resp.mimetype == "text/csv"
+    assert resp.headers["Content-Disposition"].startswith('attachment; filename="tasks-')
+    rows = list(csv.DictReader(io.StringIO(resp.get_data(as_text=True))))
+    assert [r["uuid"] for r in rows] == ["evil", "bad"]
+    assert rows[0]["exception"] == "'=cmd|' /C calc'!A0" and rows[0]["args"] == "('=HYPERLINK(1)',)"
+    assert rows[1]["exception"].startswith("PaymentDeclined")
+    data = client.get("/api/tasks/export?format=json&name=demo.add").get_json()
+    assert [r["uuid"] for r in data] == ["kid", "ok"] and data[1]["result"] == "5"
+    many = client.get("/api/tasks/export?format=json").get_json()
+    assert len(many) == 5, "export is not limited to one page"
+    assert client.get("/api/tasks/export?format=xml").status_code == 400

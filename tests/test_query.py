@@ -114,27 +114,42 @@ WORDS = ["alpha", "Beta", "gamma", "invoice", "42", "7"]
 HOSTS = ["w1@a", "w2@b", "w3@c"]
 
 
+QUEUES = ["celery", "mail", "video"]
+
+
 def _random_events(rng: random.Random, n_tasks: int) -> list[dict[str, Any]]:
     events = []
-    t = 0.0
+    t = 1000.0
     for i in range(n_tasks):
         uid = f"u{i}-{rng.randrange(10**6)}"
         t += rng.random()
         host = rng.choice(HOSTS)
+        if rng.random() < 0.5:  # only some tasks are seen sent (task_send_sent_event), with their queue
+            events.append(ev("sent", uid, t - 0.5, hostname="client@web", queue=rng.choice(QUEUES)))
         events.append(ev("received", uid, t, hostname=host, name=rng.choice(NAMES),
                          args=f"('{rng.choice(WORDS)}', {rng.randrange(100)})", kwargs="{}"))
         if rng.random() < 0.8:
-            events.append(ev("started", uid, t + 0.1, hostname=host))
+            events.append(ev("started", uid, t + rng.random(), hostname=host))
             if rng.random() < 0.2:
-                events.append(ev("failed", uid, t + 0.2, hostname=host,
+                events.append(ev("failed", uid, t + 2, hostname=host,
                                  exception=f"ValueError('{rng.choice(WORDS)}')"))
             elif rng.random() < 0.9:
-                events.append(ev("succeeded", uid, t + 0.2, hostname=host, result=repr(rng.choice(WORDS))))
+                events.append(ev("succeeded", uid, t + 2, hostname=host, result=repr(rng.choice(WORDS)),
+                                 runtime=rng.choice([0.5, 1.0, rng.random()])))
     return events
 
 
-def _brute(state: State, f: Filters) -> list[str]:
-    return [r.uuid for r in state.iter_newest() if matches(r, f)]
+def _brute(state: State, f: Filters, sort: str | None, ascending: bool) -> list[Any]:
+    recs = [r for r in state.iter_newest() if matches(r, f)]
+    if sort is None:
+        return recs
+    present = [r for r in recs if isinstance(getattr(r, sort), (int, float))]
+    absent = [r for r in recs if not isinstance(getattr(r, sort), (int, float))]
+    if ascending:
+        present.sort(key=lambda r: (getattr(r, sort), -r.seq))
+    else:
+        present.sort(key=lambda r: (getattr(r, sort), r.seq), reverse=True)
+    return present + absent
 
 
 @pytest.mark.parametrize("seed", range(12))
@@ -144,15 +159,27 @@ def test_find_equals_a_brute_force_scan(seed: int) -> None:
     state = State(max_tasks=rng.choice([n, n // 2, 2 ** CHUNK_BITS + 3]))
     index = TextIndex()
     events = _random_events(rng, n)
-    for start in range(0, len(events), max(1, len(events) // 4)):  # query between ingest waves
-        replay(state, events[start:start + max(1, len(events) // 4)])
-        for _ in range(15):
+    wave = max(1, len(events) // 4)
+    for start in range(0, len(events), wave):  # query between ingest waves: caches must follow
+        replay(state, events[start:start + wave])
+        for _ in range(20):
+            since = rng.choice([None, None, 1000.0 + rng.random() * n])
             f = Filters(state=rng.choice([None, "SUCCESS", "FAILURE", "STARTED", "RECEIVED"]),
                         name=rng.choice([None, "add", "MUL", "proj.", "nothing"]),
                         worker=rng.choice([None, *HOSTS]),
-                        text=rng.choice([None, None, *WORDS, "u1"]))
+                        text=rng.choice([None, None, *WORDS, "u1"]),
+                        queue=rng.choice([None, None, None, *QUEUES]),
+                        since=since, until=rng.choice([None, None, (since or 1000.0) + rng.random() * n / 2]))
             limit, offset = rng.choice([1, 5, 50]), rng.choice([0, 0, 3, 40])
-            expected = _brute(state, f)
-            total, page = find(state, f, limit=limit, offset=offset, text_index=index)
-            assert total == len(expected), f
-            assert [r.uuid for r in page] == expected[offset:offset + limit], f
+            sort = rng.choice([None, None, "received", "started", "runtime"])
+            ascending = sort is not None and rng.random() < 0.5
+            expected = _brute(state, f, sort, ascending)
+            total, page = find(state, f, limit=limit, offset=offset, text_index=index, sort=sort,
+                               ascending=ascending)
+            assert total == len(expected), (f, sort)
+            assert [r.uuid for r in page] == [r.uuid for r in expected[offset:offset + limit]], (f, sort, ascending)
+            if sort is None and expected:  # a cursor from the middle pages below it, total unchanged
+                before = rng.choice(expected).seq
+                total, page = find(state, f, limit=limit, text_index=index, before=before)
+                below = [r.uuid for r in expected if r.seq < before][:limit]
+                assert total == len(expected) and [r.uuid for r in page] == below, (f, before)
