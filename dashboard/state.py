@@ -502,6 +502,7 @@ def task_summary(rec: TaskRecord) -> dict[str, Any]:
     """The fields a task list row shows."""
     return {
         "uuid": rec.uuid,
+        "seq": rec.seq,  # order of first sight: a list's cursor, and how a page tells new rows from old
         "name": rec.name,
         "state": rec.state,
         "hostname": rec.hostname,
