@@ -13,7 +13,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from . import launch as launching
 from .push import MAX_LIMIT
-from .query import SORTS, find, parse_filters
+from .query import SORTS, find, parse_filters, workflow_tree
 from .services import services
 from .state import task_detail
 
@@ -129,6 +129,17 @@ def task(uuid: str) -> Any:
         if rec is None:
             return jsonify({"error": f"task {uuid} has not been seen (or was evicted)"}), 404
         return jsonify(task_detail(rec, svc.state.children_of(uuid)))
+
+
+@bp.get("/api/tasks/<uuid>/workflow")
+def workflow(uuid: str) -> Any:
+    """The task's whole workflow from its root: {root, nodes: [{uuid, parent, name, state}], truncated}."""
+    svc = services()
+    with svc.state.lock:
+        if uuid not in svc.state.tasks:
+            return jsonify({"error": f"task {uuid} has not been seen (or was evicted)"}), 404
+        tree = workflow_tree(svc.state, uuid)
+    return jsonify(tree or {"root": uuid, "nodes": [], "truncated": False})
 
 
 @bp.get("/api/workers")

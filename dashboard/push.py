@@ -18,7 +18,7 @@ from flask import request
 from flask_socketio import SocketIO, join_room, leave_room
 
 from .ingest import Ingest
-from .query import Filters, TextIndex, find, matches, parse_filters
+from .query import Filters, TextIndex, find, matches, parse_filters, workflow_root, workflow_tree
 from .state import STATES, State, task_detail, task_summary, worker_summary
 
 log = logging.getLogger(__name__)
@@ -161,11 +161,15 @@ class Push:
             more = sort is None and len(page) == limit and page[-1].seq > self.state.first_seq()
             return {"total": total, "tasks": rows, "next_cursor": str(page[-1].seq) if more else None}
 
+    def _task_payload(self, rec: Any) -> dict[str, Any]:
+        return {"task": task_detail(rec, self.state.children_of(rec.uuid)),
+                "tree": workflow_tree(self.state, rec.uuid)}
+
     def task_snapshot(self, uuid: str) -> dict[str, Any]:
         """One task in full, or None when it has not been seen."""
         with self.state.lock:
             rec = self.state.tasks.get(uuid)
-            return {"task": task_detail(rec, self.state.children_of(uuid)) if rec else None}
+            return self._task_payload(rec) if rec is not None else {"task": None, "tree": None}
 
     def workers_snapshot(self) -> dict[str, Any]:
         """Every known worker."""
@@ -207,11 +211,13 @@ class Push:
                 for room, f in filters.items():
                     if rooms.get(room):
                         out.append(("tasks", self._tasks_diff(room, recs, f, now), room))
-                for room in rooms:
-                    uuid = room[5:] if room.startswith("task:") else None
-                    if uuid in changed_tasks and uuid in st.tasks:
-                        detail = task_detail(st.tasks[uuid], st.children_of(uuid))
-                        out.append(("task", {"task": detail}, room))
+                task_rooms = [room for room in rooms if room.startswith("task:")]
+                # A task page shows its whole workflow: it changes when any task of that workflow does.
+                roots = {workflow_root(st, r) for r in recs} if task_rooms else set()
+                for room in task_rooms:
+                    rec = st.tasks.get(room[5:])
+                    if rec is not None and (rec.uuid in changed_tasks or workflow_root(st, rec) in roots):
+                        out.append(("task", self._task_payload(rec), room))
             if changed_workers and rooms.get("workers"):
                 ws = [worker_summary(w, now) for w in map(st.workers.get, changed_workers) if w is not None]
                 gone = [h for h in changed_workers if h not in st.workers]

@@ -285,3 +285,52 @@ def _sorted_page(pool: Iterable[TaskRecord], sort: str, ascending: bool, offset:
 
 def _seq(rec: TaskRecord) -> int:
     return rec.seq
+
+
+MAX_TREE_NODES = 500
+
+
+def workflow_root(st: State, rec: TaskRecord) -> str:
+    """The uuid of the workflow a task belongs to: its root_id, else its oldest known ancestor."""
+    if rec.root_id.__class__ is str and rec.root_id:
+        return rec.root_id
+    seen = {rec.uuid}
+    while rec.parent_id.__class__ is str and rec.parent_id in st.tasks and rec.parent_id not in seen:
+        seen.add(rec.parent_id)
+        rec = st.tasks[rec.parent_id]
+    return rec.uuid
+
+
+def workflow_tree(st: State, uuid: str, max_nodes: int = MAX_TREE_NODES) -> dict[str, Any] | None:
+    """The whole workflow of a task from its root (chain, group, chord), each node with its state.
+
+    Nodes are the root and every retained task with that root_id, linked by parent_id; a member whose
+    parent is unknown hangs from the root, so nothing of the workflow is hidden. None for a task
+    that is alone (no parent, no children, nothing shares its root)."""
+    rec = st.tasks.get(uuid)
+    if rec is None:
+        return None
+    root = workflow_root(st, rec)
+    members = set(st.by_root.get(root, ()))
+    members.add(root)
+    members.update(st.children.get(root, ()))
+    if len(members) <= 1 and not st.children.get(uuid):
+        return None
+    tasks = st.tasks
+    ordered = sorted(members, key=lambda u: tasks[u].seq if u in tasks else -1)
+    truncated = len(ordered) > max_nodes
+    ordered = ordered[:max_nodes]
+    shown = set(ordered)
+    nodes = []
+    for u in ordered:
+        r = tasks.get(u)
+        parent = r.parent_id if r is not None else None
+        if u != root and (parent not in shown or parent == u):
+            parent = root  # an orphan of the workflow (its parent evicted or never seen)
+        nodes.append({
+            "uuid": u, "parent": parent if u != root else None,
+            "name": r.name if r is not None else None,
+            "state": r.state if r is not None else None,  # None: the root was evicted or never seen
+            "runtime": r.runtime if r is not None else None,
+        })
+    return {"root": root, "nodes": nodes, "truncated": truncated}

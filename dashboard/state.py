@@ -114,6 +114,11 @@ def _name_key(name: Any) -> str | None:
     return name if name.__class__ is str or name is None else repr(name)
 
 
+def _root_key(root_id: Any, uuid: str) -> str | None:
+    # Only tasks that belong to another task's workflow are indexed by root.
+    return root_id if root_id.__class__ is str and root_id != uuid else None
+
+
 def _as_number(value: Any) -> float | None:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return value
@@ -136,6 +141,8 @@ class State:
         self.by_state: dict[str, set[str]] = {s: set() for s in STATES}
         self.by_name: dict[str, set[str]] = {}
         self.by_worker: dict[str, set[str]] = {}
+        # root_id -> the other tasks of that workflow (a standalone task is its own root: no entry).
+        self.by_root: dict[str, set[str]] = {}
         self.dirty_chunks: set[int] = set()
         self.children: dict[str, list[str]] = {}  # parent uuid -> child uuids (parent may be unseen)
         self.failures: deque[str] = deque(maxlen=50)  # latest uuids that became FAILURE
@@ -231,6 +238,7 @@ class State:
             self._store_extra(rec, ev)
         old = rec.state
         old_parent = rec.parent_id
+        old_root = rec.root_id
         old_name = rec.name
         if (state != "RETRY" and old != "RETRY"
                 and PRECEDENCE.get(state, _NONE_PRECEDENCE) > PRECEDENCE.get(old, _NONE_PRECEDENCE)):
@@ -262,6 +270,8 @@ class State:
                 rec.name = name = sys.intern(name)  # one copy per task name, not per task
             if name != old_name:
                 self._renamed(rec, old_name)
+        if rec.root_id != old_root:
+            self._index(self.by_root, _root_key(old_root, uuid), _root_key(rec.root_id, uuid), uuid)
         if rec.parent_id != old_parent:
             self._reparented(rec, old_parent)
         self.changed_tasks.add(uuid)
@@ -309,6 +319,7 @@ class State:
         self._index(self.by_state, old.state, None, uuid)
         self._index(self.by_name, _name_key(old.name), None, uuid)
         self._index(self.by_worker, old.hostname, None, uuid)
+        self._index(self.by_root, _root_key(old.root_id, uuid), None, uuid)
         self.dirty_chunks.add(old.seq >> CHUNK_BITS)
         if old.parent_id is not None:
             self._unlink_child(old.parent_id, old.uuid)

@@ -150,3 +150,29 @@ def test_broker_outage_shows_a_banner_then_the_missed_window(page: Any, own_redi
         expect(banner).to_contain_text("may have been missed")
     finally:
         dash.stop()
+
+
+def test_chord_workflow_view_shows_every_node_with_its_final_state(page: Any, dashboard: DashboardServer,
+                                                                   worker: str) -> None:
+    """From the chord's callback, the task page shows the whole workflow from its root, every node
+    finished, and leads back to the root."""
+    (root,) = dashboard.launch("dashboard.demo.workflow", kwargs={"n": 3})
+
+    def callback() -> str | None:
+        tasks = dashboard.get("/api/tasks?name=demo.tsum&state=SUCCESS&limit=500").json()["tasks"]
+        for t in tasks:
+            if dashboard.task(t["uuid"])["root_id"] == root:
+                return t["uuid"]
+        return None
+
+    tsum = wait_for(callback, timeout=60, message="the chord callback to succeed")
+    _live(page, dashboard, f"/tasks/{tsum}")
+    nodes = page.locator("#workflow-tree li")
+    expect(nodes).to_have_count(6)  # workflow -> add -> 3 adds (group) -> tsum (chord callback)
+    expect(page.locator('#workflow-tree li[data-state="SUCCESS"]')).to_have_count(6, timeout=20_000)
+    expect(page.locator('#workflow-tree li[aria-current="true"]')).to_contain_text("dashboard.demo.tsum")
+    expect(page.locator("#workflow-summary")).to_contain_text("6 of 6 finished")
+    page.locator(f'#workflow-tree li[data-uuid="{root}"] > a').click()
+    expect(page).to_have_url(f"{dashboard.base_url}/tasks/{root}")
+    expect(page.locator("#task-name")).to_have_text("dashboard.demo.workflow")
+    expect(page.locator("#workflow-tree li")).to_have_count(6)

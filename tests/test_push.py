@@ -120,6 +120,27 @@ def test_search_room_gets_tasks_whose_text_matches(push_app: Any) -> None:
     client.disconnect()
 
 
+def test_task_room_follows_its_whole_workflow(push_app: Any) -> None:
+    """A task page shows its workflow: a sibling finishing updates it; an unrelated task does not."""
+    feed(push_app, ev("task-succeeded", "root", 1.0, root_id="root"),
+         ev("task-received", "a", 2.0, root_id="root", parent_id="root"),
+         ev("task-received", "b", 3.0, root_id="root", parent_id="root"))
+    client = socketio.test_client(push_app)
+    snap = client.emit("subscribe", {"view": "task", "uuid": "a"}, callback=True)
+    assert {n["uuid"] for n in snap["tree"]["nodes"]} == {"root", "a", "b"}
+    tick(push_app)
+    client.get_received()
+    feed(push_app, ev("task-received", "other", 4.0))
+    tick(push_app)
+    assert received(client, "task") == []
+    feed(push_app, ev("task-succeeded", "b", 5.0, result="1"))
+    tick(push_app)
+    (update,) = received(client, "task")
+    assert update["task"]["uuid"] == "a"
+    assert {n["uuid"]: n["state"] for n in update["tree"]["nodes"]}["b"] == "SUCCESS"
+    client.disconnect()
+
+
 def test_task_room_gets_only_its_task(push_app: Any) -> None:
     """A task page is sent its own task's updates (with the traceback) and nobody else's."""
     client = socketio.test_client(push_app)

@@ -8,7 +8,7 @@ from typing import Any, Iterable
 
 import pytest
 
-from dashboard.query import Filters, TextIndex, find, haystack, matches
+from dashboard.query import Filters, TextIndex, find, haystack, matches, workflow_tree
 from dashboard.state import CHUNK_BITS, State
 
 _clock = count(1)
@@ -183,3 +183,49 @@ def test_find_equals_a_brute_force_scan(seed: int) -> None:
                 total, page = find(state, f, limit=limit, text_index=index, before=before)
                 below = [r.uuid for r in expected if r.seq < before][:limit]
                 assert total == len(expected) and [r.uuid for r in page] == below, (f, before)
+
+
+# -- workflow tree -----------------------------------------------------------------------------------
+
+def _chord_workflow() -> State:
+    """workflow -> add(1,1) -> group of 3 adds -> tsum, as Celery links them (root_id everywhere)."""
+    events = [ev("succeeded", "wf", 1.0, name="demo.workflow", root_id="wf")]
+    events.append(ev("succeeded", "a1", 2.0, name="demo.add", root_id="wf", parent_id="wf"))
+    for i in range(3):
+        events.append(ev("succeeded", f"g{i}", 3.0 + i, name="demo.add", root_id="wf", parent_id="a1"))
+    events.append(ev("started", "sum", 7.0, name="demo.tsum", root_id="wf", parent_id="g2"))
+    events.append(ev("received", "lost", 8.0, name="demo.add", root_id="wf", parent_id="never-seen"))
+    events.append(ev("succeeded", "alone", 9.0, name="demo.add", root_id="alone"))
+    return replay(State(), events)
+
+
+def test_workflow_tree_from_any_member_shows_the_whole_workflow() -> None:
+    state = _chord_workflow()
+    tree = workflow_tree(state, "g1")  # asked from a child: the tree still starts at the root
+    assert tree is not None and tree["root"] == "wf" and not tree["truncated"]
+    parents = {n["uuid"]: n["parent"] for n in tree["nodes"]}
+    assert parents == {"wf": None, "a1": "wf", "g0": "a1", "g1": "a1", "g2": "a1", "sum": "g2",
+                       "lost": "wf"}, "a member whose parent is unknown hangs from the root"
+    states = {n["uuid"]: n["state"] for n in tree["nodes"]}
+    assert states["sum"] == "STARTED" and states["g0"] == "SUCCESS"
+    assert workflow_tree(state, "wf") == tree
+    assert workflow_tree(state, "alone") is None, "a task on its own has no workflow to show"
+    assert workflow_tree(state, "missing") is None
+    assert len(workflow_tree(state, "g1", max_nodes=3)["nodes"]) == 3
+    assert workflow_tree(state, "g1", max_nodes=3)["truncated"] is True
+
+
+def test_workflow_tree_survives_the_eviction_of_its_root() -> None:
+    state = State(max_tasks=3)
+    replay(state, [ev("succeeded", "root", 1.0, root_id="root"),
+                   ev("succeeded", "c1", 2.0, root_id="root", parent_id="root"),
+                   ev("succeeded", "c2", 3.0, root_id="root", parent_id="c1"),
+                   ev("received", "c3", 4.0, root_id="root", parent_id="c1")])
+    assert "root" not in state.tasks
+    tree = workflow_tree(state, "c2")
+    nodes = {n["uuid"]: (n["parent"], n["state"]) for n in tree["nodes"]}
+    assert nodes == {"root": (None, None), "c1": ("root", "SUCCESS"), "c2": ("c1", "SUCCESS"),
+                     "c3": ("c1", "RECEIVED")}, "the evicted root stays as an unseen node"
+    assert tree["root"] == "root"
+    replay(state, [ev("received", "x", 5.0), ev("received", "y", 6.0), ev("received", "z", 7.0)])
+    assert state.by_root == {}, "evicted tasks leave the root index"

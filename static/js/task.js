@@ -1,7 +1,8 @@
 // One task: fields, exception + traceback, retry attempts, timeline, relatives, progress.
 import { page, startLive } from "./live.js";
 import {
-  el, fmtDateTime, fmtDelta, fmtDuration, fmtValue, progressOf, setAttr, setBadge, setText, show, taskHref,
+  el, fmtDateTime, fmtDelta, fmtDuration, fmtValue, progressOf, setAttr, setBadge, setText, shortUuid, show,
+  stateBadge, taskHref,
 } from "./dom.js";
 
 const uuid = page.dataset.uuid;
@@ -43,6 +44,8 @@ function renderFields(t) {
   setField("result", fmtValue(t.result));
   setField("retries", t.retries);
   setField("runtime", typeof t.runtime === "number" ? fmtDuration(t.runtime) : null);
+  const wait = typeof t.received === "number" && typeof t.started === "number" ? t.started - t.received : null;
+  setField("queue_wait", wait != null ? fmtDuration(Math.max(0, wait)) : null);
   setField("eta", fmtValue(t.eta));
   setField("expires", fmtValue(t.expires));
   setField("client", t.client);
@@ -160,6 +163,35 @@ function renderRelatives(t) {
   show($("task-no-children"), children.length === 0);
 }
 
+/** The task's whole workflow (chain, group, chord) from its root, each node with its live state. */
+function renderTree(tree) {
+  const nodes = tree && Array.isArray(tree.nodes) ? tree.nodes : [];
+  show($("workflow"), nodes.length > 1);
+  const key = JSON.stringify(nodes);
+  if (rendered.tree === key) return;
+  rendered.tree = key;
+  const kids = new Map();
+  for (const n of nodes) {
+    if (!kids.has(n.parent)) kids.set(n.parent, []);
+    kids.get(n.parent).push(n);
+  }
+  const item = (n, depth) => {
+    const here = n.uuid === uuid;
+    const li = el("li", { dataset: { uuid: String(n.uuid), state: String(n.state ?? "UNKNOWN") } },
+      stateBadge(n.state ?? "unseen"), " ",
+      here ? el("strong", { class: "mono", text: `${n.name || shortUuid(n.uuid)} (this task)` })
+        : el("a", { class: "mono", href: taskHref(n.uuid), title: String(n.uuid), text: n.name || shortUuid(n.uuid) }));
+    if (here) li.setAttribute("aria-current", "true");
+    const children = depth < 50 ? kids.get(n.uuid) || [] : []; // a malformed cycle cannot recurse forever
+    if (children.length) li.append(el("ul", {}, ...children.map((c) => item(c, depth + 1))));
+    return li;
+  };
+  $("workflow-tree").replaceChildren(...(kids.get(null) || []).map((n) => item(n, 0)));
+  const done = nodes.filter((n) => ["SUCCESS", "FAILURE", "REVOKED", "REJECTED"].includes(n.state)).length;
+  setText($("workflow-summary"), `· ${done} of ${nodes.length} finished`);
+  show($("workflow-truncated"), Boolean(tree && tree.truncated));
+}
+
 function render(t) {
   show(unknown, !t);
   show(body, Boolean(t));
@@ -185,10 +217,14 @@ startLive({
   onSnapshot(snap) {
     rendered = {};
     render(snap.task || null);
+    renderTree(snap.tree);
   },
   on: {
     task(data) {
-      if (data && data.task && data.task.uuid === uuid) render(data.task);
+      if (data && data.task && data.task.uuid === uuid) {
+        render(data.task);
+        renderTree(data.tree);
+      }
     },
   },
 });
