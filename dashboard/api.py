@@ -142,6 +142,39 @@ def workflow(uuid: str) -> Any:
     return jsonify(tree or {"root": uuid, "nodes": [], "truncated": False})
 
 
+@bp.get("/api/failures")
+def failures() -> Any:
+    """Failure groups: ?sort=last_seen|count&limit= -> {groups, outcomes}."""
+    sort = request.args.get("sort", "last_seen")
+    if sort not in ("last_seen", "count"):
+        return jsonify({"error": "sort must be last_seen or count"}), 400
+    limit = _whole_number(request.args.get("limit", "50"))
+    if limit is None or not 1 <= limit <= MAX_LIMIT:
+        return jsonify({"error": f"limit must be a whole number from 1 to {MAX_LIMIT}"}), 400
+    return jsonify(services().push.failures_snapshot(sort=sort, limit=limit))
+
+
+@bp.get("/api/failures/<gid>")
+def failure_group(gid: str) -> Any:
+    """One failure group with its sample traceback; its tasks are /api/tasks?group=<gid>."""
+    svc = services()
+    with svc.state.lock:
+        group = svc.state.failure_groups.group(gid, now=time.time())
+    if group is None:
+        return jsonify({"error": f"no failure group {gid}"}), 404
+    return jsonify(group)
+
+
+@bp.get("/api/stats/tasks")
+def task_stats() -> Any:
+    """Per task name: count, failure rate, runtime p50/p95/p99, queue wait p50/p95 (?window=all|recent)."""
+    window = request.args.get("window", "all")
+    if window not in ("all", "recent"):
+        return jsonify({"error": "window must be all or recent"}), 400
+    snap = services().push.stats_snapshot()
+    return jsonify({"window": window, "window_seconds": snap["window_seconds"], "tasks": snap[window]})
+
+
 @bp.get("/api/workers")
 def workers() -> Any:
     """Every known worker with its heartbeat status."""

@@ -27,6 +27,7 @@ MAX_TASKS_PER_TICK = 200  # rows a task-list room gets per tick; more changes me
 FAILURES_SHOWN = 10
 THROUGHPUT_SHOWN = 300  # seconds of the overview chart
 MAX_LIMIT = 500
+FAILURE_GROUPS_SHOWN = 100
 
 
 def tasks_room(f: Filters) -> str:
@@ -51,6 +52,8 @@ class Push:
         self._last_failures: list[str] = []
         self._totals_cache: dict[str, tuple[float, int]] = {}
         self._stop = threading.Event()
+        self._aggregates_at = 0.0
+        self._aggregates_version = (-1, -1)
 
     # -- socket handlers -------------------------------------------------------------------------
     def register(self) -> None:
@@ -68,6 +71,10 @@ class Push:
             room, snapshot = "overview", self.overview_snapshot
         elif view == "workers":
             room, snapshot = "workers", self.workers_snapshot
+        elif view == "failures":
+            room, snapshot = "failures", self.failures_snapshot
+        elif view == "stats":
+            room, snapshot = "stats", self.stats_snapshot
         elif view == "task" and isinstance(payload.get("uuid"), str):
             uuid = payload["uuid"]
             room, snapshot = f"task:{uuid}", lambda: self.task_snapshot(uuid)
@@ -171,6 +178,21 @@ class Push:
             rec = self.state.tasks.get(uuid)
             return self._task_payload(rec) if rec is not None else {"task": None, "tree": None}
 
+    def failures_snapshot(self, sort: str = "last_seen", limit: int = FAILURE_GROUPS_SHOWN) -> dict[str, Any]:
+        """Failure groups and the outcome counters (failed, retried, recovered, gave up)."""
+        now = time.time()
+        with self.state.lock:
+            return {"groups": self.state.failure_groups.groups(sort=sort, limit=limit, now=now),
+                    "outcomes": dict(self.state.outcomes), "now": now}
+
+    def stats_snapshot(self) -> dict[str, Any]:
+        """Per-task-name statistics, since the start and over the recent window."""
+        now = time.time()
+        with self.state.lock:
+            stats = self.state.stats
+            return {"all": stats.table(now=now, window="all"), "recent": stats.table(now=now, window="recent"),
+                    "window_seconds": stats.window_seconds, "now": now}
+
     def workers_snapshot(self) -> dict[str, Any]:
         """Every known worker."""
         now = time.time()
@@ -222,6 +244,14 @@ class Push:
                 ws = [worker_summary(w, now) for w in map(st.workers.get, changed_workers) if w is not None]
                 gone = [h for h in changed_workers if h not in st.workers]
                 out.append(("workers", {"workers": ws, "removed": gone}, "workers"))
+        # Aggregates change with every event: at most once a second, and only when something happened.
+        if (rooms.get("failures") or rooms.get("stats")) and now - self._aggregates_at >= 1.0:
+            version = (st.outcomes["FAILURE"] + st.outcomes["RETRY"], st.task_event_count)
+            if rooms.get("failures") and version[0] != self._aggregates_version[0]:
+                out.append(("failures", self.failures_snapshot(), "failures"))
+            if rooms.get("stats") and version[1] != self._aggregates_version[1]:
+                out.append(("stats", self.stats_snapshot(), "stats"))
+            self._aggregates_at, self._aggregates_version = now, version
         status = self.status()
         if status != self._last_status:
             self._last_status = status
@@ -255,7 +285,7 @@ class Push:
         shown, removed = [], []
         filtered = f.any()
         for rec in recs:
-            if not filtered or matches(rec, f):
+            if not filtered or matches(rec, f, self.state):
                 if len(shown) < MAX_TASKS_PER_TICK:
                     shown.append(task_summary(rec))
             elif filtered:

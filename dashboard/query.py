@@ -9,6 +9,8 @@ cached while events stream in).
 from __future__ import annotations
 
 import heapq
+from array import array
+from bisect import bisect_right
 import math
 import re
 import time
@@ -33,11 +35,17 @@ class Filters:
     queue: str | None = None  # exact queue (or routing key) name, known from task-sent events
     since: float | None = None  # first seen (sent, else received) at or after this time
     until: float | None = None  # ... and before this time
+    group: str | None = None  # a failure group id (dashboard/failures.py)
+    outcome: str | None = None  # one of OUTCOMES
 
     def any(self) -> bool:
         """Whether any filter is set."""
         return any((self.state, self.name, self.worker, self.text, self.queue,
-                    self.since is not None, self.until is not None))
+                    self.since is not None, self.until is not None, self.group, self.outcome))
+
+
+# Outcomes people ask for besides the state: retried and then succeeded, or failed after retrying.
+OUTCOMES = {"recovered": "SUCCESS", "gave_up": "FAILURE"}
 
 
 # Sort keys besides the default (newest first seen): the field a task list can be ordered by.
@@ -55,12 +63,14 @@ def seen_at(rec: TaskRecord) -> float | None:
 
 def _predicate(f: Filters) -> Callable[[TaskRecord], bool] | None:
     # The filters no index serves: rare enough in practice to be checked task by task.
-    queue, since, until = f.queue, f.since, f.until
-    if not queue and since is None and until is None:
+    queue, since, until, outcome = f.queue, f.since, f.until, OUTCOMES.get(f.outcome or "")
+    if not queue and since is None and until is None and not f.outcome:
         return None
 
     def check(rec: TaskRecord) -> bool:
         if queue and rec.queue != queue and rec.routing_key != queue:
+            return False
+        if f.outcome and (rec.state != outcome or not rec.attempts):
             return False
         if since is not None or until is not None:
             when = seen_at(rec)
@@ -73,7 +83,8 @@ def _predicate(f: Filters) -> Callable[[TaskRecord], bool] | None:
 
 
 # Wire names of the filters (query string, subscribe payload) -> Filters fields.
-TEXT_FILTERS = {"state": "state", "name": "name", "worker": "worker", "q": "text", "queue": "queue"}
+TEXT_FILTERS = {"state": "state", "name": "name", "worker": "worker", "q": "text", "queue": "queue",
+                "group": "group", "outcome": "outcome"}
 TIME_FILTERS = ("since", "until")
 MAX_FILTER_LENGTH = 200
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
@@ -110,6 +121,8 @@ def parse_filters(raw: Mapping[str, Any] | None, now: float | None = None) -> tu
         if value and len(value) > MAX_FILTER_LENGTH:
             return None, f"the {wire} filter is longer than {MAX_FILTER_LENGTH} characters"
         values[field] = (value.strip() or None) if value else None
+    if values["outcome"] and values["outcome"] not in OUTCOMES:
+        return None, f"the outcome filter must be one of {', '.join(OUTCOMES)}"
     for wire in TIME_FILTERS:
         value = raw.get(wire)
         if value is None or value == "":
@@ -135,13 +148,16 @@ def _text(value: Any) -> str:
     return value if value.__class__ is str else ("" if value is None else str(value))
 
 
-def matches(rec: TaskRecord, f: Filters) -> bool:
-    """Whether one task passes the filters (the push loop checks changed tasks with it)."""
+def matches(rec: TaskRecord, f: Filters, st: State | None = None) -> bool:
+    """Whether one task passes the filters (the push loop checks changed tasks with it); the
+    failure-group filter needs the state."""
     if f.state and rec.state != f.state:
         return False
     if f.name and (rec.name.__class__ is not str or f.name.lower() not in rec.name.lower()):
         return False
     if f.worker and rec.hostname != f.worker:
+        return False
+    if f.group and (st is None or st.failure_groups.group_of(rec.uuid) != f.group):
         return False
     if f.text and f.text.lower() not in haystack(rec):
         return False
@@ -150,36 +166,59 @@ def matches(rec: TaskRecord, f: Filters) -> bool:
 
 
 class TextIndex:
-    """Per-chunk lists of (uuid, haystack), rebuilt lazily when the state marks a chunk dirty."""
+    """Per-chunk text of the tasks, rebuilt lazily when the state marks a chunk dirty.
+
+    Each chunk keeps one lowercased blob (the tasks' haystacks joined by a separator no needle
+    holds) and the offset where each task starts: a search runs str.find over the blob, in C,
+    and maps each hit to its task by bisection, so a rare word costs little more than the scan.
+    """
+
+    _SEP = "\x01"
 
     def __init__(self) -> None:
-        self._chunks: dict[int, tuple[list[str], list[str]]] = {}
+        self._chunks: dict[int, tuple[list[str], str, array[int]]] = {}
 
     def search(self, st: State, needle: str) -> list[str]:
         """Uuids of every retained task whose haystack contains `needle`, newest first."""
         needle = needle.lower()
-        if not st.order:
-            self._chunks.clear()
+        if not st.order or not needle or self._SEP in needle:
+            if not st.order:
+                self._chunks.clear()
             return []
         first_seq = st.first_seq()
         first, last = first_seq >> CHUNK_BITS, st.last_seq() >> CHUNK_BITS
         for gone in [k for k in self._chunks if k < first]:
             del self._chunks[gone]
         dirty = st.dirty_chunks
+        for gone in [k for k in dirty if k < first]:  # chunks evicted whole: nothing left to rebuild
+            dirty.discard(gone)
         out: list[str] = []
+        find = str.find
+        tasks = st.tasks
         for k in range(last, first - 1, -1):
             entry = self._chunks.get(k)
             if entry is None or k in dirty:
                 entry = self._chunks[k] = self._build(st, k, first_seq)
                 dirty.discard(k)
-            uuids, hays = entry
-            hits = [uuids[i] for i, h in enumerate(hays) if needle in h]
+            uuids, blob, starts = entry
+            pos = find(blob, needle)
+            if pos < 0:
+                continue
+            hits = []
+            n = len(starts)
+            while pos >= 0:
+                i = bisect_right(starts, pos) - 1
+                if uuids[i] in tasks:  # a task evicted since the chunk was built is skipped
+                    hits.append(uuids[i])
+                if i + 1 >= n:
+                    break
+                pos = find(blob, needle, starts[i + 1])  # one hit per task is enough
             hits.reverse()
             out.extend(hits)
         return out
 
-    @staticmethod
-    def _build(st: State, k: int, first_seq: int) -> tuple[list[str], list[str]]:
+    @classmethod
+    def _build(cls, st: State, k: int, first_seq: int) -> tuple[list[str], str, array[int]]:
         # The order holds uuids by seq with no gaps, so chunk k is one slice of it.
         start = max(k << CHUNK_BITS, first_seq) - first_seq
         stop = ((k + 1) << CHUNK_BITS) - first_seq
@@ -189,8 +228,13 @@ class TextIndex:
             rec = tasks.get(uuid)
             if rec is not None:
                 uuids.append(uuid)
-                hays.append(haystack(rec))
-        return uuids, hays
+                hays.append(haystack(rec).replace(cls._SEP, " "))
+        starts = array("L")
+        offset = 0
+        for h in hays:
+            starts.append(offset)
+            offset += len(h) + 1
+        return uuids, cls._SEP.join(hays), starts
 
 
 def find(st: State, f: Filters, limit: int = 50, offset: int = 0, text_index: TextIndex | None = None,
@@ -213,6 +257,8 @@ def find(st: State, f: Filters, limit: int = 50, offset: int = 0, text_index: Te
         sets.append(named[0] if len(named) == 1 else set().union(*named))
     if f.worker:
         sets.append(st.by_worker.get(f.worker, _EMPTY))
+    if f.group:
+        sets.append({u for u in st.failure_groups.uuids(f.group) if u in tasks})
     ordered: list[TaskRecord] | None = None  # all matches, newest first, when known
     found: set[str] | frozenset[str] | None = None  # all matches, unordered, when known
     if f.text:

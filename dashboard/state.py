@@ -12,6 +12,9 @@ import threading
 from collections import deque
 from typing import Any, Iterable, Iterator
 
+from .failures import FailureGroups
+from .stats import TaskStats
+
 # Celery's event subject -> task state (celery.events.state.TASK_EVENT_TO_STATE).
 EVENT_TO_STATE: dict[str, str] = {
     "sent": "PENDING",
@@ -146,6 +149,10 @@ class State:
         self.dirty_chunks: set[int] = set()
         self.children: dict[str, list[str]] = {}  # parent uuid -> child uuids (parent may be unseen)
         self.failures: deque[str] = deque(maxlen=50)  # latest uuids that became FAILURE
+        self.failure_groups = FailureGroups()  # failures and retries by signature (dashboard/failures.py)
+        self.stats = TaskStats()  # per task name: outcomes, runtime and queue-wait percentiles
+        # Lifetime counters: failed, retried attempts, succeeded after retries, failed after retries.
+        self.outcomes: dict[str, int] = {"FAILURE": 0, "RETRY": 0, "RECOVERED": 0, "GAVE_UP": 0}
         self.throughput: deque[list[float]] = deque(maxlen=THROUGHPUT_SECONDS)  # [second, ok, failed]
         self.event_count = 0
         self.task_event_count = 0
@@ -264,6 +271,8 @@ class State:
             rec.parent_id = old_parent
         if state == "RETRY":
             self._record_attempt(rec, ev, timestamp)
+        elif subject == "started":
+            self.stats.started(rec.name, rec.received, rec.sent, timestamp)  # queue wait is known now
         name = rec.name
         if name is not old_name:
             if name.__class__ is str:
@@ -320,15 +329,24 @@ class State:
         self._index(self.by_name, _name_key(old.name), None, uuid)
         self._index(self.by_worker, old.hostname, None, uuid)
         self._index(self.by_root, _root_key(old.root_id, uuid), None, uuid)
-        self.dirty_chunks.add(old.seq >> CHUNK_BITS)
+        self.failure_groups.discard(uuid)  # (its text chunk stays clean: searches skip evicted uuids)
         if old.parent_id is not None:
             self._unlink_child(old.parent_id, old.uuid)
         self.changed_tasks.discard(old.uuid)
 
     def _finished(self, rec: TaskRecord, state: str, now: float | None) -> None:
         failed = state == "FAILURE"
+        outcomes = self.outcomes
+        self.stats.finished(rec.name, state, rec.runtime, rec.received, rec.started, rec.sent, rec.timestamp)
         if failed:
             self.failures.append(rec.uuid)
+            self.failure_groups.add(rec.uuid, rec.name, rec.hostname, rec.exception, rec.traceback,
+                                    rec.timestamp, "FAILURE")
+            outcomes["FAILURE"] += 1
+            if rec.attempts:
+                outcomes["GAVE_UP"] += 1
+        elif rec.attempts:
+            outcomes["RECOVERED"] += 1
         worker = self.workers.get(rec.hostname) if rec.hostname else None
         if worker is not None:
             if failed:
@@ -351,6 +369,10 @@ class State:
     def _record_attempt(self, rec: TaskRecord, ev: dict[str, Any], timestamp: float) -> None:
         if rec.attempts is None:
             rec.attempts = []
+        self.outcomes["RETRY"] += 1
+        self.stats.retried(rec.name, timestamp)
+        self.failure_groups.add(rec.uuid, rec.name, rec.hostname, ev.get("exception"), ev.get("traceback"),
+                                timestamp, "RETRY")
         if len(rec.attempts) < MAX_HISTORY:
             tb = ev.get("traceback")
             rec.attempts.append({

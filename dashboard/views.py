@@ -50,6 +50,18 @@ def task(uuid: str) -> str:
     return render_template("task.html", uuid=uuid)
 
 
+@bp.get("/failures")
+def failures() -> str:
+    """Failures grouped by signature, with outcomes (recovered, gave up)."""
+    return render_template("failures.html")
+
+
+@bp.get("/stats")
+def stats() -> str:
+    """Per-task-name statistics: failure rate, runtime and queue-wait percentiles."""
+    return render_template("stats.html")
+
+
 @bp.get("/workers")
 def workers() -> str:
     """Workers and their heartbeats."""

@@ -505,3 +505,81 @@ def test_export_downloads_the_filtered_set_as_csv_and_json(app: Any) -> None:
     many = client.get("/api/tasks/export?format=json").get_json()
     assert len(many) == 5, "export is not limited to one page"
     assert client.get("/api/tasks/export?format=xml").status_code == 400
+
+
+def _tb(frame_line: int, func: str, exc: str) -> str:
+    return ("Traceback (most recent call last):\n"
+            '  File "/usr/lib/python3/dist-packages/celery/app/trace.py", line 453, in trace_task\n'
+            "    R = retval = fun(*args, **kwargs)\n"
+            f'  File "/srv/app/shop/payments.py", line {frame_line}, in {func}\n'
+            "    gateway.charge(card)\n"
+            f"{exc}\n")
+
+
+def test_failures_are_grouped_and_listed_with_their_tasks(app: Any) -> None:
+    """Same exception type, message shape and app frame: one group, whose tasks the task list filters to."""
+    now = time.time()
+    feed(app,
+         ev("task-failed", "f1", now - 30, name="shop.charge", exception="CardDeclined('card 4000-0002 for 42 EUR')",
+            traceback=_tb(88, "charge", "CardDeclined: card 4000-0002 for 42 EUR")),
+         ev("task-failed", "f2", now - 20, name="shop.charge", exception="CardDeclined('card 4111-9999 for 7 EUR')",
+            traceback=_tb(91, "charge", "CardDeclined: card 4111-9999 for 7 EUR"), hostname="w2@box"),
+         ev("task-failed", "f3", now - 10, name="shop.refund", exception="KeyError('sku-1')",
+            traceback=_tb(12, "refund", "KeyError: 'sku-1'")))
+    client = app.test_client()
+    body = client.get("/api/failures?sort=count").get_json()
+    assert body["outcomes"]["FAILURE"] == 3
+    top, other = body["groups"]
+    assert (top["exc_type"], top["count"], top["frame"]) == ("CardDeclined", 2, "shop/payments.py:charge")
+    assert top["workers"] == {HOST: 1, "w2@box": 1} and top["task_names"] == {"shop.charge": 2}
+    assert other["exc_type"] == "KeyError" and other["count"] == 1
+    listed = client.get(f"/api/tasks?group={top['id']}").get_json()
+    assert [t["uuid"] for t in listed["tasks"]] == ["f2", "f1"] and listed["total"] == 2
+    detail = client.get(f"/api/failures/{top['id']}").get_json()
+    assert "CardDeclined" in detail["sample"]["traceback"]
+    assert client.get("/api/failures/nope").status_code == 404
+    assert client.get("/api/failures?sort=size").status_code == 400
+
+
+def test_recovered_and_gave_up_outcomes_are_counted_and_filterable(app: Any) -> None:
+    t0 = time.time() - 60
+    retried = dict(exception="ConnectionError('down')", traceback=_tb(5, "call", "ConnectionError: down"))
+    feed(app,
+         ev("task-received", "rec", t0, name="api.call"), ev("task-started", "rec", t0 + 1),
+         ev("task-retried", "rec", t0 + 2, **retried), ev("task-received", "rec", t0 + 3, retries=1),
+         ev("task-started", "rec", t0 + 4), ev("task-succeeded", "rec", t0 + 5, result="1", runtime=0.1),
+         ev("task-received", "gave", t0, name="api.call"), ev("task-started", "gave", t0 + 1),
+         ev("task-retried", "gave", t0 + 2, **retried), ev("task-received", "gave", t0 + 3, retries=1),
+         ev("task-started", "gave", t0 + 4), ev("task-failed", "gave", t0 + 5, **retried),
+         ev("task-succeeded", "plain", t0 + 5, name="api.call"))
+    client = app.test_client()
+    outcomes = client.get("/api/failures").get_json()["outcomes"]
+    assert outcomes == {"FAILURE": 1, "RETRY": 2, "RECOVERED": 1, "GAVE_UP": 1}
+    assert [t["uuid"] for t in client.get("/api/tasks?outcome=recovered").get_json()["tasks"]] == ["rec"]
+    assert [t["uuid"] for t in client.get("/api/tasks?outcome=gave_up").get_json()["tasks"]] == ["gave"]
+    assert client.get("/api/tasks?outcome=won").status_code == 400
+
+
+def test_stats_per_task_name(app: Any) -> None:
+    """Per task name: finished, failure rate, runtime and queue-wait percentiles, in two windows."""
+    now = time.time()
+    events = []
+    for i in range(20):
+        uid = f"s{i}"
+        events += [ev("task-received", uid, now - 50 + i, name="img.resize"),
+                   ev("task-started", uid, now - 49.5 + i)]  # 0.5 s in the queue
+        if i % 4 == 3:
+            events.append(ev("task-failed", uid, now - 49 + i, exception="OSError('disk full')"))
+        else:
+            events.append(ev("task-succeeded", uid, now - 49 + i, runtime=0.2 if i % 2 else 0.4))
+    feed(app, *events)
+    client = app.test_client()
+    body = client.get("/api/stats/tasks").get_json()
+    (row,) = body["tasks"]
+    assert (row["name"], row["count"], row["failed"], row["succeeded"]) == ("img.resize", 20, 5, 15)
+    assert row["failure_rate"] == pytest.approx(0.25)
+    assert row["queue_wait"]["p50"] == pytest.approx(0.5, rel=0.06)
+    assert 0.19 <= row["runtime"]["p50"] <= 0.42 and row["runtime"]["max"] == pytest.approx(0.5)
+    recent = client.get("/api/stats/tasks?window=recent").get_json()
+    assert recent["window"] == "recent" and recent["tasks"][0]["count"] == 20
+    assert client.get("/api/stats/tasks?window=week").status_code == 400

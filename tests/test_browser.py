@@ -1,6 +1,7 @@
 """In Debian's Chromium: what a user sees and does, against the real server and worker."""
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -176,3 +177,38 @@ def test_chord_workflow_view_shows_every_node_with_its_final_state(page: Any, da
     expect(page).to_have_url(f"{dashboard.base_url}/tasks/{root}")
     expect(page.locator("#task-name")).to_have_text("dashboard.demo.workflow")
     expect(page.locator("#workflow-tree li")).to_have_count(6)
+
+
+def test_failures_page_groups_alike_failures_and_lists_their_tasks(page: Any, dashboard: DashboardServer,
+                                                                   worker: str) -> None:
+    """Failures with different cards and amounts are one group; its count leads to exactly its tasks."""
+    ids = [dashboard.launch("dashboard.demo.fail", kwargs={"card": f"4000-{i}", "amount": i})[0] for i in (3, 17, 250)]
+    for uid in ids:
+        dashboard.wait_task(uid, "FAILURE")
+    _live(page, dashboard, "/failures")
+    row = page.locator("#failure-groups tbody tr[data-group]").filter(has_text="PaymentDeclined")
+    expect(row).to_have_count(1)
+    expect(row.locator(".frame")).to_contain_text("dashboard/demo.py:_authorize")
+    expect(row.locator(".exc-message")).to_contain_text("was declined for amount <n>")
+    count = int(row.locator(".count").inner_text().replace(",", ""))
+    assert count >= 3
+    row.get_by_role("button", name="Traceback").click()
+    expect(page.locator("#failure-groups .group-detail pre")).to_contain_text("in _authorize")
+    row.locator(".count a").click()
+    expect(page).to_have_url(re.compile(r"/tasks\?group="))
+    table = page.locator("#task-table tbody tr[data-uuid]")
+    expect(table.first).to_be_visible()
+    shown = set(table.evaluate_all("rows => rows.map(r => r.dataset.uuid)"))
+    assert set(ids) <= shown and all(r == "FAILURE" for r in
+                                     table.evaluate_all("rows => rows.map(r => r.dataset.state)"))
+
+
+def test_stats_page_shows_failure_rate_and_runtimes(page: Any, dashboard: DashboardServer, worker: str) -> None:
+    (uid,) = dashboard.launch("dashboard.demo.add", args=[1, 2])
+    dashboard.wait_task(uid, "SUCCESS")
+    _live(page, dashboard, "/stats")
+    add = page.locator('#stats-table tbody tr[data-name="dashboard.demo.add"]')
+    expect(add).to_be_visible()
+    cells = add.locator("td")
+    assert int(cells.nth(1).inner_text().replace(",", "")) >= 1
+    expect(cells.nth(5)).to_contain_text("ms")  # runtime p50 of a 0.3 s sleep
