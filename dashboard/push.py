@@ -7,6 +7,7 @@ python-socketio, so a slow browser delays only itself.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
@@ -32,7 +33,7 @@ FAILURE_GROUPS_SHOWN = 100
 
 def tasks_room(f: Filters) -> str:
     """The room of one task-list filter (browsers with the same filter share it)."""
-    return "tasks" + json.dumps([f.state, f.name, f.worker, f.text, f.queue, f.since, f.until])
+    return "tasks" + json.dumps(dataclasses.astuple(f))  # every field: rooms never share a stream wrongly
 
 
 class Push:
@@ -297,7 +298,7 @@ class Push:
         st = self.state
         if not f.any():
             return len(st.tasks)
-        if f.state and not (f.name or f.worker or f.text):
+        if f == Filters(state=f.state):
             return len(st.by_state.get(f.state, ()))
         # Other filters cost a set intersection or a text search: only when the room's rows changed
         # (a total that disagrees with the rows shown is worse than a little work), else once a second.

@@ -539,6 +539,7 @@ def task_summary(rec: TaskRecord) -> dict[str, Any]:
         "name": rec.name,
         "state": rec.state,
         "hostname": rec.hostname,
+        "queue": rec.queue or rec.routing_key,
         "args": _short(rec.args),
         "kwargs": _short(rec.kwargs),
         "result": _short(rec.result),

@@ -141,6 +141,25 @@ def test_task_room_follows_its_whole_workflow(push_app: Any) -> None:
     client.disconnect()
 
 
+def test_lists_with_different_filters_never_share_a_stream(push_app: Any) -> None:
+    """Every filter is part of the room: an outcome-filtered list and a plain one get their own diffs,
+    and a state list narrowed by another filter counts only its own matches."""
+    plain, recovered, narrowed = (socketio.test_client(push_app) for _ in range(3))
+    plain.emit("subscribe", {"view": "tasks"}, callback=True)
+    recovered.emit("subscribe", {"view": "tasks", "outcome": "recovered"}, callback=True)
+    narrowed.emit("subscribe", {"view": "tasks", "state": "SUCCESS", "queue": "mail"}, callback=True)
+    for c in (plain, recovered, narrowed):
+        c.get_received()
+    feed(push_app, *lifecycle("a", 100.0))
+    tick(push_app)
+    assert [t["uuid"] for t in received(plain, "tasks")[0]["tasks"]] == ["a"]
+    assert received(recovered, "tasks")[0]["tasks"] == []
+    (diff,) = received(narrowed, "tasks")
+    assert diff["tasks"] == [] and diff["total"] == 0, "a SUCCESS task outside the queue is not counted"
+    for c in (plain, recovered, narrowed):
+        c.disconnect()
+
+
 def test_task_room_gets_only_its_task(push_app: Any) -> None:
     """A task page is sent its own task's updates (with the traceback) and nobody else's."""
     client = socketio.test_client(push_app)

@@ -526,7 +526,8 @@ def test_task_summary_and_detail_shapes() -> None:
     ])
     rec = state.tasks["d1"]
     summary = task_summary(rec)
-    assert set(summary) == {"uuid", "seq", "name", "state", "hostname", "args", "kwargs", "result", "exception",
+    assert set(summary) == {"uuid", "seq", "name", "state", "hostname", "queue", "args", "kwargs", "result",
+                            "exception",
                             "retries", "sent", "received", "started", "timestamp", "runtime", "progress"}
     assert summary["args"] == "x" * 200 + "…"
     assert summary["exception"] == "E" * 300 + "…"
