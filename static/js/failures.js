@@ -25,7 +25,7 @@ function sparkline(counts) {
     const bar = document.createElementNS(SVG, "rect");
     bar.setAttribute("x", String(i * step));
     bar.setAttribute("y", String(height - h));
-    bar.setAttribute("width", String(Math.max(1, step - 0.5)));
+    bar.setAttribute("width", String(Math.max(2, step - 0.5)));
     bar.setAttribute("height", String(h));
     svg.append(bar);
   });
