@@ -214,3 +214,19 @@ def test_stats_page_shows_failure_rate_and_runtimes(page: Any, dashboard: Dashbo
     cells = add.locator("td")
     assert int(cells.nth(1).inner_text().replace(",", "")) >= 1
     expect(cells.nth(5)).to_contain_text("ms")  # runtime p50 of a 0.3 s sleep
+
+
+def test_flaky_task_shows_each_attempt_and_copies_its_uuid(page: Any, dashboard: DashboardServer,
+                                                           worker: str) -> None:
+    """A task retried by autoretry_for shows each attempt's own exception, and its uuid is copyable."""
+    (uuid,) = dashboard.launch("dashboard.demo.flaky", kwargs={"fail_times": 2})
+    dashboard.wait_task(uuid, "SUCCESS", timeout=40)
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    _live(page, dashboard, f"/tasks/{uuid}")
+    attempts = page.locator("#task-attempts .attempts > li")
+    expect(attempts).to_have_count(2)
+    expect(attempts.nth(0)).to_contain_text("upstream unavailable on attempt 1")
+    expect(attempts.nth(1)).to_contain_text("upstream unavailable on attempt 2")
+    page.locator("#copy-uuid").click()
+    expect(page.locator("#copy-uuid-status")).to_have_text("Copied")
+    assert page.evaluate("navigator.clipboard.readText()") == uuid

@@ -76,23 +76,24 @@ function renderError(t) {
   setText($("task-traceback"), tb); // unchanged text keeps the scroll position
 }
 
-$("copy-traceback").addEventListener("click", async () => {
-  const pre = $("task-traceback");
-  const status = $("copy-status");
+/** Copy a node's text; without the clipboard API (plain http on a remote host) select it for Ctrl+C. */
+async function copyText(node, status) {
   try {
-    await navigator.clipboard.writeText(pre.textContent);
+    await navigator.clipboard.writeText(node.textContent);
     setText(status, "Copied");
   } catch {
-    // No clipboard API (e.g. plain http on a remote host): select the text for Ctrl+C instead.
     const range = document.createRange();
-    range.selectNodeContents(pre);
+    range.selectNodeContents(node);
     const selection = window.getSelection();
     selection.removeAllRanges();
     selection.addRange(range);
     setText(status, "Selected: press Ctrl+C to copy");
   }
   setTimeout(() => setText(status, ""), 2500);
-});
+}
+
+$("copy-traceback").addEventListener("click", () => copyText($("task-traceback"), $("copy-status")));
+$("copy-uuid").addEventListener("click", () => copyText(field("uuid"), $("copy-uuid-status")));
 
 function renderProgress(t) {
   const p = progressOf(t.progress ?? t.extra);
