@@ -21,7 +21,11 @@ from .state import State
 
 log = logging.getLogger(__name__)
 
-BATCH_MAX = 2000  # messages applied under one lock acquisition
+# Messages drained from the socket at once (a prefork worker packs up to 24 events in one), and
+# events applied per hold of the state lock. The lock is released between slices so pages and API
+# calls wait milliseconds, not the length of a burst; small batches also bound transient memory.
+BATCH_MAX = 64
+EVENTS_PER_LOCK = 256
 _DECODE_LOG_INTERVAL = 10.0
 
 
@@ -241,9 +245,13 @@ class Ingest:
         self.last_event_at = time.time()
         self._apply_events((event,))
 
-    def _apply_events(self, events: Iterable[Any]) -> None:
+    def _apply_events(self, events: list[Any] | tuple[Any, ...]) -> None:
         arrivals = self.state.worker_arrivals
-        bad = self.state.events(events)
+        bad = 0
+        for start in range(0, len(events), EVENTS_PER_LOCK):
+            if start:
+                time.sleep(0)  # let a thread waiting for the lock take it (CPython locks are not fair)
+            bad += self.state.events(events[start:start + EVENTS_PER_LOCK])
         if bad:
             self.rejected += bad
             self._log_bad(f"{bad} event(s) skipped, last: {self.state.last_error}")

@@ -40,6 +40,10 @@ _TASK_FIELDS = (
     "name", "args", "kwargs", "result", "exception", "traceback", "retries", "eta", "expires",
     "root_id", "parent_id", "exchange", "routing_key", "queue", "runtime",
 )
+# Fields whose values repeat across tasks (kept once), and fields naming other tasks.
+_SHARED_FIELDS = frozenset(("traceback", "exchange", "routing_key", "queue", "exception"))
+_ID_FIELDS = frozenset(("root_id", "parent_id"))
+_SUBJECTS = {s: s for s in (*EVENT_TO_STATE, "progress")}  # canonical subject strings
 # Event keys that are envelope, not task data: never stored as custom ("extra") fields.
 _ENVELOPE_KEYS = frozenset(_TASK_FIELDS) | {
     "type", "uuid", "hostname", "timestamp", "local_received", "clock", "pid", "utcoffset", "state",
@@ -213,8 +217,12 @@ class State:
         rec = self.tasks.get(uuid)
         if rec is None:
             rec = self._new_task(uuid)
+        # Every event brings its own copy of the uuid and subject strings: index and record the
+        # task's one copy and a canonical subject, or each event's copies would stay alive.
+        uuid = rec.uuid
+        subject = _SUBJECTS.get(subject) or self._intern_text(subject[:64])
         if subject == "sent":
-            rec.client = hostname
+            rec.client = self._intern_text(hostname) if hostname.__class__ is str else hostname
         elif hostname is not None:
             hostname = self._intern_host(hostname)
             if rec.hostname != hostname:
@@ -305,8 +313,13 @@ class State:
         for key in _TASK_FIELDS:
             if key in ev:
                 value = ev[key]
-                if key == "traceback" and value.__class__ is str:
-                    value = self._intern_text(value)
+                if value.__class__ is str:
+                    if key in _SHARED_FIELDS:  # few distinct values: one copy each
+                        value = self._intern_text(value)
+                    elif key in _ID_FIELDS:  # ids of tasks we hold: their one copy
+                        known = self.tasks.get(value)
+                        if known is not None:
+                            value = known.uuid
                 setattr(rec, key, value)
 
     def _new_task(self, uuid: str) -> TaskRecord:
