@@ -40,6 +40,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app: settings, socketio, blueprints, and (unless disabled) ingest and push loops."""
     from . import api, views
     from .control import EventsEnabler, make_celery
+    from .gcpolicy import GcPolicy
     from .ingest import Ingest
     from .push import Push
     from .services import Services
@@ -63,9 +64,13 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     push.register()
     svc = Services(cfg, state, ingest, push, celery_app)
     app.extensions["dashboard"] = svc
+    app.before_request(svc.inflight.enter)
+    app.teardown_request(svc.inflight.leave)
+    ingest.busy = svc.inflight.busy
 
     socketio.start_background_task(push.run)
     if cfg["INGEST_ENABLED"]:
+        ingest.after_batch = GcPolicy().tick  # see dashboard/gcpolicy.py: no full-heap GC pauses
         if float(cfg["ENABLE_EVENTS_INTERVAL"]) > 0:
             # Broadcasts run on their own thread: broker I/O for control never stalls the event stream.
             svc.enabler = EventsEnabler(celery_app, float(cfg["ENABLE_EVENTS_INTERVAL"]), lambda: ingest.connected)

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 # calls wait milliseconds, not the length of a burst; small batches also bound transient memory.
 BATCH_MAX = 64
 EVENTS_PER_LOCK = 256
+YIELD_SECONDS = 0.001
 _DECODE_LOG_INTERVAL = 10.0
 
 
@@ -119,6 +120,8 @@ class Ingest:
         self.reconnect_max = reconnect_max
         self.on_connect = on_connect
         self.on_worker_arrival = on_worker_arrival  # must not block: it runs on the ingest thread
+        self.busy: Callable[[], bool] = lambda: False  # whether requests are in flight (ingest then yields)
+        self.after_batch: Callable[[], None] | None = None  # housekeeping on the ingest thread (GC policy)
         self.received = 0  # events decoded (malformed ones included)
         self.rejected = 0  # messages or events that could not be applied
         self.messages = 0
@@ -244,13 +247,18 @@ class Ingest:
         self.received += 1
         self.last_event_at = time.time()
         self._apply_events((event,))
+        if self.after_batch is not None:
+            self.after_batch()
 
     def _apply_events(self, events: list[Any] | tuple[Any, ...]) -> None:
         arrivals = self.state.worker_arrivals
         bad = 0
+        busy = self.busy
         for start in range(0, len(events), EVENTS_PER_LOCK):
-            if start:
-                time.sleep(0)  # let a thread waiting for the lock take it (CPython locks are not fair)
+            if start and busy():
+                # A page or API call is being served: hand it the GIL and the lock (neither is fair
+                # in CPython, and a CPU-bound thread keeps the GIL for 5 ms at a time).
+                time.sleep(YIELD_SECONDS)
             bad += self.state.events(events[start:start + EVENTS_PER_LOCK])
         if bad:
             self.rejected += bad
@@ -274,6 +282,8 @@ class Ingest:
             self.received += len(events)
             self._apply_events(prepare(events, now, here))
             self.last_event_at = now
+        if self.after_batch is not None:
+            self.after_batch()
 
     def _log_bad(self, what: object) -> None:
         # Rate-limited: a flood of garbage must not turn into a flood of log lines.

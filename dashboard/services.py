@@ -1,7 +1,8 @@
 """The per-app objects views and the API share: state, ingest, push, the Celery client."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from typing import Any
 
 from flask import current_app
@@ -10,6 +11,28 @@ from .control import EventsEnabler
 from .ingest import Ingest
 from .push import Push
 from .state import State
+
+
+class Inflight:
+    """How many HTTP requests are being served: event ingest yields to them."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def enter(self) -> None:
+        """A request starts (Flask before_request)."""
+        with self._lock:
+            self.count += 1
+
+    def leave(self, *_: Any) -> None:
+        """A request ends, whatever happened (Flask teardown_request)."""
+        with self._lock:
+            self.count -= 1
+
+    def busy(self) -> bool:
+        """Whether any request is in flight."""
+        return self.count > 0
 
 
 @dataclass
@@ -22,6 +45,7 @@ class Services:
     push: Push
     celery: Any
     enabler: EventsEnabler | None = None
+    inflight: Inflight = field(default_factory=Inflight)
 
     def stop(self) -> None:
         """Stop ingest, push and the enable-events loop (used by tests and on shutdown)."""
