@@ -20,8 +20,17 @@ test: setup-test ## the whole test suite
 setup: system-python system-node $(BIN)/.deps $(VENDOR)/.stamp system-redis
 setup-test: setup $(BIN)/.test-deps system-chromium
 
-bench: setup ## performance figures (see bench/README.md)
+# The bench needs requests and Playwright (test extras) and Chromium, and Flower (+ py-spy) in a
+# virtualenv of its own: Flower is what we compare against, never a dependency of the project.
+BENCH_VENV := .bench-venv
+bench: setup-test $(BENCH_VENV)/.deps ## performance figures (see bench/README.md); BENCH_ARGS=--quick for a smoke run
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+$(BENCH_VENV)/.deps: | system-python
+	@test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install -q --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install -q 'flower>=2,<3' 'celery[redis]>=5.3,<6' 'redis>=5' packaging py-spy
+	@touch $@
 
 clean:
 	rm -rf $(VENV) node_modules $(VENDOR) .pytest_cache

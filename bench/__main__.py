@@ -1,0 +1,319 @@
+"""`python -m bench`: the dashboard's performance figures, against Flower where it makes sense.
+
+Prints one table (measured value, Flower's, ratio, target, PASS/FAIL) and writes every round's raw
+numbers to bench/results/latest.json. Benches report, they never assert: the machine is shared.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import shlex
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from . import events as E
+from . import measure as M
+from .targets import ROOT, Dashboard, Flower, Redis, Target, check_flower_installed
+
+log = logging.getLogger("bench")
+
+FIGURES = ("burst", "memory", "responsiveness", "query", "latency", "sustained")
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="one short round of everything (a couple of minutes)")
+    p.add_argument("--rounds", type=int, help="rounds per target and figure (default 3, --quick 1)")
+    p.add_argument("--only", help=f"comma-separated figures among {','.join(FIGURES)}")
+    p.add_argument("--no-flower", action="store_true", help="measure the dashboard alone")
+    p.add_argument("--workers", type=int, default=8, help="simulated Celery workers (default 8)")
+    p.add_argument("--burst-events", type=int, default=100_000, help="events of a burst (default 100000)")
+    p.add_argument("--tasks", type=int, help="task lifecycles for memory/query (default 100000, --quick 30000)")
+    p.add_argument("--memory-rate", type=float, help="publish the memory figure's lifecycles paced at this many "
+                   "events/s instead of as one burst")
+    p.add_argument("--sustained-seconds", type=float, help="seconds per sustained rate (default 60, --quick 10)")
+    p.add_argument("--sustained-rates", help="events/s tried upward (default 20000,30000,40000,60000,80000)")
+    p.add_argument("--sustained-flower", action="store_true", help="also search Flower's sustained rate")
+    p.add_argument("--query-requests", type=int, help="requests per query filter (default 100, --quick 20)")
+    p.add_argument("--query-rate", type=float, default=10_000, help="background events/s during queries")
+    p.add_argument("--latency-seconds", type=float, help="seconds of markers (default 30, --quick 8)")
+    p.add_argument("--latency-rate", type=float, default=5_000, help="background events/s during latency")
+    p.add_argument("--profile", action="store_true", help="py-spy the dashboard during a burst (needs .bench-venv)")
+    p.add_argument("--skip-check", action="store_true", help="skip the envelope format check")
+    p.add_argument("--output", default=str(RESULTS / "latest.json"), help="raw results JSON")
+    return p
+
+
+def _options(argv: list[str]) -> argparse.Namespace:
+    a = _parser().parse_args(argv)
+    q = a.quick
+    a.rounds = a.rounds or (1 if q else 3)
+    a.tasks = a.tasks or (30_000 if q else 100_000)
+    a.sustained_seconds = a.sustained_seconds or (10.0 if q else 60.0)
+    a.sustained_rates = [float(r) for r in (a.sustained_rates or ("20000,40000" if q else
+                                                                  "20000,30000,40000,60000,80000")).split(",")]
+    a.query_requests = a.query_requests or (20 if q else 100)
+    a.latency_seconds = a.latency_seconds or (8.0 if q else 30.0)
+    a.figures = [f.strip() for f in (a.only or ",".join(FIGURES)).split(",") if f.strip()]
+    unknown = set(a.figures) - set(FIGURES)
+    if unknown:
+        _parser().error(f"unknown figure(s): {', '.join(sorted(unknown))}")
+    return a
+
+
+def _median(values: list[Any]) -> Any:
+    values = [v for v in values if isinstance(v, (int, float))]
+    return statistics.median(values) if values else None
+
+
+def _versions() -> dict[str, Any]:
+    out: dict[str, Any] = {"python": platform.python_version(), "cpus": os.cpu_count()}
+    try:
+        out["git"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                    text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    for dist in (ROOT / ".bench-venv" / "lib").glob("python*/site-packages/flower-*.dist-info"):
+        out["flower"] = dist.name.split("-")[1]
+    import celery
+    out["celery"] = celery.__version__
+    return out
+
+
+class Bench:
+    def __init__(self, opts: argparse.Namespace) -> None:
+        self.o = opts
+        self.raw: dict[str, Any] = {}
+        self.targets: list[type[Target]] = [Dashboard] if opts.no_flower else [Dashboard, Flower]
+
+    def alternate(self, name: str, fn: Callable[[type[Target]], dict[str, Any]],
+                  targets: list[type[Target]] | None = None) -> dict[str, list[dict[str, Any]]]:
+        """Rounds A B A B ...: each a fresh target; failures are recorded, not raised."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        for r in range(self.o.rounds):
+            for cls in targets or self.targets:
+                log.info("%s: round %d/%d, %s", name, r + 1, self.o.rounds, cls.name)
+                try:
+                    out.setdefault(cls.name, []).append(fn(cls))
+                except Exception as exc:  # noqa: BLE001 - one broken round must not cost the others
+                    log.exception("%s round %d on %s failed", name, r + 1, cls.name)
+                    out.setdefault(cls.name, []).append({"error": f"{type(exc).__name__}: {exc}"})
+        self.raw[name] = out
+        return out
+
+    def run(self) -> list[dict[str, Any]]:
+        o = self.o
+        figs = o.figures
+        ctx = None
+        redis_server = Redis()
+        try:
+            if not o.skip_check:
+                from .formatcheck import check
+
+                problems = check(redis_server.url)
+                self.raw["format_check"] = problems or "ok"
+                for p in problems:
+                    log.error("format check: %s", p)
+            workers = E.make_workers(o.workers)
+            pools: dict[str, E.Pool] = {}
+            if {"burst", "responsiveness"} & set(figs):
+                pools["burst"] = E.build_pool(workers, o.burst_events // 3 + 1, max_events=o.burst_events, seed=11)
+            if {"memory", "query", "latency", "sustained"} & set(figs):
+                pools["life"] = E.build_pool(workers, o.tasks, seed=13)
+            self.raw["pools"] = {k: {"tasks": p.n_tasks, "events": p.events, "messages": len(p.templates),
+                                     "failed": p.stats["failed"], "retried": p.stats["retried"],
+                                     "rare_word_tasks": p.stats["rare"]} for k, p in pools.items()}
+            ctx = M.Context(redis_server, workers, pools, timeout=120 if o.quick else 300)
+            if "burst" in figs:
+                self.alternate("burst", lambda cls: M.burst(ctx, cls))
+            if "memory" in figs:
+                self.alternate("memory", lambda cls: M.memory(ctx, cls, o.memory_rate))
+            if "responsiveness" in figs:
+                self.alternate("responsiveness", lambda cls: M.responsiveness(ctx, cls))
+            if "query" in figs:
+                self.alternate("query", lambda cls: M.query(ctx, cls, o.query_requests, o.query_rate), [Dashboard])
+            if "latency" in figs:
+                from .latency import latency
+
+                self.alternate("latency", lambda cls: latency(ctx, cls, o.latency_rate, o.latency_seconds), [Dashboard])
+            if "sustained" in figs:
+                targets = [Dashboard, Flower] if o.sustained_flower and not o.no_flower else [Dashboard]
+                out: dict[str, Any] = {}
+                for cls in targets:
+                    try:
+                        out[cls.name] = M.sustained(ctx, cls, o.sustained_rates, o.sustained_seconds)
+                    except Exception as exc:  # noqa: BLE001
+                        log.exception("sustained on %s failed", cls.name)
+                        out[cls.name] = {"error": f"{type(exc).__name__}: {exc}"}
+                self.raw["sustained"] = out
+            if o.profile:
+                from .profile import profile_burst
+
+                self.raw["profile"] = profile_burst(ctx)
+        finally:
+            redis_server.stop()
+        return self.table()
+
+    # -- the table -------------------------------------------------------------------------------
+    def _med(self, fig: str, target: str, key: Callable[[dict[str, Any]], Any]) -> Any:
+        rounds = self.raw.get(fig, {}).get(target, [])
+        vals = []
+        for r in rounds:
+            if "error" in r:
+                continue
+            try:
+                vals.append(key(r))
+            except (KeyError, TypeError):
+                pass
+        return _median(vals)
+
+    def table(self) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+
+        def row(figure: str, unit: str, dash: Any, flower: Any, ratio: Any, target: str, ok: bool | None,
+                note: str = "") -> None:
+            rows.append({"figure": figure, "unit": unit, "dashboard": dash, "flower": flower, "ratio": ratio,
+                         "target": target, "result": "n/a" if ok is None else ("PASS" if ok else "FAIL"),
+                         "note": note})
+
+        figs = self.o.figures
+        if "burst" in figs:
+            d = self._med("burst", "dashboard", lambda r: r["rate"])
+            f = self._med("burst", "flower", lambda r: r["rate"])
+            incomplete = [n for n, rs in self.raw.get("burst", {}).items() for r in rs if not r.get("complete", False)]
+            ratio = d / f if d and f else None
+            notes = [f"incomplete rounds: {', '.join(incomplete)}"] if incomplete else []
+            for name, rs in self.raw.get("burst", {}).items():
+                ok = [r for r in rs if "counted" in r]
+                if ok:
+                    notes.append(f"{name} counted {sum(r['counted'] for r in ok):,}/{sum(r['events'] for r in ok):,}")
+            row("burst ingest", "events/s", d, f, ratio, "dashboard >= 8x Flower", None if ratio is None else ratio >= 8,
+                "; ".join(notes))
+            gens = [r["generator_rate"] for rs in self.raw.get("burst", {}).values() for r in rs if "generator_rate" in r]
+            g = _median(gens)
+            fastest = max(v for v in (d, f) if v) if (d or f) else None
+            gr = g / fastest if g and fastest else None
+            row("generator (burst publish)", "events/s", g, None, gr, ">= 5x fastest consumer",
+                None if gr is None else gr >= 5, "one publisher process, pre-packed pipelines of 500 PUBLISH")
+        if "sustained" in figs:
+            s = self.raw.get("sustained", {})
+            d = s.get("dashboard", {}).get("best")
+            f = s.get("flower", {}).get("best")
+            steps = s.get("dashboard", {}).get("steps", [])
+            note = "; ".join(f"{st['rate']:.0f}/s {'kept' if st['kept'] else 'lagged'} (lag {st['final_lag']})"
+                             for st in steps)
+            row("sustained", "events/s", d, f, d / f if d and f else None, ">= 30000",
+                None if d is None else d >= 30_000, note + f"; {self.o.sustained_seconds:.0f}s each" if note else "")
+        if "memory" in figs:
+            d = self._med("memory", "dashboard", lambda r: r["bytes_per_task"])
+            f = self._med("memory", "flower", lambda r: r["bytes_per_task"])
+            ret = self._med("memory", "dashboard", lambda r: r["retained"])
+            row("memory per retained task", "bytes", d, f, f / d if d and f else None, "<= 1536 (1.5 KB)",
+                None if d is None else d <= 1536, f"{self.o.tasks} lifecycles "
+                + (f"paced at {self.o.memory_rate:.0f} ev/s" if self.o.memory_rate else "in one burst")
+                + f"; dashboard retained {_fmt(ret)}")
+        if "responsiveness" in figs:
+            paths = sorted({p for rs in self.raw.get("responsiveness", {}).values() for r in rs for p in r.get("paths", {})},
+                           key=lambda p: ("/api" in p, p))
+            for path in paths:
+                d = self._med("responsiveness", "dashboard", lambda r, p=path: r["paths"][p]["p99_ms"])
+                f = self._med("responsiveness", "flower", lambda r, p=path: r["paths"][p]["p99_ms"])
+                n = self._med("responsiveness", "dashboard", lambda r, p=path: r["paths"][p]["n"])
+                nf = self._med("responsiveness", "flower", lambda r, p=path: r["paths"][p]["n"])
+                errors = {t: sum(r.get("paths", {}).get(path, {}).get("errors", 0) for r in rs)
+                          for t, rs in self.raw.get("responsiveness", {}).items()}
+                note = "requests per round: " + ", ".join(
+                    f"{t} {v:.0f}" for t, v in (("dashboard", n), ("flower", nf)) if v is not None)
+                note += "".join(f"; {t}: {e} non-200" for t, e in errors.items() if e)
+                row(f"p99 GET {path} during burst", "ms", d, f, f / d if d and f else None, "<= 50",
+                    None if d is None else d <= 50, note)
+        if "query" in figs:
+            rounds = [r for r in self.raw.get("query", {}).get("dashboard", []) if "error" not in r]
+            labels = [k for k in (rounds[0] if rounds else {}) if k not in ("load", "unfiltered_total",
+                                                                            "background_published")]
+            for label in labels:
+                d = self._med("query", "dashboard", lambda r, k=label: r[k]["p95_ms"])
+                notes = sorted({r[label].get("note", "") for r in rounds if r.get(label, {}).get("note")})
+                totals = [r[label].get("total") for r in rounds if r.get(label, {}).get("total") is not None]
+                note = "; ".join(notes) or (f"matches {_median(totals):.0f} of ~{self.o.tasks}" if totals else "")
+                row(f"p95 /api/tasks?{label}", "ms", d, None, None, "<= 20",
+                    None if d is None else d <= 20, note + f" ({self.o.query_rate:.0f} ev/s meanwhile)")
+        if "latency" in figs:
+            d = self._med("latency", "dashboard", lambda r: r["p95_ms"])
+            seen = sum(r.get("seen", 0) for r in self.raw.get("latency", {}).get("dashboard", []))
+            sent = sum(r.get("markers", 0) for r in self.raw.get("latency", {}).get("dashboard", []))
+            row("p95 publish -> DOM row", "ms", d, None, None, "<= 300", None if d is None else d <= 300,
+                f"{seen}/{sent} markers seen, {self.o.latency_rate:.0f} ev/s background")
+        return rows
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.2f}" if abs(v) < 100 else f"{v:,.0f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    head = ("figure", "unit", "dashboard", "flower", "ratio", "target", "result", "note")
+    cells = [[r["figure"], r["unit"], _fmt(r["dashboard"]), _fmt(r["flower"]),
+              f"{r['ratio']:.1f}x" if isinstance(r["ratio"], (int, float)) else "-", r["target"], r["result"],
+              r["note"]] for r in rows]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(head)]
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(head, widths)) + " |")  # noqa: T201 - the CLI's table
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")  # noqa: T201
+    for c in cells:
+        print("| " + " | ".join(v.ljust(w) for v, w in zip(c, widths)) + " |")  # noqa: T201
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("kombu", "celery", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    command = f"{sys.executable} -m bench {shlex.join(argv)}".strip()
+    log.info("command: %s", command)
+    opts = _options(argv)
+    if not opts.no_flower and check_flower_installed():
+        log.warning("%s; measuring the dashboard alone", check_flower_installed())
+        opts.no_flower = True
+    # SIGTERM unwinds like Ctrl-C: every `finally` stops what it started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    started = time.time()
+    load_before = os.getloadavg()
+    bench = Bench(opts)
+    rows: list[dict[str, Any]] = []
+    try:
+        rows = bench.run()
+    except (KeyboardInterrupt, SystemExit):
+        log.warning("interrupted: every process was stopped; partial results follow")
+        rows = bench.table()
+    finally:
+        took = time.time() - started
+        out = Path(opts.output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        doc = {"command": command, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+               "seconds": round(took, 1), "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
+               "versions": _versions(), "options": {k: v for k, v in vars(opts).items()},
+               "table": rows, "raw": bench.raw}
+        out.write_text(json.dumps(doc, indent=1, default=str))
+        log.info("raw results: %s; took %.0fs", out, took)
+    print_table(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
