@@ -68,6 +68,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.teardown_request(svc.inflight.leave)
     ingest.busy = svc.inflight.busy
 
+    for name in app.jinja_env.list_templates(extensions=["html"]):
+        app.jinja_env.get_template(name)  # compile now: a first page view during a burst stays fast
     socketio.start_background_task(push.run)
     if cfg["INGEST_ENABLED"]:
         ingest.after_batch = GcPolicy().tick  # see dashboard/gcpolicy.py: no full-heap GC pauses
