@@ -9,11 +9,11 @@ cached while events stream in).
 from __future__ import annotations
 
 import heapq
-from array import array
-from bisect import bisect_right
 import math
 import re
 import time
+from array import array
+from bisect import bisect_right
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from itertools import islice

@@ -275,7 +275,7 @@ def test_markup_in_the_form_is_escaped(app: Any, queue: redis.Redis) -> None:
     client = app.test_client()
     token = csrf_token(client)
     resp = client.post("/launch", data={"csrf_token": token, "task": XSS, "args": f"</textarea>{XSS}",
-                                        "count": f'"><script>x()</script>'})
+                                        "count": '"><script>x()</script>'})
     assert resp.status_code == 400
     page = resp.get_data(as_text=True)
     assert "<script>" not in page.replace('<script type="module"', "")
