@@ -42,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-rate", type=float, help="publish the memory figure's lifecycles paced at this many "
                    "events/s instead of as one burst")
     p.add_argument("--sustained-seconds", type=float, help="seconds per sustained rate (default 60, --quick 10)")
-    p.add_argument("--sustained-rates", help="events/s tried upward (default 20000,30000,40000,60000,80000)")
+    p.add_argument("--sustained-rates", help="events/s tried upward (default 20000,30000,40000,50000,60000,80000)")
     p.add_argument("--sustained-flower", action="store_true", help="also search Flower's sustained rate")
     p.add_argument("--query-requests", type=int, help="requests per query filter (default 100, --quick 20)")
     p.add_argument("--query-rate", type=float, default=10_000, help="background events/s during queries")
@@ -61,7 +61,7 @@ def _options(argv: list[str]) -> argparse.Namespace:
     a.tasks = a.tasks or (30_000 if q else 100_000)
     a.sustained_seconds = a.sustained_seconds or (10.0 if q else 60.0)
     a.sustained_rates = [float(r) for r in (a.sustained_rates or ("20000,40000" if q else
-                                                                  "20000,30000,40000,60000,80000")).split(",")]
+                                                                  "20000,30000,40000,50000,60000,80000")).split(",")]
     a.query_requests = a.query_requests or (20 if q else 100)
     a.latency_seconds = a.latency_seconds or (8.0 if q else 30.0)
     a.figures = [f.strip() for f in (a.only or ",".join(FIGURES)).split(",") if f.strip()]
@@ -84,7 +84,7 @@ def _versions() -> dict[str, Any]:
     except (OSError, subprocess.SubprocessError):
         pass
     for dist in (ROOT / ".bench-venv" / "lib").glob("python*/site-packages/flower-*.dist-info"):
-        out["flower"] = dist.name.split("-")[1]
+        out["flower"] = dist.name[len("flower-"):-len(".dist-info")]
     import celery
     out["celery"] = celery.__version__
     return out

@@ -161,10 +161,6 @@ class Heartbeats:
 
 # -- task lifecycles -----------------------------------------------------------------------------
 
-def _saferepr(value: Any) -> str:
-    return repr(value)
-
-
 def _args_for(name: str, rng: random.Random, rare: bool) -> tuple[str, str, str]:
     """(args repr, kwargs repr, result repr) for one task, as Celery's safe_repr renders them."""
     n = rng.randrange(1, 10_000_000)
@@ -189,7 +185,7 @@ def _args_for(name: str, rng: random.Random, rare: bool) -> tuple[str, str, str]
         args = (n,)
         kwargs = {"source": city, "attempt": 1}
         result = None
-    return _saferepr(args), _saferepr(kwargs), _saferepr(result)
+    return repr(args), repr(kwargs), repr(result)  # kombu's safe_repr is repr() for these types
 
 
 def _traceback(rng: random.Random) -> tuple[str, str, str]:
@@ -377,27 +373,19 @@ class Renderer:
     def __init__(self, pool: Pool, salt: int | None = None) -> None:
         self.pool = pool
         self.salt = random.getrandbits(31) if salt is None else salt
-        self.passes = 0
         self._clock_base = 0
 
     def uuid_of(self, task: int, pass_no: int) -> str:
         return (b"%08x" % ((self.salt + pass_no) & 0xFFFFFFFF) + self.pool.suffixes[task]).decode()
 
-    def passes_iter(self, time_scale: float = 1.0) -> Iterator[tuple[int, Iterator[tuple[int, bytes]]]]:
-        """Yields (pass number, iterator of (events, envelope)); timestamps start at the pass' start."""
-        while True:
-            p = self.passes
-            self.passes += 1
-            yield p, self.render_pass(p, time.time(), time_scale)
-
     def render_pass(self, pass_no: int, tbase: float, time_scale: float = 1.0) -> Iterator[tuple[int, bytes]]:
+        """(events, envelope) of every template: uuids of this pass, timestamps tbase + offset * scale."""
         pool = self.pool
         prefix = b"%08x" % ((self.salt + pass_no) & 0xFFFFFFFF)
         uuids = [b'"' + prefix + s + b'"' for s in pool.suffixes]
         cbase = self._clock_base
         self._clock_base += pool.events + 1
         b64 = base64.b64encode
-        tag_prefix = prefix + b"-%04x" % (pass_no & 0xFFFF)
         for i, t in enumerate(pool.templates):
             out = [t.lits[0]]
             lits = t.lits
@@ -410,7 +398,9 @@ class Renderer:
                     out.append(b"%d" % (cbase + val))
                 out.append(lits[j + 1])
             pre, mid, post = pool.envelope_parts(t.worker)
-            tag = tag_prefix + b"-%04x-%012x" % (t.worker, i)
+            # a uuid4-shaped delivery tag, unique per message (kombu's is a uuid4)
+            tag = prefix + b"-%04x-4%03x-8%03x-%012x" % (pass_no & 0xFFFF, t.worker & 0xFFF, (i >> 48) & 0xFFF,
+                                                            i & 0xFFFFFFFFFFFF)
             yield t.n_events, b"".join((pre, b64(b"".join(out)), mid, tag, post))
 
 

@@ -289,7 +289,11 @@ def sustained_step(ctx: Context, cls: type[Target], rate: float, seconds: float)
             t0 = time.perf_counter()
 
             def sample() -> int:
-                lag = pub.published(with_workers=target.counts_heartbeats) - (target.counter() - base)
+                # published is read before and after the counter (an HTTP round trip): take the middle
+                before = pub.published(with_workers=target.counts_heartbeats)
+                counted = target.counter() - base
+                after = pub.published(with_workers=target.counts_heartbeats)
+                lag = max(0, (before + after) // 2 - counted)
                 samples.append((round(time.perf_counter() - t0, 2), lag))
                 return lag
 
