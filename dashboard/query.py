@@ -178,13 +178,14 @@ class TextIndex:
     def __init__(self) -> None:
         self._chunks: dict[int, tuple[list[str], str, array[int]]] = {}
 
-    def search(self, st: State, needle: str) -> list[str]:
-        """Uuids of every retained task whose haystack contains `needle`, newest first."""
+    def search(self, st: State, needle: str, want: int | None = None) -> tuple[int, list[str]]:
+        """(how many retained tasks contain `needle`, the uuids of the newest `want` of them, newest
+        first; all of them when `want` is None)."""
         needle = needle.lower()
         if not st.order or not needle or self._SEP in needle:
             if not st.order:
                 self._chunks.clear()
-            return []
+            return 0, []
         first_seq = st.first_seq()
         first, last = first_seq >> CHUNK_BITS, st.last_seq() >> CHUNK_BITS
         for gone in [k for k in self._chunks if k < first]:
@@ -192,39 +193,60 @@ class TextIndex:
         dirty = st.dirty_chunks
         for gone in [k for k in dirty if k < first]:  # chunks evicted whole: nothing left to rebuild
             dirty.discard(gone)
+        # One match per task: the needle and the rest of that task's text, up to the separator.
+        per_task = re.compile(re.escape(needle) + "[^" + self._SEP + "]*")
+        total = 0
         out: list[str] = []
-        find = str.find
-        tasks = st.tasks
         for k in range(last, first - 1, -1):
             entry = self._chunks.get(k)
             if entry is None or k in dirty:
                 entry = self._chunks[k] = self._build(st, k, first_seq)
                 dirty.discard(k)
             uuids, blob, starts = entry
-            pos = find(blob, needle)
-            if pos < 0:
+            if needle not in blob:
                 continue
-            hits = []
-            n = len(starts)
-            while pos >= 0:
-                i = bisect_right(starts, pos) - 1
-                if uuids[i] in tasks:  # a task evicted since the chunk was built is skipped
-                    hits.append(uuids[i])
-                if i + 1 >= n:
-                    break
-                pos = find(blob, needle, starts[i + 1])  # one hit per task is enough
-            hits.reverse()
+            if want is not None and len(out) >= want and k != first:
+                total += len(per_task.findall(blob))  # counted in C; no uuid needed past the page
+                continue
+            hits = self._hits(blob, starts, uuids, needle, st.tasks)
+            total += len(hits)
             out.extend(hits)
-        return out
+        return total, out if want is None else out[:want]
+
+    @staticmethod
+    def _hits(blob: str, starts: array[int], uuids: list[str], needle: str, tasks: dict[str, Any]) -> list[str]:
+        # The chunk's tasks containing the needle, newest first; tasks evicted since the chunk was
+        # built are skipped (only the oldest chunk holds any).
+        hits = []
+        find = blob.find
+        pos = find(needle)
+        n = len(starts)
+        while pos >= 0:
+            i = bisect_right(starts, pos) - 1
+            if uuids[i] in tasks:
+                hits.append(uuids[i])
+            if i + 1 >= n:
+                break
+            pos = find(needle, starts[i + 1])  # one hit per task is enough
+        hits.reverse()
+        return hits
 
     @classmethod
     def _build(cls, st: State, k: int, first_seq: int) -> tuple[list[str], str, array[int]]:
         # The order holds uuids by seq with no gaps, so chunk k is one slice of it.
         start = max(k << CHUNK_BITS, first_seq) - first_seq
-        stop = ((k + 1) << CHUNK_BITS) - first_seq
+        stop = min(((k + 1) << CHUNK_BITS) - first_seq, len(st.order))
+        # islice steps from the end it starts at: the chunks that change (the newest) are near the
+        # right end of the order, so they are sliced from there.
+        size = len(st.order)
+        if start > size // 2:
+            members = list(islice(reversed(st.order), size - stop, size - start))
+            members.reverse()
+        else:
+            members = list(islice(st.order, start, stop))
         tasks = st.tasks
         uuids, hays = [], []
-        for uuid in islice(st.order, start, stop):
+        for uuid in members:
             rec = tasks.get(uuid)
             if rec is not None:
                 uuids.append(uuid)
@@ -262,8 +284,12 @@ def find(st: State, f: Filters, limit: int = 50, offset: int = 0, text_index: Te
     ordered: list[TaskRecord] | None = None  # all matches, newest first, when known
     found: set[str] | frozenset[str] | None = None  # all matches, unordered, when known
     if f.text:
-        hits = (text_index or TextIndex()).search(st, f.text)
-        ordered = [tasks[u] for u in hits if all(u in s for s in sets)]
+        index = text_index or TextIndex()
+        if not sets and check is None and sort not in SORTS and before is None:
+            # Free text alone, newest first: count every match, but map only one page to tasks.
+            total, hits = index.search(st, f.text, want=offset + limit)
+            return total, [tasks[u] for u in hits[offset:offset + limit]]
+        ordered = [tasks[u] for u in index.search(st, f.text)[1] if all(u in s for s in sets)]
     elif sets:
         sets.sort(key=len)
         found = sets[0] if len(sets) == 1 else sets[0].intersection(*sets[1:])
