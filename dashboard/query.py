@@ -16,7 +16,7 @@ from array import array
 from bisect import bisect_right
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from itertools import islice
+from itertools import accumulate, islice
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from .state import CHUNK_BITS, State, TaskRecord
@@ -166,17 +166,58 @@ def matches(rec: TaskRecord, f: Filters, st: State | None = None) -> bool:
 
 
 class TextIndex:
-    """Per-chunk text of the tasks, rebuilt lazily when the state marks a chunk dirty.
+    """Per-chunk text of the tasks, kept up to date task by task as the state notes changes.
 
-    Each chunk keeps one lowercased blob (the tasks' haystacks joined by a separator no needle
-    holds) and the offset where each task starts: a search runs str.find over the blob, in C,
-    and maps each hit to its task by bisection, so a rare word costs little more than the scan.
+    Each chunk keeps the lowercased text of its tasks (by seq, a hole for a task evicted before the
+    chunk was built), one blob joining them with a separator no needle holds, and where each task
+    starts in it: a search runs str.find over the blob, in C, and maps each hit to its task by
+    bisection, so a rare word costs little more than the scan. A changed task's text is replaced
+    and its chunk's blob joined again (C speed), never rebuilt from the records. The answers of
+    recent needles are remembered per chunk until that chunk's blob changes: paging, the live
+    total of a searching list and repeated searches only rescan what changed.
     """
 
     _SEP = "\x01"
+    MEMO_NEEDLES = 16
 
     def __init__(self) -> None:
-        self._chunks: dict[int, tuple[list[str], str, array[int]]] = {}
+        # chunk -> [uuids, texts, blob, starts] (uuids and texts by seq within the chunk)
+        self._chunks: dict[int, list[Any]] = {}
+        # needle -> chunk -> (the chunk's blob when answered, count, hits or None when only counted)
+        self._memo: dict[str, dict[int, tuple[str, int, list[str] | None]]] = {}
+
+    def refresh(self, st: State) -> None:
+        """Bring the cached text up to date with the state's noted changes (call under its lock)."""
+        if st.text_stale:
+            st.text_stale = False
+            self._chunks.clear()
+        first = st.first_seq() >> CHUNK_BITS
+        for gone in [k for k in self._chunks if k < first]:
+            del self._chunks[gone]
+        if not st.dirty_seqs:
+            return
+        changed: set[int] = set()
+        tasks = st.tasks
+        mask = (1 << CHUNK_BITS) - 1
+        order, first_seq = st.order, st.first_seq()
+        for seq in sorted(st.dirty_seqs):  # ascending: a chunk grows by its new tasks in order
+            k = seq >> CHUNK_BITS
+            entry = self._chunks.get(k)
+            if entry is None:
+                continue  # built from the records when first searched
+            uuids, texts = entry[0], entry[1]
+            i = seq & mask
+            while len(uuids) <= i:  # tasks first seen after the chunk was built (the newest chunk)
+                pos = (k << CHUNK_BITS) + len(uuids) - first_seq
+                uuids.append(order[pos] if 0 <= pos < len(order) else None)  # near the right end: cheap
+                texts.append("")
+            rec = tasks.get(uuids[i]) if uuids[i] is not None else None
+            texts[i] = haystack(rec).replace(self._SEP, " ") if rec is not None else ""
+            changed.add(k)
+        st.dirty_seqs.clear()
+        for k in changed:
+            if k in self._chunks:
+                self._join(self._chunks[k])
 
     def search(self, st: State, needle: str, want: int | None = None) -> tuple[int, list[str]]:
         """(how many retained tasks contain `needle`, the uuids of the newest `want` of them, newest
@@ -186,35 +227,46 @@ class TextIndex:
             if not st.order:
                 self._chunks.clear()
             return 0, []
+        self.refresh(st)
         first_seq = st.first_seq()
         first, last = first_seq >> CHUNK_BITS, st.last_seq() >> CHUNK_BITS
-        for gone in [k for k in self._chunks if k < first]:
-            del self._chunks[gone]
-        dirty = st.dirty_chunks
-        for gone in [k for k in dirty if k < first]:  # chunks evicted whole: nothing left to rebuild
-            dirty.discard(gone)
         # One match per task: the needle and the rest of that task's text, up to the separator.
         per_task = re.compile(re.escape(needle) + "[^" + self._SEP + "]*")
+        memo = self._memo.pop(needle, None) or {}
+        self._memo[needle] = memo  # most recently used last
+        while len(self._memo) > self.MEMO_NEEDLES:
+            del self._memo[next(iter(self._memo))]
         total = 0
         out: list[str] = []
         for k in range(last, first - 1, -1):
             entry = self._chunks.get(k)
-            if entry is None or k in dirty:
+            if entry is None:
                 entry = self._chunks[k] = self._build(st, k, first_seq)
-                dirty.discard(k)
-            uuids, blob, starts = entry
-            if needle not in blob:
-                continue
-            if want is not None and len(out) >= want and k != first:
-                total += len(per_task.findall(blob))  # counted in C; no uuid needed past the page
-                continue
-            hits = self._hits(blob, starts, uuids, needle, st.tasks)
-            total += len(hits)
-            out.extend(hits)
+            uuids, _, blob, starts = entry
+            known = memo.get(k)
+            if known is not None and known[0] is not blob:
+                known = None  # the chunk's text changed since
+            need_hits = want is None or len(out) < want or k == first  # (the oldest chunk loses tasks)
+            if known is not None and (known[2] is not None or not need_hits) and k != first:
+                count, hits = known[1], known[2]
+            elif needle not in blob:
+                count, hits = 0, []
+            elif need_hits:
+                hits = self._hits(blob, starts, uuids, needle, st.tasks)
+                count = len(hits)
+            else:
+                count, hits = len(per_task.findall(blob)), None  # counted in C; no uuid past the page
+            memo[k] = (blob, count, hits)
+            total += count
+            if need_hits and hits:
+                out.extend(hits)
+        for gone in [k for k in memo if k < first]:
+            del memo[gone]
         return total, out if want is None else out[:want]
 
     @staticmethod
-    def _hits(blob: str, starts: array[int], uuids: list[str], needle: str, tasks: dict[str, Any]) -> list[str]:
+    def _hits(blob: str, starts: array[int], uuids: list[str | None], needle: str,
+              tasks: dict[str, Any]) -> list[str]:
         # The chunk's tasks containing the needle, newest first; tasks evicted since the chunk was
         # built are skipped (only the oldest chunk holds any).
         hits = []
@@ -223,8 +275,9 @@ class TextIndex:
         n = len(starts)
         while pos >= 0:
             i = bisect_right(starts, pos) - 1
-            if uuids[i] in tasks:
-                hits.append(uuids[i])
+            uuid = uuids[i]
+            if uuid is not None and uuid in tasks:
+                hits.append(uuid)
             if i + 1 >= n:
                 break
             pos = find(needle, starts[i + 1])  # one hit per task is enough
@@ -232,9 +285,11 @@ class TextIndex:
         return hits
 
     @classmethod
-    def _build(cls, st: State, k: int, first_seq: int) -> tuple[list[str], str, array[int]]:
-        # The order holds uuids by seq with no gaps, so chunk k is one slice of it.
-        start = max(k << CHUNK_BITS, first_seq) - first_seq
+    def _build(cls, st: State, k: int, first_seq: int) -> list[Any]:
+        # The order holds uuids by seq with no gaps, so chunk k is one slice of it; a task evicted
+        # before the build leaves a hole, so position i is always seq (k << CHUNK_BITS) + i.
+        base = k << CHUNK_BITS
+        start = max(base, first_seq) - first_seq
         stop = min(((k + 1) << CHUNK_BITS) - first_seq, len(st.order))
         # islice steps from the end it starts at: the chunks that change (the newest) are near the
         # right end of the order, so they are sliced from there.
@@ -244,19 +299,26 @@ class TextIndex:
             members.reverse()
         else:
             members = list(islice(st.order, start, stop))
+        holes = max(0, first_seq - base)
+        uuids: list[str | None] = [None] * holes + members
         tasks = st.tasks
-        uuids, hays = [], []
+        texts = [""] * holes
         for uuid in members:
             rec = tasks.get(uuid)
-            if rec is not None:
-                uuids.append(uuid)
-                hays.append(haystack(rec).replace(cls._SEP, " "))
-        starts = array("L")
-        offset = 0
-        for h in hays:
-            starts.append(offset)
-            offset += len(h) + 1
-        return uuids, cls._SEP.join(hays), starts
+            texts.append(haystack(rec).replace(cls._SEP, " ") if rec is not None else "")
+        entry = [uuids, texts, "", array("L")]
+        cls._join(entry)
+        return entry
+
+    @classmethod
+    def _join(cls, entry: list[Any]) -> None:
+        texts = entry[1]
+        entry[2] = cls._SEP.join(texts)
+        starts = array("L", [0])
+        starts.extend(accumulate(len(t) + 1 for t in texts[:-1]))
+        if not texts:
+            starts = array("L")
+        entry[3] = starts
 
 
 def find(st: State, f: Filters, limit: int = 50, offset: int = 0, text_index: TextIndex | None = None,

@@ -55,9 +55,10 @@ MAX_HISTORY = 64  # events kept per task; a runaway custom-event emitter cannot 
 MAX_EXTRA_KEYS = 16
 THROUGHPUT_SECONDS = 600  # per-second succeeded/failed buckets kept for the overview chart
 _INTERN_LIMIT = 10_000
-# Tasks are grouped by seq into chunks of 2**CHUNK_BITS; a chunk is marked dirty when one of its tasks
-# changes, so the free-text search cache (dashboard/query.py) rebuilds only what changed.
+# Tasks are grouped by seq into chunks of 2**CHUNK_BITS for the free-text search cache
+# (dashboard/query.py); the seqs of changed tasks are noted so it updates only those tasks' text.
 CHUNK_BITS = 10
+DIRTY_CAP = 20_000  # past this many changed tasks between two searches the cache is rebuilt whole
 
 
 class MalformedEvent(ValueError):
@@ -150,7 +151,8 @@ class State:
         self.by_worker: dict[str, set[str]] = {}
         # root_id -> the other tasks of that workflow (a standalone task is its own root: no entry).
         self.by_root: dict[str, set[str]] = {}
-        self.dirty_chunks: set[int] = set()
+        self.dirty_seqs: set[int] = set()  # tasks changed since the last text search
+        self.text_stale = False  # too many changes to note one by one: the text cache starts over
         self.children: dict[str, list[str]] = {}  # parent uuid -> child uuids (parent may be unseen)
         self.failures: deque[str] = deque(maxlen=50)  # latest uuids that became FAILURE
         self.failure_groups = FailureGroups()  # failures and retries by signature (dashboard/failures.py)
@@ -292,7 +294,11 @@ class State:
         if rec.parent_id != old_parent:
             self._reparented(rec, old_parent)
         self.changed_tasks.add(uuid)
-        self.dirty_chunks.add(rec.seq >> CHUNK_BITS)
+        dirty = self.dirty_seqs
+        if len(dirty) < DIRTY_CAP:
+            dirty.add(rec.seq)
+        else:
+            self.text_stale = True
 
     @staticmethod
     def _index(index: dict[Any, set[str]], old: Any, new: Any, uuid: str) -> None:

@@ -159,7 +159,7 @@ def test_find_equals_a_brute_force_scan(seed: int) -> None:
     state = State(max_tasks=rng.choice([n, n // 2, 2 ** CHUNK_BITS + 3]))
     index = TextIndex()
     events = _random_events(rng, n)
-    wave = max(1, len(events) // 4)
+    wave = max(1, len(events) // rng.choice([4, 15]))
     for start in range(0, len(events), wave):  # query between ingest waves: caches must follow
         replay(state, events[start:start + wave])
         for _ in range(20):
