@@ -92,7 +92,8 @@ def test_task_page_follows_a_running_task_live(page: Any, dashboard: DashboardSe
 
 def test_timeline_shows_events_in_the_order_they_happened(page: Any, dashboard: DashboardServer,
                                                          redis_server: RedisServer) -> None:
-    """task-sent (from the client) delivered after task-received (from the worker) still comes first."""
+    """task-sent (from the client) delivered after task-received (from the worker), and stamped a
+    moment after it (the client stamps it once the task is published), still comes first."""
     import uuid as uuidlib
 
     import redis
@@ -102,7 +103,7 @@ def test_timeline_shows_events_in_the_order_they_happened(page: Any, dashboard: 
     for event in ({"type": "task-received", "uuid": uid, "name": "proj.late_sent", "hostname": "w@h",
                    "timestamp": t0 + 1, "utcoffset": 0},
                   {"type": "task-sent", "uuid": uid, "name": "proj.late_sent", "hostname": "client@h",
-                   "timestamp": t0, "utcoffset": 0},
+                   "timestamp": t0 + 1.002, "utcoffset": 0},
                   {"type": "task-started", "uuid": uid, "hostname": "w@h", "timestamp": t0 + 2, "utcoffset": 0}):
         raw.publish("/0.celeryev/task.multi", event_envelope(event))
     wait_for(lambda: (t := dashboard.task(uid)) and len(t["history"]) == 3, message="the three events")

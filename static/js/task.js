@@ -109,14 +109,18 @@ function renderProgress(t) {
 }
 
 function renderTimeline(t) {
-  // Events arrive out of order (task-sent comes from the client, task-received from a worker, and
-  // either may be delivered first): the timeline shows them in the order they happened (stable sort).
-  const history = (Array.isArray(t.history) ? [...t.history] : [])
-    .sort((a, b) => (Number(a.timestamp) || 0) - (Number(b.timestamp) || 0));
+  // Events of one worker arrive in the order it sent them, but task-sent comes from the client over
+  // another connection and may arrive after task-received; its timestamp is no better a guide (the
+  // client stamps it after publishing the task, so a fast worker's task-received can be earlier).
+  // The client's task-sent is what happened first: it leads, the rest keep their arrival order.
+  const events = Array.isArray(t.history) ? t.history : [];
+  const lead = events.findIndex((h) => h.event === "sent");
+  const history = lead > 0 ? [events[lead], ...events.slice(0, lead), ...events.slice(lead + 1)] : events;
   const key = JSON.stringify(history);
   if (rendered.timeline === key) return;
   rendered.timeline = key;
-  const first = history.length ? history[0].timestamp : null;
+  const stamps = history.map((h) => h.timestamp).filter((ts) => typeof ts === "number");
+  const first = stamps.length ? Math.min(...stamps) : null; // offsets from the earliest: never negative
   $("timeline").replaceChildren(...history.map((h) => el("li", { dataset: { event: String(h.event) } },
     el("span", { class: "tl-event", text: String(h.event) }),
     el("span", { class: "tl-time mono", text: fmtDateTime(h.timestamp) }),
