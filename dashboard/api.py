@@ -171,7 +171,7 @@ def task_stats() -> Any:
     window = request.args.get("window", "all")
     if window not in ("all", "recent"):
         return jsonify({"error": "window must be all or recent"}), 400
-    snap = services().push.stats_snapshot()
+    snap = services().push.stats_snapshot((window,))
     return jsonify({"window": window, "window_seconds": snap["window_seconds"], "tasks": snap[window]})
 
 
