@@ -38,8 +38,9 @@ def _asset_dir(name: str) -> str:
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app: settings, socketio, blueprints, and (unless disabled) ingest and push loops."""
-    from . import api, views
+    from . import api, control_api, metrics, queues, security, views
     from .control import EventsEnabler, make_celery
+    from .masking import make_masker
     from .gcpolicy import GcPolicy
     from .ingest import Ingest
     from .push import Push
@@ -52,11 +53,14 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config["WTF_CSRF_TIME_LIMIT"] = None  # a dashboard tab stays open for days
     csrf.init_app(app)
     socketio.init_app(app, async_mode=cfg["ASYNC_MODE"])
+    security.init_app(app)  # before the blueprints: auth guards every page, API call and socket
     app.register_blueprint(views.bp)
-    app.register_blueprint(api.bp)
-    csrf.exempt(api.bp)  # JSON endpoints refuse cross-origin requests instead (see api._cross_site)
+    for bp in (api.bp, control_api.bp, queues.bp, metrics.bp):
+        app.register_blueprint(bp)
+        csrf.exempt(bp)  # JSON endpoints refuse cross-origin requests instead (security.control_endpoint)
 
-    state = State(max_tasks=int(cfg["MAX_TASKS"]), max_workers=int(cfg["MAX_WORKERS"]))
+    state = State(max_tasks=int(cfg["MAX_TASKS"]), max_workers=int(cfg["MAX_WORKERS"]),
+                  mask=make_masker(cfg["MASK_PATTERNS"]))
     celery_app = make_celery(cfg["BROKER_URL"], float(cfg["LAUNCH_TIMEOUT"]))
     ingest = Ingest(state, cfg["BROKER_URL"], mode=cfg["INGEST"], reconnect_min=float(cfg["RECONNECT_MIN"]),
                     reconnect_max=float(cfg["RECONNECT_MAX"]))
@@ -67,6 +71,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.before_request(svc.inflight.enter)
     app.teardown_request(svc.inflight.leave)
     ingest.busy = svc.inflight.busy
+    for module in (control_api, queues, metrics):
+        module.init_app(app, svc)  # their background loops start below with the rest, or not at all
 
     for name in app.jinja_env.list_templates(extensions=["html"]):
         app.jinja_env.get_template(name)  # compile now: a first page view during a burst stays fast

@@ -7,13 +7,13 @@ import json
 import logging
 import time
 from typing import Any
-from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, jsonify, request
 
 from . import launch as launching
 from .push import MAX_LIMIT
 from .query import SORTS, find, parse_filters, workflow_tree
+from .security import control_endpoint
 from .services import services
 from .state import task_detail
 
@@ -187,22 +187,10 @@ def overview() -> Any:
     return jsonify(services().push.overview_snapshot())
 
 
-def _cross_site() -> bool:
-    # JSON is only accepted same-origin: a cross-site page can send neither this content type
-    # (it needs a CORS preflight we never grant) nor a matching Origin.
-    origin = request.headers.get("Origin")
-    if origin and urlsplit(origin).netloc != request.host:
-        return True
-    return request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none")
-
-
 @bp.post("/api/launch")
+@control_endpoint
 def launch() -> Any:
     """{"task", "args", "kwargs", "count", "countdown"} -> {"task_ids": [...]} or 400 {"errors"}."""
-    if _cross_site():
-        return jsonify({"error": "cross-origin requests are refused"}), 403
-    if not request.is_json:
-        return jsonify({"error": "send JSON with Content-Type: application/json"}), 415
     data = request.get_json(silent=True)
     if not isinstance(data, dict):
         return jsonify({"errors": {"form": "the body must be a JSON object"}}), 400

@@ -28,6 +28,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--max-workers", dest="MAX_WORKERS", type=int, help="workers kept (default 1000)")
         p.add_argument("--threads", dest="THREADS", type=int, help="server threads in threading mode (default 64)")
         p.add_argument("--log-level", dest="LOG_LEVEL", help="log level (default INFO)")
+        p.add_argument("--read-only", dest="READ_ONLY", action="store_true", default=None,
+                       help="turn every control off (env DASHBOARD_READ_ONLY)")
     return parser
 
 

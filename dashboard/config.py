@@ -35,6 +35,22 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("THREADS", 64, "Threads of the production server (each open websocket holds one).", "--threads"),
     Setting("LOG_LEVEL", "INFO", "Log level of the dashboard.", "--log-level"),
     Setting("DEMO_WORKER_CONCURRENCY", 2, "Pool size of the demo worker started by `celery-dashboard demo`."),
+    # -- security (dashboard/security.py, dashboard/masking.py) --
+    Setting("READ_ONLY", False, "Turn every control off: buttons hidden, control and launch endpoints refuse (403).", "--read-only"),
+    Setting("AUTH_USERS", "", "Basic-auth users `name:password` (or `name:<werkzeug hash>`), comma-separated; when set, every page, API call and websocket needs them."),
+    Setting("AUTH_TOKEN", "", "Bearer token accepted for the API and websocket (`Authorization: Bearer …`); when set, auth is on."),
+    Setting("MASK_PATTERNS", "password,passwd,secret,token,api_key,apikey,authorization,credential",
+            "Comma-separated key patterns whose values are masked in task args/kwargs everywhere (empty: no masking)."),
+    # -- control, inspect, audit (dashboard/control.py, inspector.py, audit.py, control_api.py) --
+    Setting("CONTROL_TIMEOUT", 2.0, "Seconds to wait for workers' replies to a control command."),
+    Setting("INSPECT_INTERVAL", 10.0, "Seconds between background `inspect` refreshes of online workers (0 turns it off)."),
+    Setting("INSPECT_TIMEOUT", 1.0, "Seconds to wait for workers' replies to one `inspect` call."),
+    Setting("BULK_MAX", 500, "Most tasks one bulk re-run or revoke acts on."),
+    Setting("AUDIT_LOG", "", "File the audit log of control actions is appended to as JSON lines (empty: memory only)."),
+    Setting("HIDE_OFFLINE_AFTER", 3600.0, "Seconds after which an offline worker is hidden from the workers list (0: never)."),
+    # -- queues and metrics (dashboard/queues.py, dashboard/metrics.py) --
+    Setting("QUEUE_POLL_INTERVAL", 2.0, "Seconds between two reads of queue lengths from the broker."),
+    Setting("QUEUES", "", "Queues to watch besides the ones seen in events and workers' consumers, comma-separated."),
 )
 
 ENV_PREFIX = "DASHBOARD_"
@@ -87,6 +103,8 @@ _RANGES = {
     "MAX_TASKS": (1, True), "MAX_WORKERS": (1, True), "THREADS": (1, True), "PORT": (0, True),
     "PUSH_INTERVAL": (0.0, False), "RECONNECT_MIN": (0.0, False), "RECONNECT_MAX": (0.0, False),
     "LAUNCH_TIMEOUT": (0.0, False), "ENABLE_EVENTS_INTERVAL": (0.0, True), "DEMO_WORKER_CONCURRENCY": (1, True),
+    "CONTROL_TIMEOUT": (0.0, False), "INSPECT_INTERVAL": (0.0, True), "INSPECT_TIMEOUT": (0.0, False),
+    "BULK_MAX": (1, True), "HIDE_OFFLINE_AFTER": (0.0, True), "QUEUE_POLL_INTERVAL": (0.0, False),
 }
 
 
@@ -107,7 +125,7 @@ def settings_table() -> str:
     """The settings as a Markdown table, for the README."""
     rows = ["| environment variable | flag | default | meaning |", "|---|---|---|---|"]
     for s in SETTINGS:
-        default = "random" if s.name == "SECRET_KEY" else f"`{s.default}`"
+        default = "random" if s.name == "SECRET_KEY" else "empty" if s.default == "" else f"`{s.default}`"
         rows.append(f"| `{ENV_PREFIX}{s.name}` | {f'`{s.flag}`' if s.flag else ''} | {default} | {s.help} |")
     return "\n".join(rows)
 

@@ -28,6 +28,7 @@ app.conf.update(
     worker_prefetch_multiplier=1,
     broker_connection_retry_on_startup=True,
     task_default_queue="celery",
+    worker_pool_restarts=True,  # lets the dashboard's "pool restart" control work on the demo worker
 )
 
 

@@ -59,6 +59,7 @@ class Push:
     # -- socket handlers -------------------------------------------------------------------------
     def register(self) -> None:
         """Bind the Socket.IO handlers of this push to the module-level socketio."""
+        self.socketio.on_event("connect", self.on_connect)
         self.socketio.on_event("subscribe", self.on_subscribe)
         self.socketio.on_event("disconnect", self.on_disconnect)
 
@@ -95,6 +96,13 @@ class Push:
         data = snapshot()
         data["status"] = self.status()
         return data
+
+    def on_connect(self, auth: Any = None) -> None:
+        """Refuse a websocket that is not authenticated when auth is on."""
+        from .security import socket_allowed
+
+        if not socket_allowed(auth):
+            raise ConnectionRefusedError("authentication required")
 
     def on_disconnect(self, *args: Any) -> None:
         """Forget the subscription of a closed socket."""

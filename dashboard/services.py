@@ -45,14 +45,18 @@ class Services:
     push: Push
     celery: Any
     enabler: EventsEnabler | None = None
+    inspector: Any = None  # dashboard/inspector.py: cached `inspect` replies per worker
+    audit: Any = None  # dashboard/audit.py: who did what, when, with what result
+    queues: Any = None  # dashboard/queues.py: queue lengths polled from the broker
     inflight: Inflight = field(default_factory=Inflight)
 
     def stop(self) -> None:
         """Stop ingest, push and the enable-events loop (used by tests and on shutdown)."""
         self.ingest.stop()
         self.push.stop()
-        if self.enabler is not None:
-            self.enabler.stop()
+        for loop in (self.enabler, self.inspector, self.queues):
+            if loop is not None:
+                loop.stop()
 
 
 def services() -> Services:

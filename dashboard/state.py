@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import threading
 from collections import deque
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from .failures import FailureGroups
 from .stats import TaskStats
@@ -43,6 +43,7 @@ _TASK_FIELDS = (
 # Fields whose values repeat across tasks (kept once), and fields naming other tasks.
 _SHARED_FIELDS = frozenset(("traceback", "exchange", "routing_key", "queue", "exception"))
 _ID_FIELDS = frozenset(("root_id", "parent_id"))
+_MASKED_FIELDS = frozenset(("args", "kwargs"))  # where secrets are masked (dashboard/masking.py)
 _SUBJECTS = {s: s for s in (*EVENT_TO_STATE, "progress")}  # canonical subject strings
 # Event keys that are envelope, not task data: never stored as custom ("extra") fields.
 _ENVELOPE_KEYS = frozenset(_TASK_FIELDS) | {
@@ -136,9 +137,13 @@ def _as_number(value: Any) -> float | None:
 class State:
     """Bounded in-memory state of a Celery cluster; feed it with `event()`, read it under `lock`."""
 
-    def __init__(self, max_tasks: int = 100_000, max_workers: int = 1_000) -> None:
+    def __init__(self, max_tasks: int = 100_000, max_workers: int = 1_000,
+                 mask: Callable[[str], str] | None = None) -> None:
         self.max_tasks = max_tasks
         self.max_workers = max_workers
+        # Secrets in args/kwargs are masked on the way in: no page, API answer, search or export
+        # can show what the state never kept.
+        self.mask = mask
         self.lock = threading.RLock()
         self.tasks: dict[str, TaskRecord] = {}
         # uuids by first sight, i.e. by seq with no gaps: O(1) eviction of the oldest, and chunk k of
@@ -326,6 +331,8 @@ class State:
                         known = self.tasks.get(value)
                         if known is not None:
                             value = known.uuid
+                    elif key in _MASKED_FIELDS and self.mask is not None:
+                        value = self.mask(value)
                 setattr(rec, key, value)
 
     def _new_task(self, uuid: str) -> TaskRecord:

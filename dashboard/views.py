@@ -9,6 +9,7 @@ from flask_wtf.csrf import CSRFError
 
 from . import launch as launching
 from .query import Filters, parse_filters
+from .security import controls_enabled, cross_site, current_user
 from .services import services
 from .state import STATES
 
@@ -22,6 +23,9 @@ def _globals() -> dict[str, Any]:
         "push_interval": services().config["PUSH_INTERVAL"],
         "catalogue": [t.as_dict() for t in launching.CATALOGUE],
         "states": STATES,
+        # Read-only mode hides every control (and the endpoints refuse them: security.control_endpoint).
+        "controls_enabled": controls_enabled(),
+        "current_user": current_user(),
     }
 
 
@@ -68,6 +72,24 @@ def workers() -> str:
     return render_template("workers.html")
 
 
+@bp.get("/workers/<hostname>")
+def worker(hostname: str) -> str:
+    """One worker: heartbeat, what `inspect` returns (cached), and its controls."""
+    return render_template("worker.html", hostname=hostname)
+
+
+@bp.get("/queues")
+def queues() -> str:
+    """Queue lengths from the broker, consumers, oldest waiting task, queue-wait percentiles."""
+    return render_template("queues.html")
+
+
+@bp.get("/audit")
+def audit() -> str:
+    """The audit log: every control action, who did it, when, and what the workers replied."""
+    return render_template("audit.html")
+
+
 def _wants_json() -> bool:
     return request.is_json or request.accept_mimetypes.best == "application/json"
 
@@ -77,6 +99,14 @@ def launch() -> Any:
     """The launch form: validated on the server; nothing is sent when any field is wrong."""
     if request.method == "GET":
         return render_template("launch.html", form={}, errors={}, launched=[])
+    if not controls_enabled():
+        message = "The dashboard is read-only: launching tasks is turned off."
+        if _wants_json():
+            return jsonify({"error": message, "errors": {"form": message}}), 403
+        return render_template("launch.html", form=request.form.to_dict(), errors={"form": message},
+                               launched=[]), 403
+    if request.is_json and cross_site():
+        return jsonify({"error": "cross-origin requests are refused"}), 403
     data = request.get_json(silent=True) if request.is_json else request.form.to_dict()
     if not isinstance(data, dict):
         data, errors = {}, {"form": "the body must be a JSON object"}

@@ -161,6 +161,8 @@ def test_settings_table_lists_every_setting() -> None:
             assert f"`{s.flag}`" in line
         if s.name == "SECRET_KEY":
             assert "| random |" in line
+        elif s.default == "":
+            assert "| empty |" in line
         else:
             assert f"`{s.default}`" in line
 
