@@ -27,7 +27,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("PUSH_INTERVAL", 0.2, "Seconds between two websocket updates (events within one tick are batched)."),
     Setting("ENABLE_EVENTS_INTERVAL", 30.0, "Seconds between `enable_events` broadcasts to workers (0 turns it off)."),
     Setting("RECONNECT_MIN", 0.5, "First reconnect delay after a broker error, in seconds (doubles up to the max)."),
-    Setting("RECONNECT_MAX", 10.0, "Longest reconnect delay, in seconds."),
+    Setting("RECONNECT_MAX", 2.0, "Longest reconnect delay, in seconds (short: events resume within seconds of the broker's return; a refused connection costs nothing)."),
     Setting("INGEST", "auto", "Event reader: `auto` (direct Redis pub/sub for redis:// URLs), `redis` or `kombu` (Celery's EventReceiver)."),
     Setting("INGEST_ENABLED", True, "Start the event consumer with the app (tests turn it off)."),
     Setting("LAUNCH_TIMEOUT", 5.0, "Seconds a task launch may wait for the broker before it fails."),

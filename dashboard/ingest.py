@@ -108,7 +108,7 @@ class Ingest:
     """The background event consumer: never dies, reconnects with backoff, counts everything."""
 
     def __init__(self, state: State, broker_url: str, *, mode: str = "auto",
-                 reconnect_min: float = 0.5, reconnect_max: float = 10.0,
+                 reconnect_min: float = 0.5, reconnect_max: float = 2.0,
                  on_connect: Callable[[], None] | None = None,
                  on_worker_arrival: Callable[[], None] | None = None) -> None:
         self.state = state
