@@ -1,0 +1,109 @@
+"""Reliability scenarios of issue #6, each against real parts: broker outages (a 30 s one, and ten in a
+row without leaking threads or connections)."""
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import redis
+
+from dashboard.processes import start_worker, stop_process
+
+from conftest import WORK_SECONDS, DashboardServer, RedisServer, wait_for
+
+
+def _server_pid(dash: DashboardServer) -> int:
+    """The process that holds the state and the sockets (gunicorn's worker, child of the master)."""
+    children = open(f"/proc/{dash.proc.pid}/task/{dash.proc.pid}/children").read().split()
+    return int(children[0]) if children else dash.proc.pid
+
+
+def _threads(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+def _sockets(pid: int) -> int:
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:"):
+                count += 1
+        except OSError:
+            pass  # closed meanwhile
+    return count
+
+
+def _redis_clients(url: str) -> int:
+    """Connections the Redis server holds, not counting the one asking."""
+    client = redis.Redis.from_url(url)
+    try:
+        return len(client.client_list()) - 1
+    finally:
+        client.close()
+
+
+def test_thirty_second_outage_banner_then_resume_within_five_seconds(own_redis: RedisServer) -> None:
+    """Redis stops for 30 s: /healthz (what the banner shows) says the broker is down and events may be
+    missed; within 5 s of Redis' return ingest is connected again, and the worker is back online from
+    its next heartbeats and its tasks are seen again."""
+    dash = DashboardServer(own_redis.url)
+    host = "outage@localhost"
+    proc = start_worker(own_redis.url, concurrency=1, hostname=host, quiet=True,
+                        extra_env={"DASHBOARD_DEMO_SLEEP": WORK_SECONDS})
+    try:
+        wait_for(lambda: _online(dash, host), timeout=60, message="the worker online")
+        own_redis.stop()
+        down = wait_for(lambda: (h := dash.health()) and not h["broker"]["connected"] and h, timeout=10,
+                        message="the broker reported down")
+        assert down["broker"]["error"]
+        time.sleep(30)
+        assert not dash.health()["broker"]["connected"]
+        own_redis.start()
+        back_at = time.monotonic()
+        up = wait_for(lambda: (h := dash.health()) and h["broker"]["connected"] and h, timeout=10, interval=0.05,
+                      message="ingest connected again")
+        resumed = time.monotonic() - back_at
+        assert resumed <= 5.0, f"ingest resumed {resumed:.1f} s after Redis came back"
+        lost, back = up["broker"]["last_outage"]
+        assert back - lost >= 30, "the reported window covers the whole outage"
+        # The worker reconnects on its own; its heartbeats bring it back online, and its tasks show.
+        wait_for(lambda: _online(dash, host), timeout=30, message="the worker online again after the outage")
+        uid = wait_for(lambda: _try_launch(dash), timeout=30, message="a launch after the outage")
+        dash.wait_task(uid, "SUCCESS", timeout=30)
+    finally:
+        stop_process(proc)
+        dash.stop()
+
+
+def test_ten_outages_leak_no_threads_or_connections(own_redis: RedisServer) -> None:
+    """Ten outages in a row: the dashboard ends with the threads, sockets and Redis connections it had."""
+    dash = DashboardServer(own_redis.url)
+    try:
+        pid = _server_pid(dash)
+        time.sleep(8)  # past the enable-events broadcasts that follow a connect
+        before = (_threads(pid), _sockets(pid), _redis_clients(own_redis.url))
+        for i in range(10):
+            own_redis.stop()
+            wait_for(lambda: not dash.health()["broker"]["connected"], timeout=10, message=f"outage {i + 1} seen")
+            own_redis.start()
+            wait_for(lambda: dash.health()["broker"]["connected"], timeout=10, message=f"reconnect {i + 1}")
+        assert dash.health()["broker"]["outages"] == 10
+        time.sleep(8)
+        after = (_threads(pid), _sockets(pid), _redis_clients(own_redis.url))
+        assert after[0] <= before[0], f"threads {before[0]} -> {after[0]}"
+        assert after[1] <= before[1], f"sockets {before[1]} -> {after[1]}"
+        assert after[2] <= before[2], f"Redis connections {before[2]} -> {after[2]}"
+    finally:
+        dash.stop()
+
+
+def _online(dash: DashboardServer, host: str) -> bool:
+    return any(w["hostname"] == host and w["online"] for w in dash.get("/api/workers").json()["workers"])
+
+
+def _try_launch(dash: DashboardServer) -> Any:
+    import requests
+
+    resp = requests.post(dash.base_url + "/api/launch", json={"task": "dashboard.demo.add", "args": [2, 3]}, timeout=10)
+    return resp.json()["task_ids"][0] if resp.status_code == 200 else None
