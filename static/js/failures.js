@@ -1,11 +1,16 @@
-// Failures: groups of failures with the same signature, live, and the outcome counters.
+// Failures: groups of failures with the same signature, live, and the outcome counters; per group,
+// bulk re-run and revoke (dry run first) unless the dashboard is read-only.
 import { startLive } from "./live.js";
 import { el, fmtDateTime, fmtNumber, fmtTime, setText } from "./dom.js";
+import { bulkAction, controlsEnabled } from "./control.js";
 
 const tbody = document.querySelector("#failure-groups tbody");
 const sortSelect = document.getElementById("failure-sort");
 const open = new Set(); // ids of groups whose sample traceback is shown
 let last = null;
+const controls = controlsEnabled();
+const bulkResult = document.getElementById("bulk-result");
+let bulkBusy = false; // one bulk action at a time (rows are rebuilt on every update)
 
 const SVG = "http://www.w3.org/2000/svg";
 
@@ -60,7 +65,7 @@ function groupRows(g) {
     el("td", { class: "mono time", title: fmtDateTime(g.last_seen), text: fmtTime(g.last_seen) }),
     el("td", { class: "names mono", text: counted(g.task_names) }),
     el("td", { class: "workers mono", text: counted(g.workers) }),
-    el("td", {}, toggle));
+    el("td", { class: "group-actions" }, toggle, ...(controls ? bulkButtons(g) : [])));
   if (!open.has(id)) return [row];
   const sample = g.sample || {};
   const detail = el("tr", { class: "group-detail", dataset: { detailFor: id } },
@@ -68,6 +73,28 @@ function groupRows(g) {
       el("p", { class: "exception mono", text: String(sample.exception ?? "") }),
       el("pre", { class: "traceback", tabindex: "0", text: String(sample.traceback ?? "(no traceback in the events)") })));
   return [row, detail];
+}
+
+function bulkButtons(g) {
+  const id = String(g.id);
+  const what = `failure group ${String(g.exc_type ?? "")}: ${String(g.message ?? "")}`.slice(0, 200);
+  return [["rerun", "Re-run…", "Re-run the tasks of this group with their original args (dry run first)"],
+    ["revoke", "Revoke…", "Revoke the unfinished tasks of this group (dry run first)"]].map(([action, text, title]) => {
+    const button = el("button", { type: "button", class: "small", dataset: { bulk: action }, text, title, disabled: bulkBusy });
+    button.addEventListener("click", async () => {
+      if (bulkBusy) return;
+      bulkBusy = true;
+      render(last);
+      try {
+        await bulkAction({ action, target: { group: id }, what, result: bulkResult });
+        bulkResult.scrollIntoView({ block: "nearest" });
+      } finally {
+        bulkBusy = false;
+        render(last);
+      }
+    });
+    return button;
+  });
 }
 
 function renderOutcomes(outcomes) {

@@ -1,9 +1,11 @@
-// One task: fields, exception + traceback, retry attempts, timeline, relatives, progress.
+// One task: fields, exception + traceback, retry attempts, timeline, relatives, progress, and its
+// controls (revoke, terminate, re-run) which follow the live state.
 import { page, startLive } from "./live.js";
 import {
   el, fmtDateTime, fmtDelta, fmtDuration, fmtValue, progressOf, setAttr, setBadge, setText, shortUuid, show,
-  stateBadge, taskHref,
+  stateBadge, taskHref, taskLink,
 } from "./dom.js";
+import { controlsEnabled, getJSON, runAction, workerHref } from "./control.js";
 
 const uuid = page.dataset.uuid;
 const $ = (id) => document.getElementById(id);
@@ -31,7 +33,7 @@ function renderFields(t) {
   const worker = t.worker ?? t.hostname;
   const workerDd = field("worker");
   if (worker) {
-    const href = `/workers#worker-${encodeURIComponent(worker)}`;
+    const href = workerHref(worker);
     const link = workerDd.querySelector("a");
     if (link && link.getAttribute("href") === href) setText(link, worker);
     else workerDd.replaceChildren(el("a", { href, text: worker }));
@@ -215,6 +217,90 @@ function render(t) {
   renderTimeline(t);
   renderAttempts(t);
   renderRelatives(t);
+  renderControls(t);
+}
+
+// -- controls --------------------------------------------------------------------------------------
+
+const FINISHED = new Set(["SUCCESS", "FAILURE", "REVOKED", "REJECTED"]);
+const controls = controlsEnabled() ? $("task-controls") : null;
+let current = null; // the task as last rendered
+let rerunInfo = null; // GET /api/tasks/<uuid>/rerun
+let rerunKey = null; // state + args the re-run answer was asked for
+let rerunSeq = 0;
+
+/** Revoke while unfinished, terminate while running, re-run when its args can be recovered exactly. */
+function renderControls(t) {
+  current = t;
+  if (!controls) return;
+  show(controls, Boolean(t));
+  if (!t) return;
+  show($("task-revoke-box"), !FINISHED.has(t.state));
+  show($("task-terminate-box"), t.state === "STARTED");
+  const key = JSON.stringify([t.state, t.name, t.args, t.kwargs]);
+  if (key !== rerunKey) {
+    rerunKey = key;
+    loadRerun();
+  }
+}
+
+async function loadRerun() {
+  const seq = ++rerunSeq;
+  const res = await getJSON(`/api/tasks/${encodeURIComponent(uuid)}/rerun`);
+  if (seq !== rerunSeq) return; // a newer state asked again
+  rerunInfo = res.status === 200 && res.body ? res.body : null;
+  const button = $("task-rerun");
+  button.disabled = !(rerunInfo && rerunInfo.possible);
+  const reason = rerunInfo ? (rerunInfo.possible ? "" : `Cannot re-run: ${rerunInfo.reason || "the args cannot be recovered"}`)
+    : `Cannot tell whether it can be re-run: ${(res.body && res.body.error) || res.status}`;
+  setText($("task-rerun-reason"), reason);
+  setAttr(button, "title", reason || "Send a new task with the same name, args and kwargs");
+}
+
+const label = () => `${(current && current.name) || "this task"} (${shortUuid(uuid)}…)`;
+
+async function revoke(terminate) {
+  const t = current || {};
+  const signal = $("task-signal").value;
+  const lines = terminate
+    ? [`The worker process running ${label()}${t.hostname ? ` on ${t.hostname}` : ""} is sent ${signal}.`,
+      signal === "SIGKILL" ? "SIGKILL stops it at once: no clean-up runs." : `${signal} lets the task clean up, if it handles the signal.`,
+      "The task is also revoked, so it is never run again."]
+    : [`${label()} will be revoked: every worker is told not to run it.`,
+      t.state === "STARTED" ? "It is running now: revoking alone does not stop it (Terminate does)."
+        : "If a worker holds it already (an ETA or countdown), it is discarded when its time comes."];
+  await runAction({
+    url: `/api/tasks/${encodeURIComponent(uuid)}/revoke`, body: { terminate, signal: terminate ? signal : undefined },
+    result: $("task-control-result"), busy: [...controls.querySelectorAll("button")],
+    confirm: { title: terminate ? `Terminate ${label()}?` : `Revoke ${label()}?`, lines, danger: true,
+      confirmLabel: terminate ? `Send ${signal}` : "Revoke" },
+    emptyReplies: "No reply expected: a revoke is broadcast to every worker.",
+    pendingText: "Sending the revoke…",
+  });
+}
+
+async function rerun() {
+  const info = rerunInfo;
+  if (!info || !info.possible) return;
+  await runAction({
+    url: `/api/tasks/${encodeURIComponent(uuid)}/rerun`, body: {},
+    result: $("task-control-result"), busy: [$("task-rerun")],
+    confirm: { title: `Re-run ${info.name || label()}?`, confirmLabel: "Re-run", lines: [
+      `A new task ${info.name || ""} is sent${info.queue ? ` to queue ${info.queue}` : ""} with the same arguments:`,
+      el("code", { class: "confirm-code", text: `args ${JSON.stringify(info.args ?? [])}` }),
+      el("code", { class: "confirm-code", text: `kwargs ${JSON.stringify(info.kwargs ?? {})}` }),
+      "This task stays as it is; the new one gets its own id."] },
+    pendingText: "Sending the new task…",
+    onDone: (res) => (res.status === 200 && res.body && res.body.task_id
+      ? [el("p", { class: "rerun-new" }, "New task: ", taskLink(String(res.body.task_id), null, { id: "rerun-link", class: "mono" }))]
+      : []),
+  });
+}
+
+if (controls) {
+  $("task-revoke").addEventListener("click", () => revoke(false));
+  $("task-terminate").addEventListener("click", () => revoke(true));
+  $("task-rerun").addEventListener("click", rerun);
 }
 
 startLive({

@@ -11,6 +11,7 @@ import {
   el, fmtDateTime, fmtDuration, fmtNumber, fmtTime, fmtValue, progressBar, progressOf, setAttr, setBadge,
   setText, shortUuid, show, taskHref,
 } from "./dom.js";
+import { bulkAction, controlsEnabled } from "./control.js";
 
 const LIMIT = Number.parseInt(page.dataset.limit, 10) || 100;
 const FILTER_KEYS = ["state", "name", "worker", "queue", "q", "since", "until", "group", "outcome"];
@@ -412,6 +413,7 @@ function refresh() {
     const label = pager.querySelector(".pager-range");
     if (label) setText(label, rows.size ? `${range} of ${fmtNumber(total)}` : "");
   }
+  if (bulkCount) setText(bulkCount, fmtNumber(total));
   const count = pending.size;
   show(newBar, count > 0);
   if (count) setText(newText, `${fmtNumber(count)} new task${count === 1 ? "" : "s"} —`);
@@ -553,6 +555,27 @@ if (form) {
     const select = document.getElementById(id);
     if (select) select.addEventListener("change", () => form.requestSubmit());
   }
+}
+
+// Bulk: re-run or revoke every task matching the filters (the same parameters as /api/tasks).
+const bulkOpen = controlsEnabled() ? document.getElementById("bulk-open") : null;
+const bulkCount = bulkOpen ? document.getElementById("bulk-count") : null;
+if (bulkOpen) {
+  const panel = document.getElementById("bulk-panel");
+  const toggle = (open) => {
+    show(panel, open);
+    bulkOpen.setAttribute("aria-expanded", open ? "true" : "false");
+  };
+  bulkOpen.addEventListener("click", () => toggle(panel.hidden));
+  document.getElementById("bulk-close").addEventListener("click", () => toggle(false));
+  panel.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const action = new FormData(panel).get("bulk-action") === "revoke" ? "revoke" : "rerun";
+    const what = Object.keys(filters).length
+      ? `filtered by ${Object.entries(filters).map(([k, v]) => `${k}=${v}`).join(", ")}` : "every retained task";
+    await bulkAction({ action, target: { filters: { ...filters } }, what, result: document.getElementById("bulk-result"),
+      busy: [...panel.querySelectorAll("button"), bulkOpen] });
+  });
 }
 
 refresh();

@@ -1,14 +1,19 @@
-// Workers: one row per hostname, updated in place; heartbeat ages tick every second.
-import { startLive } from "./live.js";
+// Workers: one row per hostname, updated in place; heartbeat ages and uptimes tick every second.
+import { page, startLive } from "./live.js";
 import { el, fmtAge, fmtDateTime, fmtNumber, setAttr, setText, show } from "./dom.js";
+import { fmtPool, fmtUptime, uptimeNow, workerHref } from "./control.js";
 
 const tbody = document.querySelector("#worker-table tbody");
 const emptyRow = document.getElementById("worker-empty");
 const emptyPanel = document.getElementById("empty-workers");
 const summary = document.getElementById("workers-summary");
+const hiddenNote = document.getElementById("workers-hidden");
+const hideAfter = Number.parseFloat(page.dataset.hideOfflineAfter) || 0;
+let hiddenOffline = 0;
 const rows = new Map(); // hostname -> {tr, cells, worker, ageAt, receivedAt}
 
-const COLUMNS = ["hostname", "online", "heartbeat", "processed", "active", "succeeded", "failed", "loadavg", "version"];
+const COLUMNS = ["hostname", "online", "heartbeat", "pool", "uptime", "processed", "active", "succeeded", "failed",
+  "loadavg", "version", "links"];
 const NUMERIC = new Set(["processed", "active", "succeeded", "failed"]);
 
 function newRow(hostname) {
@@ -16,10 +21,13 @@ function newRow(hostname) {
   const tr = el("tr", { id: `worker-${hostname}`, dataset: { hostname } });
   for (const col of COLUMNS) tr.append(cells[col] = el("td", { class: NUMERIC.has(col) ? `${col} num` : col }));
   cells.hostname.classList.add("mono");
-  // The hostname leads to the worker's tasks (the task list filtered on it).
-  cells.hostname.append(el("a", { href: `/tasks?worker=${encodeURIComponent(hostname)}`, text: hostname,
+  // The hostname leads to the worker's page (inspect, controls); "tasks" to the task list filtered on it.
+  cells.hostname.append(el("a", { class: "worker-link", href: workerHref(hostname), text: hostname,
+    title: `Details and controls of ${hostname}` }));
+  cells.links.append(el("a", { class: "tasks-link", href: `/tasks?worker=${encodeURIComponent(hostname)}`, text: "tasks",
     title: `Tasks run by ${hostname}` }));
   cells.loadavg.classList.add("mono");
+  cells.pool.classList.add("mono");
   cells.online.append(el("span", { class: "badge" }));
   return { tr, cells, worker: null };
 }
@@ -38,6 +46,7 @@ function renderHeartbeat(row) {
   setText(row.cells.heartbeat, text);
   setAttr(row.cells.heartbeat, "title", typeof w.last_heartbeat === "number"
     ? `${fmtDateTime(w.last_heartbeat)} (every ${w.freq ?? "?"} s expected)` : null);
+  setText(row.cells.uptime, fmtUptime(uptimeNow(w)));
 }
 
 function renderRow(row, w) {
@@ -50,6 +59,8 @@ function renderRow(row, w) {
   setAttr(badge, "data-state", w.online ? "online" : "offline");
   setAttr(row.tr, "data-online", w.online ? "true" : "false");
   renderHeartbeat(row);
+  setText(cells.pool, fmtPool(w.pool));
+  setAttr(cells.pool, "title", w.pool && typeof w.pool === "object" ? String(w.pool.implementation ?? "") : "not inspected yet");
   for (const col of NUMERIC) setText(cells[col], fmtNumber(w[col]));
   setText(cells.loadavg, Array.isArray(w.loadavg) ? w.loadavg.map((n) => (typeof n === "number" ? n.toFixed(2) : String(n))).join("  ") : "–");
   setText(cells.version, [w.sw_ident, w.sw_ver].filter(Boolean).join(" ") || "–");
@@ -76,6 +87,14 @@ function upsert(w, { append = false } = {}) {
   }
 }
 
+/** 3600 -> "1 h", 90 -> "90 s": the HIDE_OFFLINE_AFTER setting as a reader would write it. */
+function fmtSpan(seconds) {
+  if (seconds % 86400 === 0) return `${seconds / 86400} d`;
+  if (seconds % 3600 === 0) return `${seconds / 3600} h`;
+  if (seconds % 60 === 0) return `${seconds / 60} min`;
+  return `${seconds} s`;
+}
+
 function updateSummary() {
   const empty = rows.size === 0;
   if (empty && !emptyRow.isConnected) tbody.append(emptyRow);
@@ -85,6 +104,11 @@ function updateSummary() {
   let online = 0;
   for (const row of rows.values()) if (row.worker.online) online++;
   setText(summary, `${online} online · ${rows.size - online} offline`);
+  show(hiddenNote, hiddenOffline > 0);
+  if (hiddenOffline > 0) {
+    const after = hideAfter > 0 ? ` (offline for more than ${fmtSpan(hideAfter)})` : "";
+    setText(hiddenNote, `· ${fmtNumber(hiddenOffline)} offline worker${hiddenOffline === 1 ? "" : "s"} hidden${after}`);
+  }
 }
 
 function remove(hostname) {
@@ -112,6 +136,7 @@ startLive({
     rows.clear();
     tbody.replaceChildren();
     for (const w of snap.workers || []) upsert(w, { append: true });
+    hiddenOffline = typeof snap.hidden_offline === "number" ? snap.hidden_offline : 0;
     updateSummary();
     highlightTarget();
   },
@@ -119,6 +144,7 @@ startLive({
     workers(diff) {
       for (const hostname of diff.removed || []) remove(hostname);
       for (const w of diff.workers || []) upsert(w);
+      if (typeof diff.hidden_offline === "number") hiddenOffline = diff.hidden_offline;
       updateSummary();
     },
   },

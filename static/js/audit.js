@@ -1,0 +1,99 @@
+// Audit log: newest first, re-read every 3 s; each entry expands to its parameters and every
+// worker's reply. /audit#entry-<id> highlights one entry. Everything in an entry is shown as text.
+import { startLive } from "./live.js";
+import { el, fmtDateTime, fmtTime, setText } from "./dom.js";
+import { getJSON, repliesList } from "./control.js";
+
+const REFRESH_MS = 3000;
+const tbody = document.querySelector("#audit-table tbody");
+const emptyRow = document.getElementById("audit-empty");
+const status = document.getElementById("audit-status");
+const open = new Set(); // ids of expanded entries
+let lastKey = null;
+let entries = [];
+let scrolledTo = null; // the hash we already scrolled to (refreshes must not scroll again)
+
+const targetId = () => decodeURIComponent(location.hash.slice(1));
+
+function paramsText(params) {
+  if (!params || typeof params !== "object" || !Object.keys(params).length) return "";
+  try {
+    return JSON.stringify(params);
+  } catch {
+    return String(params);
+  }
+}
+
+function entryRows(e) {
+  const id = String(e.id);
+  const expanded = open.has(id);
+  const toggle = el("button", { type: "button", class: "small", text: expanded ? "Hide" : "Replies",
+    "aria-expanded": expanded ? "true" : "false", "aria-controls": `entry-${id}-detail` });
+  toggle.addEventListener("click", () => {
+    if (open.has(id)) open.delete(id); else open.add(id);
+    render(true);
+  });
+  const ok = e.ok === true;
+  const row = el("tr", { id: `entry-${id}`, class: targetId() === `entry-${id}` ? "targeted" : null, dataset: { id, ok: ok ? "true" : "false" } },
+    el("td", { class: "mono time", text: fmtTime(e.time), title: fmtDateTime(e.time) }),
+    el("td", { class: "user", text: e.user == null || e.user === "" ? "anonymous" : String(e.user) }),
+    el("td", { class: "mono remote", text: String(e.remote_addr ?? "") }),
+    el("td", { class: "mono action", text: String(e.action ?? "") }),
+    el("td", { class: "mono target", text: String(e.target ?? ""), title: String(e.target ?? "") }),
+    el("td", { class: "result" }, el("span", { class: "badge", dataset: { state: ok ? "SUCCESS" : "FAILURE" }, text: ok ? "ok" : "failed" })),
+    el("td", { class: "message", text: String(e.message ?? ""), title: String(e.message ?? "") }),
+    el("td", { class: "toggle" }, toggle));
+  if (!expanded) return [row];
+  const params = paramsText(e.params);
+  const detail = el("tr", { id: `entry-${id}-detail`, class: "audit-detail" },
+    el("td", { colspan: 8 },
+      params ? el("p", {}, el("span", { class: "muted", text: "Parameters: " }), el("code", { text: params })) : null,
+      el("p", { class: "muted", text: `At ${fmtDateTime(e.time)}` }),
+      repliesList(e.replies, "No worker replies recorded for this action.")));
+  return [row, detail];
+}
+
+function render(force = false) {
+  const key = JSON.stringify(entries);
+  if (!force && key === lastKey) return;
+  lastKey = key;
+  if (!entries.length) {
+    setText(emptyRow.firstElementChild, "No control actions yet. Every revoke, re-run, bulk action and worker control taken from this dashboard is listed here.");
+    tbody.replaceChildren(emptyRow);
+    return;
+  }
+  tbody.replaceChildren(...entries.flatMap(entryRows));
+  const id = targetId();
+  if (id && scrolledTo !== id) {
+    const row = document.getElementById(id);
+    if (row) {
+      scrolledTo = id;
+      open.add(id.replace(/^entry-/, ""));
+      render(true);
+      document.getElementById(id).scrollIntoView({ block: "center" });
+    }
+  }
+}
+
+async function load() {
+  const res = await getJSON("/api/audit?limit=100");
+  if (res.status !== 200 || !res.body || !Array.isArray(res.body.entries)) {
+    setText(status, `could not load the audit log: ${(res.body && res.body.error) || res.status}`);
+    if (!entries.length) setText(emptyRow.firstElementChild, "The audit log could not be loaded; retrying every 3 s.");
+    return;
+  }
+  entries = res.body.entries;
+  setText(status, `updated ${fmtTime(Date.now() / 1000)}`);
+  render();
+}
+
+window.addEventListener("hashchange", () => {
+  scrolledTo = null;
+  render(true);
+});
+
+load();
+setInterval(() => {
+  if (document.visibilityState === "visible") load();
+}, REFRESH_MS);
+startLive(); // the connection indicator and the broker banner
