@@ -54,6 +54,7 @@ _WORKER_FIELDS = ("freq", "processed", "active", "loadavg", "sw_ident", "sw_ver"
 HEARTBEAT_EXPIRE_WINDOW = 2.0  # a worker is offline after freq * 2 s without a heartbeat (Celery: 200 %)
 MAX_HISTORY = 64  # events kept per task; a runaway custom-event emitter cannot grow a record forever
 MAX_EXTRA_KEYS = 16
+MAX_QUEUES = 1_000  # distinct queue names with their own statistics; more share "<other>"
 THROUGHPUT_SECONDS = 600  # per-second succeeded/failed buckets kept for the overview chart
 _INTERN_LIMIT = 10_000
 # Tasks are grouped by seq into chunks of 2**CHUNK_BITS for the free-text search cache
@@ -161,7 +162,10 @@ class State:
         self.children: dict[str, list[str]] = {}  # parent uuid -> child uuids (parent may be unseen)
         self.failures: deque[str] = deque(maxlen=50)  # latest uuids that became FAILURE
         self.failure_groups = FailureGroups()  # failures and retries by signature (dashboard/failures.py)
-        self.stats = TaskStats()  # per task name: outcomes, runtime and queue-wait percentiles
+        self.stats = TaskStats()  # per task name: outcomes, runtime and queue-wait percentiles, event counts
+        # Per queue (the task-sent event's queue, else its routing key): task-sent counts and the
+        # sent -> started wait (dashboard/queues.py, /metrics).
+        self.queue_stats = TaskStats(max_names=MAX_QUEUES, export_wait=True)
         # Lifetime counters: failed, retried attempts, succeeded after retries, failed after retries.
         self.outcomes: dict[str, int] = {"FAILURE": 0, "RETRY": 0, "RECOVERED": 0, "GAVE_UP": 0}
         self.throughput: deque[list[float]] = deque(maxlen=THROUGHPUT_SECONDS)  # [second, ok, failed]
@@ -288,12 +292,21 @@ class State:
             self._record_attempt(rec, ev, timestamp)
         elif subject == "started":
             self.stats.started(rec.name, rec.received, rec.sent, timestamp)  # queue wait is known now
+            if rec.sent is not None:
+                queue = rec.queue or rec.routing_key
+                if queue is not None:
+                    self.queue_stats.started(queue, None, rec.sent, timestamp)
         name = rec.name
         if name is not old_name:
             if name.__class__ is str:
                 rec.name = name = sys.intern(name)  # one copy per task name, not per task
             if name != old_name:
                 self._renamed(rec, old_name)
+        self.stats.count(subject, name)  # lifetime, for /metrics: never lowered by eviction
+        if subject == "sent":
+            queue = rec.queue or rec.routing_key
+            if queue is not None:
+                self.queue_stats.count(subject, queue)
         if rec.root_id != old_root:
             self._index(self.by_root, _root_key(old_root, uuid), _root_key(rec.root_id, uuid), uuid)
         if rec.parent_id != old_parent:

@@ -20,11 +20,17 @@ read includes only slots within the window ending at `now`, so "recent" covers b
 Event times are trusted for the window: a task stamped far in the future holds its ring entry until
 time catches up, and with `now=None` (the newest event time seen) it would empty "recent"; readers
 with a clock should pass `now=time.time()`. Lifetime statistics do not depend on event times.
+
+For /metrics (dashboard/metrics.py) the stats also keep lifetime counters of task events per name
+(`count()`) and, per name, how many runtimes (and, with `export_wait`, sent -> started waits) fall at or
+below each of the fixed EXPORT_BUCKETS bounds: a Prometheus histogram needs exact counts at its `le`
+bounds, which the log-scale buckets above cannot give. Both are O(1) per event and never shrink.
 """
 from __future__ import annotations
 
 import math
 import numbers
+from bisect import bisect_left
 from typing import Any
 
 LOW = 1e-4  # 100 us: the lower edge of the first regular bucket
@@ -39,7 +45,16 @@ OTHER = "<other>"  # where names past max_names are aggregated
 UNKNOWN = "<unknown>"  # the name of a task whose name was never seen (None)
 MAX_NAME_REPR = 200
 WINDOWS = ("all", "recent")
+# Task events counted per name over the process life (metrics: celery_task_<event>_total).
+COUNTED_EVENTS = ("sent", "received", "started", "succeeded", "failed", "rejected", "revoked", "retried")
+# Prometheus histogram bounds (`le`), chosen once: prometheus_client's defaults, which celery-exporter
+# uses unless told otherwise, extended to an hour because tasks and queue waits often last minutes.
+EXPORT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+                  30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 
+_EVENT_INDEX = {s: i for i, s in enumerate(COUNTED_EVENTS)}
+_NCOUNTED = len(COUNTED_EVENTS)
+_NEXPORT = len(EXPORT_BUCKETS)
 _LOG_LOW = math.log(LOW)
 _INV_LOG_R = 1.0 / math.log(R)
 _OVERFLOW = BUCKETS + 1
@@ -217,10 +232,35 @@ def _row(name: str, a: _Agg) -> dict[str, Any]:
     }
 
 
-class TaskStats:
-    """Per-task-name outcome counts and latency percentiles, lifetime and over a recent window."""
+def _export_add(table: dict[str, list[int]], key: str, v: float) -> None:
+    """Count `v` at the first EXPORT_BUCKETS bound >= v (values above the last are only in +Inf)."""
+    i = bisect_left(EXPORT_BUCKETS, v)
+    if i < _NEXPORT:
+        row = table.get(key)
+        if row is None:
+            row = table[key] = [0] * _NEXPORT
+        row[i] += 1
 
-    def __init__(self, max_names: int = 2000, window_seconds: float = 300.0, slot_seconds: float = 60.0) -> None:
+
+def _cumulative(row: list[int] | None) -> list[int]:
+    """Per-bound counts -> Prometheus' cumulative bucket counts."""
+    out = [0] * _NEXPORT
+    if row is not None:
+        total = 0
+        for i, k in enumerate(row):
+            total += k
+            out[i] = total
+    return out
+
+
+class TaskStats:
+    """Per-task-name outcome counts and latency percentiles, lifetime and over a recent window.
+
+    The same class keeps per-queue figures in the state (names are then queue names).
+    """
+
+    def __init__(self, max_names: int = 2000, window_seconds: float = 300.0, slot_seconds: float = 60.0,
+                 export_wait: bool = False) -> None:
         if type(max_names) is not int or max_names < 1:
             raise ValueError(f"max_names must be a positive int, not {max_names!r}")
         window, slot = _num(window_seconds), _num(slot_seconds)
@@ -235,6 +275,12 @@ class TaskStats:
         self._slot_index: list[int] = [-1] * self._nslots  # which slot of event time each ring entry holds
         self._slot_aggs: list[dict[str, _Agg]] = [{} for _ in range(self._nslots)]
         self._latest: float | None = None  # newest valid event timestamp: the default `now` for reads
+        # Lifetime, for /metrics: task events per name, and runtimes (waits) per EXPORT_BUCKETS bound.
+        self._events: dict[str, list[int]] = {}
+        self.event_totals = [0] * _NCOUNTED  # every counted event, whatever its name
+        self.export_wait = export_wait  # whether sent -> started waits are counted per bound too
+        self._runtime_le: dict[str, list[int]] = {}
+        self._wait_le: dict[str, list[int]] = {}
 
     # -- ingest (hot path) ---------------------------------------------------------------------
 
@@ -294,7 +340,10 @@ class TaskStats:
             st = _num(started)
             if st is not None and st <= ts <= st + MAX_SECONDS:
                 rt = ts - st
-        bucket = _bucket(rt) if rt is not None else 0
+        bucket = 0
+        if rt is not None:
+            bucket = _bucket(rt)
+            _export_add(self._runtime_le, key, rt)
         aggs = (agg,) if ts is None else (agg, self._slot(key, ts))
         for a in aggs:
             if a is None:
@@ -333,7 +382,11 @@ class TaskStats:
         wait = st - rc if rc is not None and rc <= st <= rc + MAX_SECONDS else None
         wait_sent = st - sn if sn is not None and sn <= st <= sn + MAX_SECONDS else None
         wb = _bucket(wait) if wait is not None else 0
-        sb = _bucket(wait_sent) if wait_sent is not None else 0
+        sb = 0
+        if wait_sent is not None:
+            sb = _bucket(wait_sent)
+            if self.export_wait:
+                _export_add(self._wait_le, key, wait_sent)
         for a in (agg, self._slot(key, st)):
             if a is None:
                 continue
@@ -343,7 +396,68 @@ class TaskStats:
                 a.wait_sent.add(sb, wait_sent)
             self._seen(a, st)
 
+    def count(self, subject: str, name: Any) -> None:
+        """Count one task event of `subject` (one of COUNTED_EVENTS; others are ignored) for `name`."""
+        i = _EVENT_INDEX.get(subject)
+        if i is None:
+            return
+        self.event_totals[i] += 1
+        key = name if type(name) is str else _name(name)
+        row = self._events.get(key)
+        if row is None:
+            events = self._events
+            if len(events) - (OTHER in events) >= self.max_names:
+                key = OTHER
+                row = events.get(OTHER)
+            if row is None:
+                row = events[key] = [0] * _NCOUNTED
+        row[i] += 1
+
     # -- reads ---------------------------------------------------------------------------------
+
+    def event_counts(self) -> dict[str, dict[str, int]]:
+        """Lifetime task events per name: {name: {event: count}} (names past max_names under <other>)."""
+        return {key: dict(zip(COUNTED_EVENTS, row)) for key, row in self._events.items()}
+
+    def names(self) -> list[str]:
+        """Every name with counted events or statistics (not <other>, not <unknown>)."""
+        keys = set(self._events) | set(self._all)
+        keys.discard(OTHER)
+        keys.discard(UNKNOWN)
+        return sorted(keys)
+
+    def export_histograms(self, which: str) -> list[tuple[str, list[int], int, float]]:
+        """(name, cumulative counts at EXPORT_BUCKETS, count, sum) of lifetime "runtime" or "wait_sent"."""
+        if which == "runtime":
+            table = self._runtime_le
+        elif which == "wait_sent":
+            table = self._wait_le
+        else:
+            raise ValueError(f"which must be 'runtime' or 'wait_sent', not {which!r}")
+        out = []
+        for key, agg in self._all.items():
+            h = agg.runtime if which == "runtime" else agg.wait_sent
+            if h.n:
+                out.append((key, _cumulative(table.get(key)), h.n, h.total))
+        return out
+
+    def wait_sent(self, name: Any, now: float | None = None, window: str = "all") -> dict[str, Any] | None:
+        """Sent -> started wait of one name: {"p50", "p95", "p99", "count"}, or None without data."""
+        key = _name(name)
+        if _window_name(window) == "recent":
+            h = _Hist()
+            for aggs in self._live_slots(now):
+                a = aggs.get(key)
+                if a is not None:
+                    h.merge(a.wait_sent)
+        else:
+            a = self._all.get(key)
+            h = a.wait_sent if a is not None else _Hist()
+        if not h.n:
+            return None
+        p50, p95, p99 = h.percentiles((0.50, 0.95, 0.99))
+        return {"p50": p50, "p95": p95, "p99": p99, "count": h.n}
+
 
     def _live_slots(self, now: Any) -> list[dict[str, _Agg]]:
         """The ring entries inside the window ending at `now` (default: the newest event time seen)."""
