@@ -254,6 +254,7 @@ export function poolName(impl) {
 export function poolSize(pool) {
   if (!pool || typeof pool !== "object") return null;
   if (typeof pool.processes === "number") return pool.processes;
+  if (Array.isArray(pool.processes)) return pool.processes.length; // raw stats: the pids
   return typeof pool.max_concurrency === "number" ? pool.max_concurrency : null;
 }
 
