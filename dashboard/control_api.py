@@ -1,15 +1,332 @@
 """Control endpoints: worker and task-type control, revoke/terminate/re-run, bulk actions, audit log.
 
-(Skeleton: the control helper fills this in.)
+Every POST goes through security.control_endpoint (read-only, cross-site and JSON checks). Input is
+validated first (400/404, not audited); an accepted action is audited exactly once, whether it
+succeeded, failed on the broker (503) or found nothing to do. Inspect replies come from the
+inspector's cache: no request waits for a worker.
 """
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any
 
-from flask import Blueprint, Flask
+from flask import Blueprint, Flask, jsonify, request
 
+from . import control, rerun
+from .audit import AuditLog
+from .control import BrokerUnavailable, InvalidRequest
+from .inspector import LIST_METHODS, Inspector
+from .query import Filters, find, parse_filters
+from .security import control_endpoint, current_user
+from .services import Services, services
+
+log = logging.getLogger(__name__)
 bp = Blueprint("control", __name__)
 
+UNFINISHED = ("PENDING", "RECEIVED", "STARTED", "RETRY")  # what a bulk revoke may act on
+SAMPLE = 10
+AUDIT_SHOWN_MAX = 1000
+_POOL_ACTIONS = ("pool_grow", "pool_shrink", "autoscale", "pool_restart")
 
-def init_app(app: Flask, svc: Any) -> None:
-    """Create this module's services on `svc` and start their background loops when ingest is enabled."""
+
+def init_app(app: Flask, svc: Services) -> None:
+    """Create the inspector and the audit log on `svc`; start the inspect loop when ingest is enabled."""
+    from . import socketio
+
+    cfg = svc.config
+    svc.inspector = Inspector(svc.celery, svc.state, float(cfg["INSPECT_INTERVAL"]), float(cfg["INSPECT_TIMEOUT"]))
+    svc.audit = AuditLog(str(cfg["AUDIT_LOG"] or ""))
+    svc.push.inspector = svc.inspector
+    svc.push.hide_offline_after = float(cfg["HIDE_OFFLINE_AFTER"])
+    if cfg["INGEST_ENABLED"] and float(cfg["INSPECT_INTERVAL"]) > 0:
+        socketio.start_background_task(svc.inspector.run)
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+def _error(message: str, status: int, **extra: Any) -> Any:
+    return jsonify({"error": message, **extra}), status
+
+
+def _body() -> dict[str, Any]:
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise InvalidRequest("the body must be a JSON object")
+    return data
+
+
+def _audit(svc: Services, action: str, target: Any, params: dict[str, Any], ok: bool, message: str,
+           replies: dict[str, Any] | None = None) -> int:
+    entry = svc.audit.record(action, target, params, ok, message, replies, user=current_user(),
+                             remote_addr=request.remote_addr)
+    return entry["id"]
+
+
+def _online(svc: Services) -> int:
+    with svc.state.lock:
+        return svc.state.workers_online(time.time())
+
+
+def _outcome(svc: Services, action: str, target: Any, params: dict[str, Any], run: Any) -> tuple[Any, Any]:
+    """Run a broker action, audit it once, and answer with the contract's reply shape."""
+    try:
+        outcome = run()
+    except BrokerUnavailable as exc:
+        audit_id = _audit(svc, action, target, params, False, str(exc))
+        return None, _error(str(exc), 503, audit_id=audit_id)
+    audit_id = _audit(svc, action, target, params, outcome.ok, outcome.message, outcome.replies)
+    return outcome, jsonify({"ok": outcome.ok, "replies": outcome.replies, "audit_id": audit_id,
+                             "message": outcome.message})
+
+
+@bp.errorhandler(InvalidRequest)
+def _invalid(exc: InvalidRequest) -> Any:
+    return _error(str(exc), 400)
+
+
+# -- workers ---------------------------------------------------------------------------------------
+@bp.get("/api/workers/<hostname>")
+def worker(hostname: str) -> Any:
+    """One worker: summary, every inspect method's cached reply; ?refresh=1 refreshes in the background."""
+    svc = services()
+    now = time.time()
+    with svc.state.lock:
+        rec = svc.state.workers.get(hostname)
+        if rec is None:
+            return _error(f"worker {hostname} has not been seen", 404)
+        row = svc.push.worker_row(rec, now)
+    refresh = request.args.get("refresh", "") in ("1", "true", "yes")
+    if refresh:
+        svc.inspector.request_refresh(hostname)
+    return jsonify({"worker": row, "inspect": svc.inspector.worker(hostname),
+                    "refreshing": refresh or svc.inspector.refreshing(hostname)})
+
+
+@bp.post("/api/workers/<hostname>/control")
+@control_endpoint
+def worker_control(hostname: str) -> Any:
+    """{"action", "n" | "max"/"min" | "queue"} -> {"ok", "replies", "audit_id", "message"}."""
+    svc = services()
+    body = _body()
+    with svc.state.lock:
+        known = hostname in svc.state.workers
+    if not known:
+        return _error(f"worker {hostname} has not been seen", 404)
+    action, arguments = control.worker_command(body)
+    params = {k: v for k, v in arguments.items() if k in ("n", "max", "min", "queue")}
+    timeout = float(svc.config["CONTROL_TIMEOUT"])
+    outcome, response = _outcome(svc, action, hostname, params,
+                                 lambda: control.control_worker(svc.celery, hostname, action, arguments, timeout))
+    if outcome is not None and outcome.ok:
+        if action in _POOL_ACTIONS:
+            svc.inspector.watch(hostname)  # the pool changes within seconds: show the new size soon
+        elif action in ("add_consumer", "cancel_consumer"):
+            svc.inspector.request_refresh(hostname, LIST_METHODS)
+    return response
+
+
+@bp.post("/api/task-types/control")
+@control_endpoint
+def task_type_control() -> Any:
+    """{"action": "rate_limit"|"time_limit", "task", "rate" | "soft"/"hard", "workers"?} -> reply shape."""
+    svc = services()
+    action, arguments, workers = control.task_type_command(_body())
+    params = ({"rate": arguments["rate_limit"]} if action == "rate_limit"
+              else {"soft": arguments["soft"], "hard": arguments["hard"]})
+    if workers:
+        params["workers"] = workers
+    timeout = float(svc.config["CONTROL_TIMEOUT"])
+    online = _online(svc)
+    outcome, response = _outcome(svc, action, arguments["task_name"], params, lambda: control.control_task_type(
+        svc.celery, action, arguments, workers, timeout, online))
+    if outcome is not None and outcome.ok:
+        for host in outcome.replies:
+            svc.inspector.request_refresh(host, ("registered",))  # shows "[rate_limit=10/m]"
+    return response
+
+
+# -- tasks -----------------------------------------------------------------------------------------
+@bp.post("/api/tasks/<uuid>/revoke")
+@control_endpoint
+def revoke(uuid: str) -> Any:
+    """{"terminate": bool, "signal": name} -> reply shape (revoke is broadcast to every worker)."""
+    svc = services()
+    terminate, signal = control.revoke_options(_body())
+    with svc.state.lock:
+        if uuid not in svc.state.tasks:
+            return _error(f"task {uuid} has not been seen (or was evicted)", 404)
+    params = {"terminate": terminate, "signal": signal} if terminate else {"terminate": False}
+    timeout = float(svc.config["CONTROL_TIMEOUT"])
+    online = _online(svc)
+    _, response = _outcome(svc, "terminate" if terminate else "revoke", uuid, params,
+                           lambda: control.revoke(svc.celery, [uuid], terminate, signal, timeout, online))
+    return response
+
+
+def _plan(svc: Services, uuid: str) -> rerun.RerunPlan | None:
+    with svc.state.lock:
+        rec = svc.state.tasks.get(uuid)
+        return None if rec is None else rerun.plan(rec)
+
+
+@bp.get("/api/tasks/<uuid>/rerun")
+def rerun_plan(uuid: str) -> Any:
+    """Whether the task can be re-run with its exact args and kwargs, and why not."""
+    plan = _plan(services(), uuid)
+    if plan is None:
+        return _error(f"task {uuid} has not been seen (or was evicted)", 404)
+    return jsonify(plan.as_dict())
+
+
+def _send(svc: Services, plan: rerun.RerunPlan) -> str:
+    return control.send_again(svc.celery, plan.name or "", plan.args or [], plan.kwargs or {}, plan.queue,
+                              plan.exchange, plan.routing_key)
+
+
+@bp.post("/api/tasks/<uuid>/rerun")
+@control_endpoint
+def rerun_task(uuid: str) -> Any:
+    """{} -> {"ok": true, "task_id", "audit_id"}; 400 with the reason when the args are not exact."""
+    svc = services()
+    _body()
+    plan = _plan(svc, uuid)
+    if plan is None:
+        return _error(f"task {uuid} has not been seen (or was evicted)", 404)
+    if not plan.possible:
+        return _error(f"cannot re-run: {plan.reason}", 400)
+    params = {"name": plan.name, "queue": plan.queue}
+    try:
+        new_id = _send(svc, plan)
+    except BrokerUnavailable as exc:
+        return _error(str(exc), 503, audit_id=_audit(svc, "rerun", uuid, params, False, str(exc)))
+    params["task_id"] = new_id
+    audit_id = _audit(svc, "rerun", uuid, params, True, f"re-run of {plan.name} sent as {new_id}")
+    return jsonify({"ok": True, "task_id": new_id, "audit_id": audit_id})
+
+
+# -- bulk ------------------------------------------------------------------------------------------
+def _selection(svc: Services, body: dict[str, Any]) -> tuple[Filters, dict[str, Any]]:
+    group, raw = body.get("group"), body.get("filters")
+    if (group is None) == (raw is None):
+        raise InvalidRequest('send either "group" (a failure group id) or "filters" (task list filters)')
+    if group is not None:
+        if not isinstance(group, str) or not group:
+            raise InvalidRequest("group must be a failure group id")
+        with svc.state.lock:
+            exists = svc.state.failure_groups.group(group, now=time.time()) is not None
+        if not exists:
+            raise LookupError(f"no failure group {group}")
+        return Filters(group=group), {"group": group}
+    if not isinstance(raw, dict):
+        raise InvalidRequest("filters must be an object like the /api/tasks query: state, name, worker, ...")
+    filters, error = parse_filters(raw)
+    if filters is None:
+        raise InvalidRequest(error or "bad filters")
+    return filters, {"filters": {k: v for k, v in raw.items() if v not in (None, "")}}
+
+
+def _eligible(svc: Services, action: str, f: Filters) -> tuple[int, list[Any], dict[str, int]]:
+    """(matched, eligible items newest first, skipped counts by reason); items are uuids or plans."""
+    skipped: dict[str, int] = {}
+    eligible: list[Any] = []
+    with svc.state.lock:
+        st = svc.state
+        matched, recs = find(st, f, limit=max(1, len(st.tasks)), text_index=svc.push.text_index)
+        for rec in recs:
+            if action == "revoke":
+                if rec.state in UNFINISHED:
+                    eligible.append(rec.uuid)
+                else:
+                    skipped["already finished"] = skipped.get("already finished", 0) + 1
+            else:
+                plan = rerun.plan(rec)
+                if plan.possible:
+                    eligible.append((rec.uuid, plan))
+                else:
+                    skipped[plan.code or "not possible"] = skipped.get(plan.code or "not possible", 0) + 1
+    return matched, eligible, skipped
+
+
+@bp.post("/api/bulk")
+@control_endpoint
+def bulk() -> Any:
+    """Re-run or revoke a failure group or a filtered set: a dry run counts, a run acts on ≤ the cap."""
+    svc = services()
+    body = _body()
+    action = body.get("action")
+    if action not in ("rerun", "revoke"):
+        raise InvalidRequest("action must be rerun or revoke")
+    dry_run = body.get("dry_run", True)
+    terminate = body.get("terminate", False)
+    if not isinstance(dry_run, bool) or not isinstance(terminate, bool):
+        raise InvalidRequest("dry_run and terminate must be true or false")
+    cap = int(svc.config["BULK_MAX"])
+    limit = body.get("limit")
+    if not dry_run and (isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= cap):
+        raise InvalidRequest(f"limit must be the confirmed count, a whole number from 1 to {cap}")
+    try:
+        f, target = _selection(svc, body)
+    except LookupError as exc:
+        return _error(str(exc.args[0]), 404)
+    matched, eligible, skipped = _eligible(svc, action, f)
+    ids = [item if action == "revoke" else item[0] for item in eligible]
+    if dry_run:
+        return jsonify({"matched": matched, "eligible": len(eligible), "cap": cap,
+                        "will_act_on": min(len(eligible), cap), "skipped": skipped, "sample": ids[:SAMPLE]})
+    chosen = eligible[:min(len(eligible), cap, limit)]
+    params = {"limit": limit, "matched": matched, "eligible": len(eligible), "acted_on": len(chosen)}
+    if action == "revoke":
+        params["terminate"] = terminate
+        return _bulk_revoke(svc, target, params, chosen, terminate)
+    return _bulk_rerun(svc, target, params, chosen)
+
+
+def _bulk_revoke(svc: Services, target: dict[str, Any], params: dict[str, Any], uuids: list[str],
+                 terminate: bool) -> Any:
+    replies: dict[str, Any] = {}
+    errors: list[str] = []
+    status = 200
+    message = "nothing to revoke"
+    if uuids:
+        timeout = float(svc.config["CONTROL_TIMEOUT"])
+        try:  # one broadcast for the whole list
+            outcome = control.revoke(svc.celery, uuids, terminate, "SIGTERM", timeout, _online(svc))
+            replies, message = outcome.replies, outcome.message
+            if not outcome.ok:
+                errors.append(outcome.message)
+        except BrokerUnavailable as exc:
+            errors.append(str(exc))
+            message, status = str(exc), 503
+    revoked = uuids if not errors else []
+    params["acted_on"] = len(revoked)
+    audit_id = _audit(svc, "bulk_revoke", target, params, not errors, message, replies)
+    return jsonify({"ok": not errors, "acted_on": len(revoked), "task_ids": [], "revoked": revoked,
+                    "errors": errors, "audit_id": audit_id}), status
+
+
+def _bulk_rerun(svc: Services, target: dict[str, Any], params: dict[str, Any],
+                chosen: list[tuple[str, rerun.RerunPlan]]) -> Any:
+    new_ids: list[str] = []
+    errors: list[str] = []
+    for uuid, plan in chosen:
+        try:
+            new_ids.append(_send(svc, plan))
+        except BrokerUnavailable as exc:
+            errors.append(f"{uuid}: {exc}")
+            break  # the broker is gone: the rest would fail the same way
+    params.update(acted_on=len(new_ids), task_ids=new_ids)
+    message = f"re-ran {len(new_ids)} of {len(chosen)} task(s)" + (f"; {errors[0]}" if errors else "")
+    audit_id = _audit(svc, "bulk_rerun", target, params, not errors, message)
+    status = 503 if errors and not new_ids else 200
+    return jsonify({"ok": not errors, "acted_on": len(new_ids), "task_ids": new_ids, "revoked": [],
+                    "errors": errors, "audit_id": audit_id}), status
+
+
+# -- audit -----------------------------------------------------------------------------------------
+@bp.get("/api/audit")
+def audit() -> Any:
+    """The latest audit entries, newest first: ?limit=100 (at most 1000)."""
+    raw = request.args.get("limit", "100")
+    if not (raw.isascii() and raw.isdecimal()) or not 1 <= int(raw) <= AUDIT_SHOWN_MAX:
+        return _error(f"limit must be a whole number from 1 to {AUDIT_SHOWN_MAX}", 400)
+    return jsonify({"entries": services().audit.entries(int(raw))})

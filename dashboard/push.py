@@ -55,6 +55,11 @@ class Push:
         self._stop = threading.Event()
         self._aggregates_at = 0.0
         self._aggregates_version = (-1, -1)
+        # Set by control_api.init_app: the inspect cache (pool, uptime) and when offline workers hide.
+        self.inspector: Any = None
+        self.hide_offline_after = 0.0
+        self._hidden: set[str] = set()  # workers left out of the workers room for being offline long
+        self._hidden_at = 0.0
 
     # -- socket handlers -------------------------------------------------------------------------
     def register(self) -> None:
@@ -204,12 +209,48 @@ class Push:
             data.update(window_seconds=stats.window_seconds, now=now)
             return data
 
+    def worker_row(self, worker: Any, now: float) -> dict[str, Any]:
+        """A worker's summary plus pool, uptime and inspect_at from the inspect cache."""
+        row = worker_summary(worker, now)
+        if self.inspector is not None:
+            row.update(self.inspector.summary(worker.hostname, row["online"], now))
+        else:
+            row.update(pool=None, uptime=None, inspect_at=None)
+        return row
+
+    def _is_hidden(self, worker: Any, now: float) -> bool:
+        # Offline longer than HIDE_OFFLINE_AFTER: autoscaled and container workers come and go.
+        after = self.hide_offline_after
+        if after <= 0 or worker.alive(now):
+            return False
+        since = worker.offline_at or worker.last_heartbeat or worker.first_seen
+        return since is not None and now - since > after
+
     def workers_snapshot(self) -> dict[str, Any]:
-        """Every known worker."""
+        """Every known worker except those offline longer than HIDE_OFFLINE_AFTER (counted instead)."""
         now = time.time()
         with self.state.lock:
             workers = sorted(self.state.workers.values(), key=lambda w: w.hostname)
-            return {"workers": [worker_summary(w, now) for w in workers]}
+            shown = [w for w in workers if not self._is_hidden(w, now)]
+            return {"workers": [self.worker_row(w, now) for w in shown], "hidden_offline": len(workers) - len(shown)}
+
+    def _workers_diff(self, changed: set[str], now: float) -> dict[str, Any] | None:
+        # Hiding depends on time, not on events: re-check every worker once a second (cheap: ≤ MAX_WORKERS).
+        st = self.state
+        hidden = self._hidden
+        newly_hidden: set[str] = set()
+        unhidden: set[str] = set()
+        if now - self._hidden_at >= 1.0 or changed:
+            self._hidden_at = now
+            current = {h for h, w in st.workers.items() if self._is_hidden(w, now)}
+            newly_hidden, unhidden = current - hidden, (hidden - current) & set(st.workers)
+            self._hidden = hidden = current
+        show = (changed | unhidden) - hidden
+        rows = [self.worker_row(w, now) for w in map(st.workers.get, sorted(show)) if w is not None]
+        gone = sorted({h for h in changed if h not in st.workers} | newly_hidden)
+        if not (rows or gone):
+            return None
+        return {"workers": rows, "removed": gone, "hidden_offline": len(hidden)}
 
     # -- the tick --------------------------------------------------------------------------------
     def run(self) -> None:
@@ -251,10 +292,10 @@ class Push:
                     rec = st.tasks.get(room[5:])
                     if rec is not None and (rec.uuid in changed_tasks or workflow_root(st, rec) in roots):
                         out.append(("task", self._task_payload(rec), room))
-            if changed_workers and rooms.get("workers"):
-                ws = [worker_summary(w, now) for w in map(st.workers.get, changed_workers) if w is not None]
-                gone = [h for h in changed_workers if h not in st.workers]
-                out.append(("workers", {"workers": ws, "removed": gone}, "workers"))
+            if rooms.get("workers"):
+                diff = self._workers_diff(changed_workers, now)
+                if diff is not None:
+                    out.append(("workers", diff, "workers"))
         # Aggregates change with every event: at most once a second, and only when something happened.
         if (rooms.get("failures") or rooms.get("stats")) and now - self._aggregates_at >= 1.0:
             version = (st.outcomes["FAILURE"] + st.outcomes["RETRY"], st.task_event_count)
