@@ -97,7 +97,10 @@ class QueueMonitor:
         self.running = True
         try:
             while not self._stop.is_set():
-                self.poll()
+                try:
+                    self.poll()
+                except Exception:  # noqa: BLE001 - the loop must outlive any surprise; the page shows the age
+                    log.exception("queue poll failed")
                 self._stop.wait(self.interval)
         finally:
             self.running = False
@@ -114,22 +117,23 @@ class QueueMonitor:
 
     # -- one round -----------------------------------------------------------------------------
     def poll(self, broadcast: bool = True) -> None:
-        """One round: consumers, oldest waiting tasks, then the lengths in one pipelined round trip.
+        """One round: oldest waiting tasks, the lengths in one pipelined round trip, then consumers.
 
         `broadcast=False` never waits for workers' replies (a request polling on demand).
         """
         with self._lock:
+            self.oldest = self._oldest_waiting()
+            if self.broker == "redis":
+                self._read_lengths(self.known_queues())
+            self.checked_at = time.time()
+            self.polls += 1
+            # Last: a broadcast may wait for replies, and must not delay the lengths. A queue first
+            # seen here has its length read next round.
             now = time.time()
             try:
                 self.consumers = consumers_from(self._active_queues(now, broadcast), self._online_check(now))
-            except Exception as exc:  # noqa: BLE001 - an inspector mid-refresh must not stop the lengths
+            except Exception as exc:  # noqa: BLE001 - an inspector mid-refresh must not break the round
                 log.info("active_queues replies unavailable: %s", exc)
-            self.oldest = self._oldest_waiting()
-            names = self.known_queues()
-            if self.broker == "redis":
-                self._read_lengths(names)
-            self.checked_at = time.time()
-            self.polls += 1
 
     def known_queues(self) -> list[str]:
         """Configured ∪ seen in task events ∪ consumed by workers ∪ "celery", by name."""
