@@ -41,7 +41,8 @@ function renderRow(row, q, now) {
   const prio = q.priorities && typeof q.priorities === "object" ? Object.entries(q.priorities) : [];
   fill(cells.priorities, JSON.stringify(prio), () => (prio.length
     ? prio.map(([step, n]) => el("span", { class: "prio", dataset: { step, empty: n ? "0" : "1" },
-      title: `priority step ${step}`, text: `${step}: ${fmtNumber(n)}` }))
+      title: `${fmtNumber(n)} waiting at priority step ${step}` },
+      el("span", { class: "prio-step", text: step }), el("span", { class: "prio-n", text: fmtNumber(n) })))
     : ["–"]));
   const consumers = Array.isArray(q.consumers) ? q.consumers : [];
   fill(cells.consumers, JSON.stringify(consumers), () => (consumers.length
