@@ -68,7 +68,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     push.register()
     svc = Services(cfg, state, ingest, push, celery_app)
     app.extensions["dashboard"] = svc
-    app.before_request(svc.inflight.enter)
+    app.before_request_funcs[None].insert(0, svc.inflight.enter)  # first: teardown's leave() follows even a refusal
     app.teardown_request(svc.inflight.leave)
     ingest.busy = svc.inflight.busy
     for module in (control_api, queues, metrics):
