@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from collections import Counter
+from typing import Any, NamedTuple
 
 from flask import Blueprint, Flask, jsonify, request
 
@@ -225,26 +226,40 @@ def _selection(svc: Services, body: dict[str, Any]) -> tuple[Filters, dict[str, 
     return filters, {"filters": {k: v for k, v in raw.items() if v not in (None, "")}}
 
 
+class _Snap(NamedTuple):
+    """The fields a re-run needs, copied out of a task record (parsed outside the state lock)."""
+
+    uuid: str
+    name: Any
+    args: Any
+    kwargs: Any
+    queue: Any
+    exchange: Any
+    routing_key: Any
+
+
 def _eligible(svc: Services, action: str, f: Filters) -> tuple[int, list[Any], dict[str, int]]:
-    """(matched, eligible items newest first, skipped counts by reason); items are uuids or plans."""
-    skipped: dict[str, int] = {}
+    """(matched, eligible items newest first, skipped counts by reason); items are uuids or (uuid, plan)."""
+    skipped: Counter[str] = Counter()
     eligible: list[Any] = []
     with svc.state.lock:
         st = svc.state
         matched, recs = find(st, f, limit=max(1, len(st.tasks)), text_index=svc.push.text_index)
-        for rec in recs:
-            if action == "revoke":
+        if action == "revoke":
+            for rec in recs:
                 if rec.state in UNFINISHED:
                     eligible.append(rec.uuid)
                 else:
-                    skipped["already finished"] = skipped.get("already finished", 0) + 1
-            else:
-                plan = rerun.plan(rec)
-                if plan.possible:
-                    eligible.append((rec.uuid, plan))
-                else:
-                    skipped[plan.code or "not possible"] = skipped.get(plan.code or "not possible", 0) + 1
-    return matched, eligible, skipped
+                    skipped["already finished"] += 1
+            return matched, eligible, dict(skipped)
+        snaps = [_Snap(r.uuid, r.name, r.args, r.kwargs, r.queue, r.exchange, r.routing_key) for r in recs]
+    for snap in snaps:  # parsing thousands of reprs must not hold up ingest
+        plan = rerun.plan(snap)
+        if plan.possible:
+            eligible.append((snap.uuid, plan))
+        else:
+            skipped[plan.code or "not possible"] += 1
+    return matched, eligible, dict(skipped)
 
 
 @bp.post("/api/bulk")

@@ -276,12 +276,10 @@ def test_bulk_dry_run_then_rerun_within_the_cap(ctl: Ctl) -> None:
     assert dry_revoke["eligible"] == 0 and dry_revoke["skipped"] == {"already finished": 8}
 
     # The same failures as one failure group.
-    group = ctl.server.get(f"/api/tasks/{ids[0]}").json()
     groups = ctl.server.get("/api/failures", params={"limit": 500}).json()["groups"]
     gid = next(g["id"] for g in groups if "dashboard.demo.fail" in json.dumps(g["task_names"]))
     by_group = ctl.post("/api/bulk", {"action": "rerun", "group": gid, "dry_run": True}).json()
     assert by_group["matched"] == ctl.server.get("/api/tasks", params={"group": gid}).json()["total"] >= 8
-    assert group["state"] == "FAILURE"
 
 
 def test_bulk_revoke_in_one_broadcast(ctl: Ctl) -> None:

@@ -9,7 +9,6 @@ import time
 from typing import Any, Iterator
 
 import pytest
-import requests
 
 from dashboard.control import make_celery
 from dashboard.inspector import METHODS, Inspector, pool_summary
@@ -91,7 +90,7 @@ def test_inspector_caches_every_method(own_worker: tuple[str, str, Any]) -> None
         assert hostname in state.drain_changes(time.time())[1]
 
 
-def test_stopped_worker_is_no_reply_and_requests_stay_fast(own_worker: tuple[str, str, Any], redis_server: RedisServer) -> None:
+def test_stopped_worker_is_no_reply_and_requests_stay_fast(own_worker: tuple[str, str, Any]) -> None:
     url, hostname, proc = own_worker
     server = DashboardServer(url, env={"DASHBOARD_INSPECT_INTERVAL": "1", "DASHBOARD_INSPECT_TIMEOUT": "1"})
     try:
