@@ -159,14 +159,14 @@ def worker_command(body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return action, {}
 
 
-def _seconds(value: Any, label: str) -> float | None:
+def _seconds(value: Any, label: str) -> int | float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise InvalidRequest(f"{label} must be a number of seconds or null")
     if not 0 < value <= TIME_LIMIT_MAX:
         raise InvalidRequest(f"{label} must be more than 0 and at most {int(TIME_LIMIT_MAX)} seconds (1 day)")
-    return float(value)
+    return int(value) if float(value).is_integer() else float(value)  # "time_limit=10", not "10.0"
 
 
 def task_type_command(body: dict[str, Any]) -> tuple[str, dict[str, Any], list[str] | None]:

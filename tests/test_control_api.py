@@ -200,7 +200,7 @@ def test_rate_and_time_limits(ctl: Ctl) -> None:
                                                   "soft": 5, "hard": 10}).json()  # every worker
     assert limits["ok"] and limits["replies"] == {ctl.hostname: {"ok": "time limits set successfully"}}
     ctl.inspect_until("registered",
-                      lambda r: "dashboard.demo.tsum [rate_limit=10/m time_limit=10.0 soft_time_limit=5.0]" in r,
+                      lambda r: "dashboard.demo.tsum [rate_limit=10/m time_limit=10 soft_time_limit=5]" in r,
                       "registered shows the new limits")
     unknown = ctl.post("/api/task-types/control", {"action": "rate_limit", "task": "no.such.task", "rate": "1/s"}).json()
     assert not unknown["ok"] and "unknown task" in unknown["message"]
