@@ -1,0 +1,202 @@
+"""Security in Chromium: signing in with basic auth (pages and live updates), refusal without it,
+read-only pages, and a real cross-site attack from a page on another origin."""
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Iterator
+
+import pytest
+import redis
+from playwright.sync_api import Error as PlaywrightError
+from playwright.sync_api import expect
+
+from conftest import DashboardServer, RedisServer, wait_for
+from dashboard.processes import free_port
+from test_security import PASSWORD, TOKEN, AuthedServer
+
+DB = 9  # this module's Redis db: no worker consumes it, so a launched task stays in its queue
+USER = "ada"
+ATTACK_ARGS = [40, 2]  # marks the attacker's tasks
+
+
+@pytest.fixture(scope="module")
+def server(redis_server: RedisServer) -> Iterator[AuthedServer]:
+    """A real dashboard with a basic user and a token, watching db 9."""
+    srv = AuthedServer(redis_server.url_db(DB), auth=(USER, PASSWORD),
+                       env={"DASHBOARD_AUTH_USERS": f"{USER}:{PASSWORD}", "DASHBOARD_AUTH_TOKEN": TOKEN})
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def queue(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    """The `celery` list of db 9, empty before and after the test."""
+    client = redis.Redis.from_url(redis_server.url_db(DB))
+    client.delete("celery")
+    yield client
+    client.delete("celery")
+    client.close()
+
+
+@pytest.fixture
+def signed_in(browser: Any) -> Iterator[Any]:
+    """A page in a browser that has the user's basic credentials; fails the test on JS errors."""
+    context = browser.new_context(http_credentials={"username": USER, "password": PASSWORD})
+    pg = context.new_page()
+    pg.set_default_timeout(15_000)
+    errors: list[str] = []
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield pg
+    context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def test_signed_in_browser_gets_pages_and_live_updates(server: AuthedServer, signed_in: Any) -> None:
+    """Chromium resends the cached basic credentials on its XHR and websocket requests: the socket
+    connects and a task launched elsewhere appears live in the list."""
+    cdp = signed_in.context.new_cdp_session(signed_in)
+    cdp.send("Network.enable")
+    handshakes: list[dict[str, str]] = []
+    cdp.on("Network.webSocketWillSendHandshakeRequest", lambda e: handshakes.append(e["request"]["headers"]))
+
+    response = signed_in.goto(f"{server.base_url}/tasks?name=dashboard.demo.add")
+    assert response.status == 200
+    expect(signed_in.locator("#signed-in")).to_have_text(f"signed in as {USER}")
+    expect(signed_in.locator("#conn-status")).to_have_attribute("data-state", "live")
+
+    [uuid] = server.post("/api/launch", json={"task": "dashboard.demo.add", "args": [1, 2]}).json()["task_ids"]
+    expect(signed_in.locator(f"tr[data-uuid='{uuid}']")).to_be_visible()  # pushed over the socket
+    # What Chromium really did: the websocket upgrade carried the Authorization header too.
+    wait_for(lambda: handshakes, message="a websocket handshake")
+    assert all(h.get("Authorization", "").startswith("Basic ") for h in handshakes), handshakes
+
+
+@pytest.mark.parametrize("credentials", [None, {"username": USER, "password": "wrong"},
+                                         {"username": "mallory", "password": PASSWORD}])
+def test_browser_without_credentials_gets_401_and_nothing_else(server: AuthedServer, browser: Any,
+                                                               credentials: Any) -> None:
+    """No or wrong credentials: the page is a 401 and the browser loads nothing of the dashboard."""
+    context = browser.new_context(http_credentials=credentials) if credentials else browser.new_context()
+    page = context.new_page()
+    seen: list[tuple[str, int]] = []
+    page.on("response", lambda r: seen.append((r.url, r.status)))
+    try:
+        page.goto(f"{server.base_url}/tasks")
+    except PlaywrightError as exc:  # headless Chromium gives up on a refused sign-in
+        assert "ERR_INVALID_AUTH_CREDENTIALS" in str(exc)
+    finally:
+        context.close()
+    assert seen and all(status == 401 for _url, status in seen), seen
+    assert not [url for url, _ in seen if "/static/" in url or "/socket.io/" in url]
+
+
+def test_read_only_browser_has_no_launch(redis_server: RedisServer, page: Any) -> None:
+    """In read-only mode the Launch link and the launch form are gone; /launch says why."""
+    srv = DashboardServer(redis_server.url_db(DB), "--read-only")
+    try:
+        page.goto(f"{srv.base_url}/tasks")
+        expect(page.locator("#conn-status")).to_have_attribute("data-state", "live")
+        expect(page.locator("header nav a")).not_to_have_count(0)
+        expect(page.locator("header nav a", has_text="Launch")).to_have_count(0)
+        expect(page.locator("#launch-panel")).to_have_count(0)
+        expect(page.locator("#launch-form")).to_have_count(0)
+        expect(page.locator("#page")).to_have_attribute("data-controls", "off")
+        page.goto(f"{srv.base_url}/launch")
+        expect(page.locator("#launch-off")).to_have_text("The dashboard is read-only: launching tasks is turned off.")
+        expect(page.locator("#launch-form")).to_have_count(0)
+    finally:
+        srv.stop()
+
+
+ATTACK_PAGE = """<!doctype html><meta charset="utf-8"><title>Win a prize</title>
+<iframe name="f1"></iframe><iframe name="f2"></iframe>
+<form id="form" method="post" action="{target}/launch" target="f1">
+  <input name="task" value="dashboard.demo.add"><input name="args" value="{args}">
+</form>
+<form id="plain" method="post" action="{target}/api/launch" target="f2" enctype="text/plain">
+  <input name='{{"task": "dashboard.demo.add", "args": {args}, "x": "' value='"}}'>
+</form>
+<script>
+window.results = {{}};
+const body = JSON.stringify({{task: "dashboard.demo.add", args: {args}}});
+const note = (key) => (value) => {{ window.results[key] = String(value && value.type || value); }};
+Promise.all([
+  fetch("{target}/api/launch", {{method: "POST", mode: "no-cors", credentials: "include",
+                                 headers: {{"Content-Type": "application/json"}}, body}})
+    .then(note("no-cors"), note("no-cors")),
+  fetch("{target}/api/launch", {{method: "POST", credentials: "include",
+                                 headers: {{"Content-Type": "application/json"}}, body}})
+    .then(note("cors"), note("cors")),
+  new Promise((done) => {{
+    const ws = new WebSocket("{ws}/socket.io/?EIO=4&transport=websocket");
+    ws.onopen = () => {{ note("websocket")("open"); done(); }};
+    ws.onerror = () => {{ note("websocket")("refused"); done(); }};
+  }}),
+]).then(() => {{
+  document.getElementById("form").submit();
+  document.getElementById("plain").submit();
+  window.results.submitted = "yes";
+}});
+</script>"""
+
+
+class AttackerSite:
+    """A page served from another origin (another port), like a site the user visits while signed in."""
+
+    def __init__(self, target: str) -> None:
+        html = ATTACK_PAGE.format(target=target, ws=target.replace("http://", "ws://"),
+                                  args=str(ATTACK_ARGS)).encode()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.end_headers()
+                self.wfile.write(html)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        """Stop serving."""
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_cross_site_attack_launches_nothing(server: AuthedServer, signed_in: Any, queue: redis.Redis) -> None:
+    """A signed-in user visits another origin's page that posts the launch form, fires no-cors and CORS
+    JSON posts, a text/plain "JSON" form and opens the socket: nothing is launched. The same JSON post
+    from the dashboard's own page works, so the check would have seen a launch."""
+    signed_in.goto(f"{server.base_url}/tasks")  # signed in, session cookie set
+    expect(signed_in.locator("#conn-status")).to_have_attribute("data-state", "live")
+    attacker = AttackerSite(server.base_url)
+    try:
+        signed_in.goto(attacker.url)
+        wait_for(lambda: signed_in.evaluate("window.results && window.results.submitted"), message="the attack")
+        results = signed_in.evaluate("window.results")
+        assert results["no-cors"] == "opaque", results  # sent, its answer hidden from the attacker
+        assert "Failed to fetch" in results["cors"], results  # the preflight got no CORS grant: never sent
+        assert results["websocket"] == "refused", results
+        # Each forged post reached the dashboard, signed in (Chromium sent the cached credentials), and
+        # was refused as cross-origin, not for want of credentials:
+        for name in ("f1", "f2"):
+            frame = signed_in.frame(name=name)
+            wait_for(lambda: "cross-origin requests are refused" in frame.content().lower(),
+                     message=f"frame {name} to say why it was refused")
+        assert queue.llen("celery") == 0
+        assert server.get(f"/api/tasks?q={ATTACK_ARGS[0]}").json()["total"] == 0
+    finally:
+        attacker.stop()
+
+    # The same JSON post from the dashboard's own page launches a task: the check above is real.
+    signed_in.goto(f"{server.base_url}/tasks")
+    status = signed_in.evaluate("""async (args) => (await fetch("/api/launch", {method: "POST",
+        headers: {"Content-Type": "application/json"}, body: JSON.stringify({task: "dashboard.demo.add", args})})).status""",
+                                ATTACK_ARGS)
+    assert status == 200
+    assert queue.llen("celery") == 1
