@@ -46,7 +46,7 @@ def parse_users(raw: str) -> dict[str, str]:
         if not entry:
             continue  # a trailing comma
         name, sep, secret = entry.partition(":")
-        name = name.strip()
+        name, secret = name.strip(), secret.strip()  # "ada: pw" is what people type; hashes have no blanks
         # Never echo the entry: without a ':' it may well be a password.
         if not sep:
             raise ValueError(f"DASHBOARD_AUTH_USERS: entry {number} has no ':' (expected name:password "
@@ -112,7 +112,7 @@ class Auth:
             ok = ok and name in self._plain
             if self._dummy_hash is not None:
                 check_password_hash(self._dummy_hash, password)
-        if ok and stored_hash is not None:
+        if ok and (stored_hash is not None or self._dummy_hash is not None):  # whenever a hash was paid for
             with self._lock:
                 self._verified[cache_key] = name
                 while len(self._verified) > _VERIFIED_CACHE:
@@ -206,7 +206,7 @@ def _is_loopback(host: str) -> bool:
 
 
 def init_app(app: Flask) -> None:
-    """Install the auth check in front of every request (pages, API, static, socket.io)."""
+    """Install the guard in front of every Flask request; the Socket.IO connect asks socket_allowed()."""
     auth = Auth(parse_users(str(app.config.get("AUTH_USERS", ""))), str(app.config.get("AUTH_TOKEN", "")))
     app.extensions["dashboard_auth"] = auth
     # First of all before_request functions: before CSRF (an unauthenticated POST must get 401, not

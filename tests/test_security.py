@@ -113,7 +113,7 @@ class BrokerWatch:
 def test_users_parse_plain_and_hashed_entries() -> None:
     """Users are `name:password` or `name:<hash>` (a hash has ':' in it too), comma-separated."""
     digest = generate_password_hash("pw")
-    assert parse_users(f" ada : {PASSWORD} ,bob:{digest},") == {"ada": f" {PASSWORD}", "bob": digest}
+    assert parse_users(f" ada : {PASSWORD} ,bob: {digest},") == {"ada": PASSWORD, "bob": digest}
     assert parse_users("") == {}
 
 
@@ -265,10 +265,12 @@ def test_without_auth_nothing_asks_for_credentials(app: Any) -> None:
     assert resp.status_code == 200 and "signed in as" not in resp.get_data(as_text=True)
 
 
-def test_a_hashed_password_is_checked_once_not_per_request(auth_app: Any) -> None:
-    """A page's static files and API polls do not each pay for a ~75 ms scrypt check."""
+@pytest.mark.parametrize("user, password", [("bob", HASHED_PASSWORD), ("ada", PASSWORD)])
+def test_a_hash_check_is_paid_once_not_per_request(auth_app: Any, user: str, password: str) -> None:
+    """A page's static files and API polls do not each pay for a ~75 ms scrypt check (nor does a
+    plain-password user, who pays a dummy one while hashed users exist)."""
     client = auth_app.test_client()
-    headers = basic("bob", HASHED_PASSWORD)
+    headers = basic(user, password)
     assert client.get("/healthz", headers=headers).status_code == 200
     started = time.perf_counter()
     for _ in range(20):
@@ -293,7 +295,7 @@ def test_refusal_time_does_not_reveal_which_users_exist() -> None:
     plain_user = _median_seconds(lambda: auth.check_password("ada", "wrong"))
     assert hashed_user > 0.005  # scrypt
     for other in (unknown_user, plain_user):
-        assert 0.5 < other / hashed_user < 2.0, (hashed_user, unknown_user, plain_user)
+        assert 0.4 < other / hashed_user < 2.5, (hashed_user, unknown_user, plain_user)
 
 
 # -- websocket --------------------------------------------------------------------------------------
