@@ -243,7 +243,7 @@ class QueueMonitor:
         with state.lock:
             qs = state.queue_stats
             waits = {n: (qs.wait_sent(n), qs.wait_sent(n, now=now, window="recent")) for n in names}
-            sent_seen = state.stats.event_totals[0] > 0  # task-sent events, whatever their queue
+            sent_seen = state.stats.total("sent") > 0  # task-sent events, whatever their queue
         lengths, oldest, consumers = self.lengths, self.oldest, self.consumers
         rows = []
         for name in names:

@@ -295,7 +295,7 @@ class State:
             if rec.sent is not None:
                 queue = rec.queue or rec.routing_key
                 if queue is not None:
-                    self.queue_stats.started(queue, None, rec.sent, timestamp)
+                    self.queue_stats.sent_wait(queue, rec.sent, timestamp)
         name = rec.name
         if name is not old_name:
             if name.__class__ is str:

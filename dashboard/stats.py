@@ -277,7 +277,6 @@ class TaskStats:
         self._latest: float | None = None  # newest valid event timestamp: the default `now` for reads
         # Lifetime, for /metrics: task events per name, and runtimes (waits) per EXPORT_BUCKETS bound.
         self._events: dict[str, list[int]] = {}
-        self.event_totals = [0] * _NCOUNTED  # every counted event, whatever its name
         self.export_wait = export_wait  # whether sent -> started waits are counted per bound too
         self._runtime_le: dict[str, list[int]] = {}
         self._wait_le: dict[str, list[int]] = {}
@@ -401,7 +400,6 @@ class TaskStats:
         i = _EVENT_INDEX.get(subject)
         if i is None:
             return
-        self.event_totals[i] += 1
         key = name if type(name) is str else _name(name)
         row = self._events.get(key)
         if row is None:
@@ -413,7 +411,31 @@ class TaskStats:
                 row = events[key] = [0] * _NCOUNTED
         row[i] += 1
 
+    def sent_wait(self, name: Any, sent: Any, started: Any) -> None:
+        """Record only a sent -> started wait (the lean path of started() for per-queue stats)."""
+        if type(sent) is not float or type(started) is not float:
+            self.started(name, None, sent, started)  # ints and odd types: the careful path
+            return
+        wait = started - sent
+        if not 0.0 <= wait <= MAX_SECONDS:
+            return  # clock skew between hosts (negative), garbage, or NaN: not a measurement
+        key, agg = self._resolve(name)
+        b = _bucket(wait)
+        agg.wait_sent.add(b, wait)
+        if self.export_wait:
+            _export_add(self._wait_le, key, wait)
+        slot = self._slot(key, started)
+        if slot is not None:
+            slot.wait_sent.add(b, wait)
+        if self._latest is None or started > self._latest:
+            self._latest = started
+
     # -- reads ---------------------------------------------------------------------------------
+
+    def total(self, subject: str) -> int:
+        """Counted events of one subject over every name."""
+        i = COUNTED_EVENTS.index(subject)
+        return sum(row[i] for row in self._events.values())
 
     def event_counts(self) -> dict[str, dict[str, int]]:
         """Lifetime task events per name: {name: {event: count}} (names past max_names under <other>)."""
