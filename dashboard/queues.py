@@ -67,16 +67,13 @@ class QueueMonitor:
     """Polls queue lengths and derives per-queue figures; `run()` loops until `stop()`."""
 
     def __init__(self, state: Any, broker_url: str, *, interval: float = 2.0, queues: str = "",
-                 inspector: Callable[[], Any] = lambda: None, inspect_fallback: Callable[[], Any] | None = None,
-                 inspect_interval: float = 10.0) -> None:
+                 inspector: Callable[[], Any] = lambda: None) -> None:
         self.state = state
         self.broker_url = broker_url
         self.interval = interval
         self.configured = [q.strip() for q in queues.split(",") if q.strip()]
         self.broker = "redis" if is_redis(broker_url) else "other"
-        self._inspector = inspector  # -> svc.inspector (written by the control helper), or None
-        self._inspect_fallback = inspect_fallback  # own active_queues broadcast while there is no inspector
-        self.inspect_interval = inspect_interval
+        self._inspector = inspector  # -> svc.inspector (dashboard/inspector.py), or None
         self.lengths: dict[str, dict[str, int]] = {}  # queue -> {priority step: length}
         self.oldest: dict[str, tuple[str, float]] = {}  # queue -> (uuid, sent) of the oldest waiting task
         self.consumers: dict[str, list[str]] = {}
@@ -85,8 +82,6 @@ class QueueMonitor:
         self.error: str | None = None
         self.polls = 0
         self.running = False
-        self._fallback_replies: Any = None
-        self._fallback_at = 0.0
         self._client: Any = None
         self._lock = threading.Lock()  # one round at a time (the loop, or a request when no loop runs)
         self._stop = threading.Event()
@@ -116,24 +111,20 @@ class QueueMonitor:
                 pass
 
     # -- one round -----------------------------------------------------------------------------
-    def poll(self, broadcast: bool = True) -> None:
-        """One round: oldest waiting tasks, the lengths in one pipelined round trip, then consumers.
-
-        `broadcast=False` never waits for workers' replies (a request polling on demand).
-        """
+    def poll(self) -> None:
+        """One round: consumers, oldest waiting tasks, then the lengths in one pipelined round trip."""
         with self._lock:
+            now = time.time()
+            try:
+                # The inspector's cached active_queues replies (it asks the workers every INSPECT_INTERVAL).
+                self.consumers = consumers_from(self._active_queues(), self._online_check(now))
+            except Exception as exc:  # noqa: BLE001 - an inspector mid-refresh must not stop the lengths
+                log.info("active_queues replies unavailable: %s", exc)
             self.oldest = self._oldest_waiting()
             if self.broker == "redis":
                 self._read_lengths(self.known_queues())
             self.checked_at = time.time()
             self.polls += 1
-            # Last: a broadcast may wait for replies, and must not delay the lengths. A queue first
-            # seen here has its length read next round.
-            now = time.time()
-            try:
-                self.consumers = consumers_from(self._active_queues(now, broadcast), self._online_check(now))
-            except Exception as exc:  # noqa: BLE001 - an inspector mid-refresh must not break the round
-                log.info("active_queues replies unavailable: %s", exc)
 
     def known_queues(self) -> list[str]:
         """Configured ∪ seen in task events ∪ consumed by workers ∪ "celery", by name."""
@@ -184,21 +175,11 @@ class QueueMonitor:
             except Exception:  # noqa: BLE001
                 pass
 
-    def _active_queues(self, now: float, broadcast: bool) -> Any:
+    def _active_queues(self) -> Any:
+        """{hostname: [{"name": queue, ...}]} from the inspector, or None without one."""
         inspector = self._inspector()
-        if inspector is not None:
-            replies = getattr(inspector, "replies", None)
-            return replies("active_queues") if callable(replies) else None
-        if not broadcast or self._inspect_fallback is None or self.inspect_interval <= 0:
-            return self._fallback_replies
-        # No inspector (yet): ask ourselves, as seldom as the inspector would.
-        if now - self._fallback_at >= self.inspect_interval:
-            self._fallback_at = now
-            try:
-                self._fallback_replies = self._inspect_fallback()
-            except Exception as exc:  # noqa: BLE001 - broker down: keep the last replies
-                log.info("active_queues broadcast failed: %s", exc)
-        return self._fallback_replies
+        replies = getattr(inspector, "replies", None)
+        return replies("active_queues") if callable(replies) else None
 
     def _online_check(self, now: float) -> Callable[[str], bool]:
         with self.state.lock:
@@ -236,7 +217,7 @@ class QueueMonitor:
     def snapshot(self, now: float | None = None) -> dict[str, Any]:
         """The /api/queues body. Without a running loop (tests, INGEST_ENABLED off) it polls on demand."""
         if not self.running and (self.checked_at is None or time.time() - self.checked_at >= self.interval):
-            self.poll(broadcast=False)
+            self.poll()
         now = time.time() if now is None else now
         names = self.known_queues()
         state = self.state
@@ -285,21 +266,9 @@ def api_queues() -> Any:
 def init_app(app: Flask, svc: Any) -> None:
     """Create the queue monitor on `svc.queues`; its loop starts only when ingest is enabled."""
     from . import socketio
-    from .control import make_celery
 
     cfg = app.config
-    timeout = float(cfg["INSPECT_TIMEOUT"])
-    client: list[Any] = []
-
-    def inspect_active_queues() -> Any:
-        # Our own client: a control broadcast waits `timeout` for replies, never on a shared producer.
-        if not client:
-            client.append(make_celery(cfg["BROKER_URL"], float(cfg["LAUNCH_TIMEOUT"])))
-        return client[0].control.inspect(timeout=timeout).active_queues()
-
-    svc.queues = QueueMonitor(
-        svc.state, cfg["BROKER_URL"], interval=float(cfg["QUEUE_POLL_INTERVAL"]), queues=str(cfg["QUEUES"]),
-        inspector=lambda: svc.inspector, inspect_fallback=inspect_active_queues,
-        inspect_interval=float(cfg["INSPECT_INTERVAL"]))
+    svc.queues = QueueMonitor(svc.state, cfg["BROKER_URL"], interval=float(cfg["QUEUE_POLL_INTERVAL"]),
+                              queues=str(cfg["QUEUES"]), inspector=lambda: svc.inspector)
     if cfg["INGEST_ENABLED"]:
         socketio.start_background_task(svc.queues.run)
