@@ -127,7 +127,7 @@ export function renderResult(container, response, { extra = [], emptyReplies } =
       el("span", { class: "badge result-badge", dataset: { state: ok ? "SUCCESS" : "FAILURE" }, text: ok ? "ok" : "failed" }), " ",
       el("span", { class: "result-message", text: message }),
       body.audit_id != null ? el("span", { class: "muted" }, " · ", auditLink(body.audit_id)) : null),
-    ...extra, replies);
+    ...extra.filter(Boolean), ...(replies ? [replies] : []));
   container.dataset.ok = ok ? "true" : "false";
   container.hidden = false;
   return ok;

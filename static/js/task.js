@@ -276,6 +276,10 @@ async function revoke(terminate) {
       confirmLabel: terminate ? `Send ${signal}` : "Revoke" },
     emptyReplies: "No reply expected: a revoke is broadcast to every worker.",
     pendingText: "Sending the revoke…",
+    onDone: (res) => (res.status === 200 && !terminate && t.eta && t.state !== "STARTED"
+      ? [el("p", { class: "muted", text: `A worker holds it until its ETA (${fmtValue(t.eta)}): it is discarded then, `
+        + "and the state turns REVOKED at that moment." })]
+      : []),
   });
 }
 

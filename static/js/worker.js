@@ -429,8 +429,8 @@ function toggleTypeForm(li, name, kind) {
     el("option", { value: "this", text: "on this worker" }), el("option", { value: "all", text: "on every worker" }));
   const inputs = kind === "rate"
     ? [el("label", {}, "Rate ", el("input", { name: "rate", type: "text", placeholder: "10/m, 5/s, 0 = none", required: true, size: 12 }))]
-    : [el("label", {}, "Soft ", el("input", { name: "soft", type: "number", min: "0", step: "any", placeholder: "none", size: 6 }), " s"),
-      el("label", {}, "Hard ", el("input", { name: "hard", type: "number", min: "0", step: "any", placeholder: "none", size: 6 }), " s")];
+    : [el("label", {}, "Soft ", el("input", { name: "soft", type: "number", min: "0.001", step: "any", placeholder: "none", size: 6 }), " s"),
+      el("label", {}, "Hard ", el("input", { name: "hard", type: "number", min: "0.001", step: "any", placeholder: "none", size: 6 }), " s")];
   const form = el("form", { class: "type-form", dataset: { kind } }, ...inputs, scope,
     el("button", { type: "submit", class: "small", text: "Apply…" }));
   form.addEventListener("submit", (event) => {
@@ -445,7 +445,7 @@ function seconds(input) {
   const text = input.value.trim();
   if (!text) return { value: null };
   const n = Number(text);
-  return Number.isFinite(n) && n >= 0 ? { value: n } : { error: "Time limits are seconds (a number ≥ 0), or empty for none." };
+  return Number.isFinite(n) && n > 0 ? { value: n } : { error: "Time limits are seconds (more than 0), or empty for none." };
 }
 
 async function typeLimit(name, kind, form) {
@@ -494,8 +494,9 @@ setInterval(() => {
 setInterval(() => {
   if (!refreshing && document.visibilityState === "visible") load();
 }, POLL_MS);
+// The background loop keeps only stats and active_queues fresh: opening the page asks for everything.
 load().then((body) => {
-  if (body && !Object.values(body.inspect || {}).some((e) => e && e.fetched_at)) refresh(); // nothing cached yet
+  if (body) refresh();
 });
 
 startLive({
