@@ -297,6 +297,8 @@ class Ingest:
             self._suppressed += 1
 
     def _connected(self) -> None:
+        with self.state.lock:
+            self.state.broker_back(time.time())
         self._set_connected(True, None)
         self._streamed = True
         log.info("listening for Celery events on %s (%s reader)", mask_url(self.broker_url), self.mode)
@@ -310,6 +312,8 @@ class Ingest:
         if self.connected:
             self.outages += 1
             self.last_outage = (time.time(), 0.0)
+            with self.state.lock:  # blind now: workers must not look dead merely because nobody is heard
+                self.state.broker_lost(self.last_outage[0])
         self._set_connected(False, error)
 
     def _set_connected(self, connected: bool, error: str | None) -> None:

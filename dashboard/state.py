@@ -7,6 +7,7 @@ proves it), but records are compact `__slots__` objects and every counter is kep
 """
 from __future__ import annotations
 
+import math
 import sys
 import threading
 from collections import deque
@@ -29,9 +30,13 @@ EVENT_TO_STATE: dict[str, str] = {
 # celery.states.PRECEDENCE: a lower index wins; unknown (custom) states rank as None does.
 _PRECEDENCE_LIST = ["SUCCESS", "FAILURE", None, "REVOKED", "STARTED", "RECEIVED", "REJECTED", "RETRY", "PENDING"]
 PRECEDENCE: dict[str | None, int] = {s: i for i, s in enumerate(_PRECEDENCE_LIST)}
+PRECEDENCE["LOST"] = PRECEDENCE["STARTED"]
 _NONE_PRECEDENCE = PRECEDENCE[None]
 READY_STATES = frozenset(("SUCCESS", "FAILURE", "REVOKED", "REJECTED"))
-STATES = ("PENDING", "RECEIVED", "STARTED", "RETRY", "SUCCESS", "FAILURE", "REVOKED", "REJECTED")
+# LOST is the dashboard's own: the worker running the task died (no heartbeat, or it said goodbye) before
+# the task finished. Any later event of the task (a redelivery, or a worker that was only cut off) wins.
+LOST = "LOST"
+STATES = ("PENDING", "RECEIVED", "STARTED", "RETRY", "SUCCESS", "FAILURE", "REVOKED", "REJECTED", LOST)
 
 # Fields a late task-received may still contribute (celery's Task.merge_rules[RECEIVED]).
 _RECEIVED_KEEP = ("name", "args", "kwargs", "parent_id", "root_id", "retries", "eta", "expires")
@@ -97,7 +102,7 @@ class WorkerRecord:
 
     __slots__ = (
         "hostname", "freq", "last_heartbeat", "processed", "active", "loadavg", "sw_ident", "sw_ver",
-        "sw_sys", "pid", "first_seen", "offline_at", "goodbye", "online", "succeeded", "failed",
+        "sw_sys", "pid", "first_seen", "offline_at", "goodbye", "online", "succeeded", "failed", "grace",
     )
 
     def __init__(self, hostname: str, now: float | None) -> None:
@@ -112,11 +117,34 @@ class WorkerRecord:
         self.online = False  # last value reported to readers, for change detection
         self.succeeded = 0
         self.failed = 0
+        # While the broker is unreachable nobody's heartbeats can arrive: a worker alive when it went away
+        # stays as it was (inf) and, once it is back, gets a full expiry window from then to be heard.
+        self.grace: float | None = None
 
     def alive(self, now: float) -> bool:
         """Online when the last heartbeat is younger than freq * expire window."""
         hb = self.last_heartbeat
-        return hb is not None and now < hb + self.freq * HEARTBEAT_EXPIRE_WINDOW
+        if hb is None:
+            return False
+        grace = self.grace
+        if grace is not None and grace > hb:
+            hb = grace
+        return now < hb + self.freq * HEARTBEAT_EXPIRE_WINDOW
+
+
+def _happened_before(state: str, old: str) -> bool:
+    """Whether an event moving a task to `state` logically precedes its current `old` state (merge, don't apply)."""
+    if state == "RETRY" or old == "RETRY":
+        return False
+    # Celery ranks custom states (e.g. PROGRESS) above REVOKED, so a task terminated after reporting
+    # progress would show PROGRESS forever: here REVOKED ends a custom state, and a late custom event
+    # does not undo it (SUCCESS and FAILURE already rank above custom states).
+    if state == "REVOKED" and old not in PRECEDENCE:
+        return False
+    if old == "REVOKED" and state not in PRECEDENCE:
+        return True
+    # (LOST ranks as STARTED, the state it replaced: a redelivered task's received merges, its started wins.)
+    return PRECEDENCE.get(state, _NONE_PRECEDENCE) > PRECEDENCE.get(old, _NONE_PRECEDENCE)
 
 
 def _name_key(name: Any) -> str | None:
@@ -173,6 +201,7 @@ class State:
         self.task_event_count = 0
         self.worker_event_count = 0
         self.evicted = 0
+        self.lost = 0  # tasks whose worker died while running them
         # Bumped when a worker appears or comes back: ingest then asks it to enable task events at once.
         self.worker_arrivals = 0
         self._seq = 0
@@ -266,8 +295,7 @@ class State:
         old_parent = rec.parent_id
         old_root = rec.root_id
         old_name = rec.name
-        if (state != "RETRY" and old != "RETRY"
-                and PRECEDENCE.get(state, _NONE_PRECEDENCE) > PRECEDENCE.get(old, _NONE_PRECEDENCE)):
+        if _happened_before(state, old):
             # This state logically happened before the current one: merge fields, keep the state.
             if state == "RECEIVED":
                 for key in _RECEIVED_KEEP:
@@ -503,9 +531,10 @@ class State:
                         continue
                 setattr(worker, key, value)
         if offline:
-            worker.last_heartbeat = None
+            worker.last_heartbeat = worker.grace = None
             worker.offline_at = local_received or timestamp
             worker.goodbye = timestamp
+            self._worker_gone(worker, worker.offline_at)
         elif local_received:
             worker.goodbye = None
             if subject == "online" or worker.last_heartbeat is None:
@@ -514,6 +543,33 @@ class State:
                 worker.last_heartbeat = local_received
             worker.offline_at = None
         self.changed_workers.add(worker.hostname)
+
+    def _worker_gone(self, worker: WorkerRecord, when: float) -> None:
+        # The tasks it was running will never report again: LOST, not STARTED forever. (Tasks it had only
+        # reserved are left alone: the broker hands unacknowledged messages to another worker.)
+        mine = self.by_worker.get(worker.hostname)
+        if not mine:
+            return
+        for uuid in mine & self.by_state["STARTED"]:  # (the intersection walks the smaller set)
+            rec = self.tasks[uuid]
+            rec.state = LOST
+            self._index(self.by_state, "STARTED", LOST, uuid)
+            rec.history.append("lost")
+            rec.history.append(when)
+            self.lost += 1
+            self.changed_tasks.add(uuid)
+
+    def broker_lost(self, now: float) -> None:
+        """The event stream is cut: workers alive now keep their status until it is back (nobody can be heard)."""
+        for worker in self.workers.values():
+            if worker.alive(now):
+                worker.grace = math.inf
+
+    def broker_back(self, now: float) -> None:
+        """The event stream is back: workers kept alive get a full expiry window from now to be heard again."""
+        for worker in self.workers.values():
+            if worker.grace == math.inf:
+                worker.grace = now
 
     # -- readers (call with `lock` held) -----------------------------------------------------------
     @property
@@ -540,8 +596,10 @@ class State:
             alive = worker.alive(now)
             if alive != worker.online:
                 worker.online = alive
-                if not alive and worker.offline_at is None:
-                    worker.offline_at = now
+                if not alive:
+                    if worker.offline_at is None:
+                        worker.offline_at = now
+                    self._worker_gone(worker, now)
                 self.changed_workers.add(worker.hostname)
         tasks, workers = self.changed_tasks, self.changed_workers
         self.changed_tasks, self.changed_workers = set(), set()

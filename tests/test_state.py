@@ -543,3 +543,69 @@ def test_task_summary_and_detail_shapes() -> None:
                                  {"event": "failed", "timestamp": 2.0}]
     assert detail["parent_id"] == "p" and detail["failed"] == 2.0
     assert "seq" not in detail
+
+
+# -- dead workers, broker outages, revoked after progress -----------------------------------------------
+
+def _running(state: State) -> State:
+    """A worker (heartbeat every 2 s) running task r and holding reserved task q."""
+    return replay(state, [
+        worker_ev("online", WORKER, 100.0),
+        task_ev("received", "r", 100.1, name="tasks.slow"), task_ev("started", "r", 100.2),
+        task_ev("received", "q", 100.3, name="tasks.slow"),
+    ])
+
+
+def test_worker_silent_past_two_heartbeats_loses_its_running_tasks() -> None:
+    state = _running(State())
+    state.drain_changes(103.0)
+    assert state.tasks["r"].state == "STARTED", "still within two heartbeat intervals"
+    changed, workers = state.drain_changes(104.4)  # 2 x freq after its last sign of life (100.3)
+    assert state.tasks["r"].state == "LOST" and "r" in changed and WORKER in workers
+    assert state.tasks["q"].state == "RECEIVED", "reserved tasks go back to the broker, not lost"
+    assert history(state, "r")[-1] == ("lost", 104.4)
+    assert state.counts == zero_counts(LOST=1, RECEIVED=1) and state.lost == 1
+
+
+def test_worker_offline_event_loses_running_tasks_at_once() -> None:
+    state = _running(State())
+    replay(state, [worker_ev("offline", WORKER, 101.0)])
+    assert state.tasks["r"].state == "LOST"
+
+
+def test_lost_task_redelivered_runs_again_and_finishes() -> None:
+    state = _running(State())
+    replay(state, [worker_ev("offline", WORKER, 101.0)])
+    replay(state, [task_ev("received", "r", 110.0, "celery@w2"), ])
+    assert state.tasks["r"].state == "LOST", "a redelivery's received merges like a late one"
+    replay(state, [task_ev("started", "r", 110.1, "celery@w2"), task_ev("succeeded", "r", 110.5, "celery@w2", result="1")])
+    assert state.tasks["r"].state == "SUCCESS" and state.counts == zero_counts(SUCCESS=1, RECEIVED=1)
+
+
+def test_broker_outage_freezes_worker_liveness_then_gives_a_full_window() -> None:
+    state = _running(State())
+    state.broker_lost(101.0)
+    state.drain_changes(500.0)
+    assert state.workers[WORKER].alive(500.0) and state.tasks["r"].state == "STARTED", "nobody can be heard"
+    state.broker_back(500.0)
+    assert state.workers[WORKER].alive(503.9)
+    state.drain_changes(504.1)  # back for 2 x freq and still silent: it died meanwhile
+    assert not state.workers[WORKER].alive(504.1) and state.tasks["r"].state == "LOST"
+
+
+def test_worker_dead_before_the_outage_stays_dead() -> None:
+    state = _running(State())
+    state.broker_lost(200.0)
+    state.broker_back(300.0)
+    assert not state.workers[WORKER].alive(300.0)
+
+
+def test_revoked_ends_progress_and_a_late_progress_does_not_undo_it() -> None:
+    state = replay(State(), [
+        task_ev("received", "p", 1.0, name="tasks.progress"), task_ev("started", "p", 1.1),
+        task_ev("progress", "p", 1.2, current=1, total=5),
+        task_ev("revoked", "p", 1.5, terminated=True, signum=15),
+        task_ev("progress", "p", 1.3, current=2, total=5),  # sent before the kill, delivered after
+    ])
+    assert state.tasks["p"].state == "REVOKED"
+    assert state.counts == zero_counts(REVOKED=1)

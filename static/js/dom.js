@@ -1,7 +1,7 @@
 // Tiny element helpers and formatters shared by every page.
 // Task data is untrusted: everything here writes text nodes and attributes, never HTML.
 
-export const STATES = ["PENDING", "RECEIVED", "STARTED", "RETRY", "SUCCESS", "FAILURE", "REVOKED", "REJECTED"];
+export const STATES = ["PENDING", "RECEIVED", "STARTED", "RETRY", "SUCCESS", "FAILURE", "REVOKED", "REJECTED", "LOST"];
 
 /** el("a", {href, class, text, title, dataset: {...}}, ...children): children may be strings (text nodes). */
 export function el(tag, props = {}, ...children) {
