@@ -1,5 +1,5 @@
 """Reliability scenarios of issue #6, each against real parts: broker outages (a 30 s one, and ten in a
-row without leaking threads or connections)."""
+row without leaking threads or connections), a worker killed with SIGKILL."""
 from __future__ import annotations
 
 import os
@@ -95,6 +95,39 @@ def test_ten_outages_leak_no_threads_or_connections(own_redis: RedisServer) -> N
         assert after[1] <= before[1], f"sockets {before[1]} -> {after[1]}"
         assert after[2] <= before[2], f"Redis connections {before[2]} -> {after[2]}"
     finally:
+        dash.stop()
+
+
+def test_sigkilled_worker_goes_offline_and_its_running_task_is_lost(own_redis: RedisServer) -> None:
+    """SIGKILL a worker mid-task: offline within two heartbeat intervals (+ a tick), its running task LOST
+    (never STARTED forever); started again under the same name, it is online again."""
+    import signal
+
+    dash = DashboardServer(own_redis.url)
+    host = "victim@localhost"
+    proc = start_worker(own_redis.url, concurrency=1, hostname=host, quiet=True)
+    try:
+        wait_for(lambda: _online(dash, host), timeout=60, message="the worker online")
+        (uid,) = dash.launch("dashboard.demo.progress", kwargs={"steps": 200, "delay": 0.5})
+        dash.wait_task(uid, "STARTED", timeout=30)
+        freq = next(w for w in dash.get("/api/workers").json()["workers"] if w["hostname"] == host)["freq"]
+        children = [int(p) for p in open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split()]
+        proc.send_signal(signal.SIGKILL)
+        killed = time.monotonic()
+        for child in children:  # the pool process would run on orphaned; it is not what is tested
+            os.kill(child, signal.SIGKILL)
+        wait_for(lambda: not _online(dash, host), timeout=30, interval=0.05, message="the worker offline")
+        took = time.monotonic() - killed
+        limit = 2 * freq + 0.2 + 0.5  # two heartbeat intervals + one push tick + polling slack
+        assert took <= limit, f"offline {took:.1f} s after SIGKILL (limit {limit:.1f} s)"
+        task = dash.wait_task(uid, "LOST", timeout=5)
+        assert task["history"][-1]["event"] == "lost"
+        proc.wait(5)
+        proc = start_worker(own_redis.url, concurrency=1, hostname=host, quiet=True)
+        wait_for(lambda: _online(dash, host), timeout=60, message="the worker online again")
+        assert dash.task(uid)["state"] == "LOST", "a restart does not resurrect a task that died"
+    finally:
+        stop_process(proc)
         dash.stop()
 
 
