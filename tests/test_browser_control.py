@@ -162,6 +162,63 @@ def test_revoke_a_task_waiting_for_its_countdown_and_find_it_in_the_audit_log(
     expect(row.locator(".result")).to_have_text("ok")
 
 
+def test_terminate_a_running_task_with_a_chosen_signal(page: Any, ctl: DashboardServer, ctl_worker: str) -> None:
+    """A task that would run 20 s is killed from its page with SIGKILL: the worker's reply names it, the
+    state turns REVOKED and the buttons for unfinished tasks go away."""
+    (uid,) = ctl.launch("dashboard.demo.progress", kwargs={"steps": 200, "delay": 0.1})
+    ctl.wait_task(uid, "STARTED")
+    _live(page, ctl, f"/tasks/{uid}")
+    expect(page.locator("#task-terminate-box")).to_be_visible()
+    page.locator("#task-signal").select_option("SIGKILL")
+    page.locator("#task-terminate").click()
+    _confirm(page, "is sent SIGKILL", "SIGKILL stops it at once")
+    result = page.locator("#task-control-result")
+    expect(result).to_have_attribute("data-ok", "true", timeout=10_000)
+    expect(result.locator(f'.replies li[data-hostname="{ctl_worker}"] .reply-text')).to_have_text(f"terminate: {uid}")
+    expect(page.locator("#task-state")).to_have_text("REVOKED", timeout=10_000)
+    expect(page.locator("#task-terminate-box")).to_be_hidden()
+    expect(page.locator("#task-revoke-box")).to_be_hidden()
+
+
+def test_rate_limit_a_registered_task_from_the_worker_page(page: Any, ctl: DashboardServer, ctl_worker: str) -> None:
+    """Rate limit… on a registered task: the worker replies, and its registered list then shows the limit."""
+    try:
+        _live(page, ctl, _worker_path(ctl_worker))
+        item = page.locator('#inspect-registered li[data-task="dashboard.demo.add"]')
+        item.get_by_role("button", name="Rate limit…").click()
+        item.locator('input[name="rate"]').fill("10/m")
+        item.get_by_role("button", name="Apply…").click()
+        _confirm(page, f"Task dashboard.demo.add will start at most 10/m on {ctl_worker}")
+        result = page.locator("#control-result")
+        expect(result).to_have_attribute("data-ok", "true", timeout=10_000)
+        expect(result.locator(f'.replies li[data-hostname="{ctl_worker}"] .reply-text')).to_contain_text("rate limit")
+        expect(page.locator('#inspect-registered li[data-task="dashboard.demo.add"]')).to_contain_text(
+            "rate_limit=10/m", timeout=20_000)
+    finally:
+        requests.post(ctl.base_url + "/api/task-types/control", timeout=10,
+                      json={"action": "rate_limit", "task": "dashboard.demo.add", "rate": "0"})
+
+
+def test_bulk_revoke_from_the_filtered_task_list(page: Any, ctl: DashboardServer, ctl_worker: str) -> None:
+    """"Act on these N tasks…" uses the list's filters: the dry run finds exactly the two waiting tasks,
+    and the run revokes those two."""
+    marker = f"bulkrv{uuidlib.uuid4().hex[:8]}"
+    ids = ctl.launch("dashboard.demo.send_email", args=[f"{marker}@x", "hi"], count=2, countdown=60)
+    for uid in ids:
+        ctl.wait_task(uid, "RECEIVED")
+    _live(page, ctl, f"/tasks?q={marker}")
+    expect(page.locator("#bulk-count")).to_have_text("2")
+    page.locator("#bulk-open").click()
+    page.locator('#bulk-panel input[value="revoke"]').check()
+    page.locator("#bulk-dry-run").click()
+    _confirm(page, "Matched: 2 tasks", "Eligible: 2", "2 tasks will be revoked")
+    result = page.locator("#bulk-result")
+    expect(result).to_have_attribute("data-ok", "true", timeout=15_000)
+    expect(result.locator(".bulk-acted")).to_have_text("2 tasks revoked.")
+    revoked = result.locator(".bulk-ids a").evaluate_all("els => els.map(e => e.textContent)")
+    assert sorted(revoked) == sorted(ids)
+
+
 def test_rerun_a_failed_task_from_its_page(page: Any, ctl: DashboardServer, ctl_worker: str) -> None:
     """Re-run: the dialog shows the original args, the result links to a new task with the same args,
     which fails the same way."""

@@ -24,6 +24,18 @@ function paramsText(params) {
   }
 }
 
+/** A target is a hostname, a uuid, a task name, or for bulk actions {group} / {filters}. */
+function targetText(target) {
+  if (target == null) return "";
+  if (typeof target !== "object") return String(target);
+  if (typeof target.group === "string") return `failure group ${target.group}`;
+  if (target.filters && typeof target.filters === "object") {
+    const parts = Object.entries(target.filters).map(([k, v]) => `${k}=${v}`);
+    return parts.length ? `tasks where ${parts.join(", ")}` : "every retained task";
+  }
+  return paramsText(target);
+}
+
 function entryRows(e) {
   const id = String(e.id);
   const expanded = open.has(id);
@@ -39,7 +51,7 @@ function entryRows(e) {
     el("td", { class: "user", text: e.user == null || e.user === "" ? "anonymous" : String(e.user) }),
     el("td", { class: "mono remote", text: String(e.remote_addr ?? "") }),
     el("td", { class: "mono action", text: String(e.action ?? "") }),
-    el("td", { class: "mono target", text: String(e.target ?? ""), title: String(e.target ?? "") }),
+    el("td", { class: "mono target", text: targetText(e.target), title: targetText(e.target) }),
     el("td", { class: "result" }, el("span", { class: "badge", dataset: { state: ok ? "SUCCESS" : "FAILURE" }, text: ok ? "ok" : "failed" })),
     el("td", { class: "message", text: String(e.message ?? ""), title: String(e.message ?? "") }),
     el("td", { class: "toggle" }, toggle));

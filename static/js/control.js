@@ -193,6 +193,7 @@ export async function bulkAction({ action, target, what, result, busy = [] }) {
       result.dataset.ok = "false";
       return null;
     }
+    renderPending(result, `Dry run: ${fmtNumber(d.will_act_on)} of ${plural(d.matched, "matching task")} can be acted on; waiting for your confirmation…`);
     let terminate = null;
     const extra = [];
     if (action === "revoke") {

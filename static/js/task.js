@@ -3,7 +3,7 @@
 import { page, startLive } from "./live.js";
 import {
   el, fmtDateTime, fmtDelta, fmtDuration, fmtValue, progressOf, setAttr, setBadge, setText, shortUuid, show,
-  stateBadge, taskHref, taskLink,
+  stateBadge, STATES, taskHref, taskLink,
 } from "./dom.js";
 import { controlsEnabled, getJSON, runAction, workerHref } from "./control.js";
 
@@ -229,6 +229,9 @@ let rerunInfo = null; // GET /api/tasks/<uuid>/rerun
 let rerunKey = null; // state + args the re-run answer was asked for
 let rerunSeq = 0;
 
+/** STARTED, or a custom state (PROGRESS…) a started task reports while it runs. */
+const running = (t) => t.state === "STARTED" || (!STATES.includes(t.state) && typeof t.started === "number");
+
 /** Revoke while unfinished, terminate while running, re-run when its args can be recovered exactly. */
 function renderControls(t) {
   current = t;
@@ -236,7 +239,7 @@ function renderControls(t) {
   show(controls, Boolean(t));
   if (!t) return;
   show($("task-revoke-box"), !FINISHED.has(t.state));
-  show($("task-terminate-box"), t.state === "STARTED");
+  show($("task-terminate-box"), running(t));
   const key = JSON.stringify([t.state, t.name, t.args, t.kwargs]);
   if (key !== rerunKey) {
     rerunKey = key;
@@ -267,7 +270,7 @@ async function revoke(terminate) {
       signal === "SIGKILL" ? "SIGKILL stops it at once: no clean-up runs." : `${signal} lets the task clean up, if it handles the signal.`,
       "The task is also revoked, so it is never run again."]
     : [`${label()} will be revoked: every worker is told not to run it.`,
-      t.state === "STARTED" ? "It is running now: revoking alone does not stop it (Terminate does)."
+      running(t) ? "It is running now: revoking alone does not stop it (Terminate does)."
         : "If a worker holds it already (an ETA or countdown), it is discarded when its time comes."];
   await runAction({
     url: `/api/tasks/${encodeURIComponent(uuid)}/revoke`, body: { terminate, signal: terminate ? signal : undefined },
@@ -276,7 +279,7 @@ async function revoke(terminate) {
       confirmLabel: terminate ? `Send ${signal}` : "Revoke" },
     emptyReplies: "No reply expected: a revoke is broadcast to every worker.",
     pendingText: "Sending the revoke…",
-    onDone: (res) => (res.status === 200 && !terminate && t.eta && t.state !== "STARTED"
+    onDone: (res) => (res.status === 200 && !terminate && t.eta && !running(t)
       ? [el("p", { class: "muted", text: `A worker holds it until its ETA (${fmtValue(t.eta)}): it is discarded then, `
         + "and the state turns REVOKED at that moment." })]
       : []),

@@ -173,7 +173,8 @@ function renderRequests(method, list) {
     return el("tr", { dataset: { uuid: id } },
       el("td", { class: "mono" }, id ? taskLink(id) : "—"),
       el("td", { class: "mono", text: String(req.name ?? req.type ?? "") }),
-      el("td", { class: "mono", text: `${fmtValue(req.args)} ${fmtValue(req.kwargs)}`.trim() }),
+      el("td", { class: "mono", text: `${fmtValue(req.args)} ${fmtValue(req.kwargs)}`.trim(),
+        title: `${fmtValue(req.args)} ${fmtValue(req.kwargs)}`.trim() }),
       el("td", { class: "mono", text: typeof when === "number" ? fmtDateTime(when) : fmtValue(when) }));
   });
   const whenLabel = { active: "Started", scheduled: "ETA", reserved: "" }[method];
@@ -222,7 +223,7 @@ function renderConf(conf) {
   if (!conf || typeof conf !== "object" || !Object.keys(conf).length) return [empty("No configuration returned.")];
   return [el("table", { class: "data inspect-table conf-table" },
     el("tbody", {}, ...Object.entries(conf).sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) => el("tr", {},
-      el("td", { class: "mono", text: k }), el("td", { class: "mono", text: fmtValue(v) })))))];
+      el("td", { class: "mono", text: k, title: k }), el("td", { class: "mono", text: fmtValue(v), title: fmtValue(v) })))))];
 }
 
 function renderSection(method) {
