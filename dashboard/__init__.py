@@ -44,7 +44,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     from .gcpolicy import GcPolicy
     from .ingest import Ingest
     from .push import Push
+    from .seed import seed_in_flight
     from .services import Services
+    from .snapshot import Snapshots
     from .state import State
 
     cfg = load_config(config)
@@ -67,6 +69,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     push = Push(socketio, state, ingest if cfg["INGEST_ENABLED"] else None, float(cfg["PUSH_INTERVAL"]))
     push.register()
     svc = Services(cfg, state, ingest, push, celery_app)
+    if cfg["SNAPSHOT_PATH"]:
+        svc.snapshots = Snapshots(state, cfg["SNAPSHOT_PATH"], float(cfg["SNAPSHOT_INTERVAL"]))
+        svc.snapshots.load()  # before ingest starts: events then apply on top of the restored state
     app.extensions["dashboard"] = svc
     app.before_request_funcs[None].insert(0, svc.inflight.enter)  # first: teardown's leave() follows even a refusal
     app.teardown_request(svc.inflight.leave)
@@ -85,4 +90,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
             ingest.on_connect = ingest.on_worker_arrival = svc.enabler.poke
             socketio.start_background_task(svc.enabler.run)
         socketio.start_background_task(ingest.run)
+        if svc.snapshots is not None:
+            socketio.start_background_task(svc.snapshots.run)
+        # Tasks already running or waiting show up at once, not only at their next (maybe last) event.
+        socketio.start_background_task(seed_in_flight, celery_app, state, float(cfg["INSPECT_TIMEOUT"]),
+                                       lambda: ingest.connected)
     return app

@@ -32,10 +32,12 @@ def healthz() -> Any:
     status = svc.push.status()
     now = time.time()
     with svc.state.lock:
-        tasks = {"retained": len(svc.state.tasks), "evicted": svc.state.evicted, "max": svc.state.max_tasks}
+        tasks = {"retained": len(svc.state.tasks), "evicted": svc.state.evicted, "max": svc.state.max_tasks,
+                 "lost": svc.state.lost}
         workers = {"online": svc.state.workers_online(now), "known": len(svc.state.workers)}
     body = {"ok": status["broker"]["connected"], "broker": status["broker"], "events": status["events"],
-            "tasks": tasks, "workers": workers, "server": {"async_mode": svc.config["ASYNC_MODE"]}}
+            "tasks": tasks, "workers": workers, "server": {"async_mode": svc.config["ASYNC_MODE"]},
+            "snapshot": svc.snapshots.status() if svc.snapshots is not None else None}
     return jsonify(body), 200
 
 

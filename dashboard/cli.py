@@ -28,6 +28,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--max-workers", dest="MAX_WORKERS", type=int, help="workers kept (default 1000)")
         p.add_argument("--threads", dest="THREADS", type=int, help="server threads in threading mode (default 64)")
         p.add_argument("--log-level", dest="LOG_LEVEL", help="log level (default INFO)")
+        p.add_argument("--snapshot", dest="SNAPSHOT_PATH", help="state snapshot file (env DASHBOARD_SNAPSHOT_PATH)")
         p.add_argument("--read-only", dest="READ_ONLY", action="store_true", default=None,
                        help="turn every control off (env DASHBOARD_READ_ONLY)")
     return parser
@@ -39,7 +40,10 @@ def serve_app(app: Any) -> None:
 
     cfg = app.config
     log.info("dashboard at http://%s:%s (%s mode)", cfg["HOST"], cfg["PORT"], cfg["ASYNC_MODE"])
-    socketio.run(app, host=cfg["HOST"], port=int(cfg["PORT"]), allow_unsafe_werkzeug=True, log_output=False)
+    try:
+        socketio.run(app, host=cfg["HOST"], port=int(cfg["PORT"]), allow_unsafe_werkzeug=True, log_output=False)
+    finally:
+        app.extensions["dashboard"].stop()  # SIGTERM/SIGINT end run() by exceptions: save the snapshot
 
 
 def serve(cfg: dict[str, Any]) -> None:
@@ -55,7 +59,9 @@ def serve(cfg: dict[str, Any]) -> None:
         def load_config(self) -> None:
             settings = {"bind": f"{cfg['HOST']}:{cfg['PORT']}", "workers": 1, "worker_class": "gthread",
                         "threads": int(cfg["THREADS"]), "graceful_timeout": 5, "keepalive": 5,
-                        "loglevel": str(cfg["LOG_LEVEL"]).lower(), "errorlog": "-", "proc_name": "celery-dashboard"}
+                        "loglevel": str(cfg["LOG_LEVEL"]).lower(), "errorlog": "-", "proc_name": "celery-dashboard",
+                        # Runs in the worker process on SIGTERM and SIGINT alike: stop ingest, save the snapshot.
+                        "worker_exit": lambda arbiter, worker: worker.wsgi.extensions["dashboard"].stop()}
             for key, value in settings.items():
                 self.cfg.set(key, value)
 

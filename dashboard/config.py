@@ -50,6 +50,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("HIDE_OFFLINE_AFTER", 3600.0, "Seconds after which an offline worker is hidden from the workers list (0: never)."),
     # -- queues and metrics (dashboard/queues.py, dashboard/metrics.py) --
     Setting("QUEUE_POLL_INTERVAL", 2.0, "Seconds between two reads of queue lengths from the broker."),
+    Setting("SNAPSHOT_PATH", "", "File the state is saved to (atomically, every SNAPSHOT_INTERVAL and at shutdown) and restored from at start (empty: no snapshot).", "--snapshot"),
+    Setting("SNAPSHOT_INTERVAL", 60.0, "Seconds between two snapshot saves."),
     Setting("QUEUES", "", "Queues to watch besides the ones seen in events and workers' consumers, comma-separated."),
 )
 
@@ -105,6 +107,7 @@ _RANGES = {
     "LAUNCH_TIMEOUT": (0.0, False), "ENABLE_EVENTS_INTERVAL": (0.0, True), "DEMO_WORKER_CONCURRENCY": (1, True),
     "CONTROL_TIMEOUT": (0.0, False), "INSPECT_INTERVAL": (0.0, True), "INSPECT_TIMEOUT": (0.0, False),
     "BULK_MAX": (1, True), "HIDE_OFFLINE_AFTER": (0.0, True), "QUEUE_POLL_INTERVAL": (0.0, False),
+    "SNAPSHOT_INTERVAL": (0.0, False),
 }
 
 

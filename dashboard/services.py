@@ -48,15 +48,20 @@ class Services:
     inspector: Any = None  # dashboard/inspector.py: cached `inspect` replies per worker
     audit: Any = None  # dashboard/audit.py: who did what, when, with what result
     queues: Any = None  # dashboard/queues.py: queue lengths polled from the broker
+    snapshots: Any = None  # dashboard/snapshot.py: the optional state file
     inflight: Inflight = field(default_factory=Inflight)
+    _stopped: bool = False
 
     def stop(self) -> None:
         """Stop ingest, push and the enable-events loop (used by tests and on shutdown)."""
         self.ingest.stop()
         self.push.stop()
-        for loop in (self.enabler, self.inspector, self.queues):
+        for loop in (self.enabler, self.inspector, self.queues, self.snapshots):
             if loop is not None:
                 loop.stop()
+        if self.snapshots is not None and not self._stopped:
+            self.snapshots.save()  # after ingest stopped: the last events are in it
+        self._stopped = True
 
 
 def services() -> Services:

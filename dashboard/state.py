@@ -132,6 +132,11 @@ class WorkerRecord:
         return now < hb + self.freq * HEARTBEAT_EXPIRE_WINDOW
 
 
+# What a snapshot keeps of a task and a worker (everything but derived or per-process fields).
+SNAPSHOT_TASK_FIELDS = tuple(f for f in TaskRecord.__slots__ if f != "seq")
+SNAPSHOT_WORKER_FIELDS = tuple(f for f in WorkerRecord.__slots__ if f not in ("online", "grace"))
+
+
 def _happened_before(state: str, old: str) -> bool:
     """Whether an event moving a task to `state` logically precedes its current `old` state (merge, don't apply)."""
     if state == "RETRY" or old == "RETRY":
@@ -570,6 +575,85 @@ class State:
         for worker in self.workers.values():
             if worker.grace == math.inf:
                 worker.grace = now
+
+    # -- snapshot (dashboard/snapshot.py): export and restore records -------------------------------
+    def export_task(self, uuid: str) -> list[Any] | None:
+        """One retained task's fields in SNAPSHOT_TASK_FIELDS order (None if evicted); call with `lock` held."""
+        rec = self.tasks.get(uuid)
+        if rec is None:
+            return None
+        return [getattr(rec, f) for f in SNAPSHOT_TASK_FIELDS]
+
+    def export_worker(self, worker: WorkerRecord) -> list[Any]:
+        """One worker's fields in SNAPSHOT_WORKER_FIELDS order; call with `lock` held."""
+        return [getattr(worker, f) for f in SNAPSHOT_WORKER_FIELDS]
+
+    def restore_task(self, row: list[Any]) -> None:
+        """Re-create a task from `export_task`'s row, with its indexes, groups and statistics.
+
+        Raises MalformedEvent for a row of the wrong shape or types (a corrupt snapshot)."""
+        if not isinstance(row, list) or len(row) != len(SNAPSHOT_TASK_FIELDS):
+            raise MalformedEvent("task row of the wrong length")
+        fields = dict(zip(SNAPSHOT_TASK_FIELDS, row))
+        uuid, state, history = fields["uuid"], fields["state"], fields["history"]
+        if uuid.__class__ is not str or not uuid or state.__class__ is not str or not isinstance(history, list):
+            raise MalformedEvent("task row without a uuid, state or history")
+        if not (fields["attempts"] is None or isinstance(fields["attempts"], list)) or not (
+                fields["extra"] is None or isinstance(fields["extra"], dict)):
+            raise MalformedEvent("task row with mistyped attempts or extra fields")
+        if uuid in self.tasks:
+            return
+        rec = self._new_task(uuid)
+        for key, value in fields.items():
+            if value.__class__ is str and key in _SHARED_FIELDS:
+                value = self._intern_text(value)
+            setattr(rec, key, value)
+        rec.state = state = sys.intern(state[:64])
+        if rec.name.__class__ is str:
+            rec.name = sys.intern(rec.name)
+        if rec.hostname.__class__ is str:
+            rec.hostname = self._intern_host(rec.hostname)
+        self._index(self.by_state, "PENDING", state, uuid)
+        self._renamed(rec, None)
+        self._index(self.by_worker, None, rec.hostname if rec.hostname.__class__ is str else None, uuid)
+        self._index(self.by_root, None, _root_key(rec.root_id, uuid), uuid)
+        self._reparented(rec, None)
+        for attempt in rec.attempts or ():
+            if isinstance(attempt, dict):
+                self.failure_groups.add(uuid, rec.name, attempt.get("hostname"), attempt.get("exception"),
+                                        attempt.get("traceback"), attempt.get("timestamp"), "RETRY")
+        if _as_number(rec.started) is not None:
+            self.stats.started(rec.name, rec.received, rec.sent, rec.started)
+        if state == "FAILURE":
+            self.failures.append(uuid)
+            self.failure_groups.add(uuid, rec.name, rec.hostname, rec.exception, rec.traceback, rec.timestamp,
+                                    "FAILURE")
+        if state == "SUCCESS" or state == "FAILURE":
+            self.stats.finished(rec.name, state, rec.runtime, rec.received, rec.started, rec.sent, rec.timestamp)
+        self.text_stale = True  # the search cache is rebuilt once, after the whole restore
+
+    def restore_worker(self, row: list[Any], saved_at: float) -> None:
+        """Re-create a worker from `export_worker`'s row; one alive when the snapshot was taken counts as
+        reachable until events flow again (like a broker outage: nobody could hear it meanwhile)."""
+        if not isinstance(row, list) or len(row) != len(SNAPSHOT_WORKER_FIELDS):
+            raise MalformedEvent("worker row of the wrong length")
+        fields = dict(zip(SNAPSHOT_WORKER_FIELDS, row))
+        hostname = fields["hostname"]
+        if hostname.__class__ is not str or not hostname:
+            raise MalformedEvent("worker row without a hostname")
+        for key in ("freq", "last_heartbeat", "first_seen", "offline_at", "goodbye"):
+            if fields[key] is not None and _as_number(fields[key]) is None:
+                raise MalformedEvent(f"worker row with a non-numeric {key}")
+        worker = self.workers.get(hostname) or self._new_worker(sys.intern(hostname[:255]), fields["first_seen"])
+        if worker is None:
+            return
+        for key, value in fields.items():
+            if key != "hostname":
+                setattr(worker, key, value)
+        if not worker.freq or worker.freq <= 0:
+            worker.freq = 60.0
+        worker.grace = math.inf if worker.alive(saved_at) else None
+        self.changed_workers.add(worker.hostname)
 
     # -- readers (call with `lock` held) -----------------------------------------------------------
     @property
