@@ -117,7 +117,7 @@ def test_shrink_and_grow_the_pool_from_the_worker_page(page: Any, ctl: Dashboard
     _pool_after_refresh(page, 2)
 
 
-def test_cancel_leaves_the_pool_alone(page: Any, ctl: DashboardServer, ctl_worker: str) -> None:
+def test_escape_in_the_confirmation_sends_nothing(page: Any, ctl: DashboardServer, ctl_worker: str) -> None:
     """Escape in the confirmation dialog sends nothing."""
     _live(page, ctl, _worker_path(ctl_worker))
     before = len(ctl.get("/api/audit").json()["entries"])
@@ -131,6 +131,16 @@ def test_cancel_leaves_the_pool_alone(page: Any, ctl: DashboardServer, ctl_worke
     time.sleep(0.5)
     assert len(ctl.get("/api/audit").json()["entries"]) == before
     assert ctl.get(f"/api/workers/{quote(ctl_worker, safe='')}").json()["worker"]["online"]
+
+
+def test_a_worker_never_seen_says_so(page: Any, ctl: DashboardServer) -> None:
+    """A mistyped hostname: the page says the worker was never seen, and offers no control."""
+    _live(page, ctl, _worker_path("nobody@nowhere"))
+    unknown = page.locator("#worker-unknown")
+    expect(unknown).to_be_visible()
+    expect(unknown).to_contain_text("Never seen")
+    expect(unknown).to_contain_text("nobody@nowhere")
+    expect(page.locator("#worker-body")).to_be_hidden()
 
 
 def test_revoke_a_task_waiting_for_its_countdown_and_find_it_in_the_audit_log(
@@ -285,9 +295,25 @@ def test_bulk_rerun_of_a_failure_group_counts_first(page: Any, ctl: DashboardSer
 
 def test_read_only_mode_shows_data_but_no_control(page: Any, redis_server: RedisServer, ctl_worker: str,
                                                   ctl: DashboardServer) -> None:
-    """DASHBOARD_READ_ONLY=1: worker, task, failures and tasks pages show their data and not one control."""
-    ro = DashboardServer(redis_server.url_db(DB), env={"DASHBOARD_READ_ONLY": "1", "DASHBOARD_INSPECT_INTERVAL": "1"})
+    """DASHBOARD_READ_ONLY=1: the workers list (pool, uptime, hidden offline workers), worker, task,
+    failures and tasks pages show their data and not one control."""
+    ro = DashboardServer(redis_server.url_db(DB), env={"DASHBOARD_READ_ONLY": "1", "DASHBOARD_INSPECT_INTERVAL": "1",
+                                                       "DASHBOARD_HIDE_OFFLINE_AFTER": "2"})
     try:
+        gone = f"gone-{uuidlib.uuid4().hex[:6]}@host"
+        now = time.time()
+        _publish(redis_server, {"type": "worker-online", "hostname": gone, "timestamp": now - 5, "utcoffset": 0, "freq": 2.0},
+                 {"type": "worker-offline", "hostname": gone, "timestamp": now - 4, "utcoffset": 0, "freq": 2.0})
+        _live(page, ro, "/workers")
+        row = page.locator(f'#worker-table tbody tr[data-hostname="{ctl_worker}"]')
+        expect(row.locator(".pool")).to_have_text(re.compile(r"prefork · \d"), timeout=20_000)
+        expect(row.locator(".uptime")).to_have_text(re.compile(r"\d+ (s|min)"))
+        expect(row.locator("a.worker-link")).to_have_attribute("href", _worker_path(ctl_worker))
+        expect(row.locator("a.tasks-link")).to_have_attribute("href", f"/tasks?worker={quote(ctl_worker, safe='')}")
+        expect(page.locator("#workers-hidden")).to_have_text("· 1 offline worker hidden (offline for more than 2 s)",
+                                                             timeout=10_000)
+        assert page.locator(f'#worker-table tr[data-hostname="{gone}"]').count() == 0
+
         (uid,) = ctl.launch("dashboard.demo.add", args=[1, 1], countdown=60)
         wait_for(lambda: (t := ro.task(uid)) and t["state"] == "RECEIVED", message="the task on the read-only dashboard")
         _live(page, ro, _worker_path(ctl_worker))

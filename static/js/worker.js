@@ -81,10 +81,11 @@ function renderTicking() {
 
 // -- inspect sections ------------------------------------------------------------------------------
 
+// The task lists first (full width), then the smaller answers side by side.
 const SECTIONS = [
-  ["stats", "Stats"], ["active", "Active tasks"], ["reserved", "Reserved (prefetched, waiting for a process)"],
-  ["scheduled", "Scheduled (ETA / countdown)"], ["revoked", "Revoked task ids"], ["registered", "Registered tasks"],
-  ["active_queues", "Active queues"], ["conf", "Configuration"],
+  ["active", "Active tasks"], ["reserved", "Reserved (prefetched, waiting for a process)"],
+  ["scheduled", "Scheduled (ETA / countdown)"], ["stats", "Stats"], ["registered", "Registered tasks"],
+  ["active_queues", "Active queues"], ["revoked", "Revoked task ids"], ["conf", "Configuration"],
 ];
 
 const sectionsBox = $("inspect-sections");
