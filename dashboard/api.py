@@ -15,7 +15,7 @@ from .push import MAX_LIMIT
 from .query import SORTS, find, parse_filters, workflow_tree
 from .security import control_endpoint
 from .services import services
-from .state import task_detail
+from .state import LONG_FIELDS, task_detail
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__)
@@ -130,7 +130,25 @@ def task(uuid: str) -> Any:
         rec = svc.state.tasks.get(uuid)
         if rec is None:
             return jsonify({"error": f"task {uuid} has not been seen (or was evicted)"}), 404
-        return jsonify(task_detail(rec, svc.state.children_of(uuid)))
+        return jsonify(task_detail(rec, svc.state.children_of(uuid), full=request.args.get("full") == "1"))
+
+
+@bp.get("/api/tasks/<uuid>/fields/<name>")
+def task_field(uuid: str, name: str) -> Any:
+    """One long field of a task (args, kwargs, result, exception, traceback) whole, as plain text."""
+    if name not in LONG_FIELDS:
+        return jsonify({"error": f"field must be one of {', '.join(LONG_FIELDS)}"}), 400
+    svc = services()
+    with svc.state.lock:
+        rec = svc.state.tasks.get(uuid)
+        value = getattr(rec, name) if rec is not None else None
+    if rec is None:
+        return jsonify({"error": f"task {uuid} has not been seen (or was evicted)"}), 404
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    # Untrusted text: plain, never sniffed as HTML, shown inline rather than downloaded.
+    return Response(text, mimetype="text/plain", headers={
+        "X-Content-Type-Options": "nosniff", "Content-Disposition": f'inline; filename="{name}.txt"',
+        "Content-Security-Policy": "default-src 'none'"})
 
 
 @bp.get("/api/tasks/<uuid>/workflow")

@@ -59,6 +59,13 @@ _WORKER_FIELDS = ("freq", "processed", "active", "loadavg", "sw_ident", "sw_ver"
 HEARTBEAT_EXPIRE_WINDOW = 2.0  # a worker is offline after freq * 2 s without a heartbeat (Celery: 200 %)
 MAX_HISTORY = 64  # events kept per task; a runaway custom-event emitter cannot grow a record forever
 MAX_EXTRA_KEYS = 16
+# A field longer than this is kept cut, with a note of its length: the memory a task can take is bounded
+# (a flood of megabyte tracebacks must not grow the process past what max_tasks implies).
+MAX_FIELD_CHARS = 256 * 1024
+# Task pages and the task API show this much of a field; the whole kept value is one request away.
+DISPLAY_CHARS = 10_000
+# The fields a detail view shortens (the rest are short by nature: names, ids, times).
+LONG_FIELDS = ("args", "kwargs", "result", "exception", "traceback")
 MAX_QUEUES = 1_000  # distinct queue names with their own statistics; more share "<other>"
 THROUGHPUT_SECONDS = 600  # per-second succeeded/failed buckets kept for the overview chart
 _INTERN_LIMIT = 10_000
@@ -371,6 +378,8 @@ class State:
             if key in ev:
                 value = ev[key]
                 if value.__class__ is str:
+                    if len(value) > MAX_FIELD_CHARS:
+                        value = clip(value)
                     if key in _SHARED_FIELDS:  # few distinct values: one copy each
                         value = self._intern_text(value)
                     elif key in _ID_FIELDS:  # ids of tasks we hold: their one copy
@@ -447,6 +456,8 @@ class State:
                                 timestamp, "RETRY")
         if len(rec.attempts) < MAX_HISTORY:
             tb = ev.get("traceback")
+            if tb.__class__ is str and len(tb) > MAX_FIELD_CHARS:
+                tb = clip(tb)
             rec.attempts.append({
                 "retries": rec.retries,
                 "timestamp": timestamp,
@@ -735,13 +746,32 @@ def task_summary(rec: TaskRecord) -> dict[str, Any]:
     }
 
 
-def task_detail(rec: TaskRecord, children: list[str]) -> dict[str, Any]:
-    """Every field of a task, with its event history and children."""
+def clip(value: str, limit: int = MAX_FIELD_CHARS) -> str:
+    """`value` cut to `limit` characters with a note saying so and how long it was."""
+    return value[:limit] + f"\n… [cut by the dashboard: {len(value):,} characters in all]"
+
+
+def task_detail(rec: TaskRecord, children: list[str], full: bool = False) -> dict[str, Any]:
+    """Every field of a task, with its event history and children; long fields shortened unless `full`
+    (`truncated` then maps each shortened field to its whole length, see /api/tasks/<uuid>/fields/<f>)."""
     hist = rec.history
     detail = {slot: getattr(rec, slot) for slot in TaskRecord.__slots__ if slot not in ("history", "seq")}
+    truncated = {}
+    if not full:
+        for key in LONG_FIELDS:
+            value = detail[key]
+            if value.__class__ is str and len(value) > DISPLAY_CHARS:
+                detail[key] = value[:DISPLAY_CHARS] + "…"
+                truncated[key] = len(value)
+    detail["truncated"] = truncated
     detail["worker"] = rec.hostname
     detail["history"] = [{"event": hist[i], "timestamp": hist[i + 1]} for i in range(0, len(hist), 2)]
-    detail["attempts"] = rec.attempts or []
+    attempts = rec.attempts or []
+    if not full:
+        attempts = [dict(a, traceback=a["traceback"][:DISPLAY_CHARS] + "…", traceback_length=len(a["traceback"]))
+                    if a.get("traceback").__class__ is str and len(a["traceback"]) > DISPLAY_CHARS else a
+                    for a in attempts]
+    detail["attempts"] = attempts
     detail["children"] = children
     return detail
 

@@ -583,3 +583,32 @@ def test_stats_per_task_name(app: Any) -> None:
     recent = client.get("/api/stats/tasks?window=recent").get_json()
     assert recent["window"] == "recent" and recent["tasks"][0]["count"] == 20
     assert client.get("/api/stats/tasks?window=week").status_code == 400
+
+
+def test_oversized_fields_are_shortened_for_display_and_whole_on_request(app: Any) -> None:
+    """A 100 kB traceback: the detail shows 10 000 characters and says how long it is; the field endpoint
+    and ?full=1 give the whole value, as plain text that a browser will not run."""
+    from dashboard.state import DISPLAY_CHARS
+
+    tb = "Traceback (most recent call last):\n" + "  <script>alert(1)</script> frame\n" * 3000
+    feed(app, ev("task-received", "big", 1.0, name="t.big", args="('x',)"),
+         ev("task-failed", "big", 2.0, exception="ValueError('big')", traceback=tb))
+    client = app.test_client()
+    detail = client.get("/api/tasks/big").get_json()
+    assert len(detail["traceback"]) == DISPLAY_CHARS + 1 and detail["truncated"] == {"traceback": len(tb)}
+    assert client.get("/api/tasks/big?full=1").get_json()["traceback"] == tb
+    resp = client.get("/api/tasks/big/fields/traceback")
+    assert resp.status_code == 200 and resp.get_data(as_text=True) == tb
+    assert resp.mimetype == "text/plain" and resp.headers["X-Content-Type-Options"] == "nosniff"
+    assert client.get("/api/tasks/big/fields/hostname").status_code == 400
+    assert client.get("/api/tasks/nope/fields/traceback").status_code == 404
+
+
+def test_fields_beyond_the_storage_cap_are_cut_with_a_note(app: Any) -> None:
+    from dashboard.state import MAX_FIELD_CHARS
+
+    huge = "r" * (MAX_FIELD_CHARS + 5000)
+    feed(app, ev("task-succeeded", "huge", 1.0, result=huge))
+    kept = app.test_client().get("/api/tasks/huge/fields/result").get_data(as_text=True)
+    assert kept.startswith("r" * MAX_FIELD_CHARS) and f"{len(huge):,} characters in all" in kept
+    assert len(kept) < MAX_FIELD_CHARS + 100
