@@ -15,6 +15,12 @@ let scrolledTo = null; // the hash we already scrolled to (refreshes must not sc
 
 const targetId = () => decodeURIComponent(location.hash.slice(1));
 
+/** "14:03:07" today, "2024-05-01 14:03:07" on another day (the log outlives a restart with AUDIT_LOG). */
+function fmtWhen(ts) {
+  if (typeof ts !== "number") return "";
+  return new Date(ts * 1000).toDateString() === new Date().toDateString() ? fmtTime(ts) : fmtDateTime(ts, { ms: false });
+}
+
 function paramsText(params) {
   if (!params || typeof params !== "object" || !Object.keys(params).length) return "";
   try {
@@ -47,7 +53,7 @@ function entryRows(e) {
   });
   const ok = e.ok === true;
   const row = el("tr", { id: `entry-${id}`, class: targetId() === `entry-${id}` ? "targeted" : null, dataset: { id, ok: ok ? "true" : "false" } },
-    el("td", { class: "mono time", text: fmtTime(e.time), title: fmtDateTime(e.time) }),
+    el("td", { class: "mono time", text: fmtWhen(e.time), title: fmtDateTime(e.time) }),
     el("td", { class: "user", text: e.user == null || e.user === "" ? "anonymous" : String(e.user) }),
     el("td", { class: "mono remote", text: String(e.remote_addr ?? "") }),
     el("td", { class: "mono action", text: String(e.action ?? "") }),
