@@ -37,7 +37,9 @@ def healthz() -> Any:
         workers = {"online": svc.state.workers_online(now), "known": len(svc.state.workers)}
     body = {"ok": status["broker"]["connected"], "broker": status["broker"], "events": status["events"],
             "tasks": tasks, "workers": workers, "server": {"async_mode": svc.config["ASYNC_MODE"]},
-            "snapshot": svc.snapshots.status() if svc.snapshots is not None else None}
+            "snapshot": svc.snapshots.status() if svc.snapshots is not None else None,
+            "clients": {"subscribed": len(svc.push.subs), "lagging": len(svc.push.lagging),
+                        "times_lagged": svc.push.skipped}}
     return jsonify(body), 200
 
 

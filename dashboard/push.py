@@ -28,6 +28,9 @@ MAX_TASKS_PER_TICK = 200  # rows a task-list room gets per tick; more changes me
 FAILURES_SHOWN = 10
 THROUGHPUT_SHOWN = 300  # seconds of the overview chart
 MAX_LIMIT = 500
+# Updates queued for one client past which it is skipped until it catches up (then it resyncs):
+# at one diff per room and tick, 50 is 10 s of updates a tab has not taken.
+BACKLOG_MAX = 50
 FAILURE_GROUPS_SHOWN = 100
 
 
@@ -53,6 +56,8 @@ class Push:
         self._last_failures: list[str] = []
         self._totals_cache: dict[str, tuple[float, int]] = {}
         self._stop = threading.Event()
+        self.lagging: set[str] = set()  # sids skipped because they are too far behind
+        self.skipped = 0  # times a client started lagging
         self._aggregates_at = 0.0
         self._aggregates_version = (-1, -1)
         # Set by control_api.init_app: the inspect cache (pool, uptime) and when offline workers hide.
@@ -308,11 +313,42 @@ class Push:
         if status != self._last_status:
             self._last_status = status
             out.append(("status", status, ""))
+        skip = self._lagging()
         for event, data, room in out:
             if room:
-                self.socketio.emit(event, data, to=room)
+                self.socketio.emit(event, data, to=room, skip_sid=skip)
             else:
-                self.socketio.emit(event, data)
+                self.socketio.emit(event, data, skip_sid=skip)
+
+    def _lagging(self) -> list[str]:
+        """Clients too far behind to send to (their queue is only growing), and resync those caught up.
+
+        A throttled or frozen tab must cost the others nothing: its socket's writer blocks on its own, and
+        the updates queued for it are capped here instead of growing for as long as it stays stuck."""
+        server = getattr(self.socketio, "server", None)
+        if server is None:
+            return []
+        with self._subs_lock:
+            sids = list(self.subs)
+        lagging, caught_up = set(), []
+        for sid in sids:
+            try:
+                sock = server.eio.sockets.get(server.manager.eio_sid_from_sid(sid, "/"))
+                backlog = sock.queue.qsize() if sock is not None else 0
+            except Exception:  # noqa: BLE001 - a socket closing meanwhile
+                continue
+            if backlog > BACKLOG_MAX or (sid in self.lagging and backlog > BACKLOG_MAX // 4):
+                lagging.add(sid)
+            elif sid in self.lagging:
+                caught_up.append(sid)
+        if lagging - self.lagging:
+            self.skipped += len(lagging - self.lagging)
+            log.info("%d client(s) too far behind: their updates are held until they catch up",
+                     len(lagging - self.lagging))
+        self.lagging = lagging
+        for sid in caught_up:
+            self.socketio.emit("resync", {}, to=sid)  # it missed diffs: it asks for a fresh snapshot
+        return list(lagging)
 
     _chart_second = 0.0
 

@@ -213,3 +213,47 @@ def test_bad_subscribe_gets_an_error_not_a_crash(push_app: Any, payload: Any) ->
     answer = client.emit("subscribe", payload, callback=True)
     assert "error" in answer
     client.disconnect()
+
+
+class _Queue:
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def qsize(self) -> int:
+        return self.n
+
+
+class _FakeServer:
+    """Stands in for python-socketio's server: per-client engine.io queues of a chosen length."""
+
+    def __init__(self, backlog: dict[str, int]) -> None:
+        self.queues = {sid: type("Sock", (), {"queue": _Queue(n)})() for sid, n in backlog.items()}
+        self.eio = type("Eio", (), {"sockets": self.queues})()
+        self.manager = type("Manager", (), {"eio_sid_from_sid": staticmethod(lambda sid, ns: sid)})()
+
+
+class _FakeSocketIO:
+    def __init__(self, backlog: dict[str, int]) -> None:
+        self.server = _FakeServer(backlog)
+        self.emitted: list[tuple[str, str]] = []
+
+    def emit(self, event: str, data: Any, to: str | None = None, **_: Any) -> None:
+        self.emitted.append((event, to))
+
+
+def test_a_client_far_behind_is_skipped_then_resynced_once_caught_up() -> None:
+    """Only the client past BACKLOG_MAX is skipped; it stays skipped until well below it, then is asked
+    to resync (it missed diffs) exactly once."""
+    from dashboard.push import BACKLOG_MAX, Push
+    from dashboard.state import State
+
+    fake = _FakeSocketIO({"slow": BACKLOG_MAX + 1, "fast": 0})
+    push = Push(fake, State(), None, 0.2)  # type: ignore[arg-type]
+    push.subs = {"slow": "overview", "fast": "overview"}
+    assert push._lagging() == ["slow"] and push.skipped == 1
+    fake.server.queues["slow"].queue.n = BACKLOG_MAX // 2  # draining, not yet caught up
+    assert push._lagging() == ["slow"] and fake.emitted == []
+    fake.server.queues["slow"].queue.n = 0
+    assert push._lagging() == [] and fake.emitted == [("resync", "slow")]
+    assert push._lagging() == [] and fake.emitted == [("resync", "slow")], "resync is sent once"
+    assert push.skipped == 1

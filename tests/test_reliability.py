@@ -140,3 +140,69 @@ def _try_launch(dash: DashboardServer) -> Any:
 
     resp = requests.post(dash.base_url + "/api/launch", json={"task": "dashboard.demo.add", "args": [2, 3]}, timeout=10)
     return resp.json()["task_ids"][0] if resp.status_code == 200 else None
+
+
+STALLED_CLIENT = """
+import sys, time, socketio
+client = socketio.Client()
+client.connect(sys.argv[1], transports=["websocket"])
+client.call("subscribe", {"view": "tasks", "limit": 200}, timeout=10)
+print("subscribed", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_stalled_browser_does_not_hold_up_the_others(own_redis: RedisServer) -> None:
+    """One client freezes (SIGSTOP: its socket stops reading) during a flood: the other keeps getting
+    updates without gaps, and the server stops queueing for the frozen one instead of growing forever."""
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import uuid as uuidlib
+
+    import socketio
+
+    from conftest import event_envelope
+
+    dash = DashboardServer(own_redis.url, env={"DASHBOARD_ENABLE_EVENTS_INTERVAL": "0"})
+    stalled = subprocess.Popen([sys.executable, "-c", STALLED_CLIENT, dash.base_url], stdout=subprocess.PIPE, text=True)
+    healthy = socketio.Client()
+    arrivals: list[float] = []
+    healthy.on("tasks", lambda data: arrivals.append(time.monotonic()))
+    stop = threading.Event()
+    try:
+        assert stalled.stdout.readline().strip() == "subscribed"
+        healthy.connect(dash.base_url, transports=["websocket"])
+        healthy.call("subscribe", {"view": "tasks", "limit": 200}, timeout=10)
+        os.kill(stalled.pid, signal.SIGSTOP)
+        raw = redis.Redis.from_url(own_redis.url)
+
+        def flood() -> None:  # ~4k events/s of tasks with 2 kB of args: big diffs for every client
+            while not stop.is_set():
+                pipe = raw.pipeline(transaction=False)
+                for _ in range(20):
+                    pipe.publish("/0.celeryev/task.multi", event_envelope(*[
+                        {"type": "task-received", "uuid": str(uuidlib.uuid4()), "name": "flood", "args": "x" * 2000,
+                         "hostname": "w@h", "timestamp": time.time(), "utcoffset": 0} for _ in range(10)]))
+                pipe.execute()
+                time.sleep(0.05)
+
+        flooder = threading.Thread(target=flood, daemon=True)
+        flooder.start()
+        lagged = wait_for(lambda: dash.health()["clients"]["times_lagged"] >= 1, timeout=40, interval=0.5,
+                          message="the frozen client to be found lagging")
+        assert lagged
+        start = len(arrivals)
+        time.sleep(5)
+        window = arrivals[start:]
+        assert len(window) >= 10, f"the healthy client got {len(window)} updates in 5 s"
+        gaps = [b - a for a, b in zip(window, window[1:])]
+        assert max(gaps) < 2.0, f"the healthy client waited {max(gaps):.1f} s for an update"
+        assert dash.health()["clients"]["lagging"] >= 1, "updates for the frozen client are held, not queued"
+    finally:
+        stop.set()
+        os.kill(stalled.pid, signal.SIGKILL)
+        stalled.wait(5)
+        healthy.disconnect()
+        dash.stop()

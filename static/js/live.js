@@ -82,13 +82,8 @@ export function startLive({ payload = null, onSnapshot = () => {}, on = {}, onEr
   let ready = false;
   setConnection("connecting");
 
-  socket.on("connect", () => {
-    setConnection("live");
+  function subscribe() {
     ready = false;
-    if (!payload) {
-      fetchStatus();
-      return;
-    }
     socket.emit("subscribe", payload, (snapshot) => {
       if (!snapshot || snapshot.error) {
         console.error("subscribe failed:", snapshot && snapshot.error);
@@ -99,6 +94,21 @@ export function startLive({ payload = null, onSnapshot = () => {}, on = {}, onEr
       onSnapshot(snapshot);
       ready = true;
     });
+  }
+
+  socket.on("connect", () => {
+    setConnection("live");
+    ready = false;
+    if (!payload) {
+      fetchStatus();
+      return;
+    }
+    subscribe();
+  });
+  // The server skipped updates while this tab could not keep up (a throttled or frozen tab): start over
+  // from a fresh snapshot rather than apply diffs on top of a gap.
+  socket.on("resync", () => {
+    if (payload) subscribe();
   });
   socket.on("disconnect", (reason) => {
     ready = false;
