@@ -139,7 +139,7 @@ def task(uuid: str) -> Any:
 def task_field(uuid: str, name: str) -> Any:
     """One long field of a task (args, kwargs, result, exception, traceback) whole, as plain text."""
     if name not in LONG_FIELDS:
-        return jsonify({"error": f"field must be one of {', '.join(LONG_FIELDS)}"}), 400
+        return jsonify({"error": f"no field {name!r}: one of {', '.join(LONG_FIELDS)}"}), 404
     svc = services()
     with svc.state.lock:
         rec = svc.state.tasks.get(uuid)

@@ -97,6 +97,9 @@ def load_config(overrides: Mapping[str, Any] | None = None, environ: Mapping[str
     if config["INGEST"] not in ("auto", "redis", "kombu"):
         raise ValueError(f"INGEST must be 'auto', 'redis' or 'kombu', not {config['INGEST']!r}")
     _check_ranges(config)
+    from .security import parse_users  # checked here: a bad entry is a clean exit 2, not a server traceback
+
+    parse_users(config["AUTH_USERS"])
     return config
 
 

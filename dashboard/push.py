@@ -16,7 +16,7 @@ from collections import Counter
 from typing import Any
 
 from flask import request
-from flask_socketio import SocketIO, join_room, leave_room
+from flask_socketio import ConnectionRefusedError, SocketIO, join_room, leave_room
 
 from .ingest import Ingest
 from .query import Filters, TextIndex, find, matcher, parse_filters, workflow_root, workflow_tree
@@ -112,7 +112,7 @@ class Push:
         from .security import socket_allowed
 
         if not socket_allowed(auth):
-            raise ConnectionRefusedError("authentication required")
+            raise ConnectionRefusedError("authentication required")  # flask_socketio's: the client sees why
 
     def on_disconnect(self, *args: Any) -> None:
         """Forget the subscription of a closed socket."""

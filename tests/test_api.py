@@ -600,7 +600,7 @@ def test_oversized_fields_are_shortened_for_display_and_whole_on_request(app: An
     resp = client.get("/api/tasks/big/fields/traceback")
     assert resp.status_code == 200 and resp.get_data(as_text=True) == tb
     assert resp.mimetype == "text/plain" and resp.headers["X-Content-Type-Options"] == "nosniff"
-    assert client.get("/api/tasks/big/fields/hostname").status_code == 400
+    assert client.get("/api/tasks/big/fields/hostname").status_code == 404
     assert client.get("/api/tasks/nope/fields/traceback").status_code == 404
 
 
