@@ -86,7 +86,7 @@ def _invalid(exc: InvalidRequest) -> Any:
 
 
 # -- workers ---------------------------------------------------------------------------------------
-@bp.get("/api/workers/<hostname>")
+@bp.get("/api/workers/<path:hostname>")  # path: a hostname may hold a "/"
 def worker(hostname: str) -> Any:
     """One worker: summary, every inspect method's cached reply; ?refresh=1 refreshes in the background."""
     svc = services()
@@ -103,7 +103,7 @@ def worker(hostname: str) -> Any:
                     "refreshing": refresh or svc.inspector.refreshing(hostname)})
 
 
-@bp.post("/api/workers/<hostname>/control")
+@bp.post("/api/workers/<path:hostname>/control")
 @control_endpoint
 def worker_control(hostname: str) -> Any:
     """{"action", "n" | "max"/"min" | "queue"} -> {"ok", "replies", "audit_id", "message"}."""

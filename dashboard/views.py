@@ -72,7 +72,7 @@ def workers() -> str:
     return render_template("workers.html")
 
 
-@bp.get("/workers/<hostname>")
+@bp.get("/workers/<path:hostname>")  # path: a hostname may hold a "/"
 def worker(hostname: str) -> str:
     """One worker: heartbeat, what `inspect` returns (cached), and its controls."""
     return render_template("worker.html", hostname=hostname)

@@ -199,6 +199,32 @@ function renderTree(tree) {
   show($("workflow-truncated"), Boolean(tree && tree.truncated));
 }
 
+/** Where each long field is shown: a shortened one gets a note and a link to its whole value after it. */
+const LONG_FIELDS = {
+  args: () => field("args"), kwargs: () => field("kwargs"), result: () => field("result"),
+  exception: () => $("task-exception"), traceback: () => $("task-traceback"),
+};
+
+function renderTruncated(t) {
+  const truncated = t.truncated || {};
+  for (const [name, target] of Object.entries(LONG_FIELDS)) {
+    const node = target();
+    let note = document.getElementById(`whole-${name}`);
+    const length = truncated[name];
+    if (typeof length !== "number") {
+      if (note) note.remove();
+      continue;
+    }
+    if (!note) {
+      note = el("p", { id: `whole-${name}`, class: "muted whole-value" });
+      node.after(note);
+    }
+    note.replaceChildren(`Shortened for display: ${length.toLocaleString()} characters in all — `,
+      el("a", { href: `/api/tasks/${encodeURIComponent(uuid)}/fields/${name}`, target: "_blank", rel: "noopener",
+        text: `show the whole ${name}` }));
+  }
+}
+
 function render(t) {
   show(unknown, !t);
   show(body, Boolean(t));
@@ -214,6 +240,7 @@ function render(t) {
   renderProgress(t);
   renderError(t);
   renderFields(t);
+  renderTruncated(t);
   renderTimeline(t);
   renderAttempts(t);
   renderRelatives(t);
