@@ -81,18 +81,25 @@ def test_ten_outages_leak_no_threads_or_connections(own_redis: RedisServer) -> N
     dash = DashboardServer(own_redis.url)
     try:
         pid = _server_pid(dash)
-        time.sleep(8)  # past the enable-events broadcasts that follow a connect
-        before = (_threads(pid), _sockets(pid), _redis_clients(own_redis.url))
-        for i in range(10):
+
+        def outage(i: int) -> None:
             own_redis.stop()
             wait_for(lambda: not dash.health()["broker"]["connected"], timeout=10, message=f"outage {i + 1} seen")
             own_redis.start()
             wait_for(lambda: dash.health()["broker"]["connected"], timeout=10, message=f"reconnect {i + 1}")
-        assert dash.health()["broker"]["outages"] == 10
+
+        outage(-1)  # a first one creates whatever is created lazily (pools, the server's request threads)
+        time.sleep(8)  # past the enable-events broadcasts that follow a connect
+        before = (_threads(pid), _sockets(pid), _redis_clients(own_redis.url))
+        for i in range(10):
+            outage(i)
+        assert dash.health()["broker"]["outages"] == 11
         time.sleep(8)
         after = (_threads(pid), _sockets(pid), _redis_clients(own_redis.url))
-        assert after[0] <= before[0], f"threads {before[0]} -> {after[0]}"
-        assert after[1] <= before[1], f"sockets {before[1]} -> {after[1]}"
+        # One spare for the web server's request threads, which it starts on demand: a leak per outage
+        # would show as ten.
+        assert after[0] <= before[0] + 1, f"threads {before[0]} -> {after[0]}"
+        assert after[1] <= before[1] + 1, f"sockets {before[1]} -> {after[1]}"
         assert after[2] <= before[2], f"Redis connections {before[2]} -> {after[2]}"
     finally:
         dash.stop()
