@@ -133,13 +133,14 @@ HUGE = 1_000_000
     ("a bearer then blanks", "token: bearer" + " " * HUGE),
 ])
 def test_a_megabyte_is_masked_quickly(mask: Any, name: str, text: str) -> None:
-    """No catastrophic backtracking: 1 MB of hostile or plain text takes < 50 ms (best of 3)."""
+    """No catastrophic backtracking: 1 MB of hostile or plain text is masked in well under a second (best
+    of 3; it takes ~2-20 ms, while a quadratic pattern would take minutes). Not a speed figure."""
     best = float("inf")
     for _ in range(3):
         started = time.perf_counter()
         mask(text)
         best = min(best, time.perf_counter() - started)
-    assert best < 0.05, f"{name}: {best * 1000:.1f} ms"
+    assert best < 1.0, f"{name}: {best * 1000:.1f} ms"
 
 
 def test_many_secrets_cost_linear_time(mask: Any) -> None:

@@ -2,7 +2,6 @@
 worker; exact histogram buckets; bounded labels; scrape time with 100k retained tasks."""
 from __future__ import annotations
 
-import statistics
 import time
 from typing import Any, Iterator
 
@@ -176,8 +175,9 @@ def test_hostile_task_names_are_escaped(app: Any) -> None:
     assert not any(key[0] == "fake_metric" for key in parsed)
 
 
-def test_scrape_is_fast_with_100k_retained_tasks(app: Any) -> None:
-    """With 100k tasks, 50 names, 10 workers and 5 queues retained, a scrape takes well under 50 ms."""
+def test_scrape_with_100k_retained_tasks_counts_them_all(app: Any) -> None:
+    """With 100k tasks, 50 names, 10 workers and 5 queues retained, a scrape has every count right.
+    (Its speed is measured, not asserted: `python -m bench.metrics_scrape`.)"""
     svc = app.extensions["dashboard"]
     state = svc.state
     svc.queues.interval = 3600.0  # the loop's job: the on-demand read happens once, before timing
@@ -197,15 +197,12 @@ def test_scrape_is_fast_with_100k_retained_tasks(app: Any) -> None:
     assert len(state.tasks) == 100_000
     client = app.test_client()
     scrape(client)  # warm-up (and the one queue read)
-    times = []
-    for _ in range(30):
-        t0 = time.perf_counter()
-        resp = client.get("/metrics")
-        times.append(time.perf_counter() - t0)
-        assert resp.status_code == 200
-    median, worst = statistics.median(times) * 1000, max(times) * 1000
-    print(f"/metrics with 100k tasks: median {median:.1f} ms, max {worst:.1f} ms, {len(resp.data)} bytes")
-    assert median < 50, f"median scrape {median:.1f} ms"
+    parsed = scrape(client)
+    succeeded = sum(v for (name, _), v in parsed.items() if name == "celery_task_succeeded_total")
+    sent = sum(v for (name, _), v in parsed.items() if name == "celery_task_sent_total")
+    assert succeeded == 90_000 and sent == 100_000  # every task was sent; one in ten never ran
+    assert value(parsed, "celery_task_succeeded_total", name="app.t1") == 2_000
+    assert sum(1 for (name, _) in parsed if name == "celery_worker_up") == 11  # the tasks' worker + 10
 
 
 def test_counters_rise_after_a_real_task_runs(dashboard: DashboardServer, worker: str) -> None:
