@@ -57,6 +57,7 @@ class Push:
         self._totals_cache: dict[str, tuple[float, int]] = {}
         self._stop = threading.Event()
         self.lagging: set[str] = set()  # sids skipped because they are too far behind
+        self.tick_no = 0  # ticks so far; diffs and snapshots carry it (see on_subscribe)
         self.skipped = 0  # times a client started lagging
         self._aggregates_at = 0.0
         self._aggregates_version = (-1, -1)
@@ -97,13 +98,19 @@ class Push:
             limit = payload.get("limit", 100)
             limit = limit if isinstance(limit, int) and 0 < limit <= MAX_LIMIT else 100
             room = tasks_room(filters)
-            self.filters[room] = filters
             snapshot = lambda: self.tasks_snapshot(filters, limit)  # noqa: E731
         else:
             return {"error": f"unknown view {view!r}"}
         self._move(sid, room)
+        if view == "tasks":
+            with self._subs_lock:
+                self.filters[room] = filters
         join_room(room)
-        data = snapshot()
+        # The snapshot carries the number of the last tick it includes: a diff of that tick or an earlier
+        # one may still reach the client after it (emitted after the join), and the client drops those.
+        with self.state.lock:
+            data = snapshot()
+            data["tick"] = self.tick_no
         data["status"] = self.status()
         return data
 
@@ -120,6 +127,8 @@ class Push:
 
     def _move(self, sid: str, room: str | None) -> None:
         with self._subs_lock:
+            if room is not None and self.subs.get(sid) == room:
+                return  # a resubscribe (resync): leaving would drop the room's filter and count
             old = self.subs.pop(sid, None)
             if old is not None:
                 self.rooms[old] -= 1
@@ -282,6 +291,8 @@ class Push:
         st = self.state
         with st.lock:
             changed_tasks, changed_workers = st.drain_changes(now)
+            self.tick_no += 1
+            tick_no = self.tick_no
             if rooms.get("overview") and (changed_tasks or changed_workers or self._chart_due(now)):
                 out.append(("overview", self._overview_diff(now, changed_tasks), "overview"))
             if changed_tasks:
@@ -315,6 +326,8 @@ class Push:
             out.append(("status", status, ""))
         skip = self._lagging()
         for event, data, room in out:
+            if event != "status":
+                data["tick"] = tick_no  # the client drops diffs its snapshot already includes
             if room:
                 self.socketio.emit(event, data, to=room, skip_sid=skip)
             else:

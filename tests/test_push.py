@@ -38,8 +38,9 @@ def tick(app: Any) -> None:
 
 
 def received(client: Any, name: str) -> list[Any]:
-    """The payloads of the `name` events the client got since the last call."""
-    return [m["args"][0] for m in client.get_received() if m["name"] == name]
+    """The payloads of the `name` events the client got since the last call (tick numbers left out)."""
+    payloads = [m["args"][0] for m in client.get_received() if m["name"] == name]
+    return [{k: v for k, v in p.items() if k != "tick"} if isinstance(p, dict) else p for p in payloads]
 
 
 def lifecycle(uuid: str, ts: float, ok: bool = True) -> list[dict[str, Any]]:
@@ -257,3 +258,30 @@ def test_a_client_far_behind_is_skipped_then_resynced_once_caught_up() -> None:
     assert push._lagging() == [] and fake.emitted == [("resync", "slow")]
     assert push._lagging() == [] and fake.emitted == [("resync", "slow")], "resync is sent once"
     assert push.skipped == 1
+
+
+def test_diffs_carry_the_tick_and_a_snapshot_the_last_tick_it_includes(push_app: Any) -> None:
+    """The client drops a diff its snapshot already includes: snapshot tick N, the next diff N + 1."""
+    client = socketio.test_client(push_app)
+    feed(push_app, *lifecycle("t1", 100.0))
+    tick(push_app)
+    snap = client.emit("subscribe", {"view": "tasks"}, callback=True)
+    assert [t["uuid"] for t in snap["tasks"]] == ["t1"]
+    client.get_received()
+    feed(push_app, *lifecycle("t2", 101.0))
+    tick(push_app)
+    (diff,) = [m["args"][0] for m in client.get_received() if m["name"] == "tasks"]
+    assert diff["tick"] == snap["tick"] + 1 and [t["uuid"] for t in diff["tasks"]] == ["t2"]
+
+
+def test_resubscribing_to_the_same_list_keeps_its_updates(push_app: Any) -> None:
+    """A resync subscribes again to the room the client is in: its filter and updates must stay."""
+    client = socketio.test_client(push_app)
+    payload = {"view": "tasks", "state": "SUCCESS"}
+    client.emit("subscribe", payload, callback=True)
+    client.emit("subscribe", payload, callback=True)
+    client.get_received()
+    feed(push_app, *lifecycle("again", 100.0))
+    tick(push_app)
+    (diff,) = received(client, "tasks")
+    assert [t["uuid"] for t in diff["tasks"]] == ["again"]

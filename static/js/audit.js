@@ -1,7 +1,7 @@
 // Audit log: newest first, re-read every 3 s; each entry expands to its parameters and every
 // worker's reply. /audit#entry-<id> highlights one entry. Everything in an entry is shown as text.
 import { startLive } from "./live.js";
-import { el, fmtDateTime, fmtTime, setText } from "./dom.js";
+import { el, fmtDateTime, fmtTime, hashId, setText } from "./dom.js";
 import { getJSON, repliesList } from "./control.js";
 
 const REFRESH_MS = 3000;
@@ -13,7 +13,7 @@ let lastKey = null;
 let entries = [];
 let scrolledTo = null; // the hash we already scrolled to (refreshes must not scroll again)
 
-const targetId = () => decodeURIComponent(location.hash.slice(1));
+const targetId = () => hashId();
 
 /** "14:03:07" today, "2024-05-01 14:03:07" on another day (the log outlives a restart with AUDIT_LOG). */
 function fmtWhen(ts) {
@@ -93,16 +93,25 @@ function render(force = false) {
   }
 }
 
+let loading = false;
+
 async function load() {
-  const res = await getJSON("/api/audit?limit=100");
-  if (res.status !== 200 || !res.body || !Array.isArray(res.body.entries)) {
-    setText(status, `could not load the audit log: ${(res.body && res.body.error) || res.status}`);
-    if (!entries.length) setText(emptyRow.firstElementChild, "The audit log could not be loaded; retrying every 3 s.");
-    return;
+  if (loading) return; // a slow answer: never pile requests up behind it
+  loading = true;
+  try {
+    const res = await getJSON("/api/audit?limit=100");
+    if (res.status !== 200 || !res.body || !Array.isArray(res.body.entries)) {
+      setText(status, `could not load the audit log: ${(res.body && res.body.error) || res.status}`);
+      if (!entries.length) setText(emptyRow.firstElementChild, "The audit log could not be loaded; retrying every 3 s.");
+      return;
+    }
+    entries = res.body.entries;
+    // A live region: say it once, not every 3 s (the table shows the entries' own times).
+    setText(status, "re-read every 3 s");
+    render();
+  } finally {
+    loading = false;
   }
-  entries = res.body.entries;
-  setText(status, `updated ${fmtTime(Date.now() / 1000)}`);
-  render();
 }
 
 window.addEventListener("hashchange", () => {

@@ -4,6 +4,7 @@
 import { el, fmtNumber, taskLink } from "./dom.js";
 
 const main = document.getElementById("page");
+const REQUEST_TIMEOUT_MS = 30_000;
 
 /** Whether control buttons may be shown (false in read-only mode: nothing is rendered then). */
 export function controlsEnabled() {
@@ -24,7 +25,8 @@ async function parse(response) {
 async function request(url, options) {
   let response;
   try {
-    response = await fetch(url, { credentials: "same-origin", ...options });
+    // A hung server must not leave requests (and the polls behind them) waiting forever.
+    response = await fetch(url, { credentials: "same-origin", signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS), ...options });
   } catch (err) {
     return { status: 0, body: { error: `Could not reach the dashboard (${(err && err.message) || err}); is it running?` } };
   }
@@ -146,7 +148,7 @@ export function renderPending(container, text) {
  */
 export async function runAction({ url, body, confirm, result, busy = [], pendingText = "Sending…", onDone, emptyReplies }) {
   if (!(await confirmAction(confirm))) return null;
-  for (const b of busy) b.disabled = true;
+  const restore = hold(busy);
   renderPending(result, pendingText);
   try {
     const res = await postJSON(url, body);
@@ -154,8 +156,16 @@ export async function runAction({ url, body, confirm, result, busy = [], pending
     renderResult(result, res, { extra, emptyReplies });
     return res;
   } finally {
-    for (const b of busy) b.disabled = false;
+    restore();
   }
+}
+
+/** Disable buttons while a request runs; the returned function puts back how each one was (a button
+ * disabled for a reason, such as an impossible re-run, stays disabled). */
+function hold(buttons) {
+  const was = buttons.map((b) => b.disabled);
+  for (const b of buttons) b.disabled = true;
+  return () => buttons.forEach((b, i) => { b.disabled = was[i]; });
 }
 
 // -- bulk actions ----------------------------------------------------------------------------------
@@ -169,7 +179,7 @@ const plural = (n, one, many = `${one}s`) => `${fmtNumber(n)} ${n === 1 ? one : 
  */
 export async function bulkAction({ action, target, what, result, busy = [] }) {
   const verb = action === "rerun" ? "Re-run" : "Revoke";
-  for (const b of busy) b.disabled = true;
+  const restore = hold(busy);
   renderPending(result, "Counting the tasks (dry run)…");
   try {
     const dry = await postJSON("/api/bulk", { action, ...target, dry_run: true });
@@ -221,7 +231,7 @@ export async function bulkAction({ action, target, what, result, busy = [] }) {
     renderResult(result, res, { extra: bulkDetails(action, res.body || {}) });
     return res;
   } finally {
-    for (const b of busy) b.disabled = false;
+    restore();
   }
 }
 

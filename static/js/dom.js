@@ -142,3 +142,12 @@ export function progressBar(progress, { label = true } = {}) {
   }, fill);
   return el("span", { class: "progress" }, bar, label ? el("span", { class: "bar-label", text: `${p.current}/${p.total}` }) : null);
 }
+
+/** The element id named by the URL's #hash, or "" (a malformed escape such as "#%E0" is not an id). */
+export function hashId() {
+  try {
+    return decodeURIComponent(location.hash.slice(1));
+  } catch {
+    return "";
+  }
+}

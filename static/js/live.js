@@ -80,10 +80,20 @@ async function fetchStatus() {
 export function startLive({ payload = null, onSnapshot = () => {}, on = {}, onError = null } = {}) {
   const socket = io({ reconnection: true, reconnectionDelay: 500, reconnectionDelayMax: 5000 });
   let ready = false;
+  let snapTick = -1; // the last push tick the snapshot includes
+  let early = []; // diffs that arrived between joining the room and the snapshot
   setConnection("connecting");
+
+  // A diff carries its tick: one not newer than the snapshot is already in it (dropping it keeps an
+  // older row from replacing a newer one); a newer one that beat the snapshot here is applied after it.
+  const deliver = (handler, data) => {
+    if (data && typeof data.tick === "number" && data.tick <= snapTick) return;
+    handler(data);
+  };
 
   function subscribe() {
     ready = false;
+    early = [];
     socket.emit("subscribe", payload, (snapshot) => {
       if (!snapshot || snapshot.error) {
         console.error("subscribe failed:", snapshot && snapshot.error);
@@ -91,8 +101,15 @@ export function startLive({ payload = null, onSnapshot = () => {}, on = {}, onEr
         return;
       }
       if (snapshot.status) renderStatus(snapshot.status);
-      onSnapshot(snapshot);
-      ready = true;
+      snapTick = typeof snapshot.tick === "number" ? snapshot.tick : -1;
+      try {
+        onSnapshot(snapshot);
+      } finally {
+        ready = true; // a page error in one snapshot must not silence every later update
+        const pending = early;
+        early = [];
+        for (const [handler, data] of pending) deliver(handler, data);
+      }
     });
   }
 
@@ -119,7 +136,8 @@ export function startLive({ payload = null, onSnapshot = () => {}, on = {}, onEr
   socket.on("status", renderStatus);
   for (const [event, handler] of Object.entries(on)) {
     socket.on(event, (data) => {
-      if (ready) handler(data);
+      if (ready) deliver(handler, data);
+      else if (early.length < 1000) early.push([handler, data]);
     });
   }
   return socket;

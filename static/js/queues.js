@@ -92,10 +92,12 @@ function render(body) {
   show(notRedis, !redis);
   show(sentHint, body.sent_events_seen === false);
   const polled = typeof body.polled_at === "number" ? fmtTime(body.polled_at) : null;
-  if (redis && body.stale) {
-    stale.replaceChildren(document.createTextNode(
-      `Queue lengths could not be read${polled ? ` since ${polled}` : ""}: the lengths shown are the last known ones.`),
-    " ", el("span", { class: "banner-detail", text: String(body.error || "") }));
+  const staleText = `Queue lengths could not be read${polled ? ` since ${polled}` : ""}: the lengths shown are the last known ones.`;
+  if (redis && body.stale && stale.dataset.text !== staleText + body.error) {
+    // An alert region: rewrite it only when what it says changes, or it is announced at every poll.
+    stale.dataset.text = staleText + body.error;
+    stale.replaceChildren(document.createTextNode(staleText), " ",
+      el("span", { class: "banner-detail", text: String(body.error || "") }));
   }
   show(stale, Boolean(redis && body.stale));
   setText(summary, redis

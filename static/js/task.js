@@ -216,7 +216,8 @@ function renderTruncated(t) {
       continue;
     }
     if (!note) {
-      note = el("p", { id: `whole-${name}`, class: "muted whole-value" });
+      // Beside a <dd> a second <dd> (valid in its <div>); beside the exception or traceback a <p>.
+      note = el(node.tagName === "DD" ? "dd" : "p", { id: `whole-${name}`, class: "muted whole-value" });
       node.after(note);
     }
     note.replaceChildren(`Shortened for display: ${length.toLocaleString()} characters in all — `,
@@ -279,10 +280,18 @@ async function loadRerun() {
   const res = await getJSON(`/api/tasks/${encodeURIComponent(uuid)}/rerun`);
   if (seq !== rerunSeq) return; // a newer state asked again
   rerunInfo = res.status === 200 && res.body ? res.body : null;
+  rerunError = rerunInfo ? null : `${(res.body && res.body.error) || res.status}`;
+  showRerun();
+}
+
+let rerunError = null;
+
+/** The re-run button as the last answer says: enabled, or disabled with the reason written next to it. */
+function showRerun() {
   const button = $("task-rerun");
   button.disabled = !(rerunInfo && rerunInfo.possible);
   const reason = rerunInfo ? (rerunInfo.possible ? "" : `Cannot re-run: ${rerunInfo.reason || "the args cannot be recovered"}`)
-    : `Cannot tell whether it can be re-run: ${(res.body && res.body.error) || res.status}`;
+    : `Cannot tell whether it can be re-run: ${rerunError}`;
   setText($("task-rerun-reason"), reason);
   setAttr(button, "title", reason || "Send a new task with the same name, args and kwargs");
 }
@@ -311,6 +320,7 @@ async function revoke(terminate) {
         + "and the state turns REVOKED at that moment." })]
       : []),
   });
+  if (rerunInfo || rerunError) showRerun(); // an answer that came in meanwhile decides, not the old state
 }
 
 async function rerun() {

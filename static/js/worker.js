@@ -265,8 +265,14 @@ function showUnknown() {
 }
 
 /** GET the worker (with ?refresh=1 to ask the workers again) -> the body, or null. */
+let loadSeq = 0; // answers are shown in the order they were asked: a late one never undoes a newer one
+let shownSeq = 0;
+
 async function load(refresh = false) {
+  const seq = ++loadSeq;
   const res = await getJSON(refresh ? `${apiUrl}?refresh=1` : apiUrl);
+  if (seq < shownSeq) return null;
+  shownSeq = seq;
   if (res.status === 404) {
     showUnknown();
     return null;
@@ -493,8 +499,11 @@ setInterval(() => {
   renderTicking();
   renderAges();
 }, 1000);
+let polling = false;
 setInterval(() => {
-  if (!refreshing && document.visibilityState === "visible") load();
+  if (refreshing || polling || document.visibilityState !== "visible") return; // never pile polls up
+  polling = true;
+  load().finally(() => { polling = false; });
 }, POLL_MS);
 // The background loop keeps only stats and active_queues fresh: opening the page asks for everything.
 load().then((body) => {

@@ -1,6 +1,6 @@
 // Workers: one row per hostname, updated in place; heartbeat ages and uptimes tick every second.
 import { page, startLive } from "./live.js";
-import { el, fmtAge, fmtDateTime, fmtNumber, setAttr, setText, show } from "./dom.js";
+import { el, fmtAge, fmtDateTime, fmtNumber, hashId, setAttr, setText, show } from "./dom.js";
 import { fmtPool, fmtUptime, uptimeNow, workerHref } from "./control.js";
 
 const tbody = document.querySelector("#worker-table tbody");
@@ -118,7 +118,7 @@ function remove(hostname) {
 }
 
 function highlightTarget() {
-  const id = decodeURIComponent(location.hash.slice(1));
+  const id = hashId();
   const target = id && document.getElementById(id);
   if (target && target.dataset.hostname) {
     target.classList.add("targeted");
