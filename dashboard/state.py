@@ -310,9 +310,7 @@ class State:
         if _happened_before(state, old):
             # This state logically happened before the current one: merge fields, keep the state.
             if state == "RECEIVED":
-                for key in _RECEIVED_KEEP:
-                    if key in ev:
-                        setattr(rec, key, ev[key])
+                self._copy_fields(rec, ev, _RECEIVED_KEEP)  # (masked and clipped like any other copy)
             else:
                 self._copy_fields(rec, ev)
                 rec.timestamp = timestamp  # Celery copies the late event's timestamp too
@@ -373,8 +371,8 @@ class State:
                 members = index[new] = set()
             members.add(uuid)
 
-    def _copy_fields(self, rec: TaskRecord, ev: dict[str, Any]) -> None:
-        for key in _TASK_FIELDS:
+    def _copy_fields(self, rec: TaskRecord, ev: dict[str, Any], keys: tuple[str, ...] = _TASK_FIELDS) -> None:
+        for key in keys:
             if key in ev:
                 value = ev[key]
                 if value.__class__ is str:
@@ -467,9 +465,21 @@ class State:
             })
 
     def _store_extra(self, rec: TaskRecord, ev: dict[str, Any]) -> None:
-        extra = {k: v for k, v in ev.items() if k not in _ENVELOPE_KEYS and isinstance(k, str)}
+        extra = {}
+        for key, value in ev.items():
+            if key not in _ENVELOPE_KEYS and key.__class__ is str:
+                if len(extra) == MAX_EXTRA_KEYS:
+                    break
+                # Custom fields are task data too: as bounded as the rest; one that is not a string (a
+                # nested progress meta) is kept whole up to MAX_FIELD_CHARS of its text, else as text.
+                if value.__class__ is str:
+                    value = clip(value) if len(value) > MAX_FIELD_CHARS else value
+                elif not isinstance(value, (int, float, bool)) and value is not None and \
+                        len(text := repr(value)) > MAX_FIELD_CHARS:
+                    value = clip(text)
+                extra[key[:200]] = value
         if extra:
-            rec.extra = dict(list(extra.items())[:MAX_EXTRA_KEYS])
+            rec.extra = extra
 
     def _renamed(self, rec: TaskRecord, old_name: Any) -> None:
         self._index(self.by_name, _name_key(old_name), _name_key(rec.name), rec.uuid)
@@ -566,10 +576,14 @@ class State:
         mine = self.by_worker.get(worker.hostname)
         if not mine:
             return
-        for uuid in mine & self.by_state["STARTED"]:  # (the intersection walks the smaller set)
+        running = [u for u in mine & self.by_state["STARTED"]]  # (the intersection walks the smaller set)
+        for state, members in self.by_state.items():
+            if state not in PRECEDENCE:  # a custom state a running task reports, e.g. PROGRESS
+                running += mine & members
+        for uuid in running:
             rec = self.tasks[uuid]
+            self._index(self.by_state, rec.state, LOST, uuid)
             rec.state = LOST
-            self._index(self.by_state, "STARTED", LOST, uuid)
             rec.history.append("lost")
             rec.history.append(when)
             self.lost += 1
@@ -618,6 +632,8 @@ class State:
         for key, value in fields.items():
             if value.__class__ is str and key in _SHARED_FIELDS:
                 value = self._intern_text(value)
+            elif value.__class__ is str and key in _MASKED_FIELDS and self.mask is not None:
+                value = self.mask(value)  # today's patterns: a snapshot written before them is masked now
             setattr(rec, key, value)
         rec.state = state = sys.intern(state[:64])
         if rec.name.__class__ is str:

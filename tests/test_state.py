@@ -609,3 +609,33 @@ def test_revoked_ends_progress_and_a_late_progress_does_not_undo_it() -> None:
     ])
     assert state.tasks["p"].state == "REVOKED"
     assert state.counts == zero_counts(REVOKED=1)
+
+
+def test_a_late_received_is_masked_and_clipped_like_any_event() -> None:
+    """task-received delivered after task-started merges its args/kwargs: through the same mask and cap."""
+    from dashboard.masking import make_masker
+    from dashboard.state import MAX_FIELD_CHARS
+
+    state = State(mask=make_masker("password"))
+    replay(state, [task_ev("started", "m", 1.1),
+                   task_ev("received", "m", 1.0, name="t", args="('" + "a" * (MAX_FIELD_CHARS + 10) + "',)",
+                           kwargs="{'password': 'hunter2'}")])
+    rec = state.tasks["m"]
+    assert rec.state == "STARTED" and "hunter2" not in rec.kwargs
+    assert len(rec.args) < MAX_FIELD_CHARS + 100
+
+
+def test_a_task_in_a_custom_running_state_is_lost_with_its_worker() -> None:
+    state = _running(State())
+    replay(state, [task_ev("progress", "r", 100.25, current=1, total=3)])
+    assert state.tasks["r"].state == "PROGRESS"
+    replay(state, [worker_ev("offline", WORKER, 101.0)])
+    assert state.tasks["r"].state == "LOST" and "PROGRESS" not in state.by_state
+
+
+def test_custom_event_fields_are_clipped() -> None:
+    from dashboard.state import MAX_FIELD_CHARS
+
+    state = replay(State(), [task_ev("progress", "x", 1.0, note="n" * (MAX_FIELD_CHARS * 2), meta={"k": "v" * MAX_FIELD_CHARS})])
+    extra = state.tasks["x"].extra
+    assert len(extra["note"]) < MAX_FIELD_CHARS + 100 and len(extra["meta"]) < MAX_FIELD_CHARS + 100
