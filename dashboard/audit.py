@@ -72,7 +72,9 @@ class AuditLog:
         # Called under the lock: lines from concurrent actions never interleave.
         try:
             line = json.dumps(entry, default=str, ensure_ascii=False, separators=(",", ":"))
-            with open(self.path, "a", encoding="utf-8") as fh:  # reopened each time: log rotation works
+            # Reopened each time (log rotation works); created owner-only: who did what is not for everyone.
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            with os.fdopen(fd, "a", encoding="utf-8") as fh:
                 fh.write(line + "\n")
                 fh.flush()
         except (OSError, TypeError, ValueError) as exc:

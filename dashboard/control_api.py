@@ -18,7 +18,7 @@ from . import control, rerun
 from .audit import AuditLog
 from .control import BrokerUnavailable, InvalidRequest
 from .inspector import LIST_METHODS, Inspector
-from .query import Filters, find, parse_filters
+from .query import TEXT_FILTERS, TIME_FILTERS, Filters, find, parse_filters
 from .security import control_endpoint, current_user
 from .services import Services, services
 
@@ -27,6 +27,7 @@ bp = Blueprint("control", __name__)
 
 UNFINISHED = ("PENDING", "RECEIVED", "STARTED", "RETRY")  # what a bulk revoke may act on
 SAMPLE = 10
+BULK_FILTERS = frozenset((*TEXT_FILTERS, *TIME_FILTERS))  # the task list's filters, nothing else
 AUDIT_SHOWN_MAX = 1000
 _POOL_ACTIONS = ("pool_grow", "pool_shrink", "autoscale", "pool_restart")
 
@@ -140,9 +141,9 @@ def task_type_control() -> Any:
     online = _online(svc)
     outcome, response = _outcome(svc, action, arguments["task_name"], params, lambda: control.control_task_type(
         svc.celery, action, arguments, workers, timeout, online))
-    if outcome is not None and outcome.ok:
-        for host in outcome.replies:
-            svc.inspector.request_refresh(host, ("registered",))  # shows "[rate_limit=10/m]"
+    if outcome is not None and outcome.ok and outcome.replies:
+        # One broadcast to every worker that replied (not one thread and connection per worker).
+        svc.inspector.request_refresh_many(list(outcome.replies), ("registered",))  # shows "[rate_limit=10/m]"
     return response
 
 
@@ -220,6 +221,9 @@ def _selection(svc: Services, body: dict[str, Any]) -> tuple[Filters, dict[str, 
         return Filters(group=group), {"group": group}
     if not isinstance(raw, dict):
         raise InvalidRequest("filters must be an object like the /api/tasks query: state, name, worker, ...")
+    unknown = sorted(set(raw) - BULK_FILTERS)
+    if unknown:  # a typo must not widen a bulk action to every task
+        raise InvalidRequest(f"unknown filter(s) {', '.join(map(repr, unknown))}: use {', '.join(sorted(BULK_FILTERS))}")
     filters, error = parse_filters(raw)
     if filters is None:
         raise InvalidRequest(error or "bad filters")
@@ -238,28 +242,34 @@ class _Snap(NamedTuple):
     routing_key: Any
 
 
-def _eligible(svc: Services, action: str, f: Filters) -> tuple[int, list[Any], dict[str, int]]:
-    """(matched, eligible items newest first, skipped counts by reason); items are uuids or (uuid, plan)."""
+def _eligible(svc: Services, action: str, f: Filters, before: int | None = None,
+              enough: int | None = None) -> tuple[int, list[Any], dict[str, int], int]:
+    """(matched, eligible items newest first, skipped counts by reason, cursor); items are uuids or
+    (uuid, plan). Only tasks first seen before `before` count (the set a dry run showed); the cursor is
+    that bound for a later run. With `enough`, re-runs stop being planned once that many are eligible."""
     skipped: Counter[str] = Counter()
     eligible: list[Any] = []
     with svc.state.lock:
         st = svc.state
-        matched, recs = find(st, f, limit=max(1, len(st.tasks)), text_index=svc.push.text_index)
+        cursor = before if before is not None else st.last_seq() + 1
+        matched, recs = find(st, f, limit=max(1, len(st.tasks)), text_index=svc.push.text_index, before=cursor)
         if action == "revoke":
             for rec in recs:
                 if rec.state in UNFINISHED:
                     eligible.append(rec.uuid)
                 else:
                     skipped["already finished"] += 1
-            return matched, eligible, dict(skipped)
+            return matched, eligible, dict(skipped), cursor
         snaps = [_Snap(r.uuid, r.name, r.args, r.kwargs, r.queue, r.exchange, r.routing_key) for r in recs]
     for snap in snaps:  # parsing thousands of reprs must not hold up ingest
+        if enough is not None and len(eligible) >= enough:
+            break
         plan = rerun.plan(snap)
         if plan.possible:
             eligible.append((snap.uuid, plan))
         else:
             skipped[plan.code or "not possible"] += 1
-    return matched, eligible, dict(skipped)
+    return matched, eligible, dict(skipped), cursor
 
 
 @bp.post("/api/bulk")
@@ -279,15 +289,21 @@ def bulk() -> Any:
     limit = body.get("limit")
     if not dry_run and (isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= cap):
         raise InvalidRequest(f"limit must be the confirmed count, a whole number from 1 to {cap}")
+    cursor = body.get("cursor")
+    if cursor is not None and (isinstance(cursor, bool) or not isinstance(cursor, int) or cursor < 1):
+        raise InvalidRequest("cursor must be the cursor of the dry run")
     try:
         f, target = _selection(svc, body)
     except LookupError as exc:
         return _error(str(exc.args[0]), 404)
-    matched, eligible, skipped = _eligible(svc, action, f)
+    # The run acts on the tasks the dry run counted (first seen before its cursor), not on newer ones.
+    matched, eligible, skipped, cursor = _eligible(svc, action, f, before=cursor,
+                                                   enough=None if dry_run else min(cap, limit))
     ids = [item if action == "revoke" else item[0] for item in eligible]
     if dry_run:
         return jsonify({"matched": matched, "eligible": len(eligible), "cap": cap,
-                        "will_act_on": min(len(eligible), cap), "skipped": skipped, "sample": ids[:SAMPLE]})
+                        "will_act_on": min(len(eligible), cap), "skipped": skipped, "sample": ids[:SAMPLE],
+                        "cursor": cursor})
     chosen = eligible[:min(len(eligible), cap, limit)]
     params = {"limit": limit, "matched": matched, "eligible": len(eligible), "acted_on": len(chosen)}
     if action == "revoke":
@@ -312,7 +328,9 @@ def _bulk_revoke(svc: Services, target: dict[str, Any], params: dict[str, Any], 
         except BrokerUnavailable as exc:
             errors.append(str(exc))
             message, status = str(exc), 503
-    revoked = uuids if not errors else []
+    # A worker's error reply does not undo the broadcast: every listed task was revoked, the errors say
+    # where a worker complained. Only a broadcast that never left (503) revoked nothing.
+    revoked = uuids if status == 200 else []
     params["acted_on"] = len(revoked)
     audit_id = _audit(svc, "bulk_revoke", target, params, not errors, message, replies)
     return jsonify({"ok": not errors, "acted_on": len(revoked), "task_ids": [], "revoked": revoked,

@@ -13,7 +13,9 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
+
+from celery.utils.saferepr import saferepr
 
 from .control import BrokerUnavailable, broker_connection, broker_errors
 from .state import State
@@ -63,12 +65,46 @@ def pool_summary(stats: Any) -> dict[str, Any] | None:
     }
 
 
-def _sanitize(method: str, reply: Any) -> Any:
-    # `stats` carries the worker's broker connection info: never show a password.
-    if method == "stats" and isinstance(reply, dict) and isinstance(reply.get("broker"), dict):
-        broker = reply["broker"]
-        if broker.get("password"):
-            reply = dict(reply, broker=dict(broker, password="********"))
+_SECRET_KEYS = ("password", "passwd", "secret", "token", "credential", "api_key", "apikey")
+
+
+def _redact(value: Any, depth: int = 0) -> Any:
+    """`value` with the values of secret-looking keys replaced, at any depth (stats: broker and transport
+    options such as sentinel passwords)."""
+    if depth > 8:
+        return value
+    if isinstance(value, dict):
+        return {k: "********" if isinstance(k, str) and any(s in k.lower() for s in _SECRET_KEYS) and v
+                else _redact(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact(v, depth + 1) for v in value]
+    return value
+
+
+def _request_text(request: Any, mask: Callable[[str], str] | None) -> Any:
+    # Inspect replies carry a request's real args and kwargs (not the event's repr): show them as the
+    # events do, a repr through the same secret masking.
+    if not isinstance(request, dict):
+        return request
+    out = dict(request)
+    for key in ("args", "kwargs"):
+        value = out.get(key)
+        if value is not None and not isinstance(value, str):
+            value = saferepr(tuple(value) if isinstance(value, list) and key == "args" else value, 1024)
+        if isinstance(value, str) and mask is not None:
+            value = mask(value)
+        out[key] = value
+    return out
+
+
+def _sanitize(method: str, reply: Any, mask: Callable[[str], str] | None = None) -> Any:
+    """A reply as the dashboard may show it: no passwords, task arguments masked like the events'."""
+    if method == "stats":
+        return _redact(reply)
+    if method in ("active", "reserved") and isinstance(reply, list):
+        return [_request_text(r, mask) for r in reply]
+    if method == "scheduled" and isinstance(reply, list):
+        return [dict(e, request=_request_text(e.get("request"), mask)) if isinstance(e, dict) else e for e in reply]
     return reply
 
 
@@ -157,7 +193,11 @@ class Inspector:
 
     def request_refresh(self, hostname: str, methods: Iterable[str] = METHODS) -> None:
         """Start a background refresh of one worker (never blocks the caller)."""
-        threading.Thread(target=self.refresh, args=([hostname], tuple(methods)), name="inspect-refresh",
+        self.request_refresh_many([hostname], methods)
+
+    def request_refresh_many(self, hostnames: list[str], methods: Iterable[str] = METHODS) -> None:
+        """Start one background refresh of several workers (one broadcast per method)."""
+        threading.Thread(target=self.refresh, args=(list(hostnames), tuple(methods)), name="inspect-refresh",
                          daemon=True).start()
 
     def watch(self, hostname: str, seconds: float = HOT_SECONDS) -> None:
@@ -194,7 +234,7 @@ class Inspector:
                 elif isinstance(reply, dict) and set(reply) == {"error"}:
                     entry.status, entry.error = "error", str(reply["error"])
                 else:
-                    entry.reply, entry.fetched_at = _sanitize(method, reply), now
+                    entry.reply, entry.fetched_at = _sanitize(method, reply, self.state.mask), now
                     entry.status, entry.error = "ok", None
                 self._inflight.discard((host, method))
         if method == "stats" and error is None:

@@ -25,11 +25,14 @@ _UNMASKED_BARE = frozenset(("None", "True", "False", "null", "true", "false"))
 # A string literal, possibly a bytes one, up to its closing quote; an unterminated one (a truncated
 # repr) runs to the end of the line. Possessive: an unterminated quote is scanned once, not retried.
 _STRING = re.compile(r"""[bB]?(?:'(?:[^'\\\n]|\\.)*+'?|"(?:[^"\\\n]|\\.)*+"?)""")
+# The value of a quoted (dict or JSON) key: Celery's saferepr does not escape line breaks, so a PEM key
+# or any multi-line secret runs on to its closing quote, not to the end of its first line.
+_STRING_ML = re.compile(r"""[bB]?(?:'(?:[^'\\]|\\.)*+'?|"(?:[^"\\]|\\.)*+"?)""")
 # A bare value: a number, a name, a word of free text; a backslash escape counts as part of it.
 # An "Authorization: Bearer xyz" value keeps its scheme word with the credential.
 _BARE = re.compile(r"""(?:(?:bearer|basic|token|digest)[ \t]++)?(?:[^\s,;&)}\]'"\\(\[{]|\\.)++""", re.I)
 # Brackets and strings, to find where a nested container value ends.
-_NESTED = re.compile(r"""'(?:[^'\\\n]|\\.)*+'?|"(?:[^"\\\n]|\\.)*+"?|[\[\](){}]""")
+_NESTED = re.compile(r"""'(?:[^'\\]|\\.)*+'?|"(?:[^"\\]|\\.)*+"?|[\[\](){}]""")
 _OPEN, _CLOSE = "([{", ")]}"
 _MAX_NESTED_TOKENS = 10_000  # a container value longer than this is masked to the end of the text
 
@@ -40,7 +43,9 @@ def _fragments(patterns: str) -> list[str]:
 
 def _compile(fragments: list[str], flags: int) -> re.Pattern[str]:
     # Longest first, so "api_key" wins over "key" when both are configured.
-    alternation = "|".join(re.escape(f) for f in sorted(set(fragments), key=len, reverse=True))
+    # "-" and "_" are alike in key names: api_key also matches X-Api-Key and api-key.
+    alternation = "|".join(re.sub(r"\\-|_", "[-_]", re.escape(f))
+                           for f in sorted(set(fragments), key=len, reverse=True))
     return re.compile(
         rf"(?:{alternation})"
         # 'db_password': … / "token": …  — the rest of a quoted key, its closing quote, a colon.
@@ -73,7 +78,7 @@ def _mask_value(text: str, start: int, key_quote: str | None) -> tuple[int, str 
         return start, None
     first = text[start]
     if first in "'\"" or (first in "bB" and text[start + 1:start + 2] in ("'", '"')):
-        m = _STRING.match(text, start)
+        m = (_STRING if key_quote is None else _STRING_ML).match(text, start)
         assert m is not None  # a quote always starts a (possibly unterminated) string
         quote = text[m.start() + 1] if first in "bB" else first
         return m.end(), f"{quote}{MASK}{quote}"

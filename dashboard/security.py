@@ -78,6 +78,9 @@ class Auth:
     _dummy_plain: bytes = field(init=False, default=b"")
     _verified: OrderedDict[bytes, str] = field(init=False, default_factory=OrderedDict)
     _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
+    # One hash check at a time: a flood of bogus sign-ins costs one core, not every core (ingest and the
+    # pages keep theirs); it queues up the guesses instead.
+    _hash_slot: threading.Semaphore = field(init=False, default_factory=lambda: threading.Semaphore(1))
 
     def __post_init__(self) -> None:
         for name, secret in self.users.items():
@@ -106,12 +109,14 @@ class Auth:
                 return True
         stored_hash = self._hashed.get(name)
         if stored_hash is not None:
-            ok = check_password_hash(stored_hash, password)
+            with self._hash_slot:
+                ok = check_password_hash(stored_hash, password)
         else:
             ok = hmac.compare_digest(_digest(password), self._plain.get(name, self._dummy_plain))
             ok = ok and name in self._plain
             if self._dummy_hash is not None:
-                check_password_hash(self._dummy_hash, password)
+                with self._hash_slot:
+                    check_password_hash(self._dummy_hash, password)
         if ok and (stored_hash is not None or self._dummy_hash is not None):  # whenever a hash was paid for
             with self._lock:
                 self._verified[cache_key] = name
@@ -221,6 +226,17 @@ def init_app(app: Flask) -> None:
                     "(or --read-only), or bind to 127.0.0.1.", host)
     if app.config.get("READ_ONLY"):
         log.info("read-only mode: every control is turned off")
+    app.after_request(_protective_headers)
+
+
+def _protective_headers(response: Response) -> Response:
+    """No framing (a page of another site cannot overlay the controls: clickjacking), no MIME sniffing."""
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    csp = response.headers.get("Content-Security-Policy")
+    response.headers["Content-Security-Policy"] = f"{csp}; frame-ancestors 'none'" if csp else "frame-ancestors 'none'"
+    return response
 
 
 def socket_allowed(auth: Any) -> bool:

@@ -1,5 +1,5 @@
-"""At start without a snapshot: ask the workers what they are running, reserving and scheduling, so tasks
-in flight show up at once instead of only when their next event comes (which may be their last)."""
+"""At start (with or without a snapshot): ask the workers what they are running, reserving and scheduling,
+so tasks in flight show up at once instead of only when their next event comes (which may be their last)."""
 from __future__ import annotations
 
 import logging
@@ -67,10 +67,11 @@ def seed_in_flight(app: Any, state: State, timeout: float, connected: Callable[[
         return 0
     events = events_from_inspect(active, reserved, scheduled, time.time())
     with state.lock:
+        # One hold of the lock: an event arriving between the check and the feed is not counted twice.
         new = [e for e in events if e["uuid"] not in state.tasks]  # events already told us about the rest
         before = len(state.tasks)
-    state.events(new)
-    added = len(state.tasks) - before
+        state.events(new)
+        added = len(state.tasks) - before
     log.info("workers report %d task(s) in flight: %d new to the dashboard", len({e["uuid"] for e in events}),
              added)
     return added

@@ -53,7 +53,7 @@ class Services:
     _stopped: bool = False
 
     def stop(self) -> None:
-        """Stop ingest, push and the enable-events loop (used by tests and on shutdown)."""
+        """Stop every background loop, then save the snapshot if there is one (tests, and at shutdown)."""
         self.ingest.stop()
         self.push.stop()
         for loop in (self.enabler, self.inspector, self.queues, self.snapshots):

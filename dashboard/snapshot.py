@@ -135,7 +135,8 @@ class Snapshots:
                 body = gzip.compress(orjson.dumps(dump(self.state), default=str), compresslevel=1)
                 directory = os.path.dirname(os.path.abspath(self.path))
                 os.makedirs(directory, exist_ok=True)
-                with open(tmp, "wb") as fh:
+                # Owner-only: it holds every task's arguments, results and tracebacks.
+                with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as fh:
                     fh.write(body)
                     fh.flush()
                     os.fsync(fh.fileno())

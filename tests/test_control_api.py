@@ -54,6 +54,8 @@ def _known(app: Any) -> None:
     ("/api/bulk", {"action": "rerun", "filters": {}, "dry_run": False, "limit": 501}, 400, "limit must be the confirmed count"),
     ("/api/bulk", {"action": "rerun", "filters": {}, "dry_run": False}, 400, "limit must be the confirmed count"),
     ("/api/bulk", {"action": "revoke", "filters": {}, "dry_run": "no"}, 400, "dry_run and terminate must be true or false"),
+    ("/api/bulk", {"action": "revoke", "filters": {"status": "FAILURE"}, "dry_run": True}, 400, "unknown filter(s) 'status'"),
+    ("/api/bulk", {"action": "revoke", "filters": {}, "dry_run": True, "cursor": "x"}, 400, "cursor must be"),
 ])
 def test_bad_requests_get_clear_errors_and_are_not_audited(app: Any, path: str, body: Any, status: int,
                                                            fragment: str) -> None:
@@ -63,6 +65,20 @@ def test_bad_requests_get_clear_errors_and_are_not_audited(app: Any, path: str, 
     assert resp.status_code == status, resp.get_json()
     assert fragment in resp.get_json()["error"]
     assert client.get("/api/audit").get_json() == {"entries": []}
+
+
+def test_a_bulk_run_acts_on_the_tasks_its_dry_run_counted(app: Any) -> None:
+    """Tasks that arrive between the dry run and the confirmation are left alone (the cursor)."""
+    _known(app)
+    client = app.test_client()
+    dry = client.post("/api/bulk", json={"action": "revoke", "filters": {"state": "RECEIVED"}, "dry_run": True}).get_json()
+    assert dry["will_act_on"] == 2 and isinstance(dry["cursor"], int)
+    now = time.time()
+    _feed(app, {"type": "task-received", "uuid": "t-late", "name": "dashboard.demo.add", "args": "(3, 4)",
+                "kwargs": "{}", "hostname": "w1@h", "timestamp": now, "local_received": now})
+    run = client.post("/api/bulk", json={"action": "revoke", "filters": {"state": "RECEIVED"}, "dry_run": False,
+                                         "limit": dry["will_act_on"], "cursor": dry["cursor"]}).get_json()
+    assert sorted(run["revoked"]) == ["t-1", "t-2"], run
 
 
 def test_refusals_before_anything_else(app: Any) -> None:
@@ -259,6 +275,7 @@ def test_bulk_dry_run_then_rerun_within_the_cap(ctl: Ctl) -> None:
     filters = {"q": marker, "state": "FAILURE"}
     listed = ctl.server.get("/api/tasks", params=filters).json()["total"]
     dry = ctl.post("/api/bulk", {"action": "rerun", "filters": filters, "dry_run": True}).json()
+    assert isinstance(dry.pop("cursor"), int)
     assert dry == {"matched": listed, "eligible": 5, "cap": BULK_MAX, "will_act_on": BULK_MAX, "skipped": {},
                    "sample": ids[::-1]}
     over = ctl.post("/api/bulk", {"action": "rerun", "filters": filters, "dry_run": False, "limit": BULK_MAX + 1})

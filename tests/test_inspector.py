@@ -153,3 +153,20 @@ def test_offline_workers_hide_after_the_setting(app: Any) -> None:
     assert later == {"workers": [], "removed": ["recent@h"], "hidden_offline": 2}
     svc.push.hide_offline_after = 0.0  # 0: never hide
     assert app.test_client().get("/api/workers").get_json()["hidden_offline"] == 0
+
+
+def test_inspect_replies_show_no_secrets() -> None:
+    """active/reserved/scheduled carry a request's real arguments: shown as masked reprs like the events';
+    stats' broker and transport options lose every password."""
+    from dashboard.inspector import _sanitize
+    from dashboard.masking import make_masker
+
+    mask = make_masker("password")
+    request = {"id": "a", "name": "t.login", "args": ["bob"], "kwargs": {"password": "hunter2"}}
+    (active,) = _sanitize("active", [request], mask)
+    assert active["args"] == "('bob',)" and "hunter2" not in active["kwargs"]
+    (scheduled,) = _sanitize("scheduled", [{"eta": None, "request": request}], mask)
+    assert "hunter2" not in scheduled["request"]["kwargs"]
+    stats = {"broker": {"password": "pw", "transport_options": {"sentinel_kwargs": {"password": "pw2"}}}, "pid": 1}
+    shown = _sanitize("stats", stats, mask)
+    assert "pw" not in str(shown) and shown["pid"] == 1

@@ -197,3 +197,15 @@ def test_a_workers_secret_kwargs_are_masked_everywhere(redis_server: RedisServer
     page.locator(f"tr[data-uuid='{sent}']").wait_for()
     assert MASK in page.locator(f"tr[data-uuid='{launched}']").inner_text()
     assert SECRET not in page.content()
+
+
+def test_dashes_and_underscores_are_alike_in_keys(mask: Any) -> None:
+    """The default `api_key` also masks `X-Api-Key` and `api-key`, as the README says."""
+    assert mask("{'X-Api-Key': 'abc', 'api-key': 'x', 'API_KEY': 1}") == \
+        "{'X-Api-Key': '«masked»', 'api-key': '«masked»', 'API_KEY': '«masked»'}"
+
+
+def test_a_multi_line_secret_is_masked_to_its_closing_quote(mask: Any) -> None:
+    """Celery's saferepr keeps line breaks inside strings: a PEM key is masked whole, not its first line."""
+    pem = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkq\n-----END PRIVATE KEY-----"
+    assert mask(f"{{'client_secret': '{pem}', 'user': 'bob'}}") == "{'client_secret': '«masked»', 'user': 'bob'}"

@@ -216,7 +216,7 @@ def test_a_stalled_browser_does_not_hold_up_the_others(own_redis: RedisServer) -
 
 
 def test_a_million_events_keep_memory_within_max_tasks() -> None:
-    """One million events (250k tasks, each received/started/finished/progress, tracebacks all different)
+    """One million events (250k tasks, each received/started/finished/progress; every failure's traceback different)
     through the reader's batch path into a 10 000-task state: memory levels off once the state is full."""
     import base64
     import gc

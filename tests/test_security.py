@@ -525,3 +525,13 @@ def test_auth_does_not_replace_csrf(auth_app: Any, launch_queue: redis.Redis) ->
                                        headers=basic("ada", PASSWORD))
     assert resp.status_code == 400
     assert launch_queue.llen("celery") == 0
+
+
+def test_pages_cannot_be_framed_or_sniffed(app: Any) -> None:
+    """Clickjacking: no other site may frame the dashboard (its controls); no response is MIME-sniffed."""
+    client = app.test_client()
+    for path in ("/", "/workers", "/api/tasks", "/healthz", "/metrics"):
+        resp = client.get(path)
+        assert resp.headers["X-Frame-Options"] == "DENY", path
+        assert "frame-ancestors 'none'" in resp.headers["Content-Security-Policy"], path
+        assert resp.headers["X-Content-Type-Options"] == "nosniff", path

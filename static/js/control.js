@@ -225,7 +225,8 @@ export async function bulkAction({ action, target, what, result, busy = [] }) {
       return null;
     }
     renderPending(result, `${verb === "Re-run" ? "Re-running" : "Revoking"} ${plural(d.will_act_on, "task")}…`);
-    const body = { action, ...target, dry_run: false, limit: d.will_act_on };
+    // The cursor keeps the run to the tasks the dry run counted (newer matches are left alone).
+    const body = { action, ...target, dry_run: false, limit: d.will_act_on, cursor: d.cursor };
     if (terminate) body.terminate = terminate.checked;
     const res = await postJSON("/api/bulk", body);
     renderResult(result, res, { extra: bulkDetails(action, res.body || {}) });
