@@ -386,6 +386,8 @@ class State:
                             value = known.uuid
                     elif key in _MASKED_FIELDS and self.mask is not None:
                         value = self.mask(value)
+                elif key in _ID_FIELDS and value is not None:
+                    value = None  # an id that is not a string names no task (and would break set lookups)
                 setattr(rec, key, value)
 
     def _new_task(self, uuid: str) -> TaskRecord:

@@ -639,3 +639,15 @@ def test_custom_event_fields_are_clipped() -> None:
     state = replay(State(), [task_ev("progress", "x", 1.0, note="n" * (MAX_FIELD_CHARS * 2), meta={"k": "v" * MAX_FIELD_CHARS})])
     extra = state.tasks["x"].extra
     assert len(extra["note"]) < MAX_FIELD_CHARS + 100 and len(extra["meta"]) < MAX_FIELD_CHARS + 100
+
+
+@pytest.mark.parametrize("bad", [[], {}, 5, ["a"]])
+def test_ids_that_are_not_strings_name_no_task(bad: Any) -> None:
+    """Found by the fuzzer: a list as parent_id broke the workflow tree of every page showing the task."""
+    from dashboard.query import workflow_tree
+
+    state = replay(State(), [task_ev("sent", "u0", 0.0, root_id="0", parent_id=bad),
+                             task_ev("received", "u1", 0.1, root_id=bad, parent_id="u0")])
+    assert state.tasks["u0"].parent_id is None and state.tasks["u1"].root_id is None
+    workflow_tree(state, "u0")
+    workflow_tree(state, "u1")
