@@ -110,20 +110,23 @@ def dead_worker() -> None:
         stop_process(proc)
 
 
-def flood() -> None:
-    """One million events into a 10,000-task state: time, and memory as events go by."""
+def million_events(every: int = 100_000) -> tuple[Any, Any, list[float], float]:
+    """One million events (250k tasks: received, started, finished, progress; each failure's traceback its
+    own) through the reader's batch path into a 10,000-task state -> (state, ingest, RSS in MB after every
+    `every` events, seconds). Shared by this bench and tests/test_reliability.py."""
     from dashboard.ingest import Ingest
     from dashboard.state import State
 
     def rss_mb() -> float:
-        return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
     state = State(max_tasks=10_000)
     ingest = Ingest(state, "redis://127.0.0.1:1/0")
-    levels = []
+    levels: list[float] = []
     n = 0
     started = time.perf_counter()
-    for batch in range(2_500):
+    for batch in range(2_500):  # 400 events each
         events: list[dict[str, Any]] = []
         now = time.time()
         for i in range(100):
@@ -138,10 +141,15 @@ def flood() -> None:
                                               "content-type": "application/json",
                                               "properties": {"body_encoding": "base64"}})
                                 for j in range(0, len(events), 50)])
-        if batch % 250 == 249:
+        if (batch + 1) * 400 % every == 0:
             gc.collect()
             levels.append(rss_mb())
-    took = time.perf_counter() - started
+    return state, ingest, levels, time.perf_counter() - started
+
+
+def flood() -> None:
+    """One million events into a 10,000-task state: time, and memory as events go by."""
+    state, _, levels, took = million_events()
     log.info("1,000,000 events in %.1f s (%.0f events/s incl. building them); %d tasks kept", took, 1e6 / took,
              len(state.tasks))
     log.info("RSS every 100k events (MB): %s", " ".join(f"{m:.0f}" for m in levels))

@@ -107,11 +107,9 @@ def render(svc: Any, now: float | None = None) -> str:
         waits = state.queue_stats.export_histograms("wait_sent")
         workers = []
         for w in state.workers.values():
-            up = w.alive(now)
-            gone = w.offline_at if w.offline_at is not None else w.last_heartbeat
-            if not up and hide_after > 0 and gone is not None and now - gone > hide_after:
-                continue  # long gone: left out, as the workers page hides it
-            workers.append((w.hostname, up, w.active))
+            if w.long_gone(now, hide_after):
+                continue  # left out, as the workers page hides it
+            workers.append((w.hostname, w.alive(now), w.active))
         retained, evicted = len(state.tasks), state.evicted
 
     out = _Text()

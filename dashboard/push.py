@@ -233,12 +233,7 @@ class Push:
         return row
 
     def _is_hidden(self, worker: Any, now: float) -> bool:
-        # Offline longer than HIDE_OFFLINE_AFTER: autoscaled and container workers come and go.
-        after = self.hide_offline_after
-        if after <= 0 or worker.alive(now):
-            return False
-        since = worker.offline_at or worker.last_heartbeat or worker.first_seen
-        return since is not None and now - since > after
+        return worker.long_gone(now, self.hide_offline_after)
 
     def workers_snapshot(self) -> dict[str, Any]:
         """Every known worker except those offline longer than HIDE_OFFLINE_AFTER (counted instead)."""

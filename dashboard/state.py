@@ -138,6 +138,14 @@ class WorkerRecord:
             hb = grace
         return now < hb + self.freq * HEARTBEAT_EXPIRE_WINDOW
 
+    def long_gone(self, now: float, after: float) -> bool:
+        """Offline for more than `after` seconds (0: never): the workers list and /metrics leave it out
+        (autoscaled and container workers come and go)."""
+        if after <= 0 or self.alive(now):
+            return False
+        since = self.offline_at or self.last_heartbeat or self.first_seen
+        return since is not None and now - since > after
+
 
 # What a snapshot keeps of a task and a worker (everything but derived or per-process fields).
 SNAPSHOT_TASK_FIELDS = tuple(f for f in TaskRecord.__slots__ if f != "seq")

@@ -218,41 +218,9 @@ def test_a_stalled_browser_does_not_hold_up_the_others(own_redis: RedisServer) -
 def test_a_million_events_keep_memory_within_max_tasks() -> None:
     """One million events (250k tasks, each received/started/finished/progress; every failure's traceback different)
     through the reader's batch path into a 10 000-task state: memory levels off once the state is full."""
-    import base64
-    import gc
-    import uuid as uuidlib
+    from bench.reliability import million_events
 
-    import orjson
-
-    from dashboard.ingest import Ingest
-    from dashboard.state import State
-
-    def rss_mb() -> float:
-        return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-    def envelope(events: list[dict[str, Any]]) -> bytes:
-        return orjson.dumps({"body": base64.b64encode(orjson.dumps(events)).decode(), "content-type": "application/json",
-                             "properties": {"body_encoding": "base64"}})
-
-    state = State(max_tasks=10_000)
-    ingest = Ingest(state, "redis://127.0.0.1:1/0")
-    levels = []
-    n = 0
-    for batch in range(2_500):
-        events: list[dict[str, Any]] = []
-        now = time.time()
-        for i in range(100):
-            uid, n = str(uuidlib.uuid4()), n + 1
-            common = {"uuid": uid, "hostname": f"w{i % 4}@h", "timestamp": now, "utcoffset": 0}
-            events += [dict(common, type="task-received", name=f"proj.t{i % 20}", args=f"({n},)", kwargs="{}"),
-                       dict(common, type="task-started"),
-                       dict(common, type="task-failed", exception=f"ValueError({n})", traceback=f"Traceback {n}\n" * 20)
-                       if i % 10 == 0 else dict(common, type="task-succeeded", result=f"'{n}'", runtime=0.1),
-                       dict(common, type="task-progress", current=1, total=2)]
-        ingest._apply_messages([envelope(events[j:j + 50]) for j in range(0, len(events), 50)])
-        if batch % 500 == 499:
-            gc.collect()
-            levels.append(rss_mb())
+    state, ingest, levels, _ = million_events(every=200_000)
     assert state.event_count == 1_000_000 and ingest.rejected == 0
     assert len(state.tasks) == 10_000 and state.evicted == 240_000
     growth = levels[-1] - levels[1]  # from 400k events (state long full) to 1M

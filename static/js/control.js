@@ -170,7 +170,8 @@ function hold(buttons) {
 
 // -- bulk actions ----------------------------------------------------------------------------------
 
-const plural = (n, one, many = `${one}s`) => `${fmtNumber(n)} ${n === 1 ? one : many}`;
+/** "1 task", "3 tasks" (or the given plural): counts in dialogs and results. */
+export const plural = (n, one, many = `${one}s`) => `${fmtNumber(n)} ${n === 1 ? one : many}`;
 
 /**
  * Re-run or revoke many tasks: a dry run counts them, the dialog says how many will be acted on and

@@ -4,7 +4,7 @@
 import { page, startLive } from "./live.js";
 import { el, fmtAge, fmtDateTime, fmtNumber, fmtValue, setAttr, setBadge, setText, show, taskLink } from "./dom.js";
 import {
-  controlsEnabled, fmtPool, fmtUptime, getJSON, poolSize, renderResult, runAction, uptimeNow,
+  controlsEnabled, fmtPool, fmtUptime, getJSON, plural, poolSize, renderResult, runAction, uptimeNow,
 } from "./control.js";
 
 const hostname = page.dataset.hostname;
@@ -312,7 +312,6 @@ refreshButton.addEventListener("click", refresh);
 
 // -- controls --------------------------------------------------------------------------------------
 
-const plural = (n, one, many = `${one}es`) => `${n} ${n === 1 ? one : many}`;
 const sizeNow = () => poolSize(summary && summary.pool);
 
 /** What the confirmation says for each action: exactly what the worker will do. */
@@ -322,10 +321,10 @@ function describe(action, p) {
   switch (action) {
     case "pool_grow":
       return { title: `Grow the pool of ${hostname}?`, confirmLabel: `Grow by ${p.n}`, lines: [
-        `${who} will start ${plural(p.n, "new pool process")}${size != null ? `: from ${size} to ${size + p.n}` : ""}.`] };
+        `${who} will start ${plural(p.n, "new pool process", "new pool processes")}${size != null ? `: from ${size} to ${size + p.n}` : ""}.`] };
     case "pool_shrink":
       return { title: `Shrink the pool of ${hostname}?`, confirmLabel: `Shrink by ${p.n}`, lines: [
-        `${who} will stop ${plural(p.n, "idle pool process")}${size != null ? `: from ${size} to ${Math.max(0, size - p.n)}` : ""}.`,
+        `${who} will stop ${plural(p.n, "idle pool process", "idle pool processes")}${size != null ? `: from ${size} to ${Math.max(0, size - p.n)}` : ""}.`,
         "Processes busy with a task are not stopped; the worker replies with an error if every process is busy."] };
     case "autoscale":
       return { title: `Autoscale ${hostname}?`, confirmLabel: "Set autoscale", lines: [
