@@ -59,7 +59,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(views.bp)
     for bp in (api.bp, control_api.bp, queues.bp, metrics.bp):
         app.register_blueprint(bp)
-        csrf.exempt(bp)  # JSON endpoints refuse cross-origin requests instead (security.control_endpoint)
+        csrf.exempt(bp)  # JSON endpoints: security's guard refuses cross-origin requests instead
 
     state = State(max_tasks=int(cfg["MAX_TASKS"]), max_workers=int(cfg["MAX_WORKERS"]),
                   mask=make_masker(cfg["MASK_PATTERNS"]))

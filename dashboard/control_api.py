@@ -1,7 +1,8 @@
 """Control endpoints: worker and task-type control, revoke/terminate/re-run, bulk actions, audit log.
 
-Every POST goes through security.control_endpoint (read-only, cross-site and JSON checks). Input is
-validated first (400/404, not audited); an accepted action is audited exactly once, whether it
+Every POST is refused in read-only mode or cross-site by security's guard, and needs JSON
+(security.control_endpoint). Input is validated first (400/404, not audited); an accepted action is
+audited exactly once, whether it
 succeeded, failed on the broker (503) or found nothing to do. Inspect replies come from the
 inspector's cache: no request waits for a worker.
 """
