@@ -1,16 +1,15 @@
-"""WSGI entry point (Procfile: `gunicorn app:app`) and `python app.py` for a local server."""
-import os
+"""`python app.py [run flags]` starts the dashboard as `celery-dashboard run` does (gevent server).
 
-if os.environ.get("DASHBOARD_ASYNC_MODE") == "eventlet":
-    import eventlet  # first, before anything imports sockets (redis, kombu, celery)
-
-    eventlet.monkey_patch()
-
-from dashboard import create_app  # noqa: E402
-
-app = create_app()
+`app` is a WSGI app for a server of your choice; such a server serves threads, so it is built in
+threading mode (each websocket holds one thread: `gunicorn -k gthread --threads 64 app:app`).
+"""
+import sys
 
 if __name__ == "__main__":
-    from dashboard.cli import serve_app
+    from dashboard.cli import main
 
-    serve_app(app)
+    sys.exit(main(["run", *sys.argv[1:]]))
+else:
+    from dashboard import create_app
+
+    app = create_app({"ASYNC_MODE": "threading"})

@@ -33,7 +33,7 @@ def _fill(state: object, names: int, tasks: int = 100_000) -> None:
 
 def measure(names: int, url: str) -> tuple[float, int]:
     """(median seconds, bytes) of 30 scrapes of an app holding 100k tasks over `names` task names."""
-    app = create_app({"INGEST_ENABLED": False, "BROKER_URL": url})
+    app = create_app({"ASYNC_MODE": "threading", "INGEST_ENABLED": False, "BROKER_URL": url})
     try:
         _fill(app.extensions["dashboard"].state, names)
         client = app.test_client()

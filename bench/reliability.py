@@ -137,7 +137,7 @@ def million_events(every: int = 100_000) -> tuple[Any, Any, list[float], float]:
                        dict(common, type="task-failed", exception=f"ValueError({n})", traceback=f"Traceback {n}\n" * 20)
                        if i % 10 == 0 else dict(common, type="task-succeeded", result=f"'{n}'", runtime=0.1),
                        dict(common, type="task-progress", current=1, total=2)]
-        ingest._apply_messages([orjson.dumps({"body": base64.b64encode(orjson.dumps(events[j:j + 50])).decode(),
+        ingest.apply_messages([orjson.dumps({"body": base64.b64encode(orjson.dumps(events[j:j + 50])).decode(),
                                               "content-type": "application/json",
                                               "properties": {"body_encoding": "base64"}})
                                 for j in range(0, len(events), 50)])

@@ -36,11 +36,20 @@ def healthz() -> Any:
                  "lost": svc.state.lost}
         workers = {"online": svc.state.workers_online(now), "known": len(svc.state.workers)}
     body = {"ok": status["broker"]["connected"], "broker": status["broker"], "events": status["events"],
-            "tasks": tasks, "workers": workers, "server": {"async_mode": svc.config["ASYNC_MODE"]},
+            "tasks": tasks, "workers": workers, "server": _server(svc),
             "snapshot": svc.snapshots.status() if svc.snapshots is not None else None,
             "clients": {"subscribed": len(svc.push.subs), "lagging": len(svc.push.lagging),
                         "times_lagged": svc.push.skipped}}
     return jsonify(body), 200
+
+
+def _server(svc: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"async_mode": svc.config["ASYNC_MODE"], "idle_sessions_closed": svc.push.idle_closed}
+    if svc.connections is not None:
+        out["connections"] = svc.connections.status()
+    if svc.reader is not None:
+        out["reader_starts"] = svc.reader.starts
+    return out
 
 
 def _whole_number(raw: str) -> int | None:

@@ -22,8 +22,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--broker", dest="BROKER_URL", help="broker URL (env DASHBOARD_BROKER_URL)")
         p.add_argument("--host", dest="HOST", help="bind address (env DASHBOARD_HOST, default 127.0.0.1)")
         p.add_argument("--port", dest="PORT", type=int, help="port (env DASHBOARD_PORT, default 5000)")
-        p.add_argument("--async-mode", dest="ASYNC_MODE", choices=("threading", "eventlet"),
-                       help="Flask-SocketIO async mode (env DASHBOARD_ASYNC_MODE, default threading)")
+        p.add_argument("--async-mode", dest="ASYNC_MODE", choices=("gevent", "threading"),
+                       help="gevent (default) or threading (development) (env DASHBOARD_ASYNC_MODE)")
         p.add_argument("--max-tasks", dest="MAX_TASKS", type=int, help="tasks kept in memory (default 100000)")
         p.add_argument("--max-workers", dest="MAX_WORKERS", type=int, help="workers kept (default 1000)")
         p.add_argument("--threads", dest="THREADS", type=int, help="server threads in threading mode (default 64)")
@@ -34,24 +34,19 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def serve_app(app: Any) -> None:
-    """Serve a built app with Flask-SocketIO's server (eventlet.wsgi, or Werkzeug for local use)."""
-    from . import socketio
-
-    cfg = app.config
-    log.info("dashboard at http://%s:%s (%s mode)", cfg["HOST"], cfg["PORT"], cfg["ASYNC_MODE"])
-    try:
-        socketio.run(app, host=cfg["HOST"], port=int(cfg["PORT"]), allow_unsafe_werkzeug=True, log_output=False)
-    finally:
-        app.extensions["dashboard"].stop()  # SIGTERM/SIGINT end run() by exceptions: save the snapshot
-
-
 def serve(cfg: dict[str, Any]) -> None:
-    """Serve the dashboard: gunicorn's gthread worker (threading) or eventlet.wsgi (eventlet)."""
+    """Serve the dashboard: gevent's WSGI server (default) or gunicorn's gthread worker (threading)."""
     from . import create_app
 
-    if cfg["ASYNC_MODE"] == "eventlet":
-        serve_app(create_app(cfg))
+    if cfg["ASYNC_MODE"] == "gevent":
+        from .server import bind, make_server, serve_forever
+
+        listener = bind(cfg["HOST"], int(cfg["PORT"]))
+        app = create_app(cfg)
+        svc = app.extensions["dashboard"]
+        server = make_server(listener, app, svc.connections, float(cfg["HEADER_TIMEOUT"]))
+        log.info("dashboard at http://%s:%s", cfg["HOST"], cfg["PORT"])
+        serve_forever(server, svc.stop)
         return
     from gunicorn.app.base import BaseApplication
 
@@ -68,7 +63,8 @@ def serve(cfg: dict[str, Any]) -> None:
         def load(self) -> Any:
             return create_app(cfg)
 
-    log.info("dashboard at http://%s:%s", cfg["HOST"], cfg["PORT"])
+    log.info("dashboard at http://%s:%s (threading mode: at most %s open websockets)", cfg["HOST"], cfg["PORT"],
+             cfg["THREADS"])
     Server().run()
 
 
@@ -111,10 +107,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"celery-dashboard: {exc}", file=sys.stderr)  # noqa: T201 - logging is not set up yet
         return 2
-    if cfg["ASYNC_MODE"] == "eventlet" and os.environ.get("DASHBOARD_ASYNC_MODE") != "eventlet":
-        # eventlet must patch before redis/kombu/celery are imported: start over with it selected.
-        os.environ["DASHBOARD_ASYNC_MODE"] = "eventlet"
-        os.execv(sys.executable, [sys.executable, "-m", "dashboard.cli", *argv])
     logging.basicConfig(level=str(cfg["LOG_LEVEL"]).upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # SIGTERM ends the process through `finally` blocks, so children are stopped too.

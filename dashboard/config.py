@@ -21,7 +21,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("BROKER_URL", "redis://127.0.0.1:6379/0", "Celery broker to monitor (Redis URL; other brokers use Celery's generic receiver).", "--broker"),
     Setting("HOST", "127.0.0.1", "Address the web server binds to.", "--host"),
     Setting("PORT", 5000, "Port of the web server.", "--port"),
-    Setting("ASYNC_MODE", "threading", "Flask-SocketIO async mode: `threading` or `eventlet`.", "--async-mode"),
+    Setting("ASYNC_MODE", "gevent", "How the server runs: `gevent` (one hub holds every socket; the default) or `threading` (development: each websocket holds one of THREADS threads).", "--async-mode"),
     Setting("MAX_TASKS", 100_000, "Tasks kept in memory; the oldest is evicted first.", "--max-tasks"),
     Setting("MAX_WORKERS", 1_000, "Workers kept in memory; the longest-offline is evicted first.", "--max-workers"),
     Setting("PUSH_INTERVAL", 0.2, "Seconds between two websocket updates (events within one tick are batched)."),
@@ -32,12 +32,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("INGEST_ENABLED", True, "Start the event consumer with the app (tests turn it off)."),
     Setting("LAUNCH_TIMEOUT", 5.0, "Seconds a task launch may wait for the broker before it fails."),
     Setting("SECRET_KEY", "", "Flask secret key for sessions and CSRF tokens (random per process when empty)."),
-    Setting("THREADS", 64, "Threads of the production server (each open websocket holds one).", "--threads"),
+    Setting("THREADS", 64, "Threads of the server in threading mode (each open websocket holds one).", "--threads"),
+    Setting("MAX_CONNECTIONS", 10_000, "Open client connections in all (gevent mode); past it the oldest one still sending its headers is closed, else new ones are refused."),
+    Setting("MAX_CONNECTIONS_PER_ADDRESS", 2_000, "Open connections from one client address (gevent mode), with the same rule; raise it behind a proxy that hides client addresses."),
+    Setting("HEADER_TIMEOUT", 10.0, "Seconds a client has to send a request's line and headers (slow clients are closed; also ends idle keep-alive connections)."),
     Setting("LOG_LEVEL", "INFO", "Log level of the dashboard.", "--log-level"),
     Setting("DEMO_WORKER_CONCURRENCY", 2, "Pool size of the demo worker started by `celery-dashboard demo`."),
     # -- security (dashboard/security.py, dashboard/masking.py) --
     Setting("READ_ONLY", False, "Turn every control off: buttons hidden, control and launch endpoints refuse (403).", "--read-only"),
     Setting("AUTH_USERS", "", "Basic-auth users `name:password` (or `name:<werkzeug hash>`), comma-separated; when set, every page, API call and websocket needs them."),
+    Setting("ALLOWED_HOSTS", "", "Host names the dashboard answers to besides loopback names and IP addresses, comma-separated (`.example.com` includes subdomains, `*` any); other Host headers get 400 (DNS rebinding). Listening beyond loopback adds this machine's host names."),
+    Setting("SIGNIN_FAILURES_PER_MINUTE", 10, "Failed sign-ins allowed per client address and per user name in a minute; more get 429 until the minute has passed."),
     Setting("AUTH_TOKEN", "", "Bearer token accepted for the API and websocket (`Authorization: Bearer …`); when set, auth is on."),
     Setting("MASK_PATTERNS", "password,passwd,secret,token,api_key,apikey,authorization,credential",
             "Comma-separated key patterns whose values are masked in task args/kwargs everywhere (empty: no masking)."),
@@ -92,8 +97,8 @@ def load_config(overrides: Mapping[str, Any] | None = None, environ: Mapping[str
             config[key] = value
     if not config["SECRET_KEY"]:
         config["SECRET_KEY"] = secrets.token_hex(32)
-    if config["ASYNC_MODE"] not in ("threading", "eventlet"):
-        raise ValueError(f"ASYNC_MODE must be 'threading' or 'eventlet', not {config['ASYNC_MODE']!r}")
+    if config["ASYNC_MODE"] not in ("gevent", "threading"):
+        raise ValueError(f"ASYNC_MODE must be 'gevent' or 'threading', not {config['ASYNC_MODE']!r}")
     if config["INGEST"] not in ("auto", "redis", "kombu"):
         raise ValueError(f"INGEST must be 'auto', 'redis' or 'kombu', not {config['INGEST']!r}")
     _check_ranges(config)
@@ -110,7 +115,8 @@ _RANGES = {
     "LAUNCH_TIMEOUT": (0.0, False), "ENABLE_EVENTS_INTERVAL": (0.0, True), "DEMO_WORKER_CONCURRENCY": (1, True),
     "CONTROL_TIMEOUT": (0.0, False), "INSPECT_INTERVAL": (0.0, True), "INSPECT_TIMEOUT": (0.0, False),
     "BULK_MAX": (1, True), "HIDE_OFFLINE_AFTER": (0.0, True), "QUEUE_POLL_INTERVAL": (0.0, False),
-    "SNAPSHOT_INTERVAL": (0.0, False),
+    "SNAPSHOT_INTERVAL": (0.0, False), "MAX_CONNECTIONS": (16, True), "MAX_CONNECTIONS_PER_ADDRESS": (1, True),
+    "HEADER_TIMEOUT": (0.0, False), "SIGNIN_FAILURES_PER_MINUTE": (1, True),
 }
 
 

@@ -35,7 +35,7 @@ _POOL_ACTIONS = ("pool_grow", "pool_shrink", "autoscale", "pool_restart")
 
 def init_app(app: Flask, svc: Services) -> None:
     """Create the inspector and the audit log on `svc`; start the inspect loop when ingest is enabled."""
-    from . import socketio
+    from .concurrency import start_thread
 
     cfg = svc.config
     svc.inspector = Inspector(svc.celery, svc.state, float(cfg["INSPECT_INTERVAL"]), float(cfg["INSPECT_TIMEOUT"]))
@@ -43,7 +43,7 @@ def init_app(app: Flask, svc: Services) -> None:
     svc.push.inspector = svc.inspector
     svc.push.hide_offline_after = float(cfg["HIDE_OFFLINE_AFTER"])
     if cfg["INGEST_ENABLED"] and float(cfg["INSPECT_INTERVAL"]) > 0:
-        socketio.start_background_task(svc.inspector.run)
+        start_thread(svc.inspector.run, name="inspect")
 
 
 # -- helpers ---------------------------------------------------------------------------------------

@@ -1,10 +1,15 @@
-"""Broker I/O: subscribe to Celery events, decode them, feed the state, reconnect forever.
+"""Event ingest: a Reader turns the broker's event stream into decoded batches; Ingest applies them.
 
 For redis:// brokers the event channels are read directly with redis-py (hiredis parser):
 kombu publishes each event envelope on `/<db>.celeryev/<routing key>`, and a prefork worker
 batches task events as `task.multi` (a JSON list in one envelope). Any other broker goes
 through Celery's own EventReceiver. Either way an error is logged, the reader backs off and
 reconnects, and users see the broker status (a banner, /healthz).
+
+The Reader runs in a process of its own (dashboard/reader.py): decoding costs more CPU than
+applying, and there it never competes with the web server for the GIL. `Ingest.run()` runs a
+Reader in this process instead (tests and tools). Either way the Reader talks to a `Sink`:
+connected, disconnected, and one call per batch of decoded events.
 """
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ import base64
 import logging
 import threading
 import time
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Protocol
 from urllib.parse import urlsplit
 
 import orjson
@@ -26,7 +31,6 @@ log = logging.getLogger(__name__)
 # calls wait milliseconds, not the length of a burst; small batches also bound transient memory.
 BATCH_MAX = 64
 EVENTS_PER_LOCK = 256
-YIELD_SECONDS = 0.001
 _DECODE_LOG_INTERVAL = 10.0
 
 
@@ -104,24 +108,197 @@ def mask_url(url: str) -> str:
     return url
 
 
+def decode_batch(batch: list[bytes], on_bad: Callable[[object], None] = lambda _: None) -> tuple[list[Any], int]:
+    """Decode and stamp the events of many envelopes -> (events, envelopes that could not be decoded)."""
+    now = time.time()
+    here = utcoffset_hours(now)
+    events: list[Any] = []
+    rejected = 0
+    for data in batch:
+        try:
+            events.extend(decode_message(data))
+        except DecodeError as exc:
+            rejected += 1
+            on_bad(exc)
+    return prepare(events, now, here), rejected
+
+
+class Sink(Protocol):
+    """What a Reader reports to: connection changes and decoded batches, in stream order."""
+
+    def subscribed(self, reconnects: int) -> None:
+        """The stream is subscribed (again)."""
+
+    def failed(self, error: str, reconnects: int) -> None:
+        """The stream failed; the reader backs off and reconnects."""
+
+    def batch(self, events: list[Any], messages: int, rejected: int, at: float) -> None:
+        """Events decoded from `messages` envelopes at `at`; `rejected` envelopes did not decode."""
+
+
+class RateLimitedLog:
+    """Warnings about bad data, at most one per interval: a flood of garbage is not a flood of lines."""
+
+    def __init__(self, interval: float = _DECODE_LOG_INTERVAL) -> None:
+        self.interval = interval
+        self._last = -interval
+        self._suppressed = 0
+
+    def __call__(self, what: object) -> None:
+        now = time.monotonic()
+        if now - self._last >= self.interval:
+            extra = f" ({self._suppressed} similar suppressed)" if self._suppressed else ""
+            log.warning("rejected event data: %s%s", what, extra)
+            self._last = now
+            self._suppressed = 0
+        else:
+            self._suppressed += 1
+
+
+class Reader:
+    """The broker side: subscribe, decode, hand batches to a sink; never dies, reconnects with backoff."""
+
+    def __init__(self, broker_url: str, *, mode: str = "auto", reconnect_min: float = 0.5,
+                 reconnect_max: float = 2.0) -> None:
+        self.broker_url = broker_url
+        self.mode = reader_mode(broker_url, mode)
+        self.reconnect_min = reconnect_min
+        self.reconnect_max = reconnect_max
+        self.reconnects = 0
+        self._stop = threading.Event()
+        self._pubsub: Any = None
+        self._streamed = False
+        self._log_bad = RateLimitedLog()
+
+    def run(self, sink: Sink) -> None:
+        """Consume until stop(): every failure is reported, backed off and retried."""
+        delay = self.reconnect_min
+        read = self._run_redis if self.mode == "redis" else self._run_kombu
+        while not self._stop.is_set():
+            try:
+                read(sink)
+            except Exception as exc:  # noqa: BLE001 - the consumer must outlive any broker error
+                if self._stop.is_set():
+                    break
+                if self._streamed:  # the backoff restarts after a connection that worked
+                    delay, self._streamed = self.reconnect_min, False
+                error = f"{type(exc).__name__}: {exc}"
+                sink.failed(error, self.reconnects)
+                log.warning("event stream from %s failed (%s); reconnecting in %.1fs",
+                            mask_url(self.broker_url), error, delay)
+                self._stop.wait(delay)
+                delay = min(delay * 2, self.reconnect_max)
+                self.reconnects += 1
+
+    def stop(self) -> None:
+        """Ask the reader to stop; it returns within about a second."""
+        self._stop.set()
+        pubsub = self._pubsub
+        if pubsub is not None:
+            try:
+                pubsub.close()
+            except Exception:  # noqa: BLE001 - closing a broken connection may fail; we are leaving
+                pass
+
+    def _subscribed(self, sink: Sink) -> None:
+        self._streamed = True
+        log.info("listening for Celery events on %s (%s reader)", mask_url(self.broker_url), self.mode)
+        sink.subscribed(self.reconnects)
+
+    def _run_redis(self, sink: Sink) -> None:
+        import redis
+
+        client = redis.Redis.from_url(self.broker_url, socket_connect_timeout=5, socket_keepalive=True,
+                                      health_check_interval=10)
+        pubsub = self._pubsub = client.pubsub(ignore_subscribe_messages=True)
+        try:
+            pubsub.psubscribe(redis_event_pattern(self.broker_url))
+            pubsub.get_message(timeout=1.0)  # the subscription reply: proves the connection works
+            self._subscribed(sink)
+            get = pubsub.get_message
+            stop = self._stop.is_set
+            log_bad = self._log_bad
+            while not stop():
+                msg = get(timeout=1.0)
+                if msg is None:
+                    continue
+                batch = [msg["data"]]
+                # Drain what is already buffered so one batch (and one lock hold) covers many events.
+                while len(batch) < BATCH_MAX:
+                    msg = get(timeout=0)
+                    if msg is None:
+                        break
+                    batch.append(msg["data"])
+                events, rejected = decode_batch(batch, log_bad)
+                sink.batch(events, len(batch), rejected, time.time())
+        finally:
+            self._pubsub = None
+            try:
+                pubsub.close()
+                client.close()
+            except Exception:  # noqa: BLE001 - the connection may already be gone
+                pass
+
+    def _run_kombu(self, sink: Sink) -> None:
+        import socket
+
+        from celery import Celery
+        from celery.events.receiver import EventReceiver
+
+        class SafeReceiver(EventReceiver):
+            """Celery's receiver, except that an undecodable event is handed on (and rejected) instead of
+            raising out of capture() and dropping the connection."""
+
+            def event_from_message(self, body: Any, *args: Any, **kwargs: Any) -> tuple[str, dict[str, Any]]:
+                try:
+                    return super().event_from_message(body, *args, **kwargs)
+                except Exception as exc:  # noqa: BLE001 - any malformed body
+                    return "invalid", {"invalid": f"{type(exc).__name__}: {exc}"}
+
+        def handler(event: dict[str, Any]) -> None:
+            sink.batch([event], 1, 0, time.time())
+
+        app = Celery("dashboard-ingest", broker=self.broker_url, set_as_current=False)
+        with app.connection_for_read() as conn:
+            conn.ensure_connection(max_retries=1)
+            receiver = SafeReceiver(conn, handlers={"*": handler}, app=app)
+            self._subscribed(sink)
+            while not self._stop.is_set():
+                try:
+                    receiver.capture(limit=None, timeout=1.0, wakeup=False)
+                except socket.timeout:
+                    continue
+
+
+def reader_mode(broker_url: str, mode: str) -> str:
+    """`redis` (direct pub/sub) for Redis URLs under `auto`, else `kombu`; an explicit mode stays."""
+    if mode == "auto":
+        return "redis" if broker_url.startswith(("redis://", "rediss://", "unix://")) else "kombu"
+    return mode
+
+
 class Ingest:
-    """The background event consumer: never dies, reconnects with backoff, counts everything."""
+    """The state's side of the stream: applies batches in slices, counts everything, keeps the broker status.
+
+    `pause()` runs between two slices (gevent: yield to the hub; threading: step aside for requests in
+    flight); `after_batch()` after each batch (the GC policy); `on_connect()` when the stream is back and
+    `on_worker_arrival()` when a worker appears (both must not block: they run on the ingest loop)."""
 
     def __init__(self, state: State, broker_url: str, *, mode: str = "auto",
                  reconnect_min: float = 0.5, reconnect_max: float = 2.0,
+                 pause: Callable[[], None] = lambda: None,
+                 after_batch: Callable[[], None] | None = None,
                  on_connect: Callable[[], None] | None = None,
                  on_worker_arrival: Callable[[], None] | None = None) -> None:
         self.state = state
         self.broker_url = broker_url
-        if mode == "auto":
-            mode = "redis" if broker_url.startswith(("redis://", "rediss://", "unix://")) else "kombu"
-        self.mode = mode
+        self.mode = reader_mode(broker_url, mode)
         self.reconnect_min = reconnect_min
         self.reconnect_max = reconnect_max
+        self.pause = pause
+        self.after_batch = after_batch
         self.on_connect = on_connect
-        self.on_worker_arrival = on_worker_arrival  # must not block: it runs on the ingest thread
-        self.busy: Callable[[], bool] = lambda: False  # whether requests are in flight (ingest then yields)
-        self.after_batch: Callable[[], None] | None = None  # housekeeping on the ingest thread (GC policy)
+        self.on_worker_arrival = on_worker_arrival
         self.received = 0  # events decoded (malformed ones included)
         self.rejected = 0  # messages or events that could not be applied
         self.messages = 0
@@ -132,42 +309,29 @@ class Ingest:
         self.outages = 0
         self.last_outage: tuple[float, float] | None = None  # (lost at, back at): events may be missed
         self.last_event_at: float | None = None
-        self._stop = threading.Event()
-        self._last_decode_log = 0.0
-        self._suppressed = 0
-        self._pubsub: Any = None
-        self._streamed = False
+        self._log_bad = RateLimitedLog()
+        self._reader: Reader | None = None
 
-    # -- lifecycle -----------------------------------------------------------------------------
+    # -- in this process (tests, tools); the dashboard runs the reader in its own process -----------
     def run(self) -> None:
-        """Consume until stop(): every failure is logged, backed off and retried."""
-        delay = self.reconnect_min
-        reader = self._run_redis if self.mode == "redis" else self._run_kombu
-        while not self._stop.is_set():
-            try:
-                reader()
-            except Exception as exc:  # noqa: BLE001 - the consumer must outlive any broker error
-                if self._stop.is_set():
-                    break
-                if self._streamed:  # the backoff restarts after a connection that worked
-                    delay, self._streamed = self.reconnect_min, False
-                self._disconnected(f"{type(exc).__name__}: {exc}")
-                log.warning("event stream from %s failed (%s); reconnecting in %.1fs",
-                            mask_url(self.broker_url), self.error, delay)
-                self._stop.wait(delay)
-                delay = min(delay * 2, self.reconnect_max)
-                self.reconnects += 1
-        self._set_connected(False, "stopped")
+        """Read the broker in this thread until stop()."""
+        self._reader = Reader(self.broker_url, mode=self.mode, reconnect_min=self.reconnect_min,
+                              reconnect_max=self.reconnect_max)
+        self._reader.run(self)
+        self.stopped()
 
     def stop(self) -> None:
-        """Ask the consumer to stop; it returns within about a second."""
-        self._stop.set()
-        pubsub = self._pubsub
-        if pubsub is not None:
-            try:
-                pubsub.close()
-            except Exception:  # noqa: BLE001 - closing a broken connection may fail; we are leaving
-                pass
+        """Stop an in-process reader (a reader process is stopped by its owner)."""
+        if self._reader is not None:
+            self._reader.stop()
+
+    def apply_messages(self, raw: list[bytes]) -> None:
+        """Decode raw envelopes and apply them through the same wire format as the reader process."""
+        from .reader import decode_frame, encode_frame
+
+        events, rejected = decode_batch(raw, self._log_bad)
+        frame = decode_frame(encode_frame(batch_frame(events, len(raw), rejected, time.time()))[4:])
+        self.frame(frame)
 
     def status(self) -> dict[str, Any]:
         """Broker and counter figures for the banner and /healthz."""
@@ -182,139 +346,64 @@ class Ingest:
             "last_outage": list(self.last_outage) if self.last_outage else None,
         }
 
-    # -- readers -------------------------------------------------------------------------------
-    def _run_redis(self) -> None:
-        import redis
+    # -- Sink --------------------------------------------------------------------------------------
+    def frame(self, frame: dict[str, Any]) -> None:
+        """Apply one frame of the reader's wire format (see dashboard/reader.py)."""
+        kind = frame.get("k")
+        if kind == "b":
+            self.batch(frame["ev"], frame["m"], frame["x"], frame["t"])
+        elif kind == "c":
+            self.subscribed(frame["r"])
+        elif kind == "d":
+            self.failed(frame["e"], frame["r"])
 
-        client = redis.Redis.from_url(self.broker_url, socket_connect_timeout=5, socket_keepalive=True,
-                                      health_check_interval=10)
-        pubsub = self._pubsub = client.pubsub(ignore_subscribe_messages=True)
-        try:
-            pubsub.psubscribe(redis_event_pattern(self.broker_url))
-            pubsub.get_message(timeout=1.0)  # the subscription reply: proves the connection works
-            self._connected()
-            get = pubsub.get_message
-            stop = self._stop.is_set
-            while not stop():
-                msg = get(timeout=1.0)
-                if msg is None:
-                    continue
-                batch = [msg["data"]]
-                # Drain what is already buffered so one lock acquisition covers many events.
-                while len(batch) < BATCH_MAX:
-                    msg = get(timeout=0)
-                    if msg is None:
-                        break
-                    batch.append(msg["data"])
-                self._apply_messages(batch)
-        finally:
-            self._pubsub = None
-            try:
-                pubsub.close()
-                client.close()
-            except Exception:  # noqa: BLE001 - the connection may already be gone
-                pass
-
-    def _run_kombu(self) -> None:
-        import socket
-
-        from celery import Celery
-
-        from celery.events.receiver import EventReceiver
-
-        class SafeReceiver(EventReceiver):
-            """Celery's receiver, except that an undecodable event is handed on (and rejected) instead of
-            raising out of capture() and dropping the connection."""
-
-            def event_from_message(self, body: Any, *args: Any, **kwargs: Any) -> tuple[str, dict[str, Any]]:
-                try:
-                    return super().event_from_message(body, *args, **kwargs)
-                except Exception as exc:  # noqa: BLE001 - any malformed body
-                    return "invalid", {"invalid": f"{type(exc).__name__}: {exc}"}
-
-        app = Celery("dashboard-ingest", broker=self.broker_url, set_as_current=False)
-        with app.connection_for_read() as conn:
-            conn.ensure_connection(max_retries=1)
-            receiver = SafeReceiver(conn, handlers={"*": self._on_receiver_event}, app=app)
-            self._connected()
-            while not self._stop.is_set():
-                try:
-                    receiver.capture(limit=None, timeout=1.0, wakeup=False)
-                except socket.timeout:
-                    continue
-
-    def _on_receiver_event(self, event: dict[str, Any]) -> None:
-        self.received += 1
-        self.last_event_at = time.time()
-        self._apply_events((event,))
-        if self.after_batch is not None:
-            self.after_batch()
-
-    def _apply_events(self, events: list[Any] | tuple[Any, ...]) -> None:
-        arrivals = self.state.worker_arrivals
-        bad = 0
-        busy = self.busy
-        for start in range(0, len(events), EVENTS_PER_LOCK):
-            if start and busy():
-                # A page or API call is being served: hand it the GIL and the lock (neither is fair
-                # in CPython, and a CPU-bound thread keeps the GIL for 5 ms at a time).
-                time.sleep(YIELD_SECONDS)
-            bad += self.state.events(events[start:start + EVENTS_PER_LOCK])
-        if bad:
-            self.rejected += bad
-            self._log_bad(f"{bad} event(s) skipped, last: {self.state.last_error}")
-        if self.state.worker_arrivals != arrivals and self.on_worker_arrival is not None:
-            self.on_worker_arrival()
-
-    # -- helpers -------------------------------------------------------------------------------
-    def _apply_messages(self, batch: list[bytes]) -> None:
-        now = time.time()
-        here = utcoffset_hours(now)
-        events: list[Any] = []
-        for data in batch:
-            try:
-                events.extend(decode_message(data))
-            except DecodeError as exc:
-                self.rejected += 1
-                self._log_bad(exc)
-        self.messages += len(batch)
-        if events:
-            self.received += len(events)
-            self._apply_events(prepare(events, now, here))
-            self.last_event_at = now
-        if self.after_batch is not None:
-            self.after_batch()
-
-    def _log_bad(self, what: object) -> None:
-        # Rate-limited: a flood of garbage must not turn into a flood of log lines.
-        now = time.monotonic()
-        if now - self._last_decode_log >= _DECODE_LOG_INTERVAL:
-            extra = f" ({self._suppressed} similar suppressed)" if self._suppressed else ""
-            log.warning("rejected event data: %s%s", what, extra)
-            self._last_decode_log = now
-            self._suppressed = 0
-        else:
-            self._suppressed += 1
-
-    def _connected(self) -> None:
+    def subscribed(self, reconnects: int) -> None:
+        """The reader subscribed: workers get a full heartbeat window again, enable_events is broadcast."""
+        self.reconnects = reconnects
         with self.state.lock:
             self.state.broker_back(time.time())
         self._set_connected(True, None)
-        self._streamed = True
-        log.info("listening for Celery events on %s (%s reader)", mask_url(self.broker_url), self.mode)
         if self.on_connect is not None:
             try:
                 self.on_connect()
             except Exception as exc:  # noqa: BLE001 - a failed courtesy call must not drop the stream
                 log.info("could not ask workers to enable events: %s", exc)
 
-    def _disconnected(self, error: str) -> None:
+    def failed(self, error: str, reconnects: int = 0) -> None:
+        """The stream failed: freeze worker liveness (nobody is heard) and report the outage."""
+        self.reconnects = max(self.reconnects, reconnects)
         if self.connected:
             self.outages += 1
             self.last_outage = (time.time(), 0.0)
             with self.state.lock:  # blind now: workers must not look dead merely because nobody is heard
                 self.state.broker_lost(self.last_outage[0])
         self._set_connected(False, error)
+
+    def batch(self, events: list[Any], messages: int, rejected: int, at: float) -> None:
+        """Apply decoded events in slices (each one hold of the state lock), pausing between slices."""
+        self.messages += messages
+        self.rejected += rejected
+        if events:
+            self.received += len(events)
+            self.last_event_at = at
+            arrivals = self.state.worker_arrivals
+            bad = 0
+            pause = self.pause
+            for start in range(0, len(events), EVENTS_PER_LOCK):
+                if start:
+                    pause()
+                bad += self.state.events(events[start:start + EVENTS_PER_LOCK])
+            if bad:
+                self.rejected += bad
+                self._log_bad(f"{bad} event(s) skipped, last: {self.state.last_error}")
+            if self.state.worker_arrivals != arrivals and self.on_worker_arrival is not None:
+                self.on_worker_arrival()
+        if self.after_batch is not None:
+            self.after_batch()
+
+    def stopped(self) -> None:
+        """Ingest ended (shutdown): not connected any more, and nothing to reconnect."""
+        self._set_connected(False, "stopped")
 
     def _set_connected(self, connected: bool, error: str | None) -> None:
         if connected and self.last_outage and not self.last_outage[1]:
@@ -323,3 +412,8 @@ class Ingest:
             self.since = time.time()
         self.connected = connected
         self.error = error
+
+
+def batch_frame(events: list[Any], messages: int, rejected: int, at: float) -> dict[str, Any]:
+    """One batch in the reader's wire format."""
+    return {"k": "b", "ev": events, "m": messages, "x": rejected, "t": at}

@@ -13,24 +13,34 @@ import logging
 import threading
 import time
 from collections import Counter
-from typing import Any
+from typing import Any, Callable
 
 from flask import request
 from flask_socketio import ConnectionRefusedError, SocketIO, join_room, leave_room
 
 from .ingest import Ingest
+from .socketio_internals import backlog as queued
+from .socketio_internals import close_session, sessions
 from .query import Filters, TextIndex, find, matcher, parse_filters, workflow_root, workflow_tree
 from .state import STATES, State, task_detail, task_summary, worker_summary
 
 log = logging.getLogger(__name__)
 
 MAX_TASKS_PER_TICK = 200  # rows a task-list room gets per tick; more changes mean a busy list anyway
+# Past this many events a second, rooms get one update a second instead of one a tick: nobody reads a
+# list that changes five times a second, and a thousand viewers then cost a fifth of the socket
+# writes while a flood is being ingested (they share the hub with it).
+BUSY_EVENTS_PER_SECOND = 10_000
+BUSY_INTERVAL = 1.0
 FAILURES_SHOWN = 10
 THROUGHPUT_SHOWN = 300  # seconds of the overview chart
 MAX_LIMIT = 500
 # Updates queued for one client past which it is skipped until it catches up (then it resyncs):
 # at one diff per room and tick, 50 is 10 s of updates a tab has not taken.
 BACKLOG_MAX = 50
+# An engine.io session must connect the dashboard's namespace this soon after its handshake (a page
+# does so within one round trip); one that never does only holds a socket, and is closed.
+NAMESPACE_DEADLINE = 3.0
 FAILURE_GROUPS_SHOWN = 100
 
 
@@ -42,8 +52,10 @@ def tasks_room(f: Filters) -> str:
 class Push:
     """Subscriptions, snapshots and the tick loop."""
 
-    def __init__(self, socketio: SocketIO, state: State, ingest: Ingest | None, interval: float) -> None:
+    def __init__(self, socketio: SocketIO, state: State, ingest: Ingest | None, interval: float,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self.socketio = socketio
+        self.sleep = sleep  # the tick runs where the sockets are: on the gevent hub it must yield
         self.state = state
         self.ingest = ingest
         self.interval = interval
@@ -60,6 +72,9 @@ class Push:
         self.tick_no = 0  # ticks so far; diffs and snapshots carry it (see on_subscribe)
         self.skipped = 0  # times a client started lagging
         self._aggregates_at = 0.0
+        self._unconnected: dict[str, float] = {}  # engine.io sessions without the namespace -> first seen
+        self._swept_at = 0.0
+        self.idle_closed = 0  # sessions closed for never connecting the namespace
         self._aggregates_version = (-1, -1)
         # Set by control_api.init_app: the inspect cache (pool, uptime) and when offline workers hide.
         self.inspector: Any = None
@@ -263,14 +278,36 @@ class Push:
 
     # -- the tick --------------------------------------------------------------------------------
     def run(self) -> None:
-        """Push diffs every interval until stop(); an error in one tick never ends the loop."""
+        """Push diffs every interval (longer during a flood) until stop(); a bad tick never ends the loop."""
+        events, at = self.state.event_count, time.monotonic()
         while not self._stop.is_set():
             started = time.monotonic()
             try:
                 self.tick()
+                self.close_idle_sessions(started)
             except Exception:  # noqa: BLE001 - a bad tick must not silence the dashboard
                 log.exception("push tick failed")
-            self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
+            rate = (self.state.event_count - events) / max(started - at, 1e-3)
+            events, at = self.state.event_count, started
+            interval = BUSY_INTERVAL if rate >= BUSY_EVENTS_PER_SECOND else self.interval
+            self.sleep(max(0.0, interval - (time.monotonic() - started)))
+
+    def close_idle_sessions(self, now: float) -> None:
+        """Close engine.io sessions that have not connected the namespace within NAMESPACE_DEADLINE."""
+        if now - self._swept_at < 1.0:
+            return
+        self._swept_at = now
+        server = self.socketio.server
+        seen: dict[str, float] = {}
+        for eio_sid, connected in sessions(server):
+            if connected:
+                continue
+            first = seen[eio_sid] = self._unconnected.get(eio_sid, now)
+            if now - first >= NAMESPACE_DEADLINE:
+                del seen[eio_sid]
+                self.idle_closed += 1
+                close_session(server, eio_sid)
+        self._unconnected = seen
 
     def stop(self) -> None:
         """End the loop after the current tick."""
@@ -315,9 +352,10 @@ class Push:
             if rooms.get("stats") and version[1] != self._aggregates_version[1]:
                 out.append(("stats", self.stats_snapshot(), "stats"))
             self._aggregates_at, self._aggregates_version = now, version
+        # Every tab shows the broker's status: sent to all when it changes, not for every event counted.
         status = self.status()
-        if status != self._last_status:
-            self._last_status = status
+        if status["broker"] != self._last_status:
+            self._last_status = status["broker"]
             out.append(("status", status, ""))
         skip = self._lagging()
         for event, data, room in out:
@@ -333,16 +371,13 @@ class Push:
 
         A throttled or frozen tab must cost the others nothing: its socket's writer blocks on its own, and
         the updates queued for it are capped here instead of growing for as long as it stays stuck."""
-        server = getattr(self.socketio, "server", None)
-        if server is None:
-            return []
+        server = self.socketio.server
         with self._subs_lock:
             sids = list(self.subs)
         lagging, caught_up = set(), []
         for sid in sids:
             try:
-                sock = server.eio.sockets.get(server.manager.eio_sid_from_sid(sid, "/"))
-                backlog = sock.queue.qsize() if sock is not None else 0
+                backlog = queued(server, sid)
             except Exception:  # noqa: BLE001 - a socket closing meanwhile
                 continue
             if backlog > BACKLOG_MAX or (sid in self.lagging and backlog > BACKLOG_MAX // 4):

@@ -265,10 +265,10 @@ def api_queues() -> Any:
 
 def init_app(app: Flask, svc: Any) -> None:
     """Create the queue monitor on `svc.queues`; its loop starts only when ingest is enabled."""
-    from . import socketio
+    from .concurrency import start_thread
 
     cfg = app.config
     svc.queues = QueueMonitor(svc.state, cfg["BROKER_URL"], interval=float(cfg["QUEUE_POLL_INTERVAL"]),
                               queues=str(cfg["QUEUES"]), inspector=lambda: svc.inspector)
     if cfg["INGEST_ENABLED"]:
-        socketio.start_background_task(svc.queues.run)
+        start_thread(svc.queues.run, name="queue-lengths")

@@ -1,15 +1,14 @@
 """Who may see and do what: auth (basic users, bearer token), read-only mode, cross-site refusal.
 
-One guard runs before everything else on every Flask request (pages, API, /healthz, /metrics,
-static files): credentials when auth is on, then, for state-changing methods, read-only mode and
-cross-site refusal. Socket.IO requests never reach Flask's before_request (the engine.io middleware
-answers /socket.io/ first), so the connect handler asks `socket_allowed()` instead.
+Credentials are checked by the gate (dashboard/gate.py), a WSGI middleware in front of every request
+the server answers, Socket.IO's included; it leaves the signed-in user in the WSGI environ. Then one
+guard runs before everything else on every Flask request: for state-changing methods, read-only
+mode and cross-site refusal.
 """
 from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import logging
 import re
 import secrets
@@ -21,7 +20,10 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from flask import Flask, Response, current_app, g, has_app_context, jsonify, request
+from werkzeug.datastructures import Authorization
 from werkzeug.security import check_password_hash, generate_password_hash
+
+from .gate import Gate, HostAllowlist, Throttle, is_loopback, refusal
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +102,9 @@ class Auth:
         """Whether any credentials are configured (then every request needs them)."""
         return bool(self.users or self.token)
 
-    def check_password(self, name: str, password: str) -> bool:
-        """Whether `name` may sign in with `password`."""
+    def check_password(self, name: str, password: str, slow: Callable[..., Any] = lambda fn, *a: fn(*a)) -> bool:
+        """Whether `name` may sign in with `password`; `slow(fn, *args)` runs the hash checks (the gate
+        runs them off the gevent hub)."""
         cache_key = hashlib.sha256(f"{name}\0{password}".encode("utf-8", "surrogatepass")).digest()
         with self._lock:
             if cache_key in self._verified:  # hash checks cost ~50 ms: not for every static file
@@ -109,14 +112,12 @@ class Auth:
                 return True
         stored_hash = self._hashed.get(name)
         if stored_hash is not None:
-            with self._hash_slot:
-                ok = check_password_hash(stored_hash, password)
+            ok = slow(self._hash_check, stored_hash, password)
         else:
             ok = hmac.compare_digest(_digest(password), self._plain.get(name, self._dummy_plain))
             ok = ok and name in self._plain
             if self._dummy_hash is not None:
-                with self._hash_slot:
-                    check_password_hash(self._dummy_hash, password)
+                slow(self._hash_check, self._dummy_hash, password)
         if ok and (stored_hash is not None or self._dummy_hash is not None):  # whenever a hash was paid for
             with self._lock:
                 self._verified[cache_key] = name
@@ -124,27 +125,28 @@ class Auth:
                     self._verified.popitem(last=False)
         return ok
 
+    def _hash_check(self, stored_hash: str, password: str) -> bool:
+        with self._hash_slot:
+            return check_password_hash(stored_hash, password)
+
     def check_token(self, token: str) -> bool:
         """Whether `token` is the configured bearer token."""
         return bool(self.token) and hmac.compare_digest(_digest(token), _digest(self.token))
 
-    def user_of_request(self) -> str | None:
-        """The user the request's Authorization header proves, "token" for the bearer token, else None."""
-        creds = request.authorization
-        if creds is None:
-            return None
+    def user_of(self, creds: Authorization, address: str, slow: Callable[..., Any] = lambda fn, *a: fn(*a)) -> str | None:
+        """The user an Authorization header proves, "token" for the bearer token, else None."""
         if creds.type == "basic" and self.users:
             name, password = creds.username or "", creds.password or ""
-            if self.check_password(name, password):
+            if self.check_password(name, password, slow):
                 return name
-            log.info("refused sign-in as %r from %s: wrong user name or password", name[:64], request.remote_addr)
+            log.info("refused sign-in as %r from %s: wrong user name or password", name[:64], address)
             return None
         if creds.type == "bearer" and self.token:
             if self.check_token(creds.token or ""):
                 return "token"
-            log.info("refused bearer token from %s: wrong token", request.remote_addr)
+            log.info("refused bearer token from %s: wrong token", address)
             return None
-        log.info("refused %s credentials from %s: not configured", creds.type, request.remote_addr)
+        log.info("refused %s credentials from %s: not configured", creds.type, address)
         return None
 
 
@@ -152,42 +154,26 @@ def _auth() -> Auth:
     return current_app.extensions["dashboard_auth"]
 
 
-def _wants_json() -> bool:
-    path = request.path
-    return (path.startswith("/api/") or path == "/healthz" or request.is_json
-            or request.accept_mimetypes.best == "application/json")
-
-
 def _refusal(status: int, message: str) -> Response:
-    if _wants_json():
-        response = jsonify({"error": message})
-    else:
-        response = Response(message[0].upper() + message[1:] + ".\n", mimetype="text/plain")
-    response.status_code = status
-    return response
+    return refusal(request, status, message)  # type: ignore[return-value]
 
 
-def _unauthorized() -> Response:
-    auth = _auth()
+def challenge(auth: Auth) -> Callable[[Any], Any]:
+    """The 401 response (for the gate) asking for what is configured: basic users, or the bearer token."""
     if auth.users:
         message = "authentication required: sign in with a dashboard user name and password"
-        challenge = f'Basic realm="{REALM}"'
+        header = f'Basic realm="{REALM}"'
     else:
         message = ("authentication required: send the API token as 'Authorization: Bearer <token>' "
                    "(browsers need DASHBOARD_AUTH_USERS)")
-        challenge = f'Bearer realm="{REALM}"'
-    response = _refusal(401, message)
-    response.headers["WWW-Authenticate"] = challenge
-    return response
+        header = f'Bearer realm="{REALM}"'
+    return lambda req: refusal(req, 401, message, [("WWW-Authenticate", header)])
 
 
 def _guard() -> Response | None:
-    """Before every request: credentials, then read-only and cross-site refusal of state changes."""
-    auth = _auth()
-    if auth.enabled:
-        user = auth.user_of_request()
-        if user is None:
-            return _unauthorized()
+    """Before every Flask request: read-only and cross-site refusal of state changes (the gate signed in)."""
+    user = request.environ.get("dashboard.user")
+    if user is not None:
         g.dashboard_user = user
     if request.method in MUTATING:
         # Here, once for every route: a state-changing view added later is covered without a decorator.
@@ -201,61 +187,34 @@ def _guard() -> Response | None:
     return None
 
 
-def _is_loopback(host: str) -> bool:
-    if host.strip("[]").lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a host name: it may resolve to anything
-
-
-def init_app(app: Flask) -> None:
-    """Install the guard in front of every Flask request; the Socket.IO connect asks socket_allowed()."""
-    auth = Auth(parse_users(str(app.config.get("AUTH_USERS", ""))), str(app.config.get("AUTH_TOKEN", "")))
+def init_app(app: Flask, session_exists: Callable[[str], bool]) -> None:
+    """Put the gate in front of every request (Socket.IO's too) and the guard before every Flask view."""
+    cfg = app.config
+    auth = Auth(parse_users(str(cfg.get("AUTH_USERS", ""))), str(cfg.get("AUTH_TOKEN", "")))
     app.extensions["dashboard_auth"] = auth
-    # First of all before_request functions: before CSRF (an unauthenticated POST must get 401, not
-    # a CSRF page) and before anything that does work for the request.
+    host = str(cfg.get("HOST", "127.0.0.1"))
+    # Outermost: wraps Flask-SocketIO's middleware too (socketio.init_app ran before this).
+    app.wsgi_app = Gate(app.wsgi_app, hosts=HostAllowlist(str(cfg.get("ALLOWED_HOSTS", "")), host),  # type: ignore[method-assign]
+                        auth=auth, throttle=Throttle(int(cfg.get("SIGNIN_FAILURES_PER_MINUTE", 10))),
+                        challenge=challenge(auth), session_exists=session_exists)
+    # First of all before_request functions: before CSRF (a cross-site POST must get 403, not a CSRF
+    # page) and before anything that does work for the request.
     app.before_request_funcs.setdefault(None, []).insert(0, _guard)
-    host = str(app.config.get("HOST", "127.0.0.1"))
     if auth.enabled:
         log.info("auth on: %d user(s)%s", len(auth.users), ", bearer token" if auth.token else "")
-    elif not _is_loopback(host):
+    elif not is_loopback(host):
         log.warning("listening on %s without authentication: anyone who can reach this address can see "
                     "every task and use every control. Set DASHBOARD_AUTH_USERS and/or DASHBOARD_AUTH_TOKEN "
                     "(or --read-only), or bind to 127.0.0.1.", host)
-    if app.config.get("READ_ONLY"):
+    if cfg.get("READ_ONLY"):
         log.info("read-only mode: every control is turned off")
-    app.after_request(_protective_headers)
-
-
-def _protective_headers(response: Response) -> Response:
-    """No framing (a page of another site cannot overlay the controls: clickjacking), no MIME sniffing."""
-    response.headers.setdefault("X-Frame-Options", "DENY")
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("Referrer-Policy", "same-origin")
-    csp = response.headers.get("Content-Security-Policy")
-    response.headers["Content-Security-Policy"] = f"{csp}; frame-ancestors 'none'" if csp else "frame-ancestors 'none'"
-    return response
 
 
 def socket_allowed(auth: Any) -> bool:
-    """Whether a websocket connection may open (called from the Socket.IO connect handler)."""
-    config = _auth()
-    if not config.enabled:
+    """Whether a Socket.IO connection may open: the gate signed the handshake in (or auth is off)."""
+    if not _auth().enabled:
         return True
-    # The connect handler runs in a request context built from the engine.io handshake, so the
-    # browser's cached basic credentials (or an API client's header) are in request.authorization.
-    user = config.user_of_request()
-    if user is None and isinstance(auth, dict) and isinstance(auth.get("token"), str):
-        if config.check_token(auth["token"]):
-            user = "token"
-        else:
-            log.info("refused websocket token from %s: wrong token", request.remote_addr)
-    if user is None:
-        log.info("refused websocket from %s: no valid credentials", request.remote_addr)
-        return False
-    return True
+    return request.environ.get("dashboard.user") is not None
 
 
 def current_user() -> str | None:

@@ -3,13 +3,18 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import current_app
 
+from .concurrency import Runtime
 from .control import EventsEnabler
 from .ingest import Ingest
 from .push import Push
+from .reader import ReaderProcess
+
+if TYPE_CHECKING:
+    from .server import ConnectionLimits
 from .state import State
 
 
@@ -44,6 +49,9 @@ class Services:
     ingest: Ingest
     push: Push
     celery: Any
+    runtime: Runtime
+    reader: ReaderProcess | None = None  # the event reader process and its feed (None: ingest disabled)
+    connections: ConnectionLimits | None = None  # what clients hold (gevent server only)
     enabler: EventsEnabler | None = None
     inspector: Any = None  # dashboard/inspector.py: cached `inspect` replies per worker
     audit: Any = None  # dashboard/audit.py: who did what, when, with what result
@@ -54,6 +62,8 @@ class Services:
 
     def stop(self) -> None:
         """Stop every background loop, then save the snapshot if there is one (tests, and at shutdown)."""
+        if self.reader is not None:
+            self.reader.stop()
         self.ingest.stop()
         self.push.stop()
         for loop in (self.enabler, self.inspector, self.queues, self.snapshots):

@@ -156,7 +156,7 @@ def app(redis_server: RedisServer) -> Iterator[Any]:
     """An app without the event consumer, on db 1 of the session Redis (no worker consumes there)."""
     from dashboard import create_app
 
-    flask_app = create_app({"INGEST_ENABLED": False, "BROKER_URL": redis_server.url_db(1), "PUSH_INTERVAL": 0.05})
+    flask_app = create_app({"ASYNC_MODE": "threading", "INGEST_ENABLED": False, "BROKER_URL": redis_server.url_db(1), "PUSH_INTERVAL": 0.05})
     flask_app.testing = True
     yield flask_app
     flask_app.extensions["dashboard"].stop()

@@ -95,7 +95,7 @@ def test_healthz_reports_broker_events_tasks_and_workers(app: Any) -> None:
     assert body["tasks"]["retained"] == 4
     assert body["tasks"]["evicted"] == 0
     assert body["workers"] == {"online": 1, "known": 2}
-    assert body["server"] == {"async_mode": "threading"}
+    assert body["server"] == {"async_mode": "threading", "idle_sessions_closed": 0}
 
 
 def test_healthz_on_an_empty_state(app: Any) -> None:
@@ -391,7 +391,7 @@ def test_launch_when_the_broker_is_down_is_a_503(redis_server: RedisServer) -> N
     """With no broker listening the launch fails fast with a 503 that says so, instead of hanging."""
     from dashboard import create_app
 
-    down = create_app({"INGEST_ENABLED": False, "BROKER_URL": f"redis://127.0.0.1:{free_port()}/0",
+    down = create_app({"ASYNC_MODE": "threading", "INGEST_ENABLED": False, "BROKER_URL": f"redis://127.0.0.1:{free_port()}/0",
                        "LAUNCH_TIMEOUT": 1.0})
     try:
         started = time.monotonic()

@@ -55,11 +55,13 @@ def test_demo_starts_everything_and_leaves_nothing_running(how: str) -> None:
 
 
 def test_demo_explains_an_unreachable_remote_broker() -> None:
-    """A remote broker that does not answer is an error with a message, not a local Redis."""
-    result = subprocess.run([sys.executable, "-m", "dashboard.cli", "demo", "--broker", "redis://192.0.2.1:6379/0",
+    """A broker URL the demo did not start Redis for (not localhost/127.0.0.1) that does not answer is an
+    error with a message, not a local Redis. (127.0.0.2 is such a URL that sends nothing off this machine.)"""
+    url = f"redis://127.0.0.2:{free_port()}/0"
+    result = subprocess.run([sys.executable, "-m", "dashboard.cli", "demo", "--broker", url,
                              "--port", str(free_port())], cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
-    assert "no Redis answers at redis://192.0.2.1:6379/0" in result.stderr
+    assert f"no Redis answers at {url}" in result.stderr
 
 
 def test_bad_setting_is_a_clear_error() -> None:
@@ -71,16 +73,17 @@ def test_bad_setting_is_a_clear_error() -> None:
     assert "DASHBOARD_MAX_TASKS='lots' is not a valid int" in result.stderr
 
 
-def test_eventlet_mode_serves_live_updates(redis_server, worker) -> None:  # noqa: ANN001 - fixtures
-    """Under DASHBOARD_ASYNC_MODE=eventlet the dashboard ingests, serves pages and pushes over websockets."""
+def test_threading_mode_serves_live_updates(redis_server, worker) -> None:  # noqa: ANN001 - fixtures
+    """The development mode (--async-mode threading, gunicorn's gthread worker) ingests, serves pages and
+    pushes over websockets."""
     import socketio
 
     from conftest import DashboardServer
 
-    dash = DashboardServer(redis_server.url, "--async-mode", "eventlet")
+    dash = DashboardServer(redis_server.url, "--async-mode", "threading")
     client = socketio.Client(reconnection=False)
     try:
-        assert dash.health()["server"]["async_mode"] == "eventlet"
+        assert dash.health()["server"]["async_mode"] == "threading"
         assert "text/html" in dash.get("/").headers["Content-Type"]
         updates: list[dict] = []
         client.on("task", lambda data: updates.append(data["task"]))
@@ -89,7 +92,7 @@ def test_eventlet_mode_serves_live_updates(redis_server, worker) -> None:  # noq
         snap = client.call("subscribe", {"view": "task", "uuid": uid}, timeout=5)
         assert snap["status"]["broker"]["connected"] is True
         wait_for(lambda: any(u["state"] == "FAILURE" for u in updates) or
-                 (snap["task"] or {}).get("state") == "FAILURE", timeout=20, message="FAILURE pushed under eventlet")
+                 (snap["task"] or {}).get("state") == "FAILURE", timeout=20, message="FAILURE pushed in threading mode")
         assert dash.wait_task(uid, "FAILURE")["traceback"].startswith("Traceback")
     finally:
         client.disconnect()

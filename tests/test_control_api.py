@@ -96,7 +96,7 @@ def test_refusals_before_anything_else(app: Any) -> None:
 
 
 def test_read_only_refuses_every_control(redis_server: RedisServer) -> None:
-    ro = create_app({"INGEST_ENABLED": False, "BROKER_URL": redis_server.url_db(1), "READ_ONLY": True})
+    ro = create_app({"ASYNC_MODE": "threading", "INGEST_ENABLED": False, "BROKER_URL": redis_server.url_db(1), "READ_ONLY": True})
     try:
         _known(ro)
         client = ro.test_client()
@@ -112,7 +112,7 @@ def test_read_only_refuses_every_control(redis_server: RedisServer) -> None:
 
 
 def test_unreachable_broker_is_503_and_audited() -> None:
-    down = create_app({"INGEST_ENABLED": False, "BROKER_URL": f"redis://127.0.0.1:{free_port()}/0"})
+    down = create_app({"ASYNC_MODE": "threading", "INGEST_ENABLED": False, "BROKER_URL": f"redis://127.0.0.1:{free_port()}/0"})
     try:
         _known(down)
         client = down.test_client()

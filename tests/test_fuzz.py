@@ -147,7 +147,7 @@ def test_ingest_counts_every_message_and_never_raises(batch: list[bytes]) -> Non
     """The reader's batch path: no exception; decoded events are received, undecodable messages rejected."""
     state = State(max_tasks=5, max_workers=3)
     ingest = Ingest(state, "redis://127.0.0.1:1/0")
-    ingest._apply_messages(batch)
+    ingest.apply_messages(batch)
     decodable = 0
     n_events = 0
     for data in batch:

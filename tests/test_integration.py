@@ -93,7 +93,7 @@ def test_worker_is_online_with_heartbeat(dashboard: DashboardServer, worker: str
     assert health["workers"]["online"] >= 1
     assert health["broker"]["connected"] is True
     assert health["events"]["received"] > 0
-    assert health["server"]["async_mode"] == "threading"
+    assert health["server"]["async_mode"] == "gevent"
 
 
 def test_websocket_pushes_live_updates(dashboard: DashboardServer, worker: str) -> None:

@@ -43,7 +43,7 @@ def scrape(client: Any) -> dict:
 @pytest.fixture
 def small_app(redis_server: RedisServer) -> Iterator[Any]:
     """An app without ingest that keeps only 5 tasks (eviction happens at once)."""
-    flask_app = create_app({"INGEST_ENABLED": False, "BROKER_URL": redis_server.url_db(1), "MAX_TASKS": 5})
+    flask_app = create_app({"ASYNC_MODE": "threading", "INGEST_ENABLED": False, "BROKER_URL": redis_server.url_db(1), "MAX_TASKS": 5})
     yield flask_app
     flask_app.extensions["dashboard"].stop()
 

@@ -14,7 +14,7 @@ from dashboard.query import Filters
 @pytest.fixture
 def push_app(redis_server: Any) -> Iterator[Any]:
     """An app whose push loop is stopped, so each test drives the ticks itself."""
-    app = create_app({"INGEST_ENABLED": False, "BROKER_URL": redis_server.url_db(1)})
+    app = create_app({"ASYNC_MODE": "threading", "INGEST_ENABLED": False, "BROKER_URL": redis_server.url_db(1)})
     svc = app.extensions["dashboard"]
     svc.push.stop()
     time.sleep(0.05)  # let the loop finish its first tick

@@ -46,7 +46,7 @@ def bearer(token: str) -> dict[str, str]:
 
 def build_app(redis_server: RedisServer, db: int, **config: Any) -> Any:
     """An app without ingest on its own Redis db."""
-    app = create_app({"INGEST_ENABLED": False, "BROKER_URL": redis_server.url_db(db), **config})
+    app = create_app({"ASYNC_MODE": "threading", "INGEST_ENABLED": False, "BROKER_URL": redis_server.url_db(db), **config})
     app.testing = True
     return app
 
@@ -321,8 +321,10 @@ class AuthedServer(DashboardServer):
 @pytest.fixture(scope="module")
 def auth_server(redis_server: RedisServer) -> Iterator[AuthedServer]:
     """A real dashboard (gunicorn) with a basic user and a token, on db 8 of the session Redis."""
+    # Many refusals from this one address follow: the sign-in throttle is tested on its own below.
     server = AuthedServer(redis_server.url_db(8), auth=("ada", PASSWORD),
-                          env={"DASHBOARD_AUTH_USERS": f"ada:{PASSWORD}", "DASHBOARD_AUTH_TOKEN": TOKEN})
+                          env={"DASHBOARD_AUTH_USERS": f"ada:{PASSWORD}", "DASHBOARD_AUTH_TOKEN": TOKEN,
+                               "DASHBOARD_SIGNIN_FAILURES_PER_MINUTE": "1000"})
     yield server
     server.stop()
 
@@ -333,41 +335,46 @@ def _socket(server: DashboardServer, **connect: Any) -> socketio.Client:
     return client
 
 
-def _refusal(server: DashboardServer, **connect: Any) -> Any:
-    """What the server said when it refused the Socket.IO connection (fails if it was accepted)."""
-    client = socketio.Client(reconnection=False)
-    said: list[Any] = []
-    client.on("connect_error", said.append)
-    with pytest.raises(socketio.exceptions.ConnectionError):
-        client.connect(server.base_url, wait_timeout=5, **connect)
-    return said[0] if said else None
-
-
 @pytest.mark.parametrize("transport", ["polling", "websocket"])
 @pytest.mark.parametrize("connect", [
     {},
     {"headers": basic("ada", "wrong")},
     {"headers": bearer("wrong")},
-    {"auth": {"token": "wrong"}},
+    {"auth": {"token": TOKEN}},
     {"auth": {"user": "ada", "password": PASSWORD}},
     {"auth": "not a dict"},
-], ids=["nothing", "wrong-password", "wrong-bearer", "wrong-token-payload", "password-payload", "junk"])
+], ids=["nothing", "wrong-password", "wrong-bearer", "token-payload", "password-payload", "junk"])
 def test_websocket_without_valid_credentials_is_refused(auth_server: AuthedServer, transport: str,
                                                         connect: dict[str, Any]) -> None:
-    """The Socket.IO connection itself is refused: no snapshot, no live updates."""
-    refusal = _refusal(auth_server, transports=[transport], **connect)
-    assert refusal and "refused" in refusal["message"] or "authentication" in refusal["message"]
+    """The Socket.IO connection is refused at its handshake (credentials in the CONNECT payload come too late):
+    no engine.io session, no snapshot, no live updates."""
+    client = socketio.Client(reconnection=False)
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        client.connect(auth_server.base_url, wait_timeout=5, transports=[transport], **connect)
+    assert not client.connected
+
+
+@pytest.mark.parametrize("transport", ["polling", "websocket"])
+def test_socketio_handshake_without_credentials_is_a_401_before_any_session(auth_server: AuthedServer,
+                                                                            transport: str) -> None:
+    """The engine.io handshake itself answers 401 with a message: nothing is upgraded, nothing long-polls."""
+    headers = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+               "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="} if transport == "websocket" else {}
+    resp = requests.get(f"{auth_server.base_url}/socket.io/?EIO=4&transport={transport}", headers=headers, timeout=5)
+    assert resp.status_code == 401
+    assert "authentication required" in resp.json()["error"]
+    assert resp.headers["WWW-Authenticate"].startswith("Basic")
+    assert resp.headers["X-Frame-Options"] == "DENY" and "script-src 'self'" in resp.headers["Content-Security-Policy"]
 
 
 @pytest.mark.parametrize("transport", ["polling", "websocket"])
 @pytest.mark.parametrize("connect", [
     {"headers": basic("ada", PASSWORD)},
     {"headers": bearer(TOKEN)},
-    {"auth": {"token": TOKEN}},
-], ids=["basic", "bearer", "token-payload"])
+], ids=["basic", "bearer"])
 def test_websocket_with_credentials_gets_live_data(auth_server: AuthedServer, transport: str,
                                                    connect: dict[str, Any]) -> None:
-    """With basic auth, the bearer header or an auth payload {"token"}, subscribing returns the snapshot."""
+    """With basic auth or the bearer header on the handshake, subscribing returns the snapshot."""
     client = _socket(auth_server, transports=[transport], **connect)
     try:
         snapshot = client.call("subscribe", {"view": "overview"}, timeout=5)
@@ -390,7 +397,9 @@ def test_cross_origin_websocket_is_refused(dashboard: DashboardServer) -> None:
     """A page on another origin cannot open the dashboard's socket (auth off: only Origin protects it)."""
     import websocket
 
-    _refusal(dashboard, transports=["polling"], headers={"Origin": "http://evil.example"})
+    resp = requests.get(f"{dashboard.base_url}/socket.io/?EIO=4&transport=polling",
+                        headers={"Origin": "http://evil.example"}, timeout=5)
+    assert resp.status_code == 400 and "sid" not in resp.text  # no engine.io session was opened
     url = dashboard.base_url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
     with pytest.raises(websocket.WebSocketBadStatusException):
         websocket.create_connection(url, origin="http://evil.example", timeout=5)
