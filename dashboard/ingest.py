@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from .brokerurl import mask_url, scrub  # mask_url also re-exported: `from .ingest import mask_url` still works
 from .state import State
 
 log = logging.getLogger(__name__)
@@ -95,15 +96,6 @@ def redis_event_pattern(broker_url: str) -> str:
     return f"/{db}.celeryev/*"
 
 
-def mask_url(url: str) -> str:
-    """The URL with any password replaced, for logs and pages."""
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return parts._replace(netloc=netloc).geturl()
-    return url
-
-
 class Ingest:
     """The background event consumer: never dies, reconnects with backoff, counts everything."""
 
@@ -151,7 +143,8 @@ class Ingest:
                     break
                 if self._streamed:  # the backoff restarts after a connection that worked
                     delay, self._streamed = self.reconnect_min, False
-                self._disconnected(f"{type(exc).__name__}: {exc}")
+                # Scrubbed: a malformed URL's parse error quotes part of its password.
+                self._disconnected(scrub(f"{type(exc).__name__}: {exc}", self.broker_url))
                 log.warning("event stream from %s failed (%s); reconnecting in %.1fs",
                             mask_url(self.broker_url), self.error, delay)
                 self._stop.wait(delay)

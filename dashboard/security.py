@@ -4,6 +4,8 @@ One guard runs before everything else on every Flask request (pages, API, /healt
 static files): credentials when auth is on, then, for state-changing methods, read-only mode and
 cross-site refusal. Socket.IO requests never reach Flask's before_request (the engine.io middleware
 answers /socket.io/ first), so the connect handler asks `socket_allowed()` instead.
+
+The broker URL's secrets (dashboard/brokerurl.py) are taken out of every log record of the process.
 """
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ from urllib.parse import urlsplit
 
 from flask import Flask, Response, current_app, g, has_app_context, jsonify, request
 from werkzeug.security import check_password_hash, generate_password_hash
+
+from .brokerurl import MASK, mask_url, secrets_of, well_formed
 
 log = logging.getLogger(__name__)
 
@@ -210,8 +214,59 @@ def _is_loopback(host: str) -> bool:
         return False  # a host name: it may resolve to anything
 
 
+_log_secrets: tuple[str, ...] = ()  # broker URL secrets taken out of every log record, longest first
+_log_lock = threading.Lock()
+
+
+def _scrub_record(record: logging.LogRecord) -> None:
+    secrets = _log_secrets
+    try:
+        message = record.getMessage()
+    except Exception:  # noqa: BLE001 - a bad format string: logging reports it when the record is emitted
+        return
+    if any(s in message for s in secrets):
+        for secret in secrets:
+            message = message.replace(secret, MASK)
+        record.msg, record.args = message, ()
+    if record.exc_info and record.exc_info[0] is not None:
+        text = logging.Formatter().formatException(record.exc_info)
+        if any(s in text for s in secrets):
+            for secret in secrets:
+                text = text.replace(secret, MASK)
+            record.exc_text = text  # formatters use it instead of formatting the exception again
+
+
+def scrub_logs(broker_url: str) -> None:
+    """From now on, every log record of the process has the broker URL's secrets replaced by ***.
+
+    Every record, libraries' too: kombu's and redis-py's errors for a malformed URL quote part of its
+    password ("Port could not be cast to integer value as '…'"), and they are logged from their threads.
+    """
+    global _log_secrets
+    new = set(secrets_of(broker_url))
+    with _log_lock:
+        if new <= set(_log_secrets):
+            return
+        first = not _log_secrets
+        _log_secrets = tuple(sorted(new.union(_log_secrets), key=len, reverse=True))
+        if first:  # a record factory, not a handler filter: it sees records whatever handler logs them
+            previous = logging.getLogRecordFactory()
+
+            def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+                record = previous(*args, **kwargs)
+                _scrub_record(record)
+                return record
+
+            logging.setLogRecordFactory(factory)
+
+
 def init_app(app: Flask) -> None:
     """Install the guard in front of every Flask request; the Socket.IO connect asks socket_allowed()."""
+    broker_url = str(app.config.get("BROKER_URL", ""))
+    scrub_logs(broker_url)
+    if not well_formed(broker_url):
+        log.warning("the broker URL does not parse cleanly, so it is shown as %s: characters such as / ? # @ ; "
+                    "in a password must be percent-encoded (%%2F %%3F %%23 %%40 %%3B)", mask_url(broker_url))
     auth = Auth(parse_users(str(app.config.get("AUTH_USERS", ""))), str(app.config.get("AUTH_TOKEN", "")))
     app.extensions["dashboard_auth"] = auth
     # First of all before_request functions: before CSRF (an unauthenticated POST must get 401, not
