@@ -1,10 +1,9 @@
 """JSON API and /healthz: a stable contract that tooling relies on."""
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
+import re
 import time
 from typing import Any
 
@@ -108,20 +107,35 @@ def export() -> Any:
         body = json.dumps([dict(zip(EXPORT_FIELDS, row)) for row in rows], default=str)
         mimetype = "application/json"
     else:
-        out = io.StringIO()
-        writer = csv.writer(out)
-        writer.writerow(EXPORT_FIELDS)
-        writer.writerows([_csv_cell(v) for v in row] for row in rows)
-        body, mimetype = out.getvalue(), "text/csv"
+        lines = [",".join(EXPORT_FIELDS)]
+        lines.extend([",".join([_csv_cell(v) for v in row]) for row in rows])
+        body, mimetype = "\r\n".join(lines) + "\r\n", "text/csv"
     return Response(body, mimetype=mimetype, headers={
         "Content-Disposition": f'attachment; filename="tasks-{stamp}.{fmt}"', "X-Total-Count": str(len(rows))})
 
 
-def _csv_cell(value: Any) -> Any:
-    # Task data is untrusted: a cell that a spreadsheet would run as a formula is quoted as text.
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value
+# Task data is untrusted and a spreadsheet runs a cell starting with = + - @ (or tab, CR) as a formula. A
+# spreadsheet in a ';' or tab locale splits a ','-file's lines at its own separator, ignoring quotes that
+# do not open a field, so every segment after , ; tab or a line break counts as a cell start (quotes that
+# such a reader may strip skipped). Those get OWASP's ' prefix: text, and still readable.
+_FORMULA_AT_START = re.compile(r'\A"*(?=[=+\-@\t\r])|(?<=[,;\t\r\n])"*(?=[=+\-@])')
+# csv.QUOTE_MINIMAL quotes only the file's own delimiter: a ';' or a tab inside a cell must be quoted too.
+_NEEDS_QUOTES = re.compile(r'[,;\t\r\n"]')
+_PLAIN = re.compile(r'[^,;\t\r\n"=+\-@][^,;\t\r\n"]*')  # most cells: one match and they are written as they are
+
+
+def _csv_cell(value: Any) -> str:
+    """One CSV field: formula starts defused with ', quoted when it holds any locale's separator or a line break."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        return str(value) if isinstance(value, (int, float)) else _csv_cell(str(value))
+    if _PLAIN.fullmatch(value):
+        return value
+    text = _FORMULA_AT_START.sub(lambda m: m.group(0) + "'", value)
+    if _NEEDS_QUOTES.search(text):
+        return '"' + text.replace('"', '""') + '"'
+    return text
 
 
 @bp.get("/api/tasks/<uuid>")

@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 from typing import Any, Iterator
 
 import pytest
 import redis
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import RedisServer
 from dashboard.processes import free_port
@@ -505,6 +508,74 @@ def test_export_downloads_the_filtered_set_as_csv_and_json(app: Any) -> None:
     many = client.get("/api/tasks/export?format=json").get_json()
     assert len(many) == 5, "export is not limited to one page"
     assert client.get("/api/tasks/export?format=xml").status_code == 400
+
+
+# A cell a spreadsheet would run as a formula: one of these at its start (tab and CR only at the very start:
+# after a separator a tab is itself a separator).
+FORMULA_START = re.compile(r'(?:\A|(?<=[,;\t\r\n]))"*[=+\-@]|\A[\t\r]')
+HOSTILE = {
+    "args": "('a;=1+1', 'b,+2', 'c\t@SUM(A1)', 'd\n-2+3+cmd', 'e;\"=1+1\"')",
+    "kwargs": "{'note': 'line\\r\\n=ok', 'x': 'y;-1'}",
+    "result": "total;=HYPERLINK(\"http://evil.example\",\"x\")",
+    "exception": "=cmd|' /C calc'!A0",
+}
+
+
+def _segments(cell: str) -> list[str]:
+    # What a reader with another separator (or ignoring quotes) may take for a cell.
+    return re.split(r"[,;\t\r\n]", cell)
+
+
+@pytest.mark.parametrize("delimiter", [",", ";", "\t"])
+def test_export_csv_runs_no_formula_in_any_locale(app: Any, delimiter: str) -> None:
+    """Read with the separator of a ',' , ';' or tab locale, no cell and no segment of a cell starts with a
+    formula character (the raw text neither, for readers that ignore quotes)."""
+    import csv
+    import io
+
+    feed(app, ev("task-failed", "hostile", time.time(), name="dashboard.demo.fail", **HOSTILE))
+    body = app.test_client().get("/api/tasks/export?format=csv").get_data(as_text=True)
+    assert FORMULA_START.search(body) is None  # the raw text: for readers that ignore quotes
+    rows = list(csv.reader(io.StringIO(body, newline=""), delimiter=delimiter))
+    assert len(rows) >= 2
+    for row in rows:
+        for cell in row:
+            for segment in [cell, *_segments(cell)]:
+                assert not re.match(r'"*[=+\-@]', segment), (delimiter, cell)
+
+
+def test_export_csv_quotes_every_separator_and_stays_readable(app: Any) -> None:
+    """Read back as ',' CSV each field is one cell holding its text, with only a ' before each formula start."""
+    import csv
+    import io
+
+    feed(app, ev("task-failed", "hostile", time.time(), name="dashboard.demo.fail", **HOSTILE))
+    body = app.test_client().get("/api/tasks/export?format=csv").get_data(as_text=True)
+    # Every cell holding ; or a tab is quoted (QUOTE_MINIMAL would leave it bare for a ';' locale to split).
+    assert '"total;\'=HYPERLINK(""http://evil.example"",""x"")"' in body
+    [row] = list(csv.DictReader(io.StringIO(body, newline="")))
+    assert row["args"] == "('a;'=1+1', 'b,'+2', 'c\t'@SUM(A1)', 'd\n'-2+3+cmd', 'e;\"'=1+1\"')"
+    assert row["kwargs"] == "{'note': 'line\\r\\n=ok', 'x': 'y;'-1'}"  # an escaped \\r\\n is text, not a line break
+    assert row["result"] == "total;'=HYPERLINK(\"http://evil.example\",\"x\")"
+    assert row["exception"] == "'=cmd|' /C calc'!A0"
+    assert row["name"] == "dashboard.demo.fail" and row["state"] == "FAILURE" and row["uuid"] == "hostile"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from('=+-@;,\t\r\n"\' aZ1(|'), max_size=30))
+def test_a_csv_cell_only_ever_gains_apostrophes(text: str) -> None:
+    """Any text: read back (',' CSV) it is one cell, equal to the text but for apostrophes put before formula
+    starts, and none of its segments starts a formula."""
+    import csv
+    import io
+
+    from dashboard.api import _csv_cell
+
+    field = _csv_cell(text)
+    [[cell]] = list(csv.reader(io.StringIO(f"{field}\r\n", newline=""))) if field else [[""]]
+    assert cell.replace("'", "") == text.replace("'", "")
+    assert FORMULA_START.search(field) is None
+    assert FORMULA_START.search(cell) is None
 
 
 def _tb(frame_line: int, func: str, exc: str) -> str:
