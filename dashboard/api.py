@@ -12,7 +12,7 @@ from flask import Blueprint, Response, jsonify, request
 from . import launch as launching
 from .push import MAX_LIMIT
 from .query import SORTS, find, parse_filters, workflow_tree
-from .security import control_endpoint
+from .security import control_endpoint, current_user
 from .services import services
 from .state import LONG_FIELDS, task_detail
 
@@ -226,18 +226,24 @@ def overview() -> Any:
 @bp.post("/api/launch")
 @control_endpoint
 def launch() -> Any:
-    """{"task", "args", "kwargs", "count", "countdown"} -> {"task_ids": [...]} or 400 {"errors"}."""
+    """{"task", "args", "kwargs", "count", "countdown"} -> {"task_ids", "audit_id"} or 400 {"errors"}.
+
+    A launch changes state: it is audited like a control action, sent or not; a refused one sends nothing
+    and is not audited (like a control refused by validation).
+    """
     data = request.get_json(silent=True)
     if not isinstance(data, dict):
         return jsonify({"errors": {"form": "the body must be a JSON object"}}), 400
     req, errors = launching.validate(data)
     if req is None:
         return jsonify({"errors": errors}), 400
+    svc = services()
     try:
-        ids = launching.launch(services().celery, req)
+        ids, audit_id = launching.send_audited(svc.celery, req, svc.audit, user=current_user(),
+                                               remote_addr=request.remote_addr, via="api")
     except launching.BrokerUnavailable as exc:
-        return jsonify({"error": str(exc), "task_ids": exc.sent}), 503
-    return jsonify({"task_ids": ids})
+        return jsonify({"error": str(exc), "task_ids": exc.sent, "audit_id": exc.audit_id}), 503
+    return jsonify({"task_ids": ids, "audit_id": audit_id})
 
 
 @bp.app_errorhandler(404)

@@ -391,7 +391,8 @@ def test_same_origin_launch_is_allowed(app: Any, queue: redis.Redis, headers: di
 
 
 def test_launch_when_the_broker_is_down_is_a_503(redis_server: RedisServer) -> None:
-    """With no broker listening the launch fails fast with a 503 that says so, instead of hanging."""
+    """With no broker listening the launch fails fast with a 503 that says so, instead of hanging; the
+    attempt is in the audit log with the error."""
     from dashboard import create_app
 
     down = create_app({"INGEST_ENABLED": False, "BROKER_URL": f"redis://127.0.0.1:{free_port()}/0",
@@ -404,8 +405,92 @@ def test_launch_when_the_broker_is_down_is_a_503(redis_server: RedisServer) -> N
         body = resp.get_json()
         assert "broker is unreachable" in body["error"]
         assert body["task_ids"] == []
+        [entry] = down.test_client().get("/api/audit").get_json()["entries"]
+        assert entry["id"] == body["audit_id"] and entry["action"] == "launch" and entry["ok"] is False
+        assert entry["message"] == body["error"] and entry["params"]["task_ids"] == []
     finally:
         down.extensions["dashboard"].stop()
+
+
+def test_launch_with_a_url_kombu_cannot_use_is_a_503_not_a_500(redis_server: RedisServer) -> None:
+    """A broker URL kombu refuses (a malformed password) fails the launch with a 503 saying why, audited,
+    without the password fragment kombu's error quotes."""
+    from dashboard import create_app
+
+    app = create_app({"INGEST_ENABLED": False, "BROKER_URL": f"redis://:Fr4gment/Tail5ecret@127.0.0.1:{free_port()}/0"})
+    try:
+        resp = app.test_client().post("/api/launch", json={"task": "dashboard.demo.add", "args": [2, 3]})
+        assert resp.status_code == 503
+        error = resp.get_json()["error"]
+        assert error == ("sending to the broker failed: 0 of 1 task(s) sent "
+                         "(ValueError: Port could not be cast to integer value as '***')")
+        assert app.test_client().get("/api/audit").get_json()["entries"][0]["message"] == error
+    finally:
+        app.extensions["dashboard"].stop()
+
+
+def _audit(client: Any) -> list[dict[str, Any]]:
+    return client.get("/api/audit").get_json()["entries"]
+
+
+def test_api_launch_is_audited_once_with_who_where_what_and_the_task_ids(app: Any, queue: redis.Redis) -> None:
+    """One entry per launch request: anonymous (no auth), the address, the task, the count and countdown, and
+    exactly the ids that were queued; the answer links to it."""
+    client = app.test_client()
+    resp = client.post("/api/launch", json={"task": "dashboard.demo.add", "args": [2, 3], "count": 3, "countdown": 60},
+                       environ_base={"REMOTE_ADDR": "203.0.113.7"})
+    assert resp.status_code == 200
+    ids, audit_id = resp.get_json()["task_ids"], resp.get_json()["audit_id"]
+    assert [m["id"] for m in queued(queue)] == ids
+    [entry] = _audit(client)
+    assert abs(entry.pop("time") - time.time()) < 5
+    assert entry == {"id": audit_id, "user": None, "remote_addr": "203.0.113.7", "action": "launch",
+                     "target": "dashboard.demo.add", "ok": True, "replies": {},
+                     "params": {"count": 3, "countdown": 60.0, "via": "api", "task_ids": ids},
+                     "message": "sent 3 × dashboard.demo.add with a 60 s countdown"}
+    client.post("/api/launch", json={"task": "dashboard.demo.fail"})
+    assert [e["action"] for e in _audit(client)] == ["launch", "launch"]  # one per request
+
+
+def test_launch_by_a_signed_in_user_is_audited_under_their_name_and_in_the_file(redis_server: RedisServer,
+                                                                              queue: redis.Redis,
+                                                                              tmp_path: Any) -> None:
+    """With auth, the entry names the user (or "token"); AUDIT_LOG gets the same entry as a JSON line."""
+    from dashboard import create_app
+
+    path = tmp_path / "audit.jsonl"
+    app = create_app({"INGEST_ENABLED": False, "BROKER_URL": redis_server.url_db(1), "AUDIT_LOG": str(path),
+                      "AUTH_USERS": "ada:correct horse", "AUTH_TOKEN": "t0k3n-for-the-api"})
+    try:
+        client = app.test_client()
+        ada = {"Authorization": "Basic " + base64.b64encode(b"ada:correct horse").decode()}
+        assert client.post("/api/launch", json={"task": "dashboard.demo.add", "args": [1, 1]},
+                           headers=ada).status_code == 200
+        assert client.post("/api/launch", json={"task": "dashboard.demo.add", "args": [1, 2]},
+                           headers={"Authorization": "Bearer t0k3n-for-the-api"}).status_code == 200
+        entries = client.get("/api/audit", headers=ada).get_json()["entries"]
+        assert [e["user"] for e in entries] == ["token", "ada"]
+        assert [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] == entries[::-1]
+        assert len(queued(queue)) == 2
+    finally:
+        app.extensions["dashboard"].stop()
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"task": "os.system", "args": ["rm -rf /"]}, "task"),
+    ({"task": "dashboard.demo.add", "args": "[1,"}, "args"),
+    ({"task": "dashboard.demo.add", "args": [1, 2], "count": 0}, "count"),
+    ({"task": "dashboard.demo.add", "args": [1]}, "args"),
+])
+def test_refused_launch_sends_nothing_says_why_and_is_not_audited(app: Any, queue: redis.Redis, body: dict[str, Any],
+                                                                   field: str) -> None:
+    """Bad input: 400 naming the field and why, nothing queued, no audit entry (nothing changed)."""
+    client = app.test_client()
+    resp = client.post("/api/launch", json=body)
+    assert resp.status_code == 400
+    assert resp.get_json()["errors"][field]
+    assert queue.llen("celery") == 0
+    assert _audit(client) == []
 
 
 # -- task data is data ---------------------------------------------------------------------------

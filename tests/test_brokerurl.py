@@ -257,9 +257,11 @@ def test_no_surface_shows_the_broker_secrets(case: str, request: pytest.FixtureR
                                timeout=30)
         answers["launch"] = launch.text
         answers["audit"] = server.get("/api/audit").text
+        assert json.loads(answers["audit"])["entries"][0]["action"] == "launch"  # audited, sent or not
         if case == "live":
             assert launch.status_code == 200 and queues["error"] is None
         else:
+            assert launch.status_code == 503, launch.text  # says why, without the secret
             assert queues["error"] and health["broker"]["error"]
         if case == "malformed":  # the parse error is still shown, with the quoted fragment masked
             assert "Port could not be cast to integer value as '***'" in health["broker"]["error"]

@@ -2,6 +2,7 @@
 // The server validates everything; the checks here are only early hints.
 import { page, startLive } from "./live.js";
 import { el, setText, show, taskHref } from "./dom.js";
+import { auditLink } from "./control.js";
 
 const form = document.getElementById("launch-form");
 
@@ -68,7 +69,7 @@ if (form) {
   fields.args.addEventListener("blur", () => checkJson("args", "array"));
   fields.kwargs.addEventListener("blur", () => checkJson("kwargs", "object"));
 
-  function renderLaunched(ids, taskName) {
+  function renderLaunched(ids, taskName, auditId) {
     if (!ids || ids.length === 0) {
       result.replaceChildren();
       show(result, false);
@@ -76,7 +77,8 @@ if (form) {
     }
     const plural = ids.length === 1 ? "" : "s";
     const summary = el("p", { class: "launch-summary" }, `Launched ${ids.length} task${plural} of `,
-      el("code", { text: taskName }), ":");
+      el("code", { text: taskName }), ":",
+      auditId != null ? el("span", { class: "muted" }, " · ", auditLink(auditId)) : null);
     const list = el("ul", { class: "launched" },
       ...ids.map((id) => el("li", {}, el("a", { class: "mono", href: taskHref(id), text: id }))));
     result.replaceChildren(summary, list);
@@ -114,7 +116,7 @@ if (form) {
       for (const [field, message] of Object.entries(data.errors || {})) setError(field, message);
       if (data.error && !(data.errors && data.errors.form)) setError("form", data.error);
       if (!response.ok && !data.error && !data.errors) setError("form", `Launch failed (${response.status}).`);
-      renderLaunched(data.task_ids, body.task);
+      renderLaunched(data.task_ids, body.task, data.audit_id);
     } catch (err) {
       setError("form", `Could not reach the dashboard server: ${err.message}`);
     } finally {
