@@ -22,7 +22,8 @@ from functools import wraps
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from flask import Flask, Response, current_app, g, has_app_context, jsonify, request
+from flask import Flask, Response, current_app, g, has_app_context, has_request_context, jsonify, request
+from flask.sessions import SecureCookieSessionInterface
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from .brokerurl import MASK, mask_url, secrets_of, well_formed
@@ -281,16 +282,38 @@ def init_app(app: Flask) -> None:
                     "(or --read-only), or bind to 127.0.0.1.", host)
     if app.config.get("READ_ONLY"):
         log.info("read-only mode: every control is turned off")
+    # The session cookie carries the CSRF token's secret: never readable by scripts, not sent on cross-site
+    # subrequests or posts, and Secure whenever the page itself came over TLS.
+    app.config.update(SESSION_COOKIE_SAMESITE="Lax", SESSION_COOKIE_HTTPONLY=True)
+    app.session_interface = TlsAwareSessionInterface()
     app.after_request(_protective_headers)
 
 
+class TlsAwareSessionInterface(SecureCookieSessionInterface):
+    """Flask's signed-cookie sessions, with a Secure cookie whenever the request came over TLS."""
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        """Secure when configured so, or when this request is https (a plain-http one could not send it back)."""
+        return bool(super().get_cookie_secure(app) or (has_request_context() and request.is_secure))
+
+
+# Everything the pages load is their own: ES modules and stylesheets from /static, JSON and the Socket.IO
+# connection from the same origin ('self' covers ws:/wss: to it), the favicon is a data: URL. No inline
+# script, handler or style attribute anywhere (uPlot sizes its chart through the CSSOM, which CSP allows).
+CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                           "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
+                           "form-action 'self'; frame-ancestors 'none'")
+
+
 def _protective_headers(response: Response) -> Response:
-    """No framing (a page of another site cannot overlay the controls: clickjacking), no MIME sniffing."""
+    """The CSP, no framing (a page of another site cannot overlay the controls: clickjacking), no MIME sniffing."""
     response.headers.setdefault("X-Frame-Options", "DENY")
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "same-origin")
     csp = response.headers.get("Content-Security-Policy")
-    response.headers["Content-Security-Policy"] = f"{csp}; frame-ancestors 'none'" if csp else "frame-ancestors 'none'"
+    # A response with a policy of its own (a task field as plain text: default-src 'none') keeps its stricter
+    # one, and is not to be framed either.
+    response.headers["Content-Security-Policy"] = f"{csp}; frame-ancestors 'none'" if csp else CONTENT_SECURITY_POLICY
     return response
 
 
