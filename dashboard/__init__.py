@@ -38,7 +38,7 @@ def _asset_dir(name: str) -> str:
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app: settings, socketio, blueprints, and (unless disabled) ingest and push loops."""
-    from . import api, control_api, metrics, queues, security, views
+    from . import api, control_api, limits, metrics, queues, security, views
     from .control import EventsEnabler, make_celery
     from .masking import make_masker
     from .gcpolicy import GcPolicy
@@ -56,6 +56,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     csrf.init_app(app)
     socketio.init_app(app, async_mode=cfg["ASYNC_MODE"])
     security.init_app(app)  # before the blueprints: auth guards every page, API call and socket
+    limits.init_app(app)  # body size, JSON depth, concurrent exports
     app.register_blueprint(views.bp)
     for bp in (api.bp, control_api.bp, queues.bp, metrics.bp):
         app.register_blueprint(bp)

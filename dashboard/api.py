@@ -10,6 +10,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from . import launch as launching
+from . import limits
 from .push import MAX_LIMIT
 from .query import SORTS, find, parse_filters, workflow_tree
 from .security import control_endpoint, current_user
@@ -97,6 +98,16 @@ def export() -> Any:
     params, error = _list_request()
     if params is None:
         return jsonify({"error": error}), 400
+    slots = limits.export_slots()
+    if not slots.try_acquire():  # each export holds a core for up to a second: a few at a time, never a queue
+        return limits.busy_exports()
+    try:
+        return _export(fmt, params)
+    finally:
+        slots.release()
+
+
+def _export(fmt: str, params: dict[str, Any]) -> Response:
     svc = services()
     with svc.state.lock:  # copy the rows out; serialising happens after the lock is released
         _, recs = find(svc.state, params["f"], limit=len(svc.state.tasks) or 1, text_index=svc.push.text_index,

@@ -41,6 +41,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("AUTH_TOKEN", "", "Bearer token accepted for the API and websocket (`Authorization: Bearer …`); when set, auth is on."),
     Setting("MASK_PATTERNS", "password,passwd,secret,token,api_key,apikey,authorization,credential",
             "Comma-separated key patterns whose values are masked in task args/kwargs everywhere (empty: no masking)."),
+    Setting("MAX_REQUEST_BYTES", 1_048_576, "Largest request body accepted, in bytes (JSON or form); a larger one is refused with 413."),
     # -- control, inspect, audit (dashboard/control.py, inspector.py, audit.py, control_api.py) --
     Setting("CONTROL_TIMEOUT", 2.0, "Seconds to wait for workers' replies to a control command."),
     Setting("INSPECT_INTERVAL", 10.0, "Seconds between background `inspect` refreshes of online workers (0 turns it off)."),
@@ -110,7 +111,7 @@ _RANGES = {
     "LAUNCH_TIMEOUT": (0.0, False), "ENABLE_EVENTS_INTERVAL": (0.0, True), "DEMO_WORKER_CONCURRENCY": (1, True),
     "CONTROL_TIMEOUT": (0.0, False), "INSPECT_INTERVAL": (0.0, True), "INSPECT_TIMEOUT": (0.0, False),
     "BULK_MAX": (1, True), "HIDE_OFFLINE_AFTER": (0.0, True), "QUEUE_POLL_INTERVAL": (0.0, False),
-    "SNAPSHOT_INTERVAL": (0.0, False),
+    "SNAPSHOT_INTERVAL": (0.0, False), "MAX_REQUEST_BYTES": (1, True),
 }
 
 

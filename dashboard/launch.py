@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from .brokerurl import scrub
+from .limits import MAX_DEPTH, JSONTooDeep, loads
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +81,10 @@ def _json_field(raw: Any, kind: type, empty: Any, label: str) -> tuple[Any, str 
         if len(raw) > MAX_JSON_CHARS:
             return None, f"too long (at most {MAX_JSON_CHARS} characters)"
         try:
-            raw = json.loads(raw)
-        except ValueError as exc:
+            raw = loads(raw)  # depth-limited: a field of 50,000 nested '[' must not recurse the parser to death
+        except JSONTooDeep:
+            return None, f"nested too deeply: at most {MAX_DEPTH} levels"
+        except json.JSONDecodeError as exc:
             return None, f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
     if not isinstance(raw, kind):
         return None, f"must be a JSON {label}"

@@ -163,7 +163,8 @@ def _wants_json() -> bool:
             or request.accept_mimetypes.best == "application/json")
 
 
-def _refusal(status: int, message: str) -> Response:
+def refusal(status: int, message: str) -> Response:
+    """An error answer: JSON {"error"} for the API, /healthz and JSON requests, a plain-text sentence elsewhere."""
     if _wants_json():
         response = jsonify({"error": message})
     else:
@@ -181,7 +182,7 @@ def _unauthorized() -> Response:
         message = ("authentication required: send the API token as 'Authorization: Bearer <token>' "
                    "(browsers need DASHBOARD_AUTH_USERS)")
         challenge = f'Bearer realm="{REALM}"'
-    response = _refusal(401, message)
+    response = refusal(401, message)
     response.headers["WWW-Authenticate"] = challenge
     return response
 
@@ -197,12 +198,12 @@ def _guard() -> Response | None:
     if request.method in MUTATING:
         # Here, once for every route: a state-changing view added later is covered without a decorator.
         if not controls_enabled():
-            return _refusal(403, READ_ONLY_MESSAGE)
+            return refusal(403, READ_ONLY_MESSAGE)
         if cross_site():
             log.info("refused cross-site %s %s from %s (Origin %r, Sec-Fetch-Site %r)", request.method,
                      request.path, request.remote_addr, request.headers.get("Origin"),
                      request.headers.get("Sec-Fetch-Site"))
-            return _refusal(403, CROSS_SITE_MESSAGE)
+            return refusal(403, CROSS_SITE_MESSAGE)
     return None
 
 
