@@ -77,11 +77,12 @@ if (form) {
     }
     const plural = ids.length === 1 ? "" : "s";
     const summary = el("p", { class: "launch-summary" }, `Launched ${ids.length} task${plural} of `,
-      el("code", { text: taskName }), ":",
-      auditId != null ? el("span", { class: "muted" }, " · ", auditLink(auditId)) : null);
+      el("code", { text: taskName }), ":");
     const list = el("ul", { class: "launched" },
       ...ids.map((id) => el("li", {}, el("a", { class: "mono", href: taskHref(id), text: id }))));
-    result.replaceChildren(summary, list);
+    // After the list: the first link of the result stays the first task's.
+    const audit = auditId != null ? el("p", { class: "launch-audit muted" }, "Recorded as ", auditLink(auditId)) : null;
+    result.replaceChildren(...[summary, list, audit].filter(Boolean));
     show(result, true);
   }
 
