@@ -30,7 +30,7 @@ def _asset_dir(name: str) -> str:
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app: settings, socketio, blueprints, and (unless disabled) ingest and push loops."""
-    from . import api, control_api, metrics, queues, security, views
+    from . import api, control_api, limits, metrics, queues, security, views
     from .concurrency import Runtime, start_thread
     from .control import EventsEnabler, make_celery
     from .gcpolicy import GcPolicy
@@ -54,6 +54,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     socketio.init_app(app, async_mode=cfg["ASYNC_MODE"])
     # Before the blueprints, after socketio: the gate guards every page, API call and socket.
     security.init_app(app, session_exists=lambda sid: session_exists(socketio.server, sid))
+    limits.init_app(app)  # body size, JSON depth, concurrent exports
     app.register_blueprint(views.bp)
     for bp in (api.bp, control_api.bp, queues.bp, metrics.bp):
         app.register_blueprint(bp)

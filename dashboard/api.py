@@ -1,19 +1,19 @@
 """JSON API and /healthz: a stable contract that tooling relies on."""
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
+import re
 import time
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
 from . import launch as launching
+from . import limits
 from .push import MAX_LIMIT
 from .query import SORTS, find, parse_filters, workflow_tree
-from .security import control_endpoint
+from .security import control_endpoint, current_user
 from .services import services
 from .state import LONG_FIELDS, task_detail
 
@@ -107,6 +107,16 @@ def export() -> Any:
     params, error = _list_request()
     if params is None:
         return jsonify({"error": error}), 400
+    slots = limits.export_slots()
+    if not slots.try_acquire():  # each export holds a core for up to a second: a few at a time, never a queue
+        return limits.busy_exports()
+    try:
+        return _export(fmt, params)
+    finally:
+        slots.release()
+
+
+def _export(fmt: str, params: dict[str, Any]) -> Response:
     svc = services()
     with svc.state.lock:  # copy the rows out; serialising happens after the lock is released
         _, recs = find(svc.state, params["f"], limit=len(svc.state.tasks) or 1, text_index=svc.push.text_index,
@@ -117,20 +127,35 @@ def export() -> Any:
         body = json.dumps([dict(zip(EXPORT_FIELDS, row)) for row in rows], default=str)
         mimetype = "application/json"
     else:
-        out = io.StringIO()
-        writer = csv.writer(out)
-        writer.writerow(EXPORT_FIELDS)
-        writer.writerows([_csv_cell(v) for v in row] for row in rows)
-        body, mimetype = out.getvalue(), "text/csv"
+        lines = [",".join(EXPORT_FIELDS)]
+        lines.extend([",".join([_csv_cell(v) for v in row]) for row in rows])
+        body, mimetype = "\r\n".join(lines) + "\r\n", "text/csv"
     return Response(body, mimetype=mimetype, headers={
         "Content-Disposition": f'attachment; filename="tasks-{stamp}.{fmt}"', "X-Total-Count": str(len(rows))})
 
 
-def _csv_cell(value: Any) -> Any:
-    # Task data is untrusted: a cell that a spreadsheet would run as a formula is quoted as text.
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value
+# Task data is untrusted and a spreadsheet runs a cell starting with = + - @ (or tab, CR) as a formula. A
+# spreadsheet in a ';' or tab locale splits a ','-file's lines at its own separator, ignoring quotes that
+# do not open a field, so every segment after , ; tab or a line break counts as a cell start (quotes that
+# such a reader may strip skipped). Those get OWASP's ' prefix: text, and still readable.
+_FORMULA_AT_START = re.compile(r'\A"*(?=[=+\-@\t\r])|(?<=[,;\t\r\n])"*(?=[=+\-@])')
+# csv.QUOTE_MINIMAL quotes only the file's own delimiter: a ';' or a tab inside a cell must be quoted too.
+_NEEDS_QUOTES = re.compile(r'[,;\t\r\n"]')
+_PLAIN = re.compile(r'[^,;\t\r\n"=+\-@][^,;\t\r\n"]*')  # most cells: one match and they are written as they are
+
+
+def _csv_cell(value: Any) -> str:
+    """One CSV field: formula starts defused with ', quoted when it holds any locale's separator or a line break."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        return str(value) if isinstance(value, (int, float)) else _csv_cell(str(value))
+    if _PLAIN.fullmatch(value):
+        return value
+    text = _FORMULA_AT_START.sub(lambda m: m.group(0) + "'", value)
+    if _NEEDS_QUOTES.search(text):
+        return '"' + text.replace('"', '""') + '"'
+    return text
 
 
 @bp.get("/api/tasks/<uuid>")
@@ -221,18 +246,24 @@ def overview() -> Any:
 @bp.post("/api/launch")
 @control_endpoint
 def launch() -> Any:
-    """{"task", "args", "kwargs", "count", "countdown"} -> {"task_ids": [...]} or 400 {"errors"}."""
+    """{"task", "args", "kwargs", "count", "countdown"} -> {"task_ids", "audit_id"} or 400 {"errors"}.
+
+    A launch changes state: it is audited like a control action, sent or not; a refused one sends nothing
+    and is not audited (like a control refused by validation).
+    """
     data = request.get_json(silent=True)
     if not isinstance(data, dict):
         return jsonify({"errors": {"form": "the body must be a JSON object"}}), 400
     req, errors = launching.validate(data)
     if req is None:
         return jsonify({"errors": errors}), 400
+    svc = services()
     try:
-        ids = launching.launch(services().celery, req)
+        ids, audit_id = launching.send_audited(svc.celery, req, svc.audit, user=current_user(),
+                                               remote_addr=request.remote_addr, via="api")
     except launching.BrokerUnavailable as exc:
-        return jsonify({"error": str(exc), "task_ids": exc.sent}), 503
-    return jsonify({"task_ids": ids})
+        return jsonify({"error": str(exc), "task_ids": exc.sent, "audit_id": exc.audit_id}), 503
+    return jsonify({"task_ids": ids, "audit_id": audit_id})
 
 
 @bp.app_errorhandler(404)

@@ -69,6 +69,7 @@ def serve(cfg: dict[str, Any]) -> None:
 
 
 def _demo(cfg: dict[str, Any]) -> int:
+    from .brokerurl import mask_url
     from .processes import ProcessError, is_local, redis_answers, start_redis, start_worker, stop_process
 
     children = []
@@ -77,9 +78,9 @@ def _demo(cfg: dict[str, Any]) -> int:
         url = cfg["BROKER_URL"]
         if not redis_answers(url):
             if not is_local(url):
-                log.error("no Redis answers at %s; start it or pass --broker", url)
+                log.error("no Redis answers at %s; start it or pass --broker", mask_url(url))
                 return 2
-            log.info("no Redis answers at %s: starting a local one", url)
+            log.info("no Redis answers at %s: starting a local one", mask_url(url))
             redis_proc, url = start_redis()
             children.append(redis_proc)
         cfg["BROKER_URL"] = url

@@ -46,6 +46,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("AUTH_TOKEN", "", "Bearer token accepted for the API and websocket (`Authorization: Bearer …`); when set, auth is on."),
     Setting("MASK_PATTERNS", "password,passwd,secret,token,api_key,apikey,authorization,credential",
             "Comma-separated key patterns whose values are masked in task args/kwargs everywhere (empty: no masking)."),
+    Setting("MAX_REQUEST_BYTES", 1_048_576, "Largest request body accepted, in bytes (JSON or form); a larger one is refused with 413."),
     # -- control, inspect, audit (dashboard/control.py, inspector.py, audit.py, control_api.py) --
     Setting("CONTROL_TIMEOUT", 2.0, "Seconds to wait for workers' replies to a control command."),
     Setting("INSPECT_INTERVAL", 10.0, "Seconds between background `inspect` refreshes of online workers (0 turns it off)."),
@@ -116,7 +117,7 @@ _RANGES = {
     "CONTROL_TIMEOUT": (0.0, False), "INSPECT_INTERVAL": (0.0, True), "INSPECT_TIMEOUT": (0.0, False),
     "BULK_MAX": (1, True), "HIDE_OFFLINE_AFTER": (0.0, True), "QUEUE_POLL_INTERVAL": (0.0, False),
     "SNAPSHOT_INTERVAL": (0.0, False), "MAX_CONNECTIONS": (16, True), "MAX_CONNECTIONS_PER_ADDRESS": (1, True),
-    "HEADER_TIMEOUT": (0.0, False), "SIGNIN_FAILURES_PER_MINUTE": (1, True),
+    "HEADER_TIMEOUT": (0.0, False), "SIGNIN_FAILURES_PER_MINUTE": (1, True), "MAX_REQUEST_BYTES": (1, True),
 }
 
 

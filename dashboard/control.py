@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
+from .brokerurl import scrub
+
 log = logging.getLogger(__name__)
 
 
@@ -214,7 +216,8 @@ def broker_connection(app: Any, timeout: float) -> Iterator[Any]:
         try:
             conn.ensure_connection(max_retries=0, timeout=timeout)
         except Exception as exc:  # noqa: BLE001 - whatever the transport raises means "unreachable"
-            raise BrokerUnavailable(f"the broker is unreachable: {exc}") from exc
+            # Scrubbed: kombu's parse error for a malformed URL quotes part of its password.
+            raise BrokerUnavailable(f"the broker is unreachable: {scrub(str(exc), app.conf.broker_url)}") from exc
         yield conn
     finally:
         conn.release()

@@ -29,12 +29,13 @@ log = logging.getLogger(__name__)
 LOOPBACK_NAMES = frozenset(("localhost", "localhost.localdomain", "ip6-localhost"))
 THROTTLE_WINDOW = 60.0  # seconds over which failed sign-ins are counted
 THROTTLE_KEYS = 10_000  # addresses and user names remembered at most (the oldest is forgotten first)
-# Every response: no framing by another site (clickjacking), no MIME sniffing, no referrer to other sites,
-# and scripts, styles, connections only from this origin (task data is shown as text; nothing inline).
+# Every response: no framing by another site (clickjacking), no MIME sniffing, no referrer to other sites.
+# Everything the pages load is their own: ES modules and stylesheets from /static, JSON and the Socket.IO
+# connection from the same origin ('self' covers ws:/wss: to it), the favicon is a data: URL. No inline
+# script, handler or style attribute anywhere (uPlot sizes its chart through the CSSOM, which CSP allows).
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
-HEADERS = (("X-Frame-Options", "DENY"), ("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "same-origin"),
-           ("Content-Security-Policy", CSP))
+HEADERS = (("X-Frame-Options", "DENY"), ("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "same-origin"))
 
 
 def is_loopback(host: str) -> bool:
@@ -156,7 +157,7 @@ def wants_json(request: Request) -> bool:
             or request.accept_mimetypes.best == "application/json")
 
 
-def refusal(request: Request, status: int, message: str, headers: Iterable[tuple[str, str]] = ()) -> Any:
+def wsgi_refusal(request: Request, status: int, message: str, headers: Iterable[tuple[str, str]] = ()) -> Any:
     """A WSGI response refusing the request: {"error": message} or the message as text."""
     from werkzeug.wrappers import Response
 
@@ -186,8 +187,15 @@ class Gate:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         def with_headers(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-            present = {name.lower() for name, _ in headers}
+            present = {name.lower(): i for i, (name, _) in enumerate(headers)}
             headers.extend((n, v) for n, v in HEADERS if n.lower() not in present)
+            csp = present.get("content-security-policy")
+            if csp is None:
+                headers.append(("Content-Security-Policy", CSP))
+            elif "frame-ancestors" not in headers[csp][1]:
+                # A response with a stricter policy of its own (a task field as plain text: default-src
+                # 'none') keeps it, and is not to be framed either.
+                headers[csp] = (headers[csp][0], headers[csp][1] + "; frame-ancestors 'none'")
             return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
 
         request = Request(environ, shallow=True)
@@ -195,7 +203,7 @@ class Gate:
             self.refused_hosts += 1
             log.info("refused Host %r from %s (not in ALLOWED_HOSTS)", str(environ.get("HTTP_HOST"))[:100],
                      environ.get("REMOTE_ADDR"))
-            return refusal(request, 400, f"this dashboard does not answer to the host name "
+            return wsgi_refusal(request, 400, f"this dashboard does not answer to the host name "
                                          f"{str(environ.get('HTTP_HOST') or '(none)')[:100]!r}: add it to "
                                          "DASHBOARD_ALLOWED_HOSTS")(environ, with_headers)
         if self.auth.enabled:
@@ -221,7 +229,7 @@ class Gate:
         if wait:
             log.info("refused sign-in as %r from %s: too many failed attempts", name[:64], address)
             seconds = max(1, math.ceil(wait))
-            return refusal(request, 429, f"too many failed sign-ins from this address or for this user: "
+            return wsgi_refusal(request, 429, f"too many failed sign-ins from this address or for this user: "
                                          f"try again in {seconds} s", [("Retry-After", str(seconds))])
         user = self.auth.user_of(creds, address, slow=offload)  # a password hash costs ~50 ms: off the hub
         if user is None:

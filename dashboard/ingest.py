@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from .brokerurl import mask_url, scrub  # mask_url also re-exported: `from .ingest import mask_url` still works
 from .state import State
 
 log = logging.getLogger(__name__)
@@ -99,15 +100,6 @@ def redis_event_pattern(broker_url: str) -> str:
     return f"/{db}.celeryev/*"
 
 
-def mask_url(url: str) -> str:
-    """The URL with any password replaced, for logs and pages."""
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return parts._replace(netloc=netloc).geturl()
-    return url
-
-
 def decode_batch(batch: list[bytes], on_bad: Callable[[object], None] = lambda _: None) -> tuple[list[Any], int]:
     """Decode and stamp the events of many envelopes -> (events, envelopes that could not be decoded)."""
     now = time.time()
@@ -182,7 +174,8 @@ class Reader:
                     break
                 if self._streamed:  # the backoff restarts after a connection that worked
                     delay, self._streamed = self.reconnect_min, False
-                error = f"{type(exc).__name__}: {exc}"
+                # Scrubbed: a malformed URL's parse error quotes part of its password.
+                error = scrub(f"{type(exc).__name__}: {exc}", self.broker_url)
                 sink.failed(error, self.reconnects)
                 log.warning("event stream from %s failed (%s); reconnecting in %.1fs",
                             mask_url(self.broker_url), error, delay)

@@ -1,4 +1,4 @@
-"""The demo-task catalogue and the validation of the launch form and of POST /api/launch."""
+"""The demo-task catalogue, the validation of the launch form and of POST /api/launch, and the audited send."""
 from __future__ import annotations
 
 import json
@@ -6,6 +6,9 @@ import logging
 import math
 from dataclasses import dataclass
 from typing import Any, Mapping
+
+from .brokerurl import scrub
+from .limits import MAX_DEPTH, JSONTooDeep, loads
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +81,10 @@ def _json_field(raw: Any, kind: type, empty: Any, label: str) -> tuple[Any, str 
         if len(raw) > MAX_JSON_CHARS:
             return None, f"too long (at most {MAX_JSON_CHARS} characters)"
         try:
-            raw = json.loads(raw)
-        except ValueError as exc:
+            raw = loads(raw)  # depth-limited: a field of 50,000 nested '[' must not recurse the parser to death
+        except JSONTooDeep:
+            return None, f"nested too deeply: at most {MAX_DEPTH} levels"
+        except json.JSONDecodeError as exc:
             return None, f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
     if not isinstance(raw, kind):
         return None, f"must be a JSON {label}"
@@ -155,9 +160,10 @@ def _check_signature(spec: DemoTask, args: list[Any], kwargs: dict[str, Any]) ->
 class BrokerUnavailable(RuntimeError):
     """The broker refused or dropped a publish; `sent` holds the ids that went out before."""
 
-    def __init__(self, sent: list[str], count: int, cause: Exception) -> None:
-        super().__init__(f"the broker is unreachable: {len(sent)} of {count} task(s) sent ({cause})")
+    def __init__(self, sent: list[str], count: int, cause: str, what: str = "the broker is unreachable") -> None:
+        super().__init__(f"{what}: {len(sent)} of {count} task(s) sent ({cause})")
         self.sent = sent
+        self.audit_id: int | None = None  # set by send_audited
 
 
 def launch(celery_app: Any, req: LaunchRequest) -> list[str]:
@@ -173,7 +179,34 @@ def launch(celery_app: Any, req: LaunchRequest) -> list[str]:
             result = celery_app.send_task(req.task, args=req.args, kwargs=req.kwargs, **options)
             ids.append(result.id)
     except (OperationalError, OSError) as exc:
-        log.warning("launch of %s failed after %d sent: %s", req.task, len(ids), exc)
-        raise BrokerUnavailable(ids, req.count, exc) from exc
+        cause = scrub(str(exc), celery_app.conf.broker_url)
+        log.warning("launch of %s failed after %d sent: %s", req.task, len(ids), cause)
+        raise BrokerUnavailable(ids, req.count, cause) from exc
+    except Exception as exc:  # noqa: BLE001 - kombu cannot use the broker URL (a malformed one, an option it refuses)
+        # Scrubbed: kombu's parse error for a malformed URL quotes part of its password.
+        cause = scrub(f"{type(exc).__name__}: {exc}", celery_app.conf.broker_url)
+        log.warning("launch of %s failed after %d sent: %s", req.task, len(ids), cause, exc_info=True)
+        raise BrokerUnavailable(ids, req.count, cause, "sending to the broker failed") from exc
     log.info("launched %d × %s", len(ids), req.task)
     return ids
+
+
+def send_audited(celery_app: Any, req: LaunchRequest, audit: Any, *, user: str | None, remote_addr: str | None,
+                 via: str) -> tuple[list[str], int]:
+    """launch() with one audit entry, sent or not: (task ids, audit id); BrokerUnavailable carries its audit_id.
+
+    The entry has the shape of a control action's: action "launch", the task name as target, and as params
+    the count and countdown asked for, `via` ("form" or "api") and the ids of the tasks sent. Arguments are
+    left out: the tasks' own pages show them, masked, and the audit file keeps no secrets.
+    """
+    params: dict[str, Any] = {"count": req.count, "countdown": req.countdown, "via": via}
+    try:
+        ids = launch(celery_app, req)
+    except BrokerUnavailable as exc:
+        exc.audit_id = audit.record("launch", req.task, {**params, "task_ids": exc.sent}, False, str(exc),
+                                    user=user, remote_addr=remote_addr)["id"]
+        raise
+    message = f"sent {len(ids)} × {req.task}" + (f" with a {req.countdown:g} s countdown" if req.countdown else "")
+    entry = audit.record("launch", req.task, {**params, "task_ids": ids}, True, message, user=user,
+                         remote_addr=remote_addr)
+    return ids, entry["id"]

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from flask import Blueprint, Flask, jsonify
 
-from .ingest import mask_url
+from .brokerurl import mask_url, scrub
 from .services import services
 
 log = logging.getLogger(__name__)
@@ -156,7 +156,7 @@ class QueueMonitor:
             replies = pipe.execute(raise_on_error=False)
         except Exception as exc:  # noqa: BLE001 - broker down: keep the last lengths, say they are stale
             self._drop_client()
-            self.error = f"{type(exc).__name__}: {exc}"
+            self.error = scrub(f"{type(exc).__name__}: {exc}", self.broker_url)  # shown on the page
             log.info("queue lengths from %s unavailable: %s", mask_url(self.broker_url), self.error)
             return
         lengths: dict[str, dict[str, int]] = {}

@@ -4,6 +4,8 @@ Credentials are checked by the gate (dashboard/gate.py), a WSGI middleware in fr
 the server answers, Socket.IO's included; it leaves the signed-in user in the WSGI environ. Then one
 guard runs before everything else on every Flask request: for state-changing methods, read-only
 mode and cross-site refusal.
+
+The broker URL's secrets (dashboard/brokerurl.py) are taken out of every log record of the process.
 """
 from __future__ import annotations
 
@@ -19,11 +21,13 @@ from functools import wraps
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from flask import Flask, Response, current_app, g, has_app_context, jsonify, request
+from flask import Flask, Response, current_app, g, has_app_context, has_request_context, jsonify, request
+from flask.sessions import SecureCookieSessionInterface
 from werkzeug.datastructures import Authorization
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from .gate import Gate, HostAllowlist, Throttle, is_loopback, refusal
+from .brokerurl import MASK, mask_url, secrets_of, well_formed
+from .gate import Gate, HostAllowlist, Throttle, is_loopback, wants_json, wsgi_refusal
 
 log = logging.getLogger(__name__)
 
@@ -154,8 +158,14 @@ def _auth() -> Auth:
     return current_app.extensions["dashboard_auth"]
 
 
-def _refusal(status: int, message: str) -> Response:
-    return refusal(request, status, message)  # type: ignore[return-value]
+def refusal(status: int, message: str) -> Response:
+    """An error answer: JSON {"error"} for the API, /healthz and JSON requests, a plain-text sentence elsewhere."""
+    if wants_json(request):
+        response = jsonify({"error": message})
+    else:
+        response = Response(message[0].upper() + message[1:] + ".\n", mimetype="text/plain")
+    response.status_code = status
+    return response
 
 
 def challenge(auth: Auth) -> Callable[[Any], Any]:
@@ -167,7 +177,7 @@ def challenge(auth: Auth) -> Callable[[Any], Any]:
         message = ("authentication required: send the API token as 'Authorization: Bearer <token>' "
                    "(browsers need DASHBOARD_AUTH_USERS)")
         header = f'Bearer realm="{REALM}"'
-    return lambda req: refusal(req, 401, message, [("WWW-Authenticate", header)])
+    return lambda req: wsgi_refusal(req, 401, message, [("WWW-Authenticate", header)])
 
 
 def _guard() -> Response | None:
@@ -178,18 +188,69 @@ def _guard() -> Response | None:
     if request.method in MUTATING:
         # Here, once for every route: a state-changing view added later is covered without a decorator.
         if not controls_enabled():
-            return _refusal(403, READ_ONLY_MESSAGE)
+            return refusal(403, READ_ONLY_MESSAGE)
         if cross_site():
             log.info("refused cross-site %s %s from %s (Origin %r, Sec-Fetch-Site %r)", request.method,
                      request.path, request.remote_addr, request.headers.get("Origin"),
                      request.headers.get("Sec-Fetch-Site"))
-            return _refusal(403, CROSS_SITE_MESSAGE)
+            return refusal(403, CROSS_SITE_MESSAGE)
     return None
+
+
+_log_secrets: tuple[str, ...] = ()  # broker URL secrets taken out of every log record, longest first
+_log_lock = threading.Lock()
+
+
+def _scrub_record(record: logging.LogRecord) -> None:
+    secrets = _log_secrets
+    try:
+        message = record.getMessage()
+    except Exception:  # noqa: BLE001 - a bad format string: logging reports it when the record is emitted
+        return
+    if any(s in message for s in secrets):
+        for secret in secrets:
+            message = message.replace(secret, MASK)
+        record.msg, record.args = message, ()
+    if record.exc_info and record.exc_info[0] is not None:
+        text = logging.Formatter().formatException(record.exc_info)
+        if any(s in text for s in secrets):
+            for secret in secrets:
+                text = text.replace(secret, MASK)
+            record.exc_text = text  # formatters use it instead of formatting the exception again
+
+
+def scrub_logs(broker_url: str) -> None:
+    """From now on, every log record of the process has the broker URL's secrets replaced by ***.
+
+    Every record, libraries' too: kombu's and redis-py's errors for a malformed URL quote part of its
+    password ("Port could not be cast to integer value as '…'"), and they are logged from their threads.
+    """
+    global _log_secrets
+    new = set(secrets_of(broker_url))
+    with _log_lock:
+        if new <= set(_log_secrets):
+            return
+        first = not _log_secrets
+        _log_secrets = tuple(sorted(new.union(_log_secrets), key=len, reverse=True))
+        if first:  # a record factory, not a handler filter: it sees records whatever handler logs them
+            previous = logging.getLogRecordFactory()
+
+            def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+                record = previous(*args, **kwargs)
+                _scrub_record(record)
+                return record
+
+            logging.setLogRecordFactory(factory)
 
 
 def init_app(app: Flask, session_exists: Callable[[str], bool]) -> None:
     """Put the gate in front of every request (Socket.IO's too) and the guard before every Flask view."""
     cfg = app.config
+    broker_url = str(cfg.get("BROKER_URL", ""))
+    scrub_logs(broker_url)
+    if not well_formed(broker_url):
+        log.warning("the broker URL does not parse cleanly, so it is shown as %s: characters such as / ? # @ ; "
+                    "in a password must be percent-encoded (%%2F %%3F %%23 %%40 %%3B)", mask_url(broker_url))
     auth = Auth(parse_users(str(cfg.get("AUTH_USERS", ""))), str(cfg.get("AUTH_TOKEN", "")))
     app.extensions["dashboard_auth"] = auth
     host = str(cfg.get("HOST", "127.0.0.1"))
@@ -208,6 +269,18 @@ def init_app(app: Flask, session_exists: Callable[[str], bool]) -> None:
                     "(or --read-only), or bind to 127.0.0.1.", host)
     if cfg.get("READ_ONLY"):
         log.info("read-only mode: every control is turned off")
+    # The session cookie carries the CSRF token's secret: never readable by scripts, not sent on cross-site
+    # subrequests or posts, and Secure whenever the page itself came over TLS.
+    app.config.update(SESSION_COOKIE_SAMESITE="Lax", SESSION_COOKIE_HTTPONLY=True)
+    app.session_interface = TlsAwareSessionInterface()
+
+
+class TlsAwareSessionInterface(SecureCookieSessionInterface):
+    """Flask's signed-cookie sessions, with a Secure cookie whenever the request came over TLS."""
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        """Secure when configured so, or when this request is https (a plain-http one could not send it back)."""
+        return bool(super().get_cookie_secure(app) or (has_request_context() and request.is_secure))
 
 
 def socket_allowed(auth: Any) -> bool:

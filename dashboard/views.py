@@ -106,18 +106,22 @@ def launch() -> Any:
         req = None
     else:
         req, errors = launching.validate(data)
-    status, launched = 200, []
+    status, launched, audit_id = 200, [], None
     if req is not None:
-        try:
-            launched = launching.launch(services().celery, req)
+        svc = services()
+        try:  # audited like a control action, sent or not (a refused form sends nothing and is not audited)
+            launched, audit_id = launching.send_audited(svc.celery, req, svc.audit, user=current_user(),
+                                                        remote_addr=request.remote_addr, via="form")
         except launching.BrokerUnavailable as exc:
-            errors, status, launched = {"form": str(exc)}, 503, exc.sent
+            errors, status, launched, audit_id = {"form": str(exc)}, 503, exc.sent, exc.audit_id
     else:
         status = 400
     if _wants_json():
         body = {"task_ids": launched} if status == 200 else {"errors": errors, "task_ids": launched}
+        if audit_id is not None:
+            body["audit_id"] = audit_id
         return jsonify(body), status
-    return render_template("launch.html", form=data, errors=errors, launched=launched), status
+    return render_template("launch.html", form=data, errors=errors, launched=launched, audit_id=audit_id), status
 
 
 @bp.app_errorhandler(CSRFError)

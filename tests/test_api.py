@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 from typing import Any, Iterator
 
 import pytest
 import redis
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import RedisServer
 from dashboard.processes import free_port
@@ -388,7 +391,8 @@ def test_same_origin_launch_is_allowed(app: Any, queue: redis.Redis, headers: di
 
 
 def test_launch_when_the_broker_is_down_is_a_503(redis_server: RedisServer) -> None:
-    """With no broker listening the launch fails fast with a 503 that says so, instead of hanging."""
+    """With no broker listening the launch fails fast with a 503 that says so, instead of hanging; the
+    attempt is in the audit log with the error."""
     from dashboard import create_app
 
     down = create_app({"ASYNC_MODE": "threading", "INGEST_ENABLED": False, "BROKER_URL": f"redis://127.0.0.1:{free_port()}/0",
@@ -401,8 +405,92 @@ def test_launch_when_the_broker_is_down_is_a_503(redis_server: RedisServer) -> N
         body = resp.get_json()
         assert "broker is unreachable" in body["error"]
         assert body["task_ids"] == []
+        [entry] = down.test_client().get("/api/audit").get_json()["entries"]
+        assert entry["id"] == body["audit_id"] and entry["action"] == "launch" and entry["ok"] is False
+        assert entry["message"] == body["error"] and entry["params"]["task_ids"] == []
     finally:
         down.extensions["dashboard"].stop()
+
+
+def test_launch_with_a_url_kombu_cannot_use_is_a_503_not_a_500(redis_server: RedisServer) -> None:
+    """A broker URL kombu refuses (a malformed password) fails the launch with a 503 saying why, audited,
+    without the password fragment kombu's error quotes."""
+    from dashboard import create_app
+
+    app = create_app({"INGEST_ENABLED": False, "BROKER_URL": f"redis://:Fr4gment/Tail5ecret@127.0.0.1:{free_port()}/0"})
+    try:
+        resp = app.test_client().post("/api/launch", json={"task": "dashboard.demo.add", "args": [2, 3]})
+        assert resp.status_code == 503
+        error = resp.get_json()["error"]
+        assert error == ("sending to the broker failed: 0 of 1 task(s) sent "
+                         "(ValueError: Port could not be cast to integer value as '***')")
+        assert app.test_client().get("/api/audit").get_json()["entries"][0]["message"] == error
+    finally:
+        app.extensions["dashboard"].stop()
+
+
+def _audit(client: Any) -> list[dict[str, Any]]:
+    return client.get("/api/audit").get_json()["entries"]
+
+
+def test_api_launch_is_audited_once_with_who_where_what_and_the_task_ids(app: Any, queue: redis.Redis) -> None:
+    """One entry per launch request: anonymous (no auth), the address, the task, the count and countdown, and
+    exactly the ids that were queued; the answer links to it."""
+    client = app.test_client()
+    resp = client.post("/api/launch", json={"task": "dashboard.demo.add", "args": [2, 3], "count": 3, "countdown": 60},
+                       environ_base={"REMOTE_ADDR": "203.0.113.7"})
+    assert resp.status_code == 200
+    ids, audit_id = resp.get_json()["task_ids"], resp.get_json()["audit_id"]
+    assert [m["id"] for m in queued(queue)] == ids
+    [entry] = _audit(client)
+    assert abs(entry.pop("time") - time.time()) < 5
+    assert entry == {"id": audit_id, "user": None, "remote_addr": "203.0.113.7", "action": "launch",
+                     "target": "dashboard.demo.add", "ok": True, "replies": {},
+                     "params": {"count": 3, "countdown": 60.0, "via": "api", "task_ids": ids},
+                     "message": "sent 3 × dashboard.demo.add with a 60 s countdown"}
+    client.post("/api/launch", json={"task": "dashboard.demo.fail"})
+    assert [e["action"] for e in _audit(client)] == ["launch", "launch"]  # one per request
+
+
+def test_launch_by_a_signed_in_user_is_audited_under_their_name_and_in_the_file(redis_server: RedisServer,
+                                                                              queue: redis.Redis,
+                                                                              tmp_path: Any) -> None:
+    """With auth, the entry names the user (or "token"); AUDIT_LOG gets the same entry as a JSON line."""
+    from dashboard import create_app
+
+    path = tmp_path / "audit.jsonl"
+    app = create_app({"INGEST_ENABLED": False, "BROKER_URL": redis_server.url_db(1), "AUDIT_LOG": str(path),
+                      "AUTH_USERS": "ada:correct horse", "AUTH_TOKEN": "t0k3n-for-the-api"})
+    try:
+        client = app.test_client()
+        ada = {"Authorization": "Basic " + base64.b64encode(b"ada:correct horse").decode()}
+        assert client.post("/api/launch", json={"task": "dashboard.demo.add", "args": [1, 1]},
+                           headers=ada).status_code == 200
+        assert client.post("/api/launch", json={"task": "dashboard.demo.add", "args": [1, 2]},
+                           headers={"Authorization": "Bearer t0k3n-for-the-api"}).status_code == 200
+        entries = client.get("/api/audit", headers=ada).get_json()["entries"]
+        assert [e["user"] for e in entries] == ["token", "ada"]
+        assert [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] == entries[::-1]
+        assert len(queued(queue)) == 2
+    finally:
+        app.extensions["dashboard"].stop()
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"task": "os.system", "args": ["rm -rf /"]}, "task"),
+    ({"task": "dashboard.demo.add", "args": "[1,"}, "args"),
+    ({"task": "dashboard.demo.add", "args": [1, 2], "count": 0}, "count"),
+    ({"task": "dashboard.demo.add", "args": [1]}, "args"),
+])
+def test_refused_launch_sends_nothing_says_why_and_is_not_audited(app: Any, queue: redis.Redis, body: dict[str, Any],
+                                                                   field: str) -> None:
+    """Bad input: 400 naming the field and why, nothing queued, no audit entry (nothing changed)."""
+    client = app.test_client()
+    resp = client.post("/api/launch", json=body)
+    assert resp.status_code == 400
+    assert resp.get_json()["errors"][field]
+    assert queue.llen("celery") == 0
+    assert _audit(client) == []
 
 
 # -- task data is data ---------------------------------------------------------------------------
@@ -505,6 +593,74 @@ def test_export_downloads_the_filtered_set_as_csv_and_json(app: Any) -> None:
     many = client.get("/api/tasks/export?format=json").get_json()
     assert len(many) == 5, "export is not limited to one page"
     assert client.get("/api/tasks/export?format=xml").status_code == 400
+
+
+# A cell a spreadsheet would run as a formula: one of these at its start (tab and CR only at the very start:
+# after a separator a tab is itself a separator).
+FORMULA_START = re.compile(r'(?:\A|(?<=[,;\t\r\n]))"*[=+\-@]|\A[\t\r]')
+HOSTILE = {
+    "args": "('a;=1+1', 'b,+2', 'c\t@SUM(A1)', 'd\n-2+3+cmd', 'e;\"=1+1\"')",
+    "kwargs": "{'note': 'line\\r\\n=ok', 'x': 'y;-1'}",
+    "result": "total;=HYPERLINK(\"http://evil.example\",\"x\")",
+    "exception": "=cmd|' /C calc'!A0",
+}
+
+
+def _segments(cell: str) -> list[str]:
+    # What a reader with another separator (or ignoring quotes) may take for a cell.
+    return re.split(r"[,;\t\r\n]", cell)
+
+
+@pytest.mark.parametrize("delimiter", [",", ";", "\t"])
+def test_export_csv_runs_no_formula_in_any_locale(app: Any, delimiter: str) -> None:
+    """Read with the separator of a ',' , ';' or tab locale, no cell and no segment of a cell starts with a
+    formula character (the raw text neither, for readers that ignore quotes)."""
+    import csv
+    import io
+
+    feed(app, ev("task-failed", "hostile", time.time(), name="dashboard.demo.fail", **HOSTILE))
+    body = app.test_client().get("/api/tasks/export?format=csv").get_data(as_text=True)
+    assert FORMULA_START.search(body) is None  # the raw text: for readers that ignore quotes
+    rows = list(csv.reader(io.StringIO(body, newline=""), delimiter=delimiter))
+    assert len(rows) >= 2
+    for row in rows:
+        for cell in row:
+            for segment in [cell, *_segments(cell)]:
+                assert not re.match(r'"*[=+\-@]', segment), (delimiter, cell)
+
+
+def test_export_csv_quotes_every_separator_and_stays_readable(app: Any) -> None:
+    """Read back as ',' CSV each field is one cell holding its text, with only a ' before each formula start."""
+    import csv
+    import io
+
+    feed(app, ev("task-failed", "hostile", time.time(), name="dashboard.demo.fail", **HOSTILE))
+    body = app.test_client().get("/api/tasks/export?format=csv").get_data(as_text=True)
+    # Every cell holding ; or a tab is quoted (QUOTE_MINIMAL would leave it bare for a ';' locale to split).
+    assert '"total;\'=HYPERLINK(""http://evil.example"",""x"")"' in body
+    [row] = list(csv.DictReader(io.StringIO(body, newline="")))
+    assert row["args"] == "('a;'=1+1', 'b,'+2', 'c\t'@SUM(A1)', 'd\n'-2+3+cmd', 'e;\"'=1+1\"')"
+    assert row["kwargs"] == "{'note': 'line\\r\\n=ok', 'x': 'y;'-1'}"  # an escaped \\r\\n is text, not a line break
+    assert row["result"] == "total;'=HYPERLINK(\"http://evil.example\",\"x\")"
+    assert row["exception"] == "'=cmd|' /C calc'!A0"
+    assert row["name"] == "dashboard.demo.fail" and row["state"] == "FAILURE" and row["uuid"] == "hostile"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from('=+-@;,\t\r\n"\' aZ1(|'), max_size=30))
+def test_a_csv_cell_only_ever_gains_apostrophes(text: str) -> None:
+    """Any text: read back (',' CSV) it is one cell, equal to the text but for apostrophes put before formula
+    starts, and none of its segments starts a formula."""
+    import csv
+    import io
+
+    from dashboard.api import _csv_cell
+
+    field = _csv_cell(text)
+    [[cell]] = list(csv.reader(io.StringIO(f"{field}\r\n", newline=""))) if field else [[""]]
+    assert cell.replace("'", "") == text.replace("'", "")
+    assert FORMULA_START.search(field) is None
+    assert FORMULA_START.search(cell) is None
 
 
 def _tb(frame_line: int, func: str, exc: str) -> str:

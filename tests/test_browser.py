@@ -231,3 +231,30 @@ def test_flaky_task_shows_each_attempt_and_copies_its_uuid(page: Any, dashboard:
     page.locator("#copy-uuid").click()
     expect(page.locator("#copy-uuid-status")).to_have_text("Copied")
     assert page.evaluate("navigator.clipboard.readText()") == uuid
+
+
+def test_a_launch_is_on_the_audit_page_with_links_to_its_tasks(page: Any, dashboard: DashboardServer) -> None:
+    """Launch from the form, follow the result's audit link: the entry says who, what and that it was sent,
+    and its details link to each task sent (no worker-reply section: a launch has none)."""
+    _live(page, dashboard, "/launch")
+    page.select_option("#launch-task", "dashboard.demo.add")
+    page.fill("#launch-args", "[20, 22]")
+    page.fill("#launch-count", "2")
+    page.locator("#launch-form button[type=submit]").click()
+    expect(page.locator("#launch-result li a")).to_have_count(2)
+    ids = page.locator("#launch-result li a").all_inner_texts()
+    page.locator("#launch-result a.audit-link").click()
+    expect(page).to_have_url(re.compile(r"/audit#entry-\d+$"))
+    row = page.locator("#audit-table tr.targeted")
+    expect(row.locator(".action")).to_have_text("launch")
+    expect(row.locator(".target")).to_have_text("dashboard.demo.add")
+    expect(row.locator(".user")).to_have_text("anonymous")
+    expect(row.locator(".remote")).to_have_text("127.0.0.1")
+    expect(row.locator(".result")).to_have_text("ok")
+    expect(row.locator(".message")).to_have_text("sent 2 × dashboard.demo.add")
+    detail = page.locator("tr.audit-detail")  # a targeted entry opens by itself
+    expect(detail.locator(".audit-sent")).to_contain_text("Tasks sent (2)")
+    hrefs = detail.locator(".audit-sent a").evaluate_all("links => links.map(a => a.getAttribute('href'))")
+    assert hrefs == [f"/tasks/{uuid}" for uuid in ids]
+    expect(detail.locator("code")).to_have_text('{"count":2,"countdown":0,"via":"form"}')
+    expect(detail.locator(".replies-empty")).to_have_count(0)

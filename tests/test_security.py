@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from html.parser import HTMLParser
 from typing import Any, Iterator
 
 import pytest
@@ -544,3 +545,99 @@ def test_pages_cannot_be_framed_or_sniffed(app: Any) -> None:
         assert resp.headers["X-Frame-Options"] == "DENY", path
         assert "frame-ancestors 'none'" in resp.headers["Content-Security-Policy"], path
         assert resp.headers["X-Content-Type-Options"] == "nosniff", path
+
+
+# -- content security policy and the session cookie ---------------------------------------------------
+
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+       "font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+
+
+def test_every_response_carries_the_content_security_policy(app: Any, auth_app: Any, ro_app: Any) -> None:
+    """Pages, API, static files, 404s, auth and read-only refusals, CSRF errors, Socket.IO's own answers and
+    the gate's refusals: all with the policy (and the other protective headers); a task field served as plain
+    text keeps its stricter own policy."""
+    client = app.test_client()
+    responses = [(url, client.get(url)) for _method, url, _endpoint in rule_requests(app, {"GET"})]
+    responses += [("/no/such/page", client.get("/no/such/page")), ("/api/nope", client.get("/api/nope")),
+                  ("POST /launch without CSRF", client.post("/launch", data={"task": "x"})),
+                  ("401", auth_app.test_client().get("/")),
+                  ("read-only 403", ro_app.test_client().post("/api/launch", json={})),
+                  ("Socket.IO handshake", client.get("/socket.io/?EIO=4&transport=polling")),
+                  ("Socket.IO 401", auth_app.test_client().get("/socket.io/?EIO=4&transport=polling")),
+                  ("Host refused", client.get("/", headers={"Host": "rebind.evil.example"}))]
+    for name, resp in responses:
+        assert resp.headers["Content-Security-Policy"] == CSP, name
+        assert resp.headers["X-Frame-Options"] == "DENY" and resp.headers["X-Content-Type-Options"] == "nosniff"
+        assert resp.headers["Referrer-Policy"] == "same-origin", name
+    now = time.time()
+    app.extensions["dashboard"].state.events([{"type": "task-received", "uuid": "t1", "name": "x", "args": "(1,)",
+                                               "hostname": "w", "timestamp": now, "local_received": now}])
+    field = client.get("/api/tasks/t1/fields/args")
+    assert field.status_code == 200
+    assert field.headers["Content-Security-Policy"] == "default-src 'none'; frame-ancestors 'none'"
+
+
+class _PageScan(HTMLParser):
+    """What a strict CSP would block in a page: inline scripts, event-handler attributes, style attributes
+    and elements, javascript: URLs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocked: list[str] = []
+        self._in_script = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        names = dict(attrs)
+        if tag == "script":
+            self._in_script = True
+            if not names.get("src"):
+                self.blocked.append("<script> without src")
+        if tag == "style":
+            self.blocked.append("<style> element")
+        for name, value in attrs:
+            if name.startswith("on") or name == "style":
+                self.blocked.append(f"{tag} {name}=")
+            url = (value or "").strip().lower()
+            if name in ("href", "src", "action", "formaction") and url.startswith("javascript:"):
+                self.blocked.append(f"{tag} {name}=javascript:")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "script":
+            self._in_script = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_script and data.strip():
+            self.blocked.append("inline script text")
+
+
+def test_no_page_has_inline_script_handlers_or_styles(app: Any, ro_app: Any) -> None:
+    """Every page, in every state the server renders (read-only, a form with errors, a launch result): scripts
+    come from files, no on*= handler, no style attribute or element: nothing the policy would block."""
+    client = app.test_client()
+    pages = {url: client.get(url).get_data(as_text=True) for _m, url, endpoint in rule_requests(app, {"GET"})
+             if endpoint.startswith("views.")}
+    pages.update({f"read-only {url}": ro_app.test_client().get(url).get_data(as_text=True)
+                  for url in ("/", "/tasks", "/launch", "/workers/w@h")})
+    form = client.get("/launch").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', form).group(1)  # type: ignore[union-attr]
+    pages["form errors"] = client.post("/launch", data={"csrf_token": token, "task": "nope", "args": "[",
+                                                        "count": "x"}).get_data(as_text=True)
+    pages["csrf error"] = client.post("/launch", data={"task": "nope"}).get_data(as_text=True)
+    assert len(pages) >= 14
+    for name, html_text in pages.items():
+        scan = _PageScan()
+        scan.feed(html_text)
+        assert scan.blocked == [], name
+
+
+@pytest.mark.parametrize("base_url, secure", [("http://localhost", False), ("https://localhost", True)])
+def test_session_cookie_is_httponly_lax_and_secure_over_tls(app: Any, base_url: str, secure: bool) -> None:
+    """The session cookie (it holds the CSRF secret): HttpOnly, SameSite=Lax, and Secure when the page came
+    over https (a plain-http page could not send a Secure cookie back)."""
+    resp = app.test_client().get("/launch", base_url=base_url)
+    [cookie] = resp.headers.getlist("Set-Cookie")
+    attributes = {part.strip().split("=")[0].lower() for part in cookie.split(";")[1:]}
+    assert cookie.startswith("session=")
+    assert "httponly" in attributes and "samesite=lax" in cookie.lower()
+    assert ("secure" in attributes) is secure

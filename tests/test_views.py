@@ -206,7 +206,7 @@ def test_json_launch_answers_task_ids(app: Any, queue: redis.Redis) -> None:
                                         "count": "2", "countdown": "0"},
                        headers={"Accept": "application/json", "X-CSRFToken": token})
     assert resp.status_code == 200
-    assert resp.get_json() == {"task_ids": queued_ids(queue)}
+    assert resp.get_json() == {"task_ids": queued_ids(queue), "audit_id": 1}
     assert len(resp.get_json()["task_ids"]) == 2
 
 
@@ -255,7 +255,62 @@ def test_form_post_answers_json_when_asked(app: Any, queue: redis.Redis) -> None
                                         "kwargs": '{"n": 2}', "count": "1"},
                        headers={"Accept": "application/json"})
     assert resp.status_code == 200
-    assert resp.get_json() == {"task_ids": queued_ids(queue)}
+    assert resp.get_json() == {"task_ids": queued_ids(queue), "audit_id": 1}
+
+
+def test_form_launch_is_audited_with_who_where_what_and_the_task_ids(app: Any, queue: redis.Redis) -> None:
+    """A launch from the form is one audit entry (like a control action): anonymous without auth, the
+    address, the task, the count, the ids queued; the page links to the entry."""
+    client = app.test_client()
+    token = csrf_token(client)
+    resp = client.post("/launch", data={"csrf_token": token, "task": "dashboard.demo.send_email",
+                                        "args": '["ada@example.com", "hi"]', "kwargs": "", "count": "2"},
+                       environ_base={"REMOTE_ADDR": "198.51.100.4"})
+    assert resp.status_code == 200
+    [entry] = client.get("/api/audit").get_json()["entries"]
+    assert entry["action"] == "launch" and entry["target"] == "dashboard.demo.send_email" and entry["ok"] is True
+    assert entry["user"] is None and entry["remote_addr"] == "198.51.100.4"
+    assert entry["params"] == {"count": 2, "countdown": 0.0, "via": "form", "task_ids": queued_ids(queue)}
+    assert entry["message"] == "sent 2 × dashboard.demo.send_email"
+    page = resp.get_data(as_text=True)
+    assert f'<a class="audit-link" href="/audit#entry-{entry["id"]}">audit entry #{entry["id"]}</a>' in page
+
+
+def test_refused_form_launch_is_not_sent_says_why_and_is_not_audited(app: Any, queue: redis.Redis) -> None:
+    """Bad input on the form: 400 with the reason under the field, nothing queued, nothing audited."""
+    client = app.test_client()
+    token = csrf_token(client)
+    resp = client.post("/launch", data={"csrf_token": token, "task": "dashboard.demo.add", "args": "[1]"})
+    assert resp.status_code == 400
+    assert field_error(resp.get_data(as_text=True), "args") == "missing required argument(s): y"
+    assert queue.llen("celery") == 0
+    assert client.get("/api/audit").get_json() == {"entries": []}
+
+
+def test_form_launch_by_a_signed_in_user_lands_in_the_audit_file(redis_server: RedisServer, queue: redis.Redis,
+                                                                 tmp_path: Any) -> None:
+    """Signed in with basic auth, the form's launch is audited under the user's name, and AUDIT_LOG gets
+    the line."""
+    import base64
+
+    from dashboard import create_app
+
+    path = tmp_path / "audit.jsonl"
+    app = create_app({"INGEST_ENABLED": False, "BROKER_URL": redis_server.url_db(1), "AUDIT_LOG": str(path),
+                      "AUTH_USERS": "ada:correct horse"})
+    try:
+        client = app.test_client()
+        ada = {"Authorization": "Basic " + base64.b64encode(b"ada:correct horse").decode()}
+        token = re.search(r'name="csrf_token" value="([^"]+)"',  # type: ignore[union-attr]
+                          client.get("/launch", headers=ada).get_data(as_text=True)).group(1)
+        resp = client.post("/launch", json={"task": "dashboard.demo.add", "args": "[2, 3]"},
+                           headers={**ada, "Accept": "application/json", "X-CSRFToken": token})
+        assert resp.status_code == 200
+        [line] = [json.loads(raw) for raw in path.read_text(encoding="utf-8").splitlines()]
+        assert line["id"] == resp.get_json()["audit_id"] and line["user"] == "ada" and line["action"] == "launch"
+        assert line["params"]["task_ids"] == resp.get_json()["task_ids"] == queued_ids(queue)
+    finally:
+        app.extensions["dashboard"].stop()
 
 
 def test_markup_in_the_url_is_escaped(app: Any) -> None:

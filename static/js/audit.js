@@ -1,7 +1,8 @@
 // Audit log: newest first, re-read every 3 s; each entry expands to its parameters and every
-// worker's reply. /audit#entry-<id> highlights one entry. Everything in an entry is shown as text.
+// worker's reply (a launch or a bulk re-run: links to the tasks it sent). /audit#entry-<id> highlights
+// one entry. Everything in an entry is shown as text.
 import { startLive } from "./live.js";
-import { el, fmtDateTime, fmtTime, hashId, setText } from "./dom.js";
+import { el, fmtDateTime, fmtTime, hashId, setText, shortUuid, taskLink } from "./dom.js";
 import { getJSON, repliesList } from "./control.js";
 
 const REFRESH_MS = 3000;
@@ -30,6 +31,25 @@ function paramsText(params) {
   }
 }
 
+/** The ids of the tasks an entry sent (launch, re-run, bulk re-run): each a string, or none. */
+function sentIds(params) {
+  const ids = params && typeof params === "object" ? params.task_ids ?? params.task_id : null;
+  const list = Array.isArray(ids) ? ids : ids != null ? [ids] : [];
+  return list.filter((id) => typeof id === "string");
+}
+
+/** The parameters without the task ids (listed as links instead). */
+function otherParams(params) {
+  if (!params || typeof params !== "object" || Array.isArray(params)) return params;
+  const { task_ids: _ids, task_id: _id, ...rest } = params;
+  return rest;
+}
+
+function sentList(ids) {
+  return el("p", { class: "audit-sent" }, el("span", { class: "muted", text: `Tasks sent (${ids.length}): ` }),
+    ...ids.flatMap((id, i) => [i ? " " : null, taskLink(id, shortUuid(id), { class: "mono" })]));
+}
+
 /** A target is a hostname, a uuid, a task name, or for bulk actions {group} / {filters}. */
 function targetText(target) {
   if (target == null) return "";
@@ -45,7 +65,8 @@ function targetText(target) {
 function entryRows(e) {
   const id = String(e.id);
   const expanded = open.has(id);
-  const toggle = el("button", { type: "button", class: "small", text: expanded ? "Hide" : "Replies",
+  const hasReplies = Boolean(e.replies && typeof e.replies === "object" && Object.keys(e.replies).length);
+  const toggle = el("button", { type: "button", class: "small", text: expanded ? "Hide" : hasReplies ? "Replies" : "Details",
     "aria-expanded": expanded ? "true" : "false", "aria-controls": `entry-${id}-detail` });
   toggle.addEventListener("click", () => {
     if (open.has(id)) open.delete(id); else open.add(id);
@@ -62,12 +83,15 @@ function entryRows(e) {
     el("td", { class: "message", text: String(e.message ?? ""), title: String(e.message ?? "") }),
     el("td", { class: "toggle" }, toggle));
   if (!expanded) return [row];
-  const params = paramsText(e.params);
+  const sent = sentIds(e.params);
+  const params = paramsText(sent.length ? otherParams(e.params) : e.params);
   const detail = el("tr", { id: `entry-${id}-detail`, class: "audit-detail" },
     el("td", { colspan: 8 },
       params ? el("p", {}, el("span", { class: "muted", text: "Parameters: " }), el("code", { text: params })) : null,
+      sent.length ? sentList(sent) : null,
       el("p", { class: "muted", text: `At ${fmtDateTime(e.time)}` }),
-      repliesList(e.replies, "No worker replies recorded for this action.")));
+      // A launch talks to the broker, not to workers: no replies to wait for.
+      e.action === "launch" ? null : repliesList(e.replies, "No worker replies recorded for this action.")));
   return [row, detail];
 }
 
@@ -76,7 +100,7 @@ function render(force = false) {
   if (!force && key === lastKey) return;
   lastKey = key;
   if (!entries.length) {
-    setText(emptyRow.firstElementChild, "No control actions yet. Every revoke, re-run, bulk action and worker control taken from this dashboard is listed here.");
+    setText(emptyRow.firstElementChild, "No actions yet. Every launch, revoke, re-run, bulk action and worker control taken from this dashboard is listed here.");
     tbody.replaceChildren(emptyRow);
     return;
   }

@@ -2,6 +2,7 @@
 // The server validates everything; the checks here are only early hints.
 import { page, startLive } from "./live.js";
 import { el, setText, show, taskHref } from "./dom.js";
+import { auditLink } from "./control.js";
 
 const form = document.getElementById("launch-form");
 
@@ -68,7 +69,7 @@ if (form) {
   fields.args.addEventListener("blur", () => checkJson("args", "array"));
   fields.kwargs.addEventListener("blur", () => checkJson("kwargs", "object"));
 
-  function renderLaunched(ids, taskName) {
+  function renderLaunched(ids, taskName, auditId) {
     if (!ids || ids.length === 0) {
       result.replaceChildren();
       show(result, false);
@@ -79,7 +80,9 @@ if (form) {
       el("code", { text: taskName }), ":");
     const list = el("ul", { class: "launched" },
       ...ids.map((id) => el("li", {}, el("a", { class: "mono", href: taskHref(id), text: id }))));
-    result.replaceChildren(summary, list);
+    // After the list: the first link of the result stays the first task's.
+    const audit = auditId != null ? el("p", { class: "launch-audit muted" }, "Recorded as ", auditLink(auditId)) : null;
+    result.replaceChildren(...[summary, list, audit].filter(Boolean));
     show(result, true);
   }
 
@@ -114,7 +117,7 @@ if (form) {
       for (const [field, message] of Object.entries(data.errors || {})) setError(field, message);
       if (data.error && !(data.errors && data.errors.form)) setError("form", data.error);
       if (!response.ok && !data.error && !data.errors) setError("form", `Launch failed (${response.status}).`);
-      renderLaunched(data.task_ids, body.task);
+      renderLaunched(data.task_ids, body.task, data.audit_id);
     } catch (err) {
       setError("form", `Could not reach the dashboard server: ${err.message}`);
     } finally {
