@@ -77,7 +77,8 @@ class Clients:
 
 
 class Prober(threading.Thread):
-    """GETs the probed paths one after another until stopped; one latency list per path."""
+    """GETs the probed paths one after another until stopped, each on a new connection (what a slowloris
+    flood would block first: accepting); one latency list per path."""
 
     def __init__(self, base: str, user: str | None) -> None:
         super().__init__(daemon=True)
@@ -87,20 +88,20 @@ class Prober(threading.Thread):
         self._halt = threading.Event()
 
     def run(self) -> None:
-        with requests.Session() as s:
-            while not self._halt.is_set():
-                for path in PROBED:
-                    t0 = time.perf_counter()
-                    try:
-                        ok = s.get(self.base + path, headers=self.headers, timeout=15).status_code == 200
-                    except requests.RequestException:
-                        ok = False
-                    dt = time.perf_counter() - t0
-                    if ok:
-                        self.times[path].append(dt)
-                    else:
-                        self.failures[path] += 1
-                    self._halt.wait(0.05)
+        while not self._halt.is_set():
+            for path in PROBED:
+                t0 = time.perf_counter()
+                try:
+                    ok = requests.get(self.base + path, headers={**self.headers, "Connection": "close"},
+                                      timeout=15).status_code == 200
+                except requests.RequestException:
+                    ok = False
+                dt = time.perf_counter() - t0
+                if ok:
+                    self.times[path].append(dt)
+                else:
+                    self.failures[path] += 1
+                self._halt.wait(0.05)
 
     def stop(self) -> dict[str, Any]:
         self._halt.set()
@@ -128,16 +129,31 @@ def live(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
                 prober.start()
                 time.sleep(args.seconds)
                 probes = prober.stop()
+                health = _health(target, args.user)  # while the viewers are still there
+                rss = target.rss_kb()
                 result = clients.result()
         result["probes"] = probes
-        result["rss_kb"] = target.rss_kb()
-        result["health"] = _health(target, args.user)
+        result["rss_kb"] = rss
+        result["health"] = health
     return result
 
 
 def _health(target: Dashboard, user: str | None) -> dict[str, Any]:
     body = requests.get(target.base + "/healthz", headers=auth_headers(user), timeout=10).json()
     return {k: body.get(k) for k in ("events", "clients", "server")}
+
+
+def tick_cost(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
+    """Push tick milliseconds with 10 viewers and with N viewers, all in one room, while tasks run."""
+    out = {}
+    for n in (10, args.viewers):
+        with fresh(ctx, DashboardUnderTest) as target:
+            with PacedPublisher(ctx.redis.url, ctx.pools["paced"], args.rate, 600, salt=ctx.salt):
+                with Clients(target.base, views(n, "overview"), 0, 0, args.user) as clients:
+                    time.sleep(min(args.seconds, 15))
+                    out[str(n)] = _health(target, args.user)["clients"]["tick"]
+                    clients.result()
+    return out
 
 
 def ingest(ctx: Context, args: argparse.Namespace, with_viewers: bool) -> dict[str, Any]:
@@ -186,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=30, help="seconds of probing")
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--burst-events", type=int, default=100_000)
-    p.add_argument("--only", default="live,ingest", help="live and/or ingest")
+    p.add_argument("--only", default="live,ingest,tick", help="live, ingest and/or tick")
     p.add_argument("--auth", action="store_true", help="turn basic auth on (user bench:bench)")
     p.add_argument("--arg", action="append", default=[], help="extra argument for celery-dashboard run")
     p.add_argument("--env", action="append", default=[], help="extra NAME=VALUE for the dashboard")
@@ -202,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     only = set(args.only.split(","))
     workers = E.make_workers(8)
     redis_server = Redis()
-    results: dict[str, Any] = {"args": vars(args), "live": [], "ingest_alone": [], "ingest_viewers": []}
+    results: dict[str, Any] = {"args": vars(args), "live": [], "ingest_alone": [], "ingest_viewers": [], "tick": []}
     try:
         pools = {"paced": E.build_pool(workers, 20_000, rate=args.rate),
                  "burst": E.build_pool(workers, args.burst_events // 3, max_events=args.burst_events)}
@@ -216,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
                 results["ingest_viewers"].append(ingest(ctx, args, True))
                 log.info("ingest round %d: alone %s, with viewers %s", r + 1, results["ingest_alone"][-1]["rate"],
                          results["ingest_viewers"][-1]["rate"])
+            if "tick" in only:
+                results["tick"].append(tick_cost(ctx, args))
+                log.info("tick round %d: %s", r + 1, results["tick"][-1])
     finally:
         redis_server.stop()
     summary = _summary(results)
@@ -238,6 +257,8 @@ def _summary(results: dict[str, Any]) -> dict[str, Any]:
         out["anonymous"] = [r["anonymous"] for r in lives]
         out["slowloris"] = [r["slowloris"] for r in lives]
         out["max_gap_p95"] = [r["max_gap_p95"] for r in lives]
+    if results["tick"]:
+        out["tick_median_ms"] = {n: [r[n]["median_ms"] for r in results["tick"]] for n in results["tick"][0]}
     alone = [r["rate"] for r in results["ingest_alone"]]
     with_v = [r["rate"] for r in results["ingest_viewers"]]
     if alone and with_v:

@@ -49,9 +49,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config.update(cfg)
     app.config["WTF_CSRF_TIME_LIMIT"] = None  # a dashboard tab stays open for days
     csrf.init_app(app)
-    # Flask-SocketIO's threading mode also serves gevent's hub: engine.io's gevent driver is picked
-    # by name, and the hub is ours (dashboard/server.py).
-    socketio.init_app(app, async_mode=cfg["ASYNC_MODE"])
+    # engine.io's gevent driver uses gevent's queues and events directly: no monkey-patching needed (the
+    # hub is dashboard/server.py's).
+    socketio.init_app(app, async_mode=cfg["ASYNC_MODE"], json=limits.SocketIOJSON)
     # Before the blueprints, after socketio: the gate guards every page, API call and socket.
     security.init_app(app, session_exists=lambda sid: session_exists(socketio.server, sid))
     limits.init_app(app)  # body size, JSON depth, concurrent exports

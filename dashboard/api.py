@@ -5,7 +5,7 @@ import json
 import logging
 import re
 import time
-from typing import Any
+from typing import Any, Iterator
 
 from flask import Blueprint, Response, jsonify, request
 
@@ -38,8 +38,9 @@ def healthz() -> Any:
     body = {"ok": status["broker"]["connected"], "broker": status["broker"], "events": status["events"],
             "tasks": tasks, "workers": workers, "server": _server(svc),
             "snapshot": svc.snapshots.status() if svc.snapshots is not None else None,
-            "clients": {"subscribed": len(svc.push.subs), "lagging": len(svc.push.lagging),
-                        "times_lagged": svc.push.skipped}}
+            "clients": {"subscribed": len(svc.push.subs), "rooms": len(svc.push.rooms),
+                        "lagging": len(svc.push.lagging), "times_lagged": svc.push.skipped,
+                        "tick": svc.push.tick_cost()}}
     return jsonify(body), 200
 
 
@@ -98,6 +99,9 @@ EXPORT_FIELDS = ("uuid", "name", "state", "hostname", "queue", "args", "kwargs",
                  "root_id")
 
 
+EXPORT_CHUNK = 1_000  # rows built per step: between steps the hub serves everyone else (pause)
+
+
 @bp.get("/api/tasks/export")
 def export() -> Any:
     """Every task matching the list filters (up to the retained ones) as ?format=csv or json, a download."""
@@ -111,27 +115,38 @@ def export() -> Any:
     if not slots.try_acquire():  # each export holds a core for up to a second: a few at a time, never a queue
         return limits.busy_exports()
     try:
-        return _export(fmt, params)
-    finally:
+        svc = services()
+        with svc.state.lock:
+            _, recs = find(svc.state, params["f"], limit=len(svc.state.tasks) or 1, text_index=svc.push.text_index,
+                           sort=params["sort"], ascending=params["ascending"])
+    except BaseException:
         slots.release()
-
-
-def _export(fmt: str, params: dict[str, Any]) -> Response:
-    svc = services()
-    with svc.state.lock:  # copy the rows out; serialising happens after the lock is released
-        _, recs = find(svc.state, params["f"], limit=len(svc.state.tasks) or 1, text_index=svc.push.text_index,
-                       sort=params["sort"], ascending=params["ascending"])
-        rows = [[getattr(r, field) for field in EXPORT_FIELDS] for r in recs]
+        raise
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    if fmt == "json":
-        body = json.dumps([dict(zip(EXPORT_FIELDS, row)) for row in rows], default=str)
-        mimetype = "application/json"
-    else:
-        lines = [",".join(EXPORT_FIELDS)]
-        lines.extend([",".join([_csv_cell(v) for v in row]) for row in rows])
-        body, mimetype = "\r\n".join(lines) + "\r\n", "text/csv"
-    return Response(body, mimetype=mimetype, headers={
-        "Content-Disposition": f'attachment; filename="tasks-{stamp}.{fmt}"', "X-Total-Count": str(len(rows))})
+    return Response(_export_chunks(fmt, recs, svc, slots.release), mimetype="application/json" if fmt == "json"
+                    else "text/csv", headers={"Content-Disposition": f'attachment; filename="tasks-{stamp}.{fmt}"',
+                                              "X-Total-Count": str(len(recs))})
+
+
+def _export_chunks(fmt: str, recs: list[Any], svc: Any, done: Any) -> Iterator[str]:
+    """The export, streamed a chunk of rows at a time (each copied under the state lock, then serialised),
+    pausing between chunks so that a 100,000-task export never holds the server; `done()` at the end."""
+    try:
+        yield "[" if fmt == "json" else ",".join(EXPORT_FIELDS) + "\r\n"
+        for start in range(0, len(recs), EXPORT_CHUNK):
+            if start:
+                svc.runtime.pause()
+            with svc.state.lock:
+                rows = [[getattr(r, field) for field in EXPORT_FIELDS] for r in recs[start:start + EXPORT_CHUNK]]
+            if fmt == "json":
+                body = json.dumps([dict(zip(EXPORT_FIELDS, row)) for row in rows], default=str)[1:-1]
+                yield ("," if start and body else "") + body
+            else:
+                yield "".join(",".join([_csv_cell(v) for v in row]) + "\r\n" for row in rows)
+        if fmt == "json":
+            yield "]"
+    finally:
+        done()
 
 
 # Task data is untrusted and a spreadsheet runs a cell starting with = + - @ (or tab, CR) as a formula. A

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 from .brokerurl import scrub
+from .concurrency import offload
 
 log = logging.getLogger(__name__)
 
@@ -232,7 +233,14 @@ def broker_errors(conn: Any) -> tuple[type[BaseException], ...]:
 
 def broadcast(app: Any, command: str, arguments: dict[str, Any], destination: list[str] | None,
               timeout: float, limit: int | None = None, reply: bool = True) -> dict[str, Any]:
-    """Send a control command; returns {hostname: reply} (BrokerUnavailable if the broker fails)."""
+    """Send a control command; returns {hostname: reply} (BrokerUnavailable if the broker fails).
+
+    It waits up to `timeout` for replies: off the gevent hub (a request must not stall every socket)."""
+    return offload(_broadcast, app, command, arguments, destination, timeout, limit, reply)
+
+
+def _broadcast(app: Any, command: str, arguments: dict[str, Any], destination: list[str] | None,
+               timeout: float, limit: int | None, reply: bool) -> dict[str, Any]:
     with broker_connection(app, timeout) as conn:
         try:
             answers = app.control.broadcast(command, arguments=arguments, destination=destination, reply=reply,
@@ -308,6 +316,7 @@ def send_again(app: Any, name: str, args: list[Any], kwargs: dict[str, Any], que
     elif routing_key:
         options.update(exchange=exchange or "", routing_key=routing_key)
     try:
-        return app.send_task(name, args=args, kwargs=kwargs, **options).id
+        # Broker I/O (LAUNCH_TIMEOUT when the broker is gone): off the gevent hub.
+        return offload(lambda: app.send_task(name, args=args, kwargs=kwargs, **options).id)
     except (OperationalError, OSError) as exc:
         raise BrokerUnavailable(f"the broker is unreachable: {exc}") from exc

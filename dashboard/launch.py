@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from .brokerurl import scrub
+from .concurrency import offload
 from .limits import MAX_DEPTH, JSONTooDeep, loads
 
 log = logging.getLogger(__name__)
@@ -174,10 +175,13 @@ def launch(celery_app: Any, req: LaunchRequest) -> list[str]:
     options: dict[str, Any] = {}
     if req.countdown:
         options["countdown"] = req.countdown
-    try:
+    def send_all() -> None:
         for _ in range(req.count):
             result = celery_app.send_task(req.task, args=req.args, kwargs=req.kwargs, **options)
             ids.append(result.id)
+
+    try:
+        offload(send_all)  # broker I/O (LAUNCH_TIMEOUT when the broker is gone): off the gevent hub
     except (OperationalError, OSError) as exc:
         cause = scrub(str(exc), celery_app.conf.broker_url)
         log.warning("launch of %s failed after %d sent: %s", req.task, len(ids), cause)

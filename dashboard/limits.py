@@ -94,6 +94,23 @@ def _too_large(exc: RequestEntityTooLarge) -> Response:
     return refusal(413, f"the request body is too large: at most {shown} is accepted (DASHBOARD_MAX_REQUEST_BYTES)")
 
 
+class SocketIOJSON:
+    """The JSON of Socket.IO packets: orjson to encode (a room's update is encoded once per tick, however many
+    watch it) and the depth-limited `loads` for what clients send."""
+
+    @staticmethod
+    def dumps(obj: Any, **_: Any) -> str:
+        """Compact JSON text (python-socketio asks for compact separators anyway)."""
+        import orjson
+
+        return orjson.dumps(obj, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+
+    @staticmethod
+    def loads(text: str | bytes, **_: Any) -> Any:
+        """A client's packet, refused (JSONTooDeep: the connection is closed) past MAX_DEPTH levels."""
+        return loads(text)
+
+
 class ExportSlots:
     """At most EXPORT_SLOTS exports at once; `try_acquire` never waits."""
 

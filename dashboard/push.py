@@ -12,7 +12,7 @@ import json
 import logging
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from typing import Any, Callable
 
 from flask import request
@@ -75,6 +75,7 @@ class Push:
         self._unconnected: dict[str, float] = {}  # engine.io sessions without the namespace -> first seen
         self._swept_at = 0.0
         self.idle_closed = 0  # sessions closed for never connecting the namespace
+        self.tick_seconds: deque[float] = deque(maxlen=100)  # how long the latest ticks took (build + emit)
         self._aggregates_version = (-1, -1)
         # Set by control_api.init_app: the inspect cache (pool, uptime) and when offline workers hide.
         self.inspector: Any = None
@@ -284,6 +285,7 @@ class Push:
             started = time.monotonic()
             try:
                 self.tick()
+                self.tick_seconds.append(time.monotonic() - started)
                 self.close_idle_sessions(started)
             except Exception:  # noqa: BLE001 - a bad tick must not silence the dashboard
                 log.exception("push tick failed")
@@ -291,6 +293,14 @@ class Push:
             events, at = self.state.event_count, started
             interval = BUSY_INTERVAL if rate >= BUSY_EVENTS_PER_SECOND else self.interval
             self.sleep(max(0.0, interval - (time.monotonic() - started)))
+
+    def tick_cost(self) -> dict[str, float | None]:
+        """Milliseconds of the latest tick and the median and most of the last hundred (for /healthz)."""
+        ticks = sorted(self.tick_seconds)
+        if not ticks:
+            return {"last_ms": None, "median_ms": None, "max_ms": None}
+        return {"last_ms": round(self.tick_seconds[-1] * 1000, 2), "median_ms": round(ticks[len(ticks) // 2] * 1000, 2),
+                "max_ms": round(ticks[-1] * 1000, 2)}
 
     def close_idle_sessions(self, now: float) -> None:
         """Close engine.io sessions that have not connected the namespace within NAMESPACE_DEADLINE."""

@@ -285,3 +285,32 @@ def test_resubscribing_to_the_same_list_keeps_its_updates(push_app: Any) -> None
     tick(push_app)
     (diff,) = received(client, "tasks")
     assert [t["uuid"] for t in diff["tasks"]] == ["again"]
+
+
+@pytest.mark.parametrize("viewers", [1, 25])
+def test_a_tick_encodes_each_room_once_however_many_watch_it(push_app: Any, viewers: int,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cost of a tick grows with the rooms that changed, not with their viewers: one JSON encoding of
+    each room's update, the same packet handed to every socket in the room."""
+    from dashboard.limits import SocketIOJSON
+
+    overview = [socketio.test_client(push_app) for _ in range(viewers)]
+    tasks = [socketio.test_client(push_app) for _ in range(viewers)]
+    for client in overview:
+        client.emit("subscribe", {"view": "overview"}, callback=True)
+    for client in tasks:
+        client.emit("subscribe", {"view": "tasks"}, callback=True)
+    tick(push_app)  # the first tick sends the status to everyone once
+    feed(push_app, *lifecycle("a", time.time()))
+    encoded: list[Any] = []
+    sent: dict[str, list[Any]] = {}
+    real = SocketIOJSON.dumps
+    # Record what the server hands each socket (the test client would decode and re-encode it per client).
+    monkeypatch.setattr(SocketIOJSON, "dumps", staticmethod(lambda obj, **kw: encoded.append(obj) or real(obj)))
+    monkeypatch.setattr(socketio.server, "_send_eio_packet",
+                        lambda eio_sid, pkt: sent.setdefault(pkt.data.split(",")[0], []).append(pkt))
+    tick(push_app)
+    assert [obj[0] for obj in encoded] == ["overview", "tasks"]
+    for event in ('2["overview"', '2["tasks"'):
+        packets = sent[event]
+        assert len(packets) == viewers and all(p is packets[0] for p in packets)
