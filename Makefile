@@ -9,7 +9,7 @@ VENDOR := static/vendor
 PYTEST_ARGS ?=
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test setup setup-test bench clean system-python system-redis system-chromium system-node
+.PHONY: run test setup setup-test bench bench-viewers clean system-python system-redis system-chromium system-node
 
 run: setup ## the dashboard at http://127.0.0.1:5000 with a demo worker (and a local Redis if none answers)
 	$(BIN)/celery-dashboard demo
@@ -31,6 +31,9 @@ $(BENCH_VENV)/.deps: | system-python
 	$(BENCH_VENV)/bin/python -m pip install -q --upgrade pip
 	$(BENCH_VENV)/bin/python -m pip install -q 'flower>=2,<3' 'celery[redis]>=5.3,<6' 'redis>=5' packaging py-spy
 	@touch $@
+
+bench-viewers: setup-test ## many live viewers, anonymous sockets and slowloris (bench/README.md)
+	$(BIN)/python -m bench.viewers --auth --rounds 3 --burst-events 300000 $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) node_modules $(VENDOR) .pytest_cache

@@ -21,7 +21,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _worker_pid(target: Dashboard) -> int:
-    """gunicorn's worker (the process holding the state): the largest process of the tree."""
+    """The process holding the state (the dashboard itself, not its reader): the largest of the tree."""
     return max(target.pids(), key=rss_kb)
 
 

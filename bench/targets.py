@@ -144,7 +144,7 @@ class Target:
         raise NotImplementedError
 
     def rss_kb(self) -> int:
-        """RSS of the whole process tree (gunicorn master + worker for the dashboard), KiB."""
+        """RSS of the whole process tree (the dashboard and its event reader), KiB."""
         return sum(rss_kb(p) for p in tree(self.proc.pid))
 
     def pids(self) -> list[int]:

@@ -123,8 +123,10 @@ def live(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
     with fresh(ctx, DashboardUnderTest) as target:
         with PacedPublisher(ctx.redis.url, ctx.pools["paced"], args.rate, args.seconds * 4 + 600,
                             salt=ctx.salt):
-            with Clients(target.base, views(args.viewers, args.mix), args.anonymous, args.slowloris,
-                         args.user) as clients:
+            # Viewers and hostile clients in two processes: a busy viewers' loop would notice the server
+            # closing an anonymous socket late, and the figure is the server's.
+            with Clients(target.base, views(args.viewers, args.mix), 0, 0, args.user) as clients, \
+                    Clients(target.base, [], args.anonymous, args.slowloris, None) as hostile:
                 prober = Prober(target.base, args.user)
                 prober.start()
                 time.sleep(args.seconds)
@@ -132,6 +134,8 @@ def live(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
                 health = _health(target, args.user)  # while the viewers are still there
                 rss = target.rss_kb()
                 result = clients.result()
+                bad = hostile.result()
+                result["anonymous"], result["slowloris"] = bad["anonymous"], bad["slowloris"]
         result["probes"] = probes
         result["rss_kb"] = rss
         result["health"] = health

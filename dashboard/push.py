@@ -69,6 +69,8 @@ class Push:
         self._totals_cache: dict[str, tuple[float, int]] = {}
         self._stop = threading.Event()
         self.lagging: set[str] = set()  # sids skipped because they are too far behind
+        self._skip: list[str] = []
+        self._lagging_at = 0.0
         self.tick_no = 0  # ticks so far; diffs and snapshots carry it (see on_subscribe)
         self.skipped = 0  # times a client started lagging
         self._aggregates_at = 0.0
@@ -367,7 +369,12 @@ class Push:
         if status["broker"] != self._last_status:
             self._last_status = status["broker"]
             out.append(("status", status, ""))
-        skip = self._lagging()
+        # Whether a client lags is read from its send queue, a walk over every viewer: once a second is
+        # enough (a client is skipped past 50 queued updates, ten seconds of them).
+        if out and now - self._lagging_at >= 1.0:
+            self._lagging_at = now
+            self._skip = self._lagging()
+        skip = self._skip
         for event, data, room in out:
             if event != "status":
                 data["tick"] = tick_no  # the client drops diffs its snapshot already includes

@@ -21,10 +21,13 @@ from typing import Any
 from gevent import Timeout, pywsgi
 from gevent.event import Event
 
+from .socketio_internals import CLOSE_CONNECTION  # environ key: a callable that ends the request's connection
+
 log = logging.getLogger(__name__)
 
 FD_MARGIN = 256  # descriptors kept for Redis connections, files and the reader beyond client sockets
 STOP_TIMEOUT = 3.0  # seconds open connections get to finish at shutdown
+CLOSE_GRACE = 0.5  # seconds a websocket closed by the server has to answer its close frame
 _REFUSED = (b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Type: text/plain\r\n"
             b"Content-Length: 50\r\n\r\nToo many connections from your address: retry later\n")
 _TIMED_OUT = (b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Type: text/plain\r\n"
@@ -113,9 +116,15 @@ class Handler(pywsgi.WSGIHandler):
             self.conn.pending = True
         timer = self._header_timer = Timeout.start_new(self.server.header_timeout, HeaderTimeout)
         try:
-            return super().handle_one_request()
+            result = super().handle_one_request()
         finally:
             timer.close()
+        if result is True and self._connection_upgrade_requested():
+            # A websocket ended (the server closed it, or the client): its connection carries nothing
+            # else. Left open, it would wait for a next request (pywsgi's keep-alive loop) and the
+            # client for the TCP close that ends a websocket.
+            return None
+        return result
 
     def read_request(self, raw_requestline: str) -> Any:
         """Parse the headers; from here on the application has as long as it needs."""
@@ -125,6 +134,26 @@ class Handler(pywsgi.WSGIHandler):
         if self.conn is not None:
             self.conn.pending = False
         return ok
+
+    def get_environ(self) -> dict[str, Any]:
+        """pywsgi's environ, plus a way to end this connection (see socketio_internals.close_session)."""
+        environ = super().get_environ()
+        environ[CLOSE_CONNECTION] = self._shutdown
+        return environ
+
+    def _shutdown(self) -> None:
+        # In a moment: the websocket's writer first sends its close frame (a polite client answers and
+        # is gone by then). shutdown, not close: it ends the connection for every descriptor of it
+        # (simple-websocket reads a dup of this socket) and wakes whatever greenlet is reading it.
+        import gevent
+
+        def end() -> None:
+            try:
+                self.socket.shutdown(socket.SHUT_RDWR)
+            except (OSError, AttributeError):
+                pass
+
+        gevent.spawn_later(CLOSE_GRACE, end)
 
     def _handle_client_error(self, ex: BaseException) -> Any:
         if isinstance(ex, HeaderTimeout):

@@ -11,6 +11,7 @@ from typing import Any
 from collections.abc import Iterator
 
 NAMESPACE = "/"
+CLOSE_CONNECTION = "dashboard.close_connection"  # set by dashboard/server.py's handler
 
 
 def session_exists(server: Any, eio_sid: str) -> bool:
@@ -32,10 +33,16 @@ def sessions(server: Any) -> Iterator[tuple[str, bool]]:
 
 
 def close_session(server: Any, eio_sid: str) -> None:
-    """Close an engine.io session at once: its websocket closes, its next long-poll is refused.
+    """Close an engine.io session at once: its websocket closes, its next long-poll is refused, and the
+    connection of its handshake is ended when the server offers a way (the environ's CLOSE_CONNECTION).
 
     Not `eio.disconnect()`: that waits until the client has read what is queued, which a client that
-    never polls never does."""
+    never polls never does. And a closed websocket alone does not end its connection: simple-websocket
+    sends the close frame, then waits for the client's, which a hostile client never sends."""
+    environ = server.environ.get(eio_sid) or {}
     sock = server.eio.sockets.pop(eio_sid, None)
     if sock is not None:
         sock.close(wait=False, abort=True, reason=server.eio.reason.SERVER_DISCONNECT)
+    end = environ.get(CLOSE_CONNECTION)
+    if callable(end):
+        end()

@@ -144,6 +144,20 @@ def test_header_deadline_ends_slow_and_idle_connections(tight: DashboardServer) 
     assert 1.5 <= time.monotonic() - t0 < 6
 
 
+def test_a_websocket_that_never_connects_the_namespace_is_closed_connection_and_all(tight: DashboardServer) -> None:
+    """An engine.io websocket that never sends the namespace CONNECT gets a close frame within seconds, and
+    its TCP connection ends with it (it does not linger as an idle keep-alive connection)."""
+    sock = socket.create_connection(("127.0.0.1", tight.port), timeout=10)
+    sock.sendall(b"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                 b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                 b"Sec-WebSocket-Version: 13\r\n\r\n")
+    t0 = time.monotonic()
+    said = _closed(sock, 15)
+    assert said is not None, "still open after 15 s"
+    assert b"101 Switching Protocols" in said and b"\x88\x02\x03\xe8" in said  # the open packet, then a close frame
+    assert time.monotonic() - t0 < 6  # the namespace deadline (3 s) and one sweep, not the header timeout
+
+
 @pytest.fixture
 def capped(redis_server: RedisServer) -> Iterator[DashboardServer]:
     """A dashboard that allows 10 connections per client address."""
