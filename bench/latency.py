@@ -49,7 +49,7 @@ def latency(ctx: Context, cls: type[Target], background_rate: float, seconds: fl
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         client = redis.Redis.from_url(ctx.redis.url)
         try:
-            page = browser.new_page()
+            page = browser.new_page(bypass_csp=True)  # the bench injects its own observer script
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             with PacedPublisher(ctx.redis.url, pool, background_rate, duration=seconds + 60,

@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import multiprocessing as mp
+import os
 import statistics
 import threading
 import time
@@ -160,16 +161,41 @@ def tick_cost(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of one process so far."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu(pids: dict[str, int]) -> dict[str, float]:
+    out = {}
+    for name, pid in pids.items():
+        try:
+            out[name] = cpu_seconds(pid)
+        except (OSError, IndexError, ValueError):
+            out[name] = 0.0
+    return out
+
+
 def ingest(ctx: Context, args: argparse.Namespace, with_viewers: bool) -> dict[str, Any]:
-    """Burst ingest rate, with N viewers connected or none."""
+    """Burst ingest rate, with N viewers connected or none, and the CPU seconds each process spent on it."""
     with fresh(ctx, DashboardUnderTest) as target:
         burst = Burst(ctx, target, ctx.pools["burst"])
+        pids = {("reader" if "dashboard.reader" in open(f"/proc/{p}/cmdline").read() else "dashboard"): p
+                for p in target.pids()}
         if not with_viewers:
-            return burst.run()
-        with Clients(target.base, views(args.viewers, args.mix), 0, 0, args.user) as clients:
+            before = _cpu(pids)
             result = burst.run()
-            result["viewers"] = {k: v for k, v in clients.result().items()
-                                 if k in ("subscribed", "receiving", "messages", "max_gap_p95", "max_gap_max")}
+            after = _cpu(pids)
+        else:
+            with Clients(target.base, views(args.viewers, args.mix), 0, 0, args.user) as clients:
+                pids["viewers' client"] = clients.proc.pid
+                before = _cpu(pids)
+                result = burst.run()
+                after = _cpu(pids)
+                result["viewers"] = {k: v for k, v in clients.result().items()
+                                     if k in ("subscribed", "receiving", "messages", "max_gap_p95", "max_gap_max")}
+        result["cpu_seconds"] = {name: round(after[name] - before[name], 2) for name in pids}
         return result
 
 
@@ -234,8 +260,9 @@ def main(argv: list[str] | None = None) -> int:
             if "ingest" in only:
                 results["ingest_alone"].append(ingest(ctx, args, False))
                 results["ingest_viewers"].append(ingest(ctx, args, True))
-                log.info("ingest round %d: alone %s, with viewers %s", r + 1, results["ingest_alone"][-1]["rate"],
-                         results["ingest_viewers"][-1]["rate"])
+                log.info("ingest round %d: alone %s (cpu %s), with viewers %s (cpu %s)", r + 1,
+                         results["ingest_alone"][-1]["rate"], results["ingest_alone"][-1]["cpu_seconds"],
+                         results["ingest_viewers"][-1]["rate"], results["ingest_viewers"][-1]["cpu_seconds"])
             if "tick" in only:
                 results["tick"].append(tick_cost(ctx, args))
                 log.info("tick round %d: %s", r + 1, results["tick"][-1])

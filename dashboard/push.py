@@ -27,6 +27,7 @@ from .state import STATES, State, task_detail, task_summary, worker_summary
 log = logging.getLogger(__name__)
 
 MAX_TASKS_PER_TICK = 200  # rows a task-list room gets per tick; more changes mean a busy list anyway
+MAX_TASKS_BUSY = 100  # during a flood: the newest 100 changed rows, what a list's first page shows
 # Past this many events a second, rooms get one update a second instead of one a tick: nobody reads a
 # list that changes five times a second, and a thousand viewers then cost a fifth of the socket
 # writes while a flood is being ingested (they share the hub with it).
@@ -77,6 +78,7 @@ class Push:
         self._unconnected: dict[str, float] = {}  # engine.io sessions without the namespace -> first seen
         self._swept_at = 0.0
         self.idle_closed = 0  # sessions closed for never connecting the namespace
+        self.busy = False  # a flood is being ingested (see BUSY_EVENTS_PER_SECOND)
         self.tick_seconds: deque[float] = deque(maxlen=100)  # how long the latest ticks took (build + emit)
         self._aggregates_version = (-1, -1)
         # Set by control_api.init_app: the inspect cache (pool, uptime) and when offline workers hide.
@@ -293,7 +295,8 @@ class Push:
                 log.exception("push tick failed")
             rate = (self.state.event_count - events) / max(started - at, 1e-3)
             events, at = self.state.event_count, started
-            interval = BUSY_INTERVAL if rate >= BUSY_EVENTS_PER_SECOND else self.interval
+            self.busy = rate >= BUSY_EVENTS_PER_SECOND
+            interval = BUSY_INTERVAL if self.busy else self.interval
             self.sleep(max(0.0, interval - (time.monotonic() - started)))
 
     def tick_cost(self) -> dict[str, float | None]:
@@ -431,11 +434,12 @@ class Push:
 
     def _tasks_diff(self, room: str, recs: list[Any], f: Filters, now: float) -> dict[str, Any]:
         shown, removed = [], []
+        most = MAX_TASKS_BUSY if self.busy else MAX_TASKS_PER_TICK
         filtered = f.any()
         test = matcher(f, self.state)
         for rec in recs:
             if not filtered or test(rec):
-                if len(shown) < MAX_TASKS_PER_TICK:
+                if len(shown) < most:
                     shown.append(task_summary(rec))
             elif filtered:
                 removed.append(rec.uuid)

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 HEADER = struct.Struct("!I")
 MAX_FRAME = 256 << 20  # a frame longer than this is a broken stream, not a batch
 SOCKET_BUFFER = 4 << 20  # bytes the kernel may hold between reader and dashboard (absorbs bursts)
-RECV_CHUNK = 1 << 20
+RECV_CHUNK = 256 << 10
 STOP_GRACE = 2.0
 
 
@@ -64,38 +64,37 @@ class FrameBuffer:
     def __init__(self) -> None:
         self._buf = bytearray()
 
-    def feed(self, data: bytes) -> list[Any]:
-        """Add received bytes; return the frames now complete."""
+    def feed(self, data: bytes) -> Iterator[Any]:
+        """Add received bytes; yield the frames now complete, decoded one at a time (a burst's decoded
+        events are alive one frame at a time, not a whole read's worth)."""
         buf = self._buf
         buf += data
-        out = []
         pos = 0
-        while len(buf) - pos >= HEADER.size:
-            (size,) = HEADER.unpack_from(buf, pos)
-            if size > MAX_FRAME:
-                raise FrameError(f"frame of {size} bytes")
-            end = pos + HEADER.size + size
-            if len(buf) < end:
-                break
-            out.append(decode_frame(memoryview(buf)[pos + HEADER.size:end]))
-            pos = end
-        if pos:
-            del buf[:pos]
-        return out
+        try:
+            while len(buf) - pos >= HEADER.size:
+                (size,) = HEADER.unpack_from(buf, pos)
+                if size > MAX_FRAME:
+                    raise FrameError(f"frame of {size} bytes")
+                end = pos + HEADER.size + size
+                if len(buf) < end:
+                    break
+                body = bytes(buf[pos + HEADER.size:end])
+                pos = end
+                yield decode_frame(body)
+        finally:
+            if pos:
+                del buf[:pos]
 
 
 def read_frame(sock: Any, buffer: FrameBuffer) -> Any:
     """Block until one whole frame has arrived (used for the config frame); None at EOF."""
+    data = b""
     while True:
-        frames = buffer.feed(b"")
-        if frames:
-            return frames[0]
+        for frame in buffer.feed(data):
+            return frame
         data = sock.recv(RECV_CHUNK)
         if not data:
             return None
-        frames = buffer.feed(data)
-        if frames:
-            return frames[0]
 
 
 # -- in the reader process ---------------------------------------------------------------------------
