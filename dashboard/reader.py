@@ -28,7 +28,7 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import orjson
 
