@@ -32,7 +32,7 @@ MAX_TASKS_BUSY = 100  # during a flood: the newest 100 changed rows, what a list
 # list that changes five times a second, and a thousand viewers then cost a fifth of the socket
 # writes while a flood is being ingested (they share the hub with it).
 BUSY_EVENTS_PER_SECOND = 10_000
-BUSY_INTERVAL = 1.0
+BUSY_INTERVAL = 2.0
 FAILURES_SHOWN = 10
 THROUGHPUT_SHOWN = 300  # seconds of the overview chart
 MAX_LIMIT = 500
