@@ -118,7 +118,7 @@ def check(url: str) -> list[str]:
 def _compare_readers(app: Any, client: redis.Redis, sample: list[tuple[bytes, bytes]]) -> list[str]:
     from celery.events.receiver import EventReceiver
 
-    from dashboard.ingest import decode_message, prepare, utcoffset_hours
+    from dashboard.ingest.stream import decode_message, prepare, utcoffset_hours
 
     expected: list[dict[str, Any]] = []
     for _, data in sample:

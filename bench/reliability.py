@@ -114,8 +114,8 @@ def million_events(every: int = 100_000) -> tuple[Any, Any, list[float], float]:
     """One million events (250k tasks: received, started, finished, progress; each failure's traceback its
     own) through the reader's batch path into a 10,000-task state -> (state, ingest, RSS in MB after every
     `every` events, seconds). Shared by this bench and tests/test_reliability.py."""
-    from dashboard.ingest import Ingest
-    from dashboard.state import State
+    from dashboard.ingest.stream import Ingest
+    from dashboard.core.state import State
 
     def rss_mb() -> float:
         with open("/proc/self/statm") as fh:

@@ -181,7 +181,7 @@ def ingest(ctx: Context, args: argparse.Namespace, with_viewers: bool) -> dict[s
     """Burst ingest rate, with N viewers connected or none, and the CPU seconds each process spent on it."""
     with fresh(ctx, DashboardUnderTest) as target:
         burst = Burst(ctx, target, ctx.pools["burst"])
-        pids = {("reader" if "dashboard.reader" in open(f"/proc/{p}/cmdline").read() else "dashboard"): p
+        pids = {("reader" if "dashboard.ingest.process" in open(f"/proc/{p}/cmdline").read() else "dashboard"): p
                 for p in target.pids()}
         if not with_viewers:
             before = _cpu(pids)

@@ -30,19 +30,25 @@ def _asset_dir(name: str) -> str:
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app: settings, socketio, blueprints, and (unless disabled) ingest and push loops."""
-    from . import api, control_api, limits, metrics, queues, security, views
+    from .web import api
+    from .web import control_api
+    from .web import limits
+    from .web import metrics
+    from .web import queues
+    from .web import security
+    from .web import views
     from .concurrency import Runtime, start_thread
-    from .control import EventsEnabler, make_celery
-    from .gcpolicy import GcPolicy
-    from .ingest import Ingest
-    from .masking import make_masker
-    from .push import Push
-    from .reader import ReaderProcess
-    from .seed import seed_in_flight
-    from .services import Inflight, Services
-    from .snapshot import Snapshots
-    from .socketio_internals import session_exists
-    from .state import State
+    from .cluster.control import EventsEnabler, make_celery
+    from .ingest.gcpolicy import GcPolicy
+    from .ingest.stream import Ingest
+    from .core.masking import make_masker
+    from .live.push import Push
+    from .ingest.process import ReaderProcess
+    from .ingest.seed import seed_in_flight
+    from .web.services import Inflight, Services
+    from .ingest.snapshot import Snapshots
+    from .live.socketio_internals import session_exists
+    from .core.state import State
 
     cfg = load_config(config)
     app = Flask(__name__, template_folder=_asset_dir("templates"), static_folder=_asset_dir("static"))
@@ -50,7 +56,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config["WTF_CSRF_TIME_LIMIT"] = None  # a dashboard tab stays open for days
     csrf.init_app(app)
     # engine.io's gevent driver uses gevent's queues and events directly: no monkey-patching needed (the
-    # hub is dashboard/server.py's).
+    # hub is dashboard/web/server.py's).
     socketio.init_app(app, async_mode=cfg["ASYNC_MODE"], json=limits.SocketIOJSON)
     # Before the blueprints, after socketio: the gate guards every page, API call and socket.
     security.init_app(app, session_exists=lambda sid: session_exists(socketio.server, sid))
@@ -72,7 +78,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         enabler = EventsEnabler(celery_app, float(cfg["ENABLE_EVENTS_INTERVAL"]), lambda: ingest.connected)
     ingest = Ingest(state, cfg["BROKER_URL"], mode=cfg["INGEST"], reconnect_min=float(cfg["RECONNECT_MIN"]),
                     reconnect_max=float(cfg["RECONNECT_MAX"]), pause=runtime.pause,
-                    after_batch=GcPolicy().tick if ingest_on else None,  # dashboard/gcpolicy.py: no long GC pauses
+                    after_batch=GcPolicy().tick if ingest_on else None,  # dashboard/ingest/gcpolicy.py: no long GC pauses
                     on_connect=enabler.poke if enabler else None,
                     on_worker_arrival=enabler.poke if enabler else None)
     reader = ReaderProcess(ingest, log_level=str(cfg["LOG_LEVEL"]), wrap_socket=runtime.wrap_socket,
@@ -81,7 +87,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     push.register()
     connections = None
     if runtime.green:
-        from .server import ConnectionLimits, descriptor_budget
+        from .web.server import ConnectionLimits, descriptor_budget
 
         connections = ConnectionLimits(descriptor_budget(int(cfg["MAX_CONNECTIONS"])),
                                        int(cfg["MAX_CONNECTIONS_PER_ADDRESS"]))

@@ -39,7 +39,7 @@ def serve(cfg: dict[str, Any]) -> None:
     from . import create_app
 
     if cfg["ASYNC_MODE"] == "gevent":
-        from .server import bind, make_server, serve_forever
+        from .web.server import bind, make_server, serve_forever
 
         listener = bind(cfg["HOST"], int(cfg["PORT"]))
         app = create_app(cfg)
@@ -69,7 +69,7 @@ def serve(cfg: dict[str, Any]) -> None:
 
 
 def _demo(cfg: dict[str, Any]) -> int:
-    from .brokerurl import mask_url
+    from .core.brokerurl import mask_url
     from .processes import ProcessError, is_local, redis_answers, start_redis, start_worker, stop_process
 
     children = []

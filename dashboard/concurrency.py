@@ -4,7 +4,7 @@ gevent (the default): one hub thread holds every socket (HTTP, websockets) as a 
 applies events to the state, in slices, yielding between them: nothing CPU-bound runs on another
 thread of this process, so no thread holds the GIL while the hub waits for it (a CPU-bound thread
 makes every socket write of the hub wait up to the 5 ms switch interval). The event reader runs in
-a process of its own (dashboard/reader.py). Loops that wait on the broker (inspect, queue lengths,
+a process of its own (dashboard/ingest/process.py). Loops that wait on the broker (inspect, queue lengths,
 enable_events, snapshots) are native threads: they sleep most of the time. A request that must wait
 on the broker (launch, control) hands that call to gevent's thread pool (`offload`), so the hub
 never blocks. No monkey-patching: the dashboard runs inside processes where Celery, kombu and redis

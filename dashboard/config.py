@@ -38,7 +38,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("HEADER_TIMEOUT", 10.0, "Seconds a client has to send a request's line and headers (slow clients are closed; also ends idle keep-alive connections)."),
     Setting("LOG_LEVEL", "INFO", "Log level of the dashboard.", "--log-level"),
     Setting("DEMO_WORKER_CONCURRENCY", 2, "Pool size of the demo worker started by `celery-dashboard demo`."),
-    # -- security (dashboard/security.py, dashboard/masking.py) --
+    # -- security (dashboard/web/security.py, dashboard/core/masking.py) --
     Setting("READ_ONLY", False, "Turn every control off: buttons hidden, control and launch endpoints refuse (403).", "--read-only"),
     Setting("AUTH_USERS", "", "Basic-auth users `name:password` (or `name:<werkzeug hash>`), comma-separated; when set, every page, API call and websocket needs them."),
     Setting("ALLOWED_HOSTS", "", "Host names the dashboard answers to besides loopback names and IP addresses, comma-separated (`.example.com` includes subdomains, `*` any); other Host headers get 400 (DNS rebinding). Listening beyond loopback adds this machine's host names."),
@@ -47,14 +47,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MASK_PATTERNS", "password,passwd,secret,token,api_key,apikey,authorization,credential",
             "Comma-separated key patterns whose values are masked in task args/kwargs everywhere (empty: no masking)."),
     Setting("MAX_REQUEST_BYTES", 1_048_576, "Largest request body accepted, in bytes (JSON or form); a larger one is refused with 413."),
-    # -- control, inspect, audit (dashboard/control.py, inspector.py, audit.py, control_api.py) --
+    # -- control, inspect, audit (dashboard/cluster/control.py, inspector.py, audit.py, control_api.py) --
     Setting("CONTROL_TIMEOUT", 2.0, "Seconds to wait for workers' replies to a control command."),
     Setting("INSPECT_INTERVAL", 10.0, "Seconds between background `inspect` refreshes of online workers (0 turns it off)."),
     Setting("INSPECT_TIMEOUT", 1.0, "Seconds to wait for workers' replies to one `inspect` call."),
     Setting("BULK_MAX", 500, "Most tasks one bulk re-run or revoke acts on."),
     Setting("AUDIT_LOG", "", "File the audit log of control actions is appended to as JSON lines (empty: memory only)."),
     Setting("HIDE_OFFLINE_AFTER", 3600.0, "Seconds after which an offline worker is hidden from the workers list (0: never)."),
-    # -- queues and metrics (dashboard/queues.py, dashboard/metrics.py) --
+    # -- queues and metrics (dashboard/web/queues.py, dashboard/web/metrics.py) --
     Setting("QUEUE_POLL_INTERVAL", 2.0, "Seconds between two reads of queue lengths from the broker."),
     Setting("SNAPSHOT_PATH", "", "File the state is saved to (atomically, every SNAPSHOT_INTERVAL and at shutdown) and restored from at start (empty: no snapshot).", "--snapshot"),
     Setting("SNAPSHOT_INTERVAL", 60.0, "Seconds between two snapshot saves."),
@@ -103,7 +103,7 @@ def load_config(overrides: Mapping[str, Any] | None = None, environ: Mapping[str
     if config["INGEST"] not in ("auto", "redis", "kombu"):
         raise ValueError(f"INGEST must be 'auto', 'redis' or 'kombu', not {config['INGEST']!r}")
     _check_ranges(config)
-    from .security import parse_users  # checked here: a bad entry is a clean exit 2, not a server traceback
+    from .web.security import parse_users  # checked here: a bad entry is a clean exit 2, not a server traceback
 
     parse_users(config["AUTH_USERS"])
     return config

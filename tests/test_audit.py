@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dashboard.audit import AuditLog
+from dashboard.cluster.audit import AuditLog
 
 
 def test_entries_newest_first_with_every_field() -> None:
@@ -51,7 +51,7 @@ def test_file_has_the_same_lines_and_survives_a_restart(tmp_path: Path) -> None:
 
 def test_unwritable_file_never_breaks_the_action(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     audit = AuditLog(str(tmp_path / "missing-dir" / "audit.jsonl"))
-    with caplog.at_level(logging.ERROR, logger="dashboard.audit"):
+    with caplog.at_level(logging.ERROR, logger="dashboard.cluster.audit"):
         entry = audit.record("shutdown", "w", {}, True, "sent")
     assert entry["id"] == 1 and audit.entries()[0] == entry
     assert audit.write_errors == 1 and "cannot append to the audit log" in caplog.text

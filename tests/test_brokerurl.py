@@ -20,7 +20,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from conftest import ROOT, wait_for
-from dashboard.brokerurl import mask_url, scrub, secrets_of, well_formed
+from dashboard.core.brokerurl import mask_url, scrub, secrets_of, well_formed
 from dashboard.processes import free_port, redis_executable, stop_process
 
 # (URL, what the page shows, secrets that must not show). Secrets are 4+ characters: shorter ones are

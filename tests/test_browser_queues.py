@@ -7,7 +7,7 @@ from typing import Any
 from playwright.sync_api import expect
 
 from conftest import DashboardServer, RedisServer
-from dashboard.control import make_celery
+from dashboard.cluster.control import make_celery
 
 
 def test_queue_lengths_update_hint_goes_and_the_queue_leads_to_its_tasks(page: Any, redis_server: RedisServer) -> None:

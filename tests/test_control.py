@@ -6,7 +6,7 @@ import time
 import pytest
 
 from dashboard import control
-from dashboard.control import BrokerUnavailable, InvalidRequest, make_celery
+from dashboard.cluster.control import BrokerUnavailable, InvalidRequest, make_celery
 from dashboard.processes import free_port
 
 

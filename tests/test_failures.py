@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from dashboard.failures import (
+from dashboard.core.failures import (
     MAX_COUNTER_KEYS, MAX_MESSAGE_CHARS, FailureGroups, group_id, normalize_message, signature,
 )
 

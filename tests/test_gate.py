@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 
 from conftest import RedisServer
-from dashboard.gate import HostAllowlist, Throttle
+from dashboard.web.gate import HostAllowlist, Throttle
 
 
 @pytest.mark.unit

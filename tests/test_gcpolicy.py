@@ -7,7 +7,7 @@ from typing import Iterator
 
 import pytest
 
-from dashboard.gcpolicy import GcPolicy
+from dashboard.ingest.gcpolicy import GcPolicy
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ import redis
 from celery import Celery
 
 from conftest import RedisServer, wait_for
-from dashboard.ingest import DecodeError, Ingest, decode_message, mask_url, prepare, redis_event_pattern
-from dashboard.state import State, task_detail
+from dashboard.ingest.stream import DecodeError, Ingest, decode_message, mask_url, prepare, redis_event_pattern
+from dashboard.core.state import State, task_detail
 
 
 @pytest.fixture

@@ -10,10 +10,10 @@ from typing import Any, Iterator
 
 import pytest
 
-from dashboard.control import make_celery
-from dashboard.inspector import METHODS, Inspector, pool_summary
+from dashboard.cluster.control import make_celery
+from dashboard.cluster.inspector import METHODS, Inspector, pool_summary
 from dashboard.processes import free_port, start_worker, stop_process
-from dashboard.state import State
+from dashboard.core.state import State
 
 from conftest import WORK_SECONDS, DashboardServer, RedisServer, wait_for
 
@@ -158,8 +158,8 @@ def test_offline_workers_hide_after_the_setting(app: Any) -> None:
 def test_inspect_replies_show_no_secrets() -> None:
     """active/reserved/scheduled carry a request's real arguments: shown as masked reprs like the events';
     stats' broker and transport options lose every password."""
-    from dashboard.inspector import _sanitize
-    from dashboard.masking import make_masker
+    from dashboard.cluster.inspector import _sanitize
+    from dashboard.core.masking import make_masker
 
     mask = make_masker("password")
     request = {"id": "a", "name": "t.login", "args": ["bob"], "kwargs": {"password": "hunter2"}}

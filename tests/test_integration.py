@@ -8,7 +8,7 @@ from typing import Any
 import socketio
 
 from conftest import WORK_SECONDS, DashboardServer, RedisServer, event_envelope, wait_for
-from dashboard.control import EventsEnabler
+from dashboard.cluster.control import EventsEnabler
 from dashboard.processes import start_worker, stop_process
 
 

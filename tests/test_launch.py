@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from dashboard.launch import CATALOGUE, MAX_COUNT, MAX_COUNTDOWN, MAX_JSON_CHARS, LaunchRequest, validate
+from dashboard.cluster.launch import CATALOGUE, MAX_COUNT, MAX_COUNTDOWN, MAX_JSON_CHARS, LaunchRequest, validate
 
 ADD = "dashboard.demo.add"
 

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import DashboardServer, RedisServer, wait_for
 from dashboard.config import load_config
-from dashboard.masking import MASK, make_masker
+from dashboard.core.masking import MASK, make_masker
 
 DEFAULT = load_config({}, environ={})["MASK_PATTERNS"]
 M = f"'{MASK}'"  # a masked value in a Python repr
@@ -170,7 +170,7 @@ def _hunt(dashboard: DashboardServer, ids: list[str]) -> list[str]:
 def test_a_workers_secret_kwargs_are_masked_everywhere(redis_server: RedisServer, dashboard: DashboardServer,
                                                       worker: str, page: Any) -> None:
     """A real task with password kwargs: the password shows nowhere, not even to a search for it."""
-    from dashboard.control import make_celery
+    from dashboard.cluster.control import make_celery
 
     # 1. through the launch API: the secret sits inside a positional string value ("password=…")
     [launched] = dashboard.launch("dashboard.demo.send_email", kwargs={"address": "a@b.c",

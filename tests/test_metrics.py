@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import DashboardServer, RedisServer, wait_for
 from dashboard import create_app
-from dashboard.stats import COUNTED_EVENTS, EXPORT_BUCKETS, OTHER
+from dashboard.core.stats import COUNTED_EVENTS, EXPORT_BUCKETS, OTHER
 from test_state import task_ev, worker_ev
 
 T0 = 1_700_000_000.0

@@ -7,8 +7,8 @@ from typing import Any, Iterator
 import pytest
 
 from dashboard import create_app, socketio
-from dashboard.push import tasks_room
-from dashboard.query import Filters
+from dashboard.live.push import tasks_room
+from dashboard.core.query import Filters
 
 
 @pytest.fixture
@@ -245,8 +245,8 @@ class _FakeSocketIO:
 def test_a_client_far_behind_is_skipped_then_resynced_once_caught_up() -> None:
     """Only the client past BACKLOG_MAX is skipped; it stays skipped until well below it, then is asked
     to resync (it missed diffs) exactly once."""
-    from dashboard.push import BACKLOG_MAX, Push
-    from dashboard.state import State
+    from dashboard.live.push import BACKLOG_MAX, Push
+    from dashboard.core.state import State
 
     fake = _FakeSocketIO({"slow": BACKLOG_MAX + 1, "fast": 0})
     push = Push(fake, State(), None, 0.2)  # type: ignore[arg-type]
@@ -292,7 +292,7 @@ def test_a_tick_encodes_each_room_once_however_many_watch_it(push_app: Any, view
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """The cost of a tick grows with the rooms that changed, not with their viewers: one JSON encoding of
     each room's update, the same packet handed to every socket in the room."""
-    from dashboard.limits import SocketIOJSON
+    from dashboard.web.limits import SocketIOJSON
 
     overview = [socketio.test_client(push_app) for _ in range(viewers)]
     tasks = [socketio.test_client(push_app) for _ in range(viewers)]

@@ -8,8 +8,8 @@ from typing import Any, Iterable
 
 import pytest
 
-from dashboard.query import Filters, TextIndex, find, haystack, matches, workflow_tree
-from dashboard.state import CHUNK_BITS, State
+from dashboard.core.query import Filters, TextIndex, find, haystack, matches, workflow_tree
+from dashboard.core.state import CHUNK_BITS, State
 
 _clock = count(1)
 

@@ -9,10 +9,10 @@ import pytest
 import requests
 
 from conftest import DashboardServer, RedisServer, wait_for
-from dashboard.control import make_celery
-from dashboard.queues import NOT_REDIS, PRIORITY_SEP, PRIORITY_STEPS, QueueMonitor, consumers_from, priority_keys
-from dashboard.state import State
-from dashboard.stats import OTHER
+from dashboard.cluster.control import make_celery
+from dashboard.web.queues import NOT_REDIS, PRIORITY_SEP, PRIORITY_STEPS, QueueMonitor, consumers_from, priority_keys
+from dashboard.core.state import State
+from dashboard.core.stats import OTHER
 from test_state import replay, task_ev
 
 T0 = 1_700_000_000.0

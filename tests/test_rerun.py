@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dashboard import rerun
-from dashboard.masking import MASK
-from dashboard.rerun import NotRecoverable, plan, recover
+from dashboard.core.masking import MASK
+from dashboard.core.rerun import NotRecoverable, plan, recover
 
 
 def celery_repr(value: Any) -> str:

@@ -22,7 +22,7 @@ from werkzeug.security import generate_password_hash
 
 from conftest import ROOT, DashboardServer, RedisServer
 from dashboard import create_app
-from dashboard.security import Auth, parse_users
+from dashboard.web.security import Auth, parse_users
 
 PASSWORD = "correct horse"
 HASHED_PASSWORD = "battery staple"
@@ -150,7 +150,7 @@ def test_malformed_users_stop_the_command_line_server(redis_server: RedisServer)
 def test_a_public_bind_without_auth_is_warned_about(redis_server: RedisServer, caplog: Any, host: str,
                                                      warned: bool) -> None:
     """Binding beyond loopback with no auth logs a WARNING at startup; loopback does not."""
-    with caplog.at_level(logging.INFO, logger="dashboard.security"):
+    with caplog.at_level(logging.INFO, logger="dashboard.web.security"):
         app = build_app(redis_server, 1, HOST=host)
     app.extensions["dashboard"].stop()
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "without authentication" in r.message]
@@ -161,7 +161,7 @@ def test_a_public_bind_without_auth_is_warned_about(redis_server: RedisServer, c
 
 def test_a_public_bind_with_auth_is_not_warned_about(redis_server: RedisServer, caplog: Any) -> None:
     """With auth on, a public bind is what the user wants: no warning."""
-    with caplog.at_level(logging.INFO, logger="dashboard.security"):
+    with caplog.at_level(logging.INFO, logger="dashboard.web.security"):
         app = build_app(redis_server, 1, HOST="0.0.0.0", AUTH_TOKEN=TOKEN)
     app.extensions["dashboard"].stop()
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
@@ -236,7 +236,7 @@ def test_wrong_credentials_are_refused(auth_app: Any, headers: dict[str, str]) -
 
 def test_failed_sign_ins_are_logged_with_the_address_not_the_password(auth_app: Any, caplog: Any) -> None:
     """Each refused attempt is an INFO line with the remote address; the password is not in the log."""
-    with caplog.at_level(logging.INFO, logger="dashboard.security"):
+    with caplog.at_level(logging.INFO, logger="dashboard.web.security"):
         auth_app.test_client().get("/", headers=basic("ada", "hunter2-guess"),
                                    environ_base={"REMOTE_ADDR": "203.0.113.9"})
         auth_app.test_client().get("/", headers=bearer("hunter2-token"), environ_base={"REMOTE_ADDR": "203.0.113.9"})

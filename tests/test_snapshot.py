@@ -15,9 +15,9 @@ import orjson
 import pytest
 
 from dashboard.processes import start_worker, stop_process
-from dashboard.seed import events_from_inspect
-from dashboard.snapshot import Snapshots, dump, restore
-from dashboard.state import State, task_detail, worker_summary
+from dashboard.ingest.seed import events_from_inspect
+from dashboard.ingest.snapshot import Snapshots, dump, restore
+from dashboard.core.state import State, task_detail, worker_summary
 from test_state import replay, task_ev, worker_ev
 
 from conftest import WORK_SECONDS, DashboardServer, RedisServer, wait_for
@@ -110,7 +110,7 @@ def test_bad_snapshot_is_kept_aside_with_a_warning_and_the_dashboard_starts_empt
     path = tmp_path / "state.snap"
     path.write_bytes(content)
     snaps = Snapshots(State(), str(path), 60)
-    with caplog.at_level(logging.WARNING, logger="dashboard.snapshot"):
+    with caplog.at_level(logging.WARNING, logger="dashboard.ingest.snapshot"):
         assert not snaps.load()
     assert not snaps.state.tasks
     assert why in caplog.text and "kept as" in caplog.text
@@ -125,7 +125,7 @@ def test_snapshot_with_a_broken_record_is_refused_whole(tmp_path: Path, caplog: 
     path = tmp_path / "state.snap"
     path.write_bytes(gzip.compress(orjson.dumps(doc)))
     snaps = Snapshots(State(), str(path), 60)
-    with caplog.at_level(logging.WARNING, logger="dashboard.snapshot"):
+    with caplog.at_level(logging.WARNING, logger="dashboard.ingest.snapshot"):
         assert not snaps.load()
     assert not snaps.state.tasks, "no half-restored state: it starts empty"
     assert "broken record" in caplog.text

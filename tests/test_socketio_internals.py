@@ -1,4 +1,4 @@
-"""dashboard/socketio_internals.py against the installed python-socketio and python-engineio.
+"""dashboard/live/socketio_internals.py against the installed python-socketio and python-engineio.
 
 These functions read the libraries' internals; an upgrade that changes them must fail here."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 import socketio
 from werkzeug.test import EnvironBuilder
 
-from dashboard.socketio_internals import backlog, close_session, session_exists, sessions
+from dashboard.live.socketio_internals import backlog, close_session, session_exists, sessions
 
 pytestmark = pytest.mark.unit
 

@@ -1,4 +1,4 @@
-"""Scripted event replays into `dashboard.state.State`, in the style of Celery's
+"""Scripted event replays into `dashboard.core.state.State`, in the style of Celery's
 t/unit/events/test_state.py: small helpers build event dicts, `replay` feeds them, tests assert."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any, Iterable
 
 import pytest
 
-from dashboard.state import (
+from dashboard.core.state import (
     MAX_EXTRA_KEYS, MAX_HISTORY, PRECEDENCE, STATES, MalformedEvent, State,
     task_detail, task_summary,
 )
@@ -613,8 +613,8 @@ def test_revoked_ends_progress_and_a_late_progress_does_not_undo_it() -> None:
 
 def test_a_late_received_is_masked_and_clipped_like_any_event() -> None:
     """task-received delivered after task-started merges its args/kwargs: through the same mask and cap."""
-    from dashboard.masking import make_masker
-    from dashboard.state import MAX_FIELD_CHARS
+    from dashboard.core.masking import make_masker
+    from dashboard.core.state import MAX_FIELD_CHARS
 
     state = State(mask=make_masker("password"))
     replay(state, [task_ev("started", "m", 1.1),
@@ -634,7 +634,7 @@ def test_a_task_in_a_custom_running_state_is_lost_with_its_worker() -> None:
 
 
 def test_custom_event_fields_are_clipped() -> None:
-    from dashboard.state import MAX_FIELD_CHARS
+    from dashboard.core.state import MAX_FIELD_CHARS
 
     state = replay(State(), [task_ev("progress", "x", 1.0, note="n" * (MAX_FIELD_CHARS * 2), meta={"k": "v" * MAX_FIELD_CHARS})])
     extra = state.tasks["x"].extra
@@ -644,7 +644,7 @@ def test_custom_event_fields_are_clipped() -> None:
 @pytest.mark.parametrize("bad", [[], {}, 5, ["a"]])
 def test_ids_that_are_not_strings_name_no_task(bad: Any) -> None:
     """Found by the fuzzer: a list as parent_id broke the workflow tree of every page showing the task."""
-    from dashboard.query import workflow_tree
+    from dashboard.core.query import workflow_tree
 
     state = replay(State(), [task_ev("sent", "u0", 0.0, root_id="0", parent_id=bad),
                              task_ev("received", "u1", 0.1, root_id=bad, parent_id="u0")])

@@ -1,4 +1,4 @@
-"""Differential tests: `dashboard.state.State` must reach the same outcome as Celery's own
+"""Differential tests: `dashboard.core.state.State` must reach the same outcome as Celery's own
 `celery.events.state.State` when both are fed the same events, in any delivery order.
 
 Each event is deep-copied for every consumer (Celery's Task.event mutates the dict it is given, and
@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable
 import pytest
 from celery.events.state import State as CeleryState, Task as CeleryTask, Worker as CeleryWorker
 
-from dashboard.state import HEARTBEAT_EXPIRE_WINDOW, PRECEDENCE, State
+from dashboard.core.state import HEARTBEAT_EXPIRE_WINDOW, PRECEDENCE, State
 
 READY_SUBJECTS = {"revoked": "REVOKED"}  # (succeeded and failed outrank custom states in Celery too)
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from dashboard.stats import (
+from dashboard.core.stats import (
     OTHER, RELATIVE_ERROR, UNKNOWN, TaskStats,
 )
 

@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from conftest import RedisServer
-from dashboard.launch import CATALOGUE
+from dashboard.cluster.launch import CATALOGUE
 
 XSS = "<script>alert('x')</script>"
 

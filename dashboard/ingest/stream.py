@@ -6,7 +6,7 @@ batches task events as `task.multi` (a JSON list in one envelope). Any other bro
 through Celery's own EventReceiver. Either way an error is logged, the reader backs off and
 reconnects, and users see the broker status (a banner, /healthz).
 
-The Reader runs in a process of its own (dashboard/reader.py): decoding costs more CPU than
+The Reader runs in a process of its own (dashboard/ingest/process.py): decoding costs more CPU than
 applying, and there it never competes with the web server for the GIL. `Ingest.run()` runs a
 Reader in this process instead (tests and tools). Either way the Reader talks to a `Sink`:
 connected, disconnected, and one call per batch of decoded events.
@@ -22,8 +22,8 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from .brokerurl import mask_url, scrub  # mask_url also re-exported: `from .ingest import mask_url` still works
-from .state import State
+from ..core.brokerurl import mask_url, scrub  # mask_url also re-exported: `from .ingest import mask_url` still works
+from ..core.state import State
 
 log = logging.getLogger(__name__)
 
@@ -320,7 +320,7 @@ class Ingest:
 
     def apply_messages(self, raw: list[bytes]) -> None:
         """Decode raw envelopes and apply them through the same wire format as the reader process."""
-        from .reader import decode_frame, encode_frame
+        from .process import decode_frame, encode_frame
 
         events, rejected = decode_batch(raw, self._log_bad)
         frame = decode_frame(encode_frame(batch_frame(events, len(raw), rejected, time.time()))[4:])
@@ -341,7 +341,7 @@ class Ingest:
 
     # -- Sink --------------------------------------------------------------------------------------
     def frame(self, frame: dict[str, Any]) -> None:
-        """Apply one frame of the reader's wire format (see dashboard/reader.py)."""
+        """Apply one frame of the reader's wire format (see dashboard/ingest/process.py)."""
         kind = frame.get("k")
         if kind == "b":
             self.batch(frame["ev"], frame["m"], frame["x"], frame["t"])

@@ -7,9 +7,9 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from .brokerurl import scrub
-from .concurrency import offload
-from .limits import MAX_DEPTH, JSONTooDeep, loads
+from ..core.brokerurl import scrub
+from ..concurrency import offload
+from ..web.limits import MAX_DEPTH, JSONTooDeep, loads
 
 log = logging.getLogger(__name__)
 

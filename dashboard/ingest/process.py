@@ -3,7 +3,7 @@
 Decoding kombu envelopes (pub/sub framing, JSON, base64) costs more CPU per event than applying the
 event to the state. In the web server's process that work would hold the GIL while the gevent hub
 waits for it before every socket write (each write waits out a 5 ms switch interval), so the
-dashboard runs `python -m dashboard.reader` as a child process instead: it reads the broker,
+dashboard runs `python -m dashboard.ingest.process` as a child process instead: it reads the broker,
 decodes, and sends decoded batches over a socketpair; the dashboard applies them on its hub in
 slices between socket writes.
 
@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator
 
 import orjson
 
-from .ingest import Ingest, Reader, batch_frame
+from .stream import Ingest, Reader, batch_frame
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ def _exit_when_parent_closes(sock: socket.socket, reader: Reader) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m dashboard.reader FD`: read config from the socket FD, then stream batches on it."""
+    """`python -m dashboard.ingest.process FD`: read config from the socket FD, then stream batches on it."""
     args = sys.argv[1:] if argv is None else argv
     sock = socket.socket(fileno=int(args[0]))
     config = read_frame(sock, FrameBuffer())
@@ -228,7 +228,7 @@ class ReaderProcess:
         root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
         try:
-            self.proc = subprocess.Popen([sys.executable, "-m", "dashboard.reader", str(theirs.fileno())],
+            self.proc = subprocess.Popen([sys.executable, "-m", "dashboard.ingest.process", str(theirs.fileno())],
                                          pass_fds=(theirs.fileno(),), env=env, preexec_fn=_die_with_parent)
         finally:
             theirs.close()

@@ -9,13 +9,13 @@ from typing import Any, Iterator
 
 from flask import Blueprint, Response, jsonify, request
 
-from . import launch as launching
+from ..cluster import launch as launching
 from . import limits
-from .push import MAX_LIMIT
-from .query import SORTS, find, parse_filters, workflow_tree
+from ..live.push import MAX_LIMIT
+from ..core.query import SORTS, find, parse_filters, workflow_tree
 from .security import control_endpoint, current_user
 from .services import services
-from .state import LONG_FIELDS, task_detail
+from ..core.state import LONG_FIELDS, task_detail
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__)

@@ -35,7 +35,7 @@ class Filters:
     queue: str | None = None  # exact queue (or routing key) name, known from task-sent events
     since: float | None = None  # first seen (sent, else received) at or after this time
     until: float | None = None  # ... and before this time
-    group: str | None = None  # a failure group id (dashboard/failures.py)
+    group: str | None = None  # a failure group id (dashboard/core/failures.py)
     outcome: str | None = None  # one of OUTCOMES
 
     def any(self) -> bool:

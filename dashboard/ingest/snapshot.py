@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from .state import SNAPSHOT_TASK_FIELDS, SNAPSHOT_WORKER_FIELDS, State
+from ..core.state import SNAPSHOT_TASK_FIELDS, SNAPSHOT_WORKER_FIELDS, State
 
 log = logging.getLogger(__name__)
 

@@ -7,15 +7,15 @@ from typing import TYPE_CHECKING, Any
 
 from flask import current_app
 
-from .concurrency import Runtime
-from .control import EventsEnabler
-from .ingest import Ingest
-from .push import Push
-from .reader import ReaderProcess
+from ..concurrency import Runtime
+from ..cluster.control import EventsEnabler
+from ..ingest.stream import Ingest
+from ..live.push import Push
+from ..ingest.process import ReaderProcess
 
 if TYPE_CHECKING:
     from .server import ConnectionLimits
-from .state import State
+from ..core.state import State
 
 
 class Inflight:
@@ -53,10 +53,10 @@ class Services:
     reader: ReaderProcess | None = None  # the event reader process and its feed (None: ingest disabled)
     connections: ConnectionLimits | None = None  # what clients hold (gevent server only)
     enabler: EventsEnabler | None = None
-    inspector: Any = None  # dashboard/inspector.py: cached `inspect` replies per worker
-    audit: Any = None  # dashboard/audit.py: who did what, when, with what result
-    queues: Any = None  # dashboard/queues.py: queue lengths polled from the broker
-    snapshots: Any = None  # dashboard/snapshot.py: the optional state file
+    inspector: Any = None  # dashboard/cluster/inspector.py: cached `inspect` replies per worker
+    audit: Any = None  # dashboard/cluster/audit.py: who did what, when, with what result
+    queues: Any = None  # dashboard/web/queues.py: queue lengths polled from the broker
+    snapshots: Any = None  # dashboard/ingest/snapshot.py: the optional state file
     inflight: Inflight = field(default_factory=Inflight)
     _stopped: bool = False
 

@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 from celery.utils.saferepr import saferepr
 
-from .state import State
+from ..core.state import State
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 
 from werkzeug.wrappers import Request
 
-from .concurrency import offload
+from ..concurrency import offload
 
 log = logging.getLogger(__name__)
 

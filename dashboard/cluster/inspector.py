@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable
 from celery.utils.saferepr import saferepr
 
 from .control import BrokerUnavailable, broker_connection, broker_errors
-from .state import State
+from ..core.state import State
 
 log = logging.getLogger(__name__)
 

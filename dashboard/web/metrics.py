@@ -22,7 +22,7 @@ from typing import Any, Iterable
 from flask import Blueprint, Flask, Response
 
 from .services import services
-from .stats import COUNTED_EVENTS, EXPORT_BUCKETS
+from ..core.stats import COUNTED_EVENTS, EXPORT_BUCKETS
 
 bp = Blueprint("metrics", __name__)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

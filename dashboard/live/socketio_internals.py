@@ -11,7 +11,7 @@ from typing import Any
 from collections.abc import Iterator
 
 NAMESPACE = "/"
-CLOSE_CONNECTION = "dashboard.close_connection"  # set by dashboard/server.py's handler
+CLOSE_CONNECTION = "dashboard.close_connection"  # set by dashboard/web/server.py's handler
 
 
 def session_exists(server: Any, eio_sid: str) -> bool:

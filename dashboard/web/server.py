@@ -21,7 +21,7 @@ from typing import Any
 from gevent import Timeout, pywsgi
 from gevent.event import Event
 
-from .socketio_internals import CLOSE_CONNECTION  # environ key: a callable that ends the request's connection
+from ..live.socketio_internals import CLOSE_CONNECTION  # environ key: a callable that ends the request's connection
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +231,7 @@ def make_server(listener: socket.socket, app: Any, limits: ConnectionLimits, hea
     from gevent import socket as gsocket
 
     return Server(gsocket.socket(fileno=listener.detach()), app, limits=limits, header_timeout=header_timeout, log=None,
-                  error_log=logging.getLogger("dashboard.server.errors"))
+                  error_log=logging.getLogger("dashboard.web.server.errors"))
 
 
 def serve_forever(server: Server, on_stop: Any) -> None:

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from flask import Blueprint, Flask, jsonify
 
-from .brokerurl import mask_url, scrub
+from ..core.brokerurl import mask_url, scrub
 from .services import services
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ class QueueMonitor:
         self.interval = interval
         self.configured = [q.strip() for q in queues.split(",") if q.strip()]
         self.broker = "redis" if is_redis(broker_url) else "other"
-        self._inspector = inspector  # -> svc.inspector (dashboard/inspector.py), or None
+        self._inspector = inspector  # -> svc.inspector (dashboard/cluster/inspector.py), or None
         self.lengths: dict[str, dict[str, int]] = {}  # queue -> {priority step: length}
         self.oldest: dict[str, tuple[str, float]] = {}  # queue -> (uuid, sent) of the oldest waiting task
         self.consumers: dict[str, list[str]] = {}
@@ -265,7 +265,7 @@ def api_queues() -> Any:
 
 def init_app(app: Flask, svc: Any) -> None:
     """Create the queue monitor on `svc.queues`; its loop starts only when ingest is enabled."""
-    from .concurrency import start_thread
+    from ..concurrency import start_thread
 
     cfg = app.config
     svc.queues = QueueMonitor(svc.state, cfg["BROKER_URL"], interval=float(cfg["QUEUE_POLL_INTERVAL"]),

@@ -21,7 +21,7 @@ Event times are trusted for the window: a task stamped far in the future holds i
 time catches up, and with `now=None` (the newest event time seen) it would empty "recent"; readers
 with a clock should pass `now=time.time()`. Lifetime statistics do not depend on event times.
 
-For /metrics (dashboard/metrics.py) the stats also keep lifetime counters of task events per name
+For /metrics (dashboard/web/metrics.py) the stats also keep lifetime counters of task events per name
 (`count()`) and, per name, how many runtimes (and, with `export_wait`, sent -> started waits) fall at or
 below each of the fixed EXPORT_BUCKETS bounds: a Prometheus histogram needs exact counts at its `le`
 bounds, which the log-scale buckets above cannot give. Both are O(1) per event and never shrink.

@@ -1,11 +1,11 @@
 """Who may see and do what: auth (basic users, bearer token), read-only mode, cross-site refusal.
 
-Credentials are checked by the gate (dashboard/gate.py), a WSGI middleware in front of every request
+Credentials are checked by the gate (dashboard/web/gate.py), a WSGI middleware in front of every request
 the server answers, Socket.IO's included; it leaves the signed-in user in the WSGI environ. Then one
 guard runs before everything else on every Flask request: for state-changing methods, read-only
 mode and cross-site refusal.
 
-The broker URL's secrets (dashboard/brokerurl.py) are taken out of every log record of the process.
+The broker URL's secrets (dashboard/core/brokerurl.py) are taken out of every log record of the process.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from flask.sessions import SecureCookieSessionInterface
 from werkzeug.datastructures import Authorization
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from .brokerurl import MASK, mask_url, secrets_of, well_formed
+from ..core.brokerurl import MASK, mask_url, secrets_of, well_formed
 from .gate import Gate, HostAllowlist, Throttle, is_loopback, wants_json, wsgi_refusal
 
 log = logging.getLogger(__name__)

@@ -48,7 +48,7 @@ _TASK_FIELDS = (
 # Fields whose values repeat across tasks (kept once), and fields naming other tasks.
 _SHARED_FIELDS = frozenset(("traceback", "exchange", "routing_key", "queue", "exception"))
 _ID_FIELDS = frozenset(("root_id", "parent_id"))
-_MASKED_FIELDS = frozenset(("args", "kwargs"))  # where secrets are masked (dashboard/masking.py)
+_MASKED_FIELDS = frozenset(("args", "kwargs"))  # where secrets are masked (dashboard/core/masking.py)
 _SUBJECTS = {s: s for s in (*EVENT_TO_STATE, "progress")}  # canonical subject strings
 # Event keys that are envelope, not task data: never stored as custom ("extra") fields.
 _ENVELOPE_KEYS = frozenset(_TASK_FIELDS) | {
@@ -70,7 +70,7 @@ MAX_QUEUES = 1_000  # distinct queue names with their own statistics; more share
 THROUGHPUT_SECONDS = 600  # per-second succeeded/failed buckets kept for the overview chart
 _INTERN_LIMIT = 10_000
 # Tasks are grouped by seq into chunks of 2**CHUNK_BITS for the free-text search cache
-# (dashboard/query.py); the seqs of changed tasks are noted so it updates only those tasks' text.
+# (dashboard/core/query.py); the seqs of changed tasks are noted so it updates only those tasks' text.
 CHUNK_BITS = 10
 DIRTY_CAP = 20_000  # past this many changed tasks between two searches the cache is rebuilt whole
 
@@ -199,7 +199,7 @@ class State:
         # the order is one contiguous slice of it.
         self.order: deque[str] = deque()
         self.workers: dict[str, WorkerRecord] = {}
-        # Indexes for the task-list filters (dashboard/query.py), kept incrementally, never rescanned.
+        # Indexes for the task-list filters (dashboard/core/query.py), kept incrementally, never rescanned.
         self.by_state: dict[str, set[str]] = {s: set() for s in STATES}
         self.by_name: dict[str, set[str]] = {}
         self.by_worker: dict[str, set[str]] = {}
@@ -209,10 +209,10 @@ class State:
         self.text_stale = False  # too many changes to note one by one: the text cache starts over
         self.children: dict[str, list[str]] = {}  # parent uuid -> child uuids (parent may be unseen)
         self.failures: deque[str] = deque(maxlen=50)  # latest uuids that became FAILURE
-        self.failure_groups = FailureGroups()  # failures and retries by signature (dashboard/failures.py)
+        self.failure_groups = FailureGroups()  # failures and retries by signature (dashboard/core/failures.py)
         self.stats = TaskStats()  # per task name: outcomes, runtime and queue-wait percentiles, event counts
         # Per queue (the task-sent event's queue, else its routing key): task-sent counts and the
-        # sent -> started wait (dashboard/queues.py, /metrics).
+        # sent -> started wait (dashboard/web/queues.py, /metrics).
         self.queue_stats = TaskStats(max_names=MAX_QUEUES, export_wait=True)
         # Lifetime counters: failed, retried attempts, succeeded after retries, failed after retries.
         self.outcomes: dict[str, int] = {"FAILURE": 0, "RETRY": 0, "RECOVERED": 0, "GAVE_UP": 0}
@@ -611,7 +611,7 @@ class State:
             if worker.grace == math.inf:
                 worker.grace = now
 
-    # -- snapshot (dashboard/snapshot.py): export and restore records -------------------------------
+    # -- snapshot (dashboard/ingest/snapshot.py): export and restore records -------------------------------
     def export_task(self, uuid: str) -> list[Any] | None:
         """One retained task's fields in SNAPSHOT_TASK_FIELDS order (None if evicted); call with `lock` held."""
         rec = self.tasks.get(uuid)

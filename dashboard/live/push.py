@@ -18,11 +18,11 @@ from typing import Any, Callable
 from flask import request
 from flask_socketio import ConnectionRefusedError, SocketIO, join_room, leave_room
 
-from .ingest import Ingest
+from ..ingest.stream import Ingest
 from .socketio_internals import backlog as queued
 from .socketio_internals import close_session, sessions
-from .query import Filters, TextIndex, find, matcher, parse_filters, workflow_root, workflow_tree
-from .state import STATES, State, task_detail, task_summary, worker_summary
+from ..core.query import Filters, TextIndex, find, matcher, parse_filters, workflow_root, workflow_tree
+from ..core.state import STATES, State, task_detail, task_summary, worker_summary
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ class Push:
 
     def on_connect(self, auth: Any = None) -> None:
         """Refuse a websocket that is not authenticated when auth is on."""
-        from .security import socket_allowed
+        from ..web.security import socket_allowed
 
         if not socket_allowed(auth):
             raise ConnectionRefusedError("authentication required")  # flask_socketio's: the client sees why

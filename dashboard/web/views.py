@@ -7,11 +7,11 @@ from typing import Any
 from flask import Blueprint, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
 
-from . import launch as launching
-from .query import Filters, parse_filters
+from ..cluster import launch as launching
+from ..core.query import Filters, parse_filters
 from .security import controls_enabled, current_user
 from .services import services
-from .state import STATES
+from ..core.state import STATES
 
 log = logging.getLogger(__name__)
 bp = Blueprint("views", __name__)

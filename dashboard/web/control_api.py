@@ -15,11 +15,13 @@ from typing import Any, NamedTuple
 
 from flask import Blueprint, Flask, jsonify, request
 
-from . import control, rerun
-from .audit import AuditLog
-from .control import BrokerUnavailable, InvalidRequest
-from .inspector import LIST_METHODS, Inspector
-from .query import TEXT_FILTERS, TIME_FILTERS, Filters, find, parse_filters
+from ..cluster import control
+
+from ..core import rerun
+from ..cluster.audit import AuditLog
+from ..cluster.control import BrokerUnavailable, InvalidRequest
+from ..cluster.inspector import LIST_METHODS, Inspector
+from ..core.query import TEXT_FILTERS, TIME_FILTERS, Filters, find, parse_filters
 from .security import control_endpoint, current_user
 from .services import Services, services
 
@@ -35,7 +37,7 @@ _POOL_ACTIONS = ("pool_grow", "pool_shrink", "autoscale", "pool_restart")
 
 def init_app(app: Flask, svc: Services) -> None:
     """Create the inspector and the audit log on `svc`; start the inspect loop when ingest is enabled."""
-    from .concurrency import start_thread
+    from ..concurrency import start_thread
 
     cfg = svc.config
     svc.inspector = Inspector(svc.celery, svc.state, float(cfg["INSPECT_INTERVAL"]), float(cfg["INSPECT_TIMEOUT"]))

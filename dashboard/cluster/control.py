@@ -10,8 +10,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
-from .brokerurl import scrub
-from .concurrency import offload
+from ..core.brokerurl import scrub
+from ..concurrency import offload
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class EventsEnabler:
 
 # -- control commands (issue #5): validation, broadcast, replies -----------------------------------
 # Broker I/O for these runs on the request thread: actions are user-initiated and bounded by
-# CONTROL_TIMEOUT. Inspect is different (dashboard/inspector.py): requests only read its cache.
+# CONTROL_TIMEOUT. Inspect is different (dashboard/cluster/inspector.py): requests only read its cache.
 
 SIGNALS = ("SIGTERM", "SIGKILL", "SIGINT", "SIGQUIT", "SIGUSR1")
 WORKER_ACTIONS = ("shutdown", "pool_restart", "pool_grow", "pool_shrink", "autoscale", "add_consumer",

@@ -1,0 +1,1 @@
+"""Events in: the reader process, decoding, snapshots, seeding from `inspect`."""

@@ -1,0 +1,1 @@
+"""Live push: read models of the state and the Socket.IO rooms that carry them."""

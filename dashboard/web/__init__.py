@@ -1,0 +1,1 @@
+"""HTTP: pages, the JSON API, security, limits, metrics and the server."""
