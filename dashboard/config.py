@@ -103,9 +103,7 @@ def load_config(overrides: Mapping[str, Any] | None = None, environ: Mapping[str
     if config["INGEST"] not in ("auto", "redis", "kombu"):
         raise ValueError(f"INGEST must be 'auto', 'redis' or 'kombu', not {config['INGEST']!r}")
     _check_ranges(config)
-    from .web.security import parse_users  # checked here: a bad entry is a clean exit 2, not a server traceback
-
-    parse_users(config["AUTH_USERS"])
+    parse_users(config["AUTH_USERS"])  # checked here: a bad entry is a clean exit 2, not a server traceback
     return config
 
 
@@ -144,3 +142,25 @@ def settings_table() -> str:
 
 
 __all__ = ["SETTINGS", "Setting", "load_config", "settings_table"]
+
+
+def parse_users(raw: str) -> dict[str, str]:
+    """`name:password` or `name:<werkzeug hash>` entries, comma-separated -> {name: password or hash}."""
+    users: dict[str, str] = {}
+    for number, entry in enumerate((e.strip() for e in (raw or "").split(",")), start=1):
+        if not entry:
+            continue  # a trailing comma
+        name, sep, secret = entry.partition(":")
+        name, secret = name.strip(), secret.strip()  # "ada: pw" is what people type; hashes have no blanks
+        # Never echo the entry: without a ':' it may well be a password.
+        if not sep:
+            raise ValueError(f"DASHBOARD_AUTH_USERS: entry {number} has no ':' (expected name:password "
+                             "or name:<hash>, comma-separated)")
+        if not name:
+            raise ValueError(f"DASHBOARD_AUTH_USERS: entry {number} has an empty user name")
+        if not secret:
+            raise ValueError(f"DASHBOARD_AUTH_USERS: user {name!r} has an empty password")
+        if name in users:
+            raise ValueError(f"DASHBOARD_AUTH_USERS: user {name!r} is listed twice")
+        users[name] = secret
+    return users

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from dashboard import control
+from dashboard.cluster import control
 from dashboard.cluster.control import BrokerUnavailable, InvalidRequest, make_celery
 from dashboard.processes import free_port
 

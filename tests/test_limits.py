@@ -11,7 +11,7 @@ import pytest
 
 from conftest import RedisServer
 from dashboard import create_app
-from dashboard.web.limits import MAX_DEPTH
+from dashboard.core.jsondepth import MAX_DEPTH
 from test_security import ACTION_BODY, BrokerWatch, rule_requests
 
 DB = 10  # this module's Redis db: every key or broadcast there would be something these requests sent

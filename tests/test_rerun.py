@@ -9,7 +9,7 @@ from celery.utils.saferepr import saferepr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dashboard import rerun
+from dashboard.core import rerun
 from dashboard.core.masking import MASK
 from dashboard.core.rerun import NotRecoverable, plan, recover
 

@@ -9,7 +9,7 @@ from typing import Any, Mapping
 
 from ..core.brokerurl import scrub
 from ..concurrency import offload
-from ..web.limits import MAX_DEPTH, JSONTooDeep, loads
+from ..core.jsondepth import MAX_DEPTH, JSONTooDeep, loads
 
 log = logging.getLogger(__name__)
 

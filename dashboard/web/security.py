@@ -26,6 +26,7 @@ from flask.sessions import SecureCookieSessionInterface
 from werkzeug.datastructures import Authorization
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from ..config import parse_users
 from ..core.brokerurl import MASK, mask_url, secrets_of, well_formed
 from .gate import Gate, HostAllowlist, Throttle, is_loopback, wants_json, wsgi_refusal
 
@@ -43,28 +44,6 @@ _VERIFIED_CACHE = 256  # (user, password) pairs that passed a slow hash check, r
 def _digest(value: str) -> bytes:
     # Compare digests, not the strings: compare_digest's time still depends on the lengths it gets.
     return hashlib.sha256(value.encode("utf-8", "surrogatepass")).digest()
-
-
-def parse_users(raw: str) -> dict[str, str]:
-    """`name:password` or `name:<werkzeug hash>` entries, comma-separated -> {name: password or hash}."""
-    users: dict[str, str] = {}
-    for number, entry in enumerate((e.strip() for e in (raw or "").split(",")), start=1):
-        if not entry:
-            continue  # a trailing comma
-        name, sep, secret = entry.partition(":")
-        name, secret = name.strip(), secret.strip()  # "ada: pw" is what people type; hashes have no blanks
-        # Never echo the entry: without a ':' it may well be a password.
-        if not sep:
-            raise ValueError(f"DASHBOARD_AUTH_USERS: entry {number} has no ':' (expected name:password "
-                             "or name:<hash>, comma-separated)")
-        if not name:
-            raise ValueError(f"DASHBOARD_AUTH_USERS: entry {number} has an empty user name")
-        if not secret:
-            raise ValueError(f"DASHBOARD_AUTH_USERS: user {name!r} has an empty password")
-        if name in users:
-            raise ValueError(f"DASHBOARD_AUTH_USERS: user {name!r} is listed twice")
-        users[name] = secret
-    return users
 
 
 def is_password_hash(secret: str) -> bool:
