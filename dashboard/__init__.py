@@ -29,26 +29,11 @@ def _asset_dir(name: str) -> str:
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
-    """Build the app: settings, socketio, blueprints, and (unless disabled) ingest and push loops."""
-    from .web import api
-    from .web import control_api
-    from .web import limits
-    from .web import metrics
-    from .web import queues
-    from .web import security
-    from .web import views
-    from .concurrency import Runtime, start_thread
-    from .cluster.control import EventsEnabler, make_celery
-    from .ingest.gcpolicy import GcPolicy
-    from .ingest.stream import Ingest
-    from .core.masking import make_masker
-    from .live.push import Push
-    from .ingest.process import ReaderProcess
-    from .ingest.seed import seed_in_flight
-    from .web.services import Inflight, Services
-    from .ingest.snapshot import Snapshots
+    """Build the app: settings, socketio, the gate, blueprints, services, and (unless disabled) their loops."""
+    from .live.namespace import DashboardNamespace
     from .live.socketio_internals import session_exists
-    from .core.state import State
+    from .web import api, control_api, limits, metrics, queues, security, views
+    from .web.services import build_services
 
     cfg = load_config(config)
     app = Flask(__name__, template_folder=_asset_dir("templates"), static_folder=_asset_dir("static"))
@@ -66,54 +51,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         app.register_blueprint(bp)
         csrf.exempt(bp)  # JSON endpoints: security's guard refuses cross-origin requests instead
 
-    inflight = Inflight()
-    runtime = Runtime(cfg["ASYNC_MODE"], busy=inflight.busy)
-    state = State(max_tasks=int(cfg["MAX_TASKS"]), max_workers=int(cfg["MAX_WORKERS"]),
-                  mask=make_masker(cfg["MASK_PATTERNS"]))
-    celery_app = make_celery(cfg["BROKER_URL"], float(cfg["LAUNCH_TIMEOUT"]))
-    ingest_on = bool(cfg["INGEST_ENABLED"])
-    enabler = None
-    if ingest_on and float(cfg["ENABLE_EVENTS_INTERVAL"]) > 0:
-        # Broadcasts run on their own thread: broker I/O for control never stalls the event stream.
-        enabler = EventsEnabler(celery_app, float(cfg["ENABLE_EVENTS_INTERVAL"]), lambda: ingest.connected)
-    ingest = Ingest(state, cfg["BROKER_URL"], mode=cfg["INGEST"], reconnect_min=float(cfg["RECONNECT_MIN"]),
-                    reconnect_max=float(cfg["RECONNECT_MAX"]), pause=runtime.pause,
-                    after_batch=GcPolicy().tick if ingest_on else None,  # dashboard/ingest/gcpolicy.py: no long GC pauses
-                    on_connect=enabler.poke if enabler else None,
-                    on_worker_arrival=enabler.poke if enabler else None)
-    reader = ReaderProcess(ingest, log_level=str(cfg["LOG_LEVEL"]), wrap_socket=runtime.wrap_socket,
-                           sleep=runtime.sleep) if ingest_on else None
-    push = Push(socketio, state, ingest if ingest_on else None, float(cfg["PUSH_INTERVAL"]), sleep=runtime.sleep)
-    push.register()
-    connections = None
-    if runtime.green:
-        from .web.server import ConnectionLimits, descriptor_budget
-
-        connections = ConnectionLimits(descriptor_budget(int(cfg["MAX_CONNECTIONS"])),
-                                       int(cfg["MAX_CONNECTIONS_PER_ADDRESS"]))
-    svc = Services(cfg, state, ingest, push, celery_app, runtime=runtime, reader=reader, enabler=enabler,
-                   inflight=inflight, connections=connections)
-    if cfg["SNAPSHOT_PATH"]:
-        svc.snapshots = Snapshots(state, cfg["SNAPSHOT_PATH"], float(cfg["SNAPSHOT_INTERVAL"]))
-        svc.snapshots.load()  # before ingest starts: events then apply on top of the restored state
+    svc = build_services(cfg, socketio)
+    socketio.on_namespace(DashboardNamespace(svc.rooms, allowed=security.socket_allowed))
     app.extensions["dashboard"] = svc
-    app.before_request_funcs[None].insert(0, inflight.enter)  # first: teardown's leave() follows even a refusal
-    app.teardown_request(inflight.leave)
-    for module in (control_api, queues, metrics):
-        module.init_app(app, svc)  # their background loops start below with the rest, or not at all
-
+    app.before_request_funcs[None].insert(0, svc.inflight.enter)  # first: teardown's leave() follows a refusal
+    app.teardown_request(svc.inflight.leave)
     for name in app.jinja_env.list_templates(extensions=["html"]):
         app.jinja_env.get_template(name)  # compile now: a first page view during a burst stays fast
-    # The push tick and the event feed run where the sockets are (the hub); the rest are native threads
-    # that mostly wait on the broker (dashboard/concurrency.py says why).
-    runtime.spawn(push.run, name="push")
-    if reader is not None:
-        if enabler is not None:
-            start_thread(enabler.run, name="enable-events")
-        runtime.spawn(reader.run, name="ingest")
-        if svc.snapshots is not None:
-            start_thread(svc.snapshots.run, name="snapshots")
-        # Tasks already running or waiting show up at once, not only at their next (maybe last) event.
-        start_thread(seed_in_flight, celery_app, state, float(cfg["INSPECT_TIMEOUT"]), lambda: ingest.connected,
-                     name="seed")
+    svc.start()
     return app

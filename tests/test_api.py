@@ -744,7 +744,7 @@ def test_stats_per_task_name(app: Any) -> None:
 def test_oversized_fields_are_shortened_for_display_and_whole_on_request(app: Any) -> None:
     """A 100 kB traceback: the detail shows 10 000 characters and says how long it is; the field endpoint
     and ?full=1 give the whole value, as plain text that a browser will not run."""
-    from dashboard.core.state import DISPLAY_CHARS
+    from dashboard.core.records import DISPLAY_CHARS
 
     tb = "Traceback (most recent call last):\n" + "  <script>alert(1)</script> frame\n" * 3000
     feed(app, ev("task-received", "big", 1.0, name="t.big", args="('x',)"),
@@ -761,7 +761,7 @@ def test_oversized_fields_are_shortened_for_display_and_whole_on_request(app: An
 
 
 def test_fields_beyond_the_storage_cap_are_cut_with_a_note(app: Any) -> None:
-    from dashboard.core.state import MAX_FIELD_CHARS
+    from dashboard.core.records import MAX_FIELD_CHARS
 
     huge = "r" * (MAX_FIELD_CHARS + 5000)
     feed(app, ev("task-succeeded", "huge", 1.0, result=huge))

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from dashboard.ingest.stream import DecodeError, Ingest, decode_message, prepare
 from dashboard.core.query import Filters, TextIndex, find, workflow_tree
-from dashboard.core.state import State, task_detail, task_summary, worker_summary
+from dashboard.core.records import task_detail, task_summary, worker_summary
+from dashboard.core.state import State
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

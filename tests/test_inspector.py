@@ -131,7 +131,7 @@ def test_stopped_worker_is_no_reply_and_requests_stay_fast(own_worker: tuple[str
 
 def test_offline_workers_hide_after_the_setting(app: Any) -> None:
     svc = app.extensions["dashboard"]
-    svc.push.hide_offline_after = 60.0
+    svc.views.hide_offline_after = 60.0
     now = time.time()
     heartbeat(svc.state, "up@h", now)
     heartbeat(svc.state, "recent@h", now - 30)
@@ -146,12 +146,12 @@ def test_offline_workers_hide_after_the_setting(app: Any) -> None:
     # The live room drops a worker as it crosses the line, and counts it.
     with svc.state.lock:
         changed = svc.state.drain_changes(now)[1]
-        first = svc.push._workers_diff(changed, now)
+        first = svc.rooms._workers_diff(changed, now)
         assert first["hidden_offline"] == 1 and "gone@h" in first["removed"]
-        svc.push.hide_offline_after = 20.0
-        later = svc.push._workers_diff(set(), now + 2)
+        svc.views.hide_offline_after = 20.0
+        later = svc.rooms._workers_diff(set(), now + 2)
     assert later == {"workers": [], "removed": ["recent@h"], "hidden_offline": 2}
-    svc.push.hide_offline_after = 0.0  # 0: never hide
+    svc.views.hide_offline_after = 0.0  # 0: never hide
     assert app.test_client().get("/api/workers").get_json()["hidden_offline"] == 0
 
 

@@ -10,7 +10,7 @@ import requests
 
 from conftest import DashboardServer, RedisServer, wait_for
 from dashboard.cluster.control import make_celery
-from dashboard.web.queues import NOT_REDIS, PRIORITY_SEP, PRIORITY_STEPS, QueueMonitor, consumers_from, priority_keys
+from dashboard.cluster.queues import NOT_REDIS, PRIORITY_SEP, PRIORITY_STEPS, QueueMonitor, consumers_from, priority_keys
 from dashboard.core.state import State
 from dashboard.core.stats import OTHER
 from test_state import replay, task_ev
@@ -156,20 +156,20 @@ def test_monitor_reads_consumers_from_the_inspector_and_lists_their_queues() -> 
     """svc.inspector.replies("active_queues") names consumers; a queue only a worker consumes is listed."""
     inspector = types.SimpleNamespace(replies=lambda method: {"w1@h": [{"name": "only-consumed"}]}
                                       if method == "active_queues" else None)
-    monitor = other_broker_monitor(State(), inspector=lambda: inspector)
+    monitor = other_broker_monitor(State(), inspector=inspector)
     rows = {q["name"]: q for q in monitor.snapshot()["queues"]}
     assert rows["only-consumed"]["consumers"] == ["w1@h"]
     assert rows["celery"]["consumers"] == []
 
 
 def test_an_inspector_without_data_leaves_consumers_empty() -> None:
-    """An inspector that has nothing yet (or raises) must not break the page."""
+    """An inspector that has nothing yet (or raises), or none at all, must not break the page."""
     def broken(method: str) -> Any:
         raise RuntimeError("not refreshed yet")
 
     for inspector in (types.SimpleNamespace(replies=lambda m: None), types.SimpleNamespace(replies=broken),
-                      object()):
-        snap = other_broker_monitor(State(), inspector=lambda: inspector).snapshot()
+                      None):
+        snap = other_broker_monitor(State(), inspector=inspector).snapshot()
         assert [q["consumers"] for q in snap["queues"]] == [[]]
 
 

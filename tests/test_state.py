@@ -7,10 +7,8 @@ from typing import Any, Iterable
 
 import pytest
 
-from dashboard.core.state import (
-    MAX_EXTRA_KEYS, MAX_HISTORY, PRECEDENCE, STATES, MalformedEvent, State,
-    task_detail, task_summary,
-)
+from dashboard.core.records import PRECEDENCE, STATES, task_detail, task_summary
+from dashboard.core.state import MAX_EXTRA_KEYS, MAX_HISTORY, MalformedEvent, State
 
 WORKER = "celery@w1"
 CLIENT = "client@web"
@@ -614,7 +612,7 @@ def test_revoked_ends_progress_and_a_late_progress_does_not_undo_it() -> None:
 def test_a_late_received_is_masked_and_clipped_like_any_event() -> None:
     """task-received delivered after task-started merges its args/kwargs: through the same mask and cap."""
     from dashboard.core.masking import make_masker
-    from dashboard.core.state import MAX_FIELD_CHARS
+    from dashboard.core.records import MAX_FIELD_CHARS
 
     state = State(mask=make_masker("password"))
     replay(state, [task_ev("started", "m", 1.1),
@@ -634,7 +632,7 @@ def test_a_task_in_a_custom_running_state_is_lost_with_its_worker() -> None:
 
 
 def test_custom_event_fields_are_clipped() -> None:
-    from dashboard.core.state import MAX_FIELD_CHARS
+    from dashboard.core.records import MAX_FIELD_CHARS
 
     state = replay(State(), [task_ev("progress", "x", 1.0, note="n" * (MAX_FIELD_CHARS * 2), meta={"k": "v" * MAX_FIELD_CHARS})])
     extra = state.tasks["x"].extra

@@ -15,7 +15,9 @@ from typing import Any, Callable, Iterable
 import pytest
 from celery.events.state import State as CeleryState, Task as CeleryTask, Worker as CeleryWorker
 
-from dashboard.core.state import HEARTBEAT_EXPIRE_WINDOW, PRECEDENCE, State
+from dashboard.core.records import HEARTBEAT_EXPIRE_WINDOW, PRECEDENCE
+
+from dashboard.core.state import State
 
 READY_SUBJECTS = {"revoked": "REVOKED"}  # (succeeded and failed outrank custom states in Celery too)
 

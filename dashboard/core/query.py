@@ -19,7 +19,9 @@ from datetime import datetime, timezone
 from itertools import accumulate, islice
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
-from .state import CHUNK_BITS, State, TaskRecord
+from .records import TaskRecord
+
+from .state import CHUNK_BITS, State
 
 _EMPTY: frozenset[str] = frozenset()
 

@@ -15,7 +15,9 @@ from typing import Any
 
 import orjson
 
-from ..core.state import SNAPSHOT_TASK_FIELDS, SNAPSHOT_WORKER_FIELDS, State
+from ..core.records import SNAPSHOT_TASK_FIELDS, SNAPSHOT_WORKER_FIELDS
+
+from ..core.state import State
 
 log = logging.getLogger(__name__)
 

@@ -11,11 +11,11 @@ from flask import Blueprint, Response, jsonify, request
 
 from ..cluster import launch as launching
 from . import limits
-from ..live.push import MAX_LIMIT
+from ..live.readmodels import MAX_LIMIT
 from ..core.query import SORTS, find, parse_filters, workflow_tree
 from .security import control_endpoint, current_user
 from .services import services
-from ..core.state import LONG_FIELDS, task_detail
+from ..core.records import LONG_FIELDS, task_detail
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__)
@@ -29,7 +29,7 @@ def healthz() -> Any:
     restarting the dashboard would not bring a broker back.
     """
     svc = services()
-    status = svc.push.status()
+    status = svc.views.status()
     now = time.time()
     with svc.state.lock:
         tasks = {"retained": len(svc.state.tasks), "evicted": svc.state.evicted, "max": svc.state.max_tasks,
@@ -38,14 +38,14 @@ def healthz() -> Any:
     body = {"ok": status["broker"]["connected"], "broker": status["broker"], "events": status["events"],
             "tasks": tasks, "workers": workers, "server": _server(svc),
             "snapshot": svc.snapshots.status() if svc.snapshots is not None else None,
-            "clients": {"subscribed": len(svc.push.subs), "rooms": len(svc.push.rooms),
-                        "lagging": len(svc.push.lagging), "times_lagged": svc.push.skipped,
-                        "tick": svc.push.tick_cost()}}
+            "clients": {"subscribed": len(svc.rooms.subs), "rooms": len(svc.rooms.rooms),
+                        "lagging": len(svc.rooms.lagging), "times_lagged": svc.rooms.skipped,
+                        "tick": svc.rooms.tick_cost()}}
     return jsonify(body), 200
 
 
 def _server(svc: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {"async_mode": svc.config["ASYNC_MODE"], "idle_sessions_closed": svc.push.idle_closed}
+    out: dict[str, Any] = {"async_mode": svc.config["ASYNC_MODE"], "idle_sessions_closed": svc.rooms.idle_closed}
     if svc.connections is not None:
         out["connections"] = svc.connections.status()
     if svc.reader is not None:
@@ -91,7 +91,7 @@ def tasks() -> Any:
     params, error = _list_request()
     if params is None:
         return jsonify({"error": error}), 400
-    return jsonify(services().push.tasks_snapshot(**params))
+    return jsonify(services().views.tasks_snapshot(**params))
 
 
 EXPORT_FIELDS = ("uuid", "name", "state", "hostname", "queue", "args", "kwargs", "result", "exception",
@@ -117,7 +117,7 @@ def export() -> Any:
     try:
         svc = services()
         with svc.state.lock:
-            _, recs = find(svc.state, params["f"], limit=len(svc.state.tasks) or 1, text_index=svc.push.text_index,
+            _, recs = find(svc.state, params["f"], limit=len(svc.state.tasks) or 1, text_index=svc.views.text_index,
                            sort=params["sort"], ascending=params["ascending"])
     except BaseException:
         slots.release()
@@ -222,7 +222,7 @@ def failures() -> Any:
     limit = _whole_number(request.args.get("limit", "50"))
     if limit is None or not 1 <= limit <= MAX_LIMIT:
         return jsonify({"error": f"limit must be a whole number from 1 to {MAX_LIMIT}"}), 400
-    return jsonify(services().push.failures_snapshot(sort=sort, limit=limit))
+    return jsonify(services().views.failures_snapshot(sort=sort, limit=limit))
 
 
 @bp.get("/api/failures/<gid>")
@@ -242,20 +242,20 @@ def task_stats() -> Any:
     window = request.args.get("window", "all")
     if window not in ("all", "recent"):
         return jsonify({"error": "window must be all or recent"}), 400
-    snap = services().push.stats_snapshot((window,))
+    snap = services().views.stats_snapshot((window,))
     return jsonify({"window": window, "window_seconds": snap["window_seconds"], "tasks": snap[window]})
 
 
 @bp.get("/api/workers")
 def workers() -> Any:
     """Every known worker with its heartbeat status."""
-    return jsonify(services().push.workers_snapshot())
+    return jsonify(services().views.workers_snapshot())
 
 
 @bp.get("/api/overview")
 def overview() -> Any:
     """What the overview page shows."""
-    return jsonify(services().push.overview_snapshot())
+    return jsonify(services().views.overview_snapshot())
 
 
 @bp.post("/api/launch")

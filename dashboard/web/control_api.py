@@ -13,7 +13,7 @@ import time
 from collections import Counter
 from typing import Any, NamedTuple
 
-from flask import Blueprint, Flask, jsonify, request
+from flask import Blueprint, jsonify, request
 
 from ..cluster import control
 
@@ -33,19 +33,6 @@ SAMPLE = 10
 BULK_FILTERS = frozenset((*TEXT_FILTERS, *TIME_FILTERS))  # the task list's filters, nothing else
 AUDIT_SHOWN_MAX = 1000
 _POOL_ACTIONS = ("pool_grow", "pool_shrink", "autoscale", "pool_restart")
-
-
-def init_app(app: Flask, svc: Services) -> None:
-    """Create the inspector and the audit log on `svc`; start the inspect loop when ingest is enabled."""
-    from ..concurrency import start_thread
-
-    cfg = svc.config
-    svc.inspector = Inspector(svc.celery, svc.state, float(cfg["INSPECT_INTERVAL"]), float(cfg["INSPECT_TIMEOUT"]))
-    svc.audit = AuditLog(str(cfg["AUDIT_LOG"] or ""))
-    svc.push.inspector = svc.inspector
-    svc.push.hide_offline_after = float(cfg["HIDE_OFFLINE_AFTER"])
-    if cfg["INGEST_ENABLED"] and float(cfg["INSPECT_INTERVAL"]) > 0:
-        start_thread(svc.inspector.run, name="inspect")
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -99,7 +86,7 @@ def worker(hostname: str) -> Any:
         rec = svc.state.workers.get(hostname)
         if rec is None:
             return _error(f"worker {hostname} has not been seen", 404)
-        row = svc.push.worker_row(rec, now)
+        row = svc.views.worker_row(rec, now)
     refresh = request.args.get("refresh", "") in ("1", "true", "yes")
     if refresh:
         svc.inspector.request_refresh(hostname)
@@ -255,7 +242,7 @@ def _eligible(svc: Services, action: str, f: Filters, before: int | None = None,
     with svc.state.lock:
         st = svc.state
         cursor = before if before is not None else st.last_seq() + 1
-        matched, recs = find(st, f, limit=max(1, len(st.tasks)), text_index=svc.push.text_index, before=cursor)
+        matched, recs = find(st, f, limit=max(1, len(st.tasks)), text_index=svc.views.text_index, before=cursor)
         if action == "revoke":
             for rec in recs:
                 if rec.state in UNFINISHED:

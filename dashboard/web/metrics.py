@@ -19,7 +19,7 @@ import os
 import time
 from typing import Any, Iterable
 
-from flask import Blueprint, Flask, Response
+from flask import Blueprint, Response
 
 from .services import services
 from ..core.stats import COUNTED_EVENTS, EXPORT_BUCKETS
@@ -184,7 +184,3 @@ def _queues(out: _Text, snap: dict[str, Any]) -> None:
 def metrics() -> Response:
     """Prometheus text exposition (format 0.0.4, which every Prometheus accepts)."""
     return Response(render(services()), content_type=CONTENT_TYPE)
-
-
-def init_app(app: Flask, svc: Any) -> None:
-    """Nothing to set up: a scrape reads the state and the queue monitor (svc.queues) directly."""

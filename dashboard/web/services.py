@@ -1,4 +1,8 @@
-"""The per-app objects views and the API share: state, ingest, push, the Celery client."""
+"""The per-app objects pages, the API and the live rooms share, built once in `build_services`.
+
+Everything is passed to constructors in dependency order (core state first, then ingest and cluster
+clients, then the read models and rooms); `Services.start()` starts the background loops, `stop()` ends them.
+"""
 from __future__ import annotations
 
 import threading
@@ -7,15 +11,26 @@ from typing import TYPE_CHECKING, Any
 
 from flask import current_app
 
-from ..concurrency import Runtime
-from ..cluster.control import EventsEnabler
-from ..ingest.stream import Ingest
-from ..live.push import Push
+from ..cluster.audit import AuditLog
+from ..cluster.control import EventsEnabler, make_celery
+from ..cluster.inspector import Inspector
+from ..cluster.queues import QueueMonitor
+from ..concurrency import Runtime, start_thread
+from ..core.masking import make_masker
+from ..core.state import State
+from ..ingest.gcpolicy import GcPolicy
 from ..ingest.process import ReaderProcess
+from ..ingest.seed import seed_in_flight
+from ..ingest.snapshot import Snapshots
+from ..ingest.stream import Ingest
+from ..live.readmodels import ReadModels
+from ..live.rooms import Rooms
 
 if TYPE_CHECKING:
+    from celery import Celery
+    from flask_socketio import SocketIO
+
     from .server import ConnectionLimits
-from ..core.state import State
 
 
 class Inflight:
@@ -42,30 +57,50 @@ class Inflight:
 
 @dataclass
 class Services:
-    """Everything one app instance runs; `stop()` ends its background loops."""
+    """Everything one app instance runs; `start()` starts its background loops, `stop()` ends them."""
 
     config: dict[str, Any]
     state: State
     ingest: Ingest
-    push: Push
-    celery: Any
+    views: ReadModels  # what pages, the API and rooms show
+    rooms: Rooms  # the live push
+    celery: Celery  # a client of the broker: control, inspect, launch (never runs tasks)
     runtime: Runtime
+    inflight: Inflight
+    inspector: Inspector  # cached `inspect` replies per worker
+    audit: AuditLog  # who did what, when, with what result
+    queues: QueueMonitor  # queue lengths polled from the broker
     reader: ReaderProcess | None = None  # the event reader process and its feed (None: ingest disabled)
+    enabler: EventsEnabler | None = None  # asks workers to send events (None: disabled)
+    snapshots: Snapshots | None = None  # the optional state file
     connections: ConnectionLimits | None = None  # what clients hold (gevent server only)
-    enabler: EventsEnabler | None = None
-    inspector: Any = None  # dashboard/cluster/inspector.py: cached `inspect` replies per worker
-    audit: Any = None  # dashboard/cluster/audit.py: who did what, when, with what result
-    queues: Any = None  # dashboard/web/queues.py: queue lengths polled from the broker
-    snapshots: Any = None  # dashboard/ingest/snapshot.py: the optional state file
-    inflight: Inflight = field(default_factory=Inflight)
-    _stopped: bool = False
+    _stopped: bool = field(default=False, repr=False)
+
+    def start(self) -> None:
+        """Start the loops: the push tick and the event feed where the sockets are (the hub), the rest as
+        native threads that mostly wait on the broker (dashboard/concurrency.py says why)."""
+        cfg = self.config
+        self.runtime.spawn(self.rooms.run, name="push")
+        if self.reader is None:
+            return  # ingest disabled: nothing talks to the broker
+        if self.enabler is not None:
+            start_thread(self.enabler.run, name="enable-events")
+        self.runtime.spawn(self.reader.run, name="ingest")
+        if self.snapshots is not None:
+            start_thread(self.snapshots.run, name="snapshots")
+        if float(cfg["INSPECT_INTERVAL"]) > 0:
+            start_thread(self.inspector.run, name="inspect")
+        start_thread(self.queues.run, name="queue-lengths")
+        # Tasks already running or waiting show up at once, not only at their next (maybe last) event.
+        start_thread(seed_in_flight, self.celery, self.state, float(cfg["INSPECT_TIMEOUT"]),
+                     lambda: self.ingest.connected, name="seed")
 
     def stop(self) -> None:
         """Stop every background loop, then save the snapshot if there is one (tests, and at shutdown)."""
         if self.reader is not None:
             self.reader.stop()
         self.ingest.stop()
-        self.push.stop()
+        self.rooms.stop()
         for loop in (self.enabler, self.inspector, self.queues, self.snapshots):
             if loop is not None:
                 loop.stop()
@@ -74,6 +109,45 @@ class Services:
         self._stopped = True
 
 
+def build_services(cfg: dict[str, Any], socketio: SocketIO) -> Services:
+    """Construct every collaborator from the settings, in dependency order; nothing starts yet."""
+    inflight = Inflight()
+    runtime = Runtime(cfg["ASYNC_MODE"], busy=inflight.busy)
+    state = State(max_tasks=int(cfg["MAX_TASKS"]), max_workers=int(cfg["MAX_WORKERS"]),
+                  mask=make_masker(cfg["MASK_PATTERNS"]))
+    snapshots = None
+    if cfg["SNAPSHOT_PATH"]:
+        snapshots = Snapshots(state, cfg["SNAPSHOT_PATH"], float(cfg["SNAPSHOT_INTERVAL"]))
+        snapshots.load()  # before ingest starts: events then apply on top of the restored state
+    celery_app = make_celery(cfg["BROKER_URL"], float(cfg["LAUNCH_TIMEOUT"]))
+    ingest_on = bool(cfg["INGEST_ENABLED"])
+    enabler = None
+    if ingest_on and float(cfg["ENABLE_EVENTS_INTERVAL"]) > 0:
+        # Broadcasts run on their own thread: broker I/O for control never stalls the event stream.
+        enabler = EventsEnabler(celery_app, float(cfg["ENABLE_EVENTS_INTERVAL"]), lambda: ingest.connected)
+    ingest = Ingest(state, cfg["BROKER_URL"], mode=cfg["INGEST"], reconnect_min=float(cfg["RECONNECT_MIN"]),
+                    reconnect_max=float(cfg["RECONNECT_MAX"]), pause=runtime.pause,
+                    after_batch=GcPolicy().tick if ingest_on else None,  # dashboard/ingest/gcpolicy.py: no long GC pauses
+                    on_connect=enabler.poke if enabler else None,
+                    on_worker_arrival=enabler.poke if enabler else None)
+    reader = ReaderProcess(ingest, log_level=str(cfg["LOG_LEVEL"]), wrap_socket=runtime.wrap_socket,
+                           sleep=runtime.sleep) if ingest_on else None
+    inspector = Inspector(celery_app, state, float(cfg["INSPECT_INTERVAL"]), float(cfg["INSPECT_TIMEOUT"]))
+    views = ReadModels(state, ingest if ingest_on else None, inspector, float(cfg["HIDE_OFFLINE_AFTER"]))
+    rooms = Rooms(socketio, views, float(cfg["PUSH_INTERVAL"]), sleep=runtime.sleep)
+    queues = QueueMonitor(state, cfg["BROKER_URL"], interval=float(cfg["QUEUE_POLL_INTERVAL"]),
+                          queues=str(cfg["QUEUES"]), inspector=inspector)
+    connections = None
+    if runtime.green:
+        from .server import ConnectionLimits, descriptor_budget  # gevent's server: only in gevent mode
+
+        connections = ConnectionLimits(descriptor_budget(int(cfg["MAX_CONNECTIONS"])),
+                                       int(cfg["MAX_CONNECTIONS_PER_ADDRESS"]))
+    return Services(config=cfg, state=state, ingest=ingest, views=views, rooms=rooms, celery=celery_app,
+                    runtime=runtime, inflight=inflight, inspector=inspector, audit=AuditLog(str(cfg["AUDIT_LOG"] or "")),
+                    queues=queues, reader=reader, enabler=enabler, snapshots=snapshots, connections=connections)
+
+
 def services() -> Services:
     """The services of the current app."""
-    return current_app.extensions["dashboard"]
+    return current_app.extensions["dashboard"]  # type: ignore[no-any-return]

@@ -11,7 +11,7 @@ from ..cluster import launch as launching
 from ..core.query import Filters, parse_filters
 from .security import controls_enabled, current_user
 from .services import services
-from ..core.state import STATES
+from ..core.records import STATES
 
 log = logging.getLogger(__name__)
 bp = Blueprint("views", __name__)

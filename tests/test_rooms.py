@@ -7,7 +7,7 @@ from typing import Any, Iterator
 import pytest
 
 from dashboard import create_app, socketio
-from dashboard.live.push import tasks_room
+from dashboard.live.rooms import tasks_room
 from dashboard.core.query import Filters
 
 
@@ -16,7 +16,7 @@ def push_app(redis_server: Any) -> Iterator[Any]:
     """An app whose push loop is stopped, so each test drives the ticks itself."""
     app = create_app({"ASYNC_MODE": "threading", "INGEST_ENABLED": False, "BROKER_URL": redis_server.url_db(1)})
     svc = app.extensions["dashboard"]
-    svc.push.stop()
+    svc.rooms.stop()
     time.sleep(0.05)  # let the loop finish its first tick
     yield app
     svc.stop()
@@ -34,7 +34,7 @@ def feed(app: Any, *events: dict[str, Any]) -> None:
 
 def tick(app: Any) -> None:
     """Run one push tick."""
-    app.extensions["dashboard"].push.tick()
+    app.extensions["dashboard"].rooms.tick()
 
 
 def received(client: Any, name: str) -> list[Any]:
@@ -203,7 +203,7 @@ def test_resubscribe_gives_a_fresh_snapshot(push_app: Any) -> None:
     second = again.emit("subscribe", {"view": "tasks"}, callback=True)
     assert first["total"] == 0 and second["total"] == 1
     assert second["tasks"][0]["state"] == "SUCCESS"
-    assert push_app.extensions["dashboard"].push.rooms == {tasks_room(Filters()): 1}, "the closed socket left its room"
+    assert push_app.extensions["dashboard"].rooms.rooms == {tasks_room(Filters()): 1}, "the closed socket left its room"
     again.disconnect()
 
 
@@ -245,11 +245,12 @@ class _FakeSocketIO:
 def test_a_client_far_behind_is_skipped_then_resynced_once_caught_up() -> None:
     """Only the client past BACKLOG_MAX is skipped; it stays skipped until well below it, then is asked
     to resync (it missed diffs) exactly once."""
-    from dashboard.live.push import BACKLOG_MAX, Push
+    from dashboard.live.readmodels import ReadModels
+    from dashboard.live.rooms import BACKLOG_MAX, Rooms
     from dashboard.core.state import State
 
     fake = _FakeSocketIO({"slow": BACKLOG_MAX + 1, "fast": 0})
-    push = Push(fake, State(), None, 0.2)  # type: ignore[arg-type]
+    push = Rooms(fake, ReadModels(State(), None), 0.2)  # type: ignore[arg-type]
     push.subs = {"slow": "overview", "fast": "overview"}
     assert push._lagging() == ["slow"] and push.skipped == 1
     fake.server.queues["slow"].queue.n = BACKLOG_MAX // 2  # draining, not yet caught up

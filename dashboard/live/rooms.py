@@ -1,9 +1,10 @@
-"""Live push over websockets: snapshots on subscribe, then one batched diff per room per tick.
+"""Live rooms: snapshots on subscribe, then one batched diff per room per tick (the transport).
 
 Ingest only marks tasks and workers as changed; this loop turns the changes into at most one
 message per room every PUSH_INTERVAL, so ten events for one task within a tick become one
 update, and nothing is built for rooms nobody watches. Emitting queues per client in
-python-socketio, so a slow browser delays only itself.
+python-socketio, so a slow browser delays only itself. What a room shows comes from the read models
+(dashboard/live/readmodels.py); the Socket.IO handlers are dashboard/live/namespace.py.
 """
 from __future__ import annotations
 
@@ -15,14 +16,13 @@ import time
 from collections import Counter, deque
 from typing import Any, Callable
 
-from flask import request
-from flask_socketio import ConnectionRefusedError, SocketIO, join_room, leave_room
+from flask_socketio import SocketIO
 
-from ..ingest.stream import Ingest
+from ..core.query import Filters, find, matcher, parse_filters, workflow_root
+from ..core.records import TaskRecord, task_summary
+from .readmodels import FAILURES_SHOWN, MAX_LIMIT, ReadModels
 from .socketio_internals import backlog as queued
 from .socketio_internals import close_session, sessions
-from ..core.query import Filters, TextIndex, find, matcher, parse_filters, workflow_root, workflow_tree
-from ..core.state import STATES, State, task_detail, task_summary, worker_summary
 
 log = logging.getLogger(__name__)
 
@@ -33,16 +33,13 @@ MAX_TASKS_BUSY = 100  # during a flood: the newest 100 changed rows, what a list
 # writes while a flood is being ingested (they share the hub with it).
 BUSY_EVENTS_PER_SECOND = 10_000
 BUSY_INTERVAL = 2.0
-FAILURES_SHOWN = 10
-THROUGHPUT_SHOWN = 300  # seconds of the overview chart
-MAX_LIMIT = 500
 # Updates queued for one client past which it is skipped until it catches up (then it resyncs):
 # at one diff per room and tick, 50 is 10 s of updates a tab has not taken.
 BACKLOG_MAX = 50
 # An engine.io session must connect the dashboard's namespace this soon after its handshake (a page
 # does so within one round trip); one that never does only holds a socket, and is closed.
 NAMESPACE_DEADLINE = 3.0
-FAILURE_GROUPS_SHOWN = 100
+NAMESPACE = "/"
 
 
 def tasks_room(f: Filters) -> str:
@@ -50,19 +47,18 @@ def tasks_room(f: Filters) -> str:
     return "tasks" + json.dumps(dataclasses.astuple(f))  # every field: rooms never share a stream wrongly
 
 
-class Push:
-    """Subscriptions, snapshots and the tick loop."""
+class Rooms:
+    """Subscriptions, the tick loop and slow clients: one encoding per room per tick."""
 
-    def __init__(self, socketio: SocketIO, state: State, ingest: Ingest | None, interval: float,
+    def __init__(self, socketio: SocketIO, views: ReadModels, interval: float,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.socketio = socketio
+        self.views = views
+        self.state = views.state
         self.sleep = sleep  # the tick runs where the sockets are: on the gevent hub it must yield
-        self.state = state
-        self.ingest = ingest
         self.interval = interval
         self.rooms: Counter[str] = Counter()  # room -> subscribers
         self.filters: dict[str, Filters] = {}  # tasks room -> its filters
-        self.text_index = TextIndex()  # shared by every free-text query (API and rooms)
         self.subs: dict[str, str] = {}  # sid -> its room
         self._subs_lock = threading.Lock()
         self._last_status: dict[str, Any] | None = None
@@ -72,7 +68,7 @@ class Push:
         self.lagging: set[str] = set()  # sids skipped because they are too far behind
         self._skip: list[str] = []
         self._lagging_at = 0.0
-        self.tick_no = 0  # ticks so far; diffs and snapshots carry it (see on_subscribe)
+        self.tick_no = 0  # ticks so far; diffs and snapshots carry it (see subscribe)
         self.skipped = 0  # times a client started lagging
         self._aggregates_at = 0.0
         self._unconnected: dict[str, float] = {}  # engine.io sessions without the namespace -> first seen
@@ -81,36 +77,30 @@ class Push:
         self.busy = False  # a flood is being ingested (see BUSY_EVENTS_PER_SECOND)
         self.tick_seconds: deque[float] = deque(maxlen=100)  # how long the latest ticks took (build + emit)
         self._aggregates_version = (-1, -1)
-        # Set by control_api.init_app: the inspect cache (pool, uptime) and when offline workers hide.
-        self.inspector: Any = None
-        self.hide_offline_after = 0.0
         self._hidden: set[str] = set()  # workers left out of the workers room for being offline long
         self._hidden_at = 0.0
+        self._chart_second = 0.0
 
-    # -- socket handlers -------------------------------------------------------------------------
-    def register(self) -> None:
-        """Bind the Socket.IO handlers of this push to the module-level socketio."""
-        self.socketio.on_event("connect", self.on_connect)
-        self.socketio.on_event("subscribe", self.on_subscribe)
-        self.socketio.on_event("disconnect", self.on_disconnect)
-
-    def on_subscribe(self, payload: Any) -> dict[str, Any]:
-        """Join the room of the requested view and return its snapshot (the ack)."""
+    # -- subscriptions ---------------------------------------------------------------------------
+    def subscribe(self, sid: str, payload: Any) -> dict[str, Any]:
+        """Move client `sid` into the room of the requested view; its snapshot is the answer (the ack)."""
         if not isinstance(payload, dict):
             return {"error": "subscribe expects an object like {\"view\": \"overview\"}"}
         view = payload.get("view")
-        sid = request.sid  # type: ignore[attr-defined]
+        views = self.views
+        filters: Filters | None = None
+        snapshot: Callable[[], dict[str, Any]]
         if view == "overview":
-            room, snapshot = "overview", self.overview_snapshot
+            room, snapshot = "overview", views.overview_snapshot
         elif view == "workers":
-            room, snapshot = "workers", self.workers_snapshot
+            room, snapshot = "workers", views.workers_snapshot
         elif view == "failures":
-            room, snapshot = "failures", self.failures_snapshot
+            room, snapshot = "failures", views.failures_snapshot
         elif view == "stats":
-            room, snapshot = "stats", self.stats_snapshot
+            room, snapshot = "stats", views.stats_snapshot
         elif view == "task" and isinstance(payload.get("uuid"), str):
             uuid = payload["uuid"]
-            room, snapshot = f"task:{uuid}", lambda: self.task_snapshot(uuid)
+            room, snapshot = f"task:{uuid}", lambda: views.task_snapshot(uuid)
         elif view == "tasks":
             filters, error = parse_filters(payload)
             if filters is None:
@@ -118,34 +108,24 @@ class Push:
             limit = payload.get("limit", 100)
             limit = limit if isinstance(limit, int) and 0 < limit <= MAX_LIMIT else 100
             room = tasks_room(filters)
-            snapshot = lambda: self.tasks_snapshot(filters, limit)  # noqa: E731
+            snapshot = lambda: views.tasks_snapshot(filters, limit)  # noqa: E731
         else:
             return {"error": f"unknown view {view!r}"}
-        self._move(sid, room)
-        if view == "tasks":
-            with self._subs_lock:
-                self.filters[room] = filters
-        join_room(room)
+        self._move(sid, room, filters)
         # The snapshot carries the number of the last tick it includes: a diff of that tick or an earlier
         # one may still reach the client after it (emitted after the join), and the client drops those.
         with self.state.lock:
             data = snapshot()
             data["tick"] = self.tick_no
-        data["status"] = self.status()
+        data["status"] = views.status()
         return data
 
-    def on_connect(self, auth: Any = None) -> None:
-        """Refuse a websocket that is not authenticated when auth is on."""
-        from ..web.security import socket_allowed
-
-        if not socket_allowed(auth):
-            raise ConnectionRefusedError("authentication required")  # flask_socketio's: the client sees why
-
-    def on_disconnect(self, *args: Any) -> None:
+    def leave(self, sid: str) -> None:
         """Forget the subscription of a closed socket."""
-        self._move(request.sid, None)  # type: ignore[attr-defined]
+        self._move(sid, None)
 
-    def _move(self, sid: str, room: str | None) -> None:
+    def _move(self, sid: str, room: str | None, filters: Filters | None = None) -> None:
+        server = self.socketio.server
         with self._subs_lock:
             if room is not None and self.subs.get(sid) == room:
                 return  # a resubscribe (resync): leaving would drop the room's filter and count
@@ -157,111 +137,14 @@ class Push:
                     self.filters.pop(old, None)
                     self._totals_cache.pop(old, None)
                 if room is not None:
-                    leave_room(old)
+                    server.leave_room(sid, old, namespace=NAMESPACE)
             if room is not None:
                 self.subs[sid] = room
                 self.rooms[room] += 1
-
-    # -- snapshots (shared by the socket and the JSON API) -----------------------------------------
-    def status(self) -> dict[str, Any]:
-        """Broker connection and event counters, as the banner and /healthz show them."""
-        ingest = self.ingest
-        broker = ingest.status() if ingest else {"connected": False, "error": "ingest disabled"}
-        return {
-            "broker": broker,
-            "events": {
-                "received": ingest.received if ingest else 0,
-                "rejected": ingest.rejected if ingest else 0,
-            },
-        }
-
-    def overview_snapshot(self) -> dict[str, Any]:
-        """Counters, workers, throughput and latest failures."""
-        now = time.time()
-        with self.state.lock:
-            data = self._overview_common(now)
-            data["throughput"] = list(self.state.throughput)[-THROUGHPUT_SHOWN:]
-            data["failures"] = self._failures()
-        return data
-
-    def _overview_common(self, now: float) -> dict[str, Any]:
-        st = self.state
-        online = st.workers_online(now)
-        return {
-            "counts": {s: n for s, n in st.counts.items() if n or s in STATES},
-            "workers": {"online": online, "offline": len(st.workers) - online, "total": len(st.workers)},
-            "totals": {"retained": len(st.tasks), "events": st.event_count, "evicted": st.evicted},
-        }
-
-    def _failures(self) -> list[dict[str, Any]]:
-        out, seen = [], set()
-        tasks = self.state.tasks
-        for uuid in reversed(self.state.failures):
-            rec = tasks.get(uuid)
-            if rec is None or uuid in seen or rec.state != "FAILURE":
-                continue
-            seen.add(uuid)
-            out.append(task_summary(rec))
-            if len(out) >= FAILURES_SHOWN:
-                break
-        return out
-
-    def tasks_snapshot(self, f: Filters, limit: int, offset: int = 0, sort: str | None = None,
-                       ascending: bool = False, before: int | None = None) -> dict[str, Any]:
-        """One page of the task list for a filter; `next_cursor` pages on in the default order."""
-        with self.state.lock:
-            total, page = find(self.state, f, limit=limit, offset=offset, text_index=self.text_index,
-                               sort=sort, ascending=ascending, before=before)
-            rows = [task_summary(r) for r in page]
-            more = sort is None and len(page) == limit and page[-1].seq > self.state.first_seq()
-            return {"total": total, "tasks": rows, "next_cursor": str(page[-1].seq) if more else None}
-
-    def _task_payload(self, rec: Any) -> dict[str, Any]:
-        return {"task": task_detail(rec, self.state.children_of(rec.uuid)),
-                "tree": workflow_tree(self.state, rec.uuid)}
-
-    def task_snapshot(self, uuid: str) -> dict[str, Any]:
-        """One task in full, or None when it has not been seen."""
-        with self.state.lock:
-            rec = self.state.tasks.get(uuid)
-            return self._task_payload(rec) if rec is not None else {"task": None, "tree": None}
-
-    def failures_snapshot(self, sort: str = "last_seen", limit: int = FAILURE_GROUPS_SHOWN) -> dict[str, Any]:
-        """Failure groups and the outcome counters (failed, retried, recovered, gave up)."""
-        now = time.time()
-        with self.state.lock:
-            return {"groups": self.state.failure_groups.groups(sort=sort, limit=limit, now=now),
-                    "outcomes": dict(self.state.outcomes), "now": now}
-
-    def stats_snapshot(self, windows: tuple[str, ...] = ("all", "recent")) -> dict[str, Any]:
-        """Per-task-name statistics for the given windows (the page shows both, the API asks for one:
-        a table is built under the lock and costs milliseconds per hundred task names)."""
-        now = time.time()
-        with self.state.lock:
-            stats = self.state.stats
-            data: dict[str, Any] = {w: stats.table(now=now, window=w) for w in windows}
-            data.update(window_seconds=stats.window_seconds, now=now)
-            return data
-
-    def worker_row(self, worker: Any, now: float) -> dict[str, Any]:
-        """A worker's summary plus pool, uptime and inspect_at from the inspect cache."""
-        row = worker_summary(worker, now)
-        if self.inspector is not None:
-            row.update(self.inspector.summary(worker.hostname, row["online"], now))
-        else:
-            row.update(pool=None, uptime=None, inspect_at=None)
-        return row
-
-    def _is_hidden(self, worker: Any, now: float) -> bool:
-        return worker.long_gone(now, self.hide_offline_after)
-
-    def workers_snapshot(self) -> dict[str, Any]:
-        """Every known worker except those offline longer than HIDE_OFFLINE_AFTER (counted instead)."""
-        now = time.time()
-        with self.state.lock:
-            workers = sorted(self.state.workers.values(), key=lambda w: w.hostname)
-            shown = [w for w in workers if not self._is_hidden(w, now)]
-            return {"workers": [self.worker_row(w, now) for w in shown], "hidden_offline": len(workers) - len(shown)}
+                if filters is not None:
+                    self.filters[room] = filters
+        if room is not None:
+            server.enter_room(sid, room, namespace=NAMESPACE)
 
     def _workers_diff(self, changed: set[str], now: float) -> dict[str, Any] | None:
         # Hiding depends on time, not on events: re-check every worker once a second (cheap: ≤ MAX_WORKERS).
@@ -271,11 +154,11 @@ class Push:
         unhidden: set[str] = set()
         if now - self._hidden_at >= 1.0 or changed:
             self._hidden_at = now
-            current = {h for h, w in st.workers.items() if self._is_hidden(w, now)}
+            current = {h for h, w in st.workers.items() if self.views.hidden(w, now)}
             newly_hidden, unhidden = current - hidden, (hidden - current) & set(st.workers)
             self._hidden = hidden = current
         show = (changed | unhidden) - hidden
-        rows = [self.worker_row(w, now) for w in map(st.workers.get, sorted(show)) if w is not None]
+        rows = [self.views.worker_row(w, now) for w in map(st.workers.get, sorted(show)) if w is not None]
         gone = sorted({h for h in changed if h not in st.workers} | newly_hidden)
         if not (rows or gone):
             return None
@@ -354,7 +237,7 @@ class Push:
                 for room in task_rooms:
                     rec = st.tasks.get(room[5:])
                     if rec is not None and (rec.uuid in changed_tasks or workflow_root(st, rec) in roots):
-                        out.append(("task", self._task_payload(rec), room))
+                        out.append(("task", self.views.task_payload(rec), room))
             if rooms.get("workers"):
                 diff = self._workers_diff(changed_workers, now)
                 if diff is not None:
@@ -363,12 +246,12 @@ class Push:
         if (rooms.get("failures") or rooms.get("stats")) and now - self._aggregates_at >= 1.0:
             version = (st.outcomes["FAILURE"] + st.outcomes["RETRY"], st.task_event_count)
             if rooms.get("failures") and version[0] != self._aggregates_version[0]:
-                out.append(("failures", self.failures_snapshot(), "failures"))
+                out.append(("failures", self.views.failures_snapshot(), "failures"))
             if rooms.get("stats") and version[1] != self._aggregates_version[1]:
-                out.append(("stats", self.stats_snapshot(), "stats"))
+                out.append(("stats", self.views.stats_snapshot(), "stats"))
             self._aggregates_at, self._aggregates_version = now, version
         # Every tab shows the broker's status: sent to all when it changes, not for every event counted.
-        status = self.status()
+        status = self.views.status()
         if status["broker"] != self._last_status:
             self._last_status = status["broker"]
             out.append(("status", status, ""))
@@ -413,8 +296,6 @@ class Push:
             self.socketio.emit("resync", {}, to=sid)  # it missed diffs: it asks for a fresh snapshot
         return list(lagging)
 
-    _chart_second = 0.0
-
     def _chart_due(self, now: float) -> bool:
         # The chart's time axis moves every second even when nothing happens.
         second = float(int(now))
@@ -424,15 +305,15 @@ class Push:
         return False
 
     def _overview_diff(self, now: float, changed: set[str]) -> dict[str, Any]:
-        data = self._overview_common(now)
+        data = self.views.overview_counts(now)
         data["throughput"] = list(self.state.throughput)[-2:]  # the current and the last second
         latest = [u for u in reversed(self.state.failures)][:FAILURES_SHOWN]
         if latest != self._last_failures or any(u in changed for u in latest):
             self._last_failures = latest
-            data["failures"] = self._failures()
+            data["failures"] = self.views.latest_failures()
         return data
 
-    def _tasks_diff(self, room: str, recs: list[Any], f: Filters, now: float) -> dict[str, Any]:
+    def _tasks_diff(self, room: str, recs: list[TaskRecord], f: Filters, now: float) -> dict[str, Any]:
         shown, removed = [], []
         most = MAX_TASKS_BUSY if self.busy else MAX_TASKS_PER_TICK
         filtered = f.any()
@@ -456,6 +337,6 @@ class Push:
         # (a total that disagrees with the rows shown is worse than a little work), else once a second.
         cached = self._totals_cache.get(room)
         if fresh or cached is None or now - cached[0] >= 1.0:
-            cached = (now, find(st, f, limit=0, text_index=self.text_index)[0])
+            cached = (now, find(st, f, limit=0, text_index=self.views.text_index)[0])
             self._totals_cache[room] = cached
         return cached[1]

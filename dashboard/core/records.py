@@ -1,0 +1,192 @@
+"""Task and worker records, the states a task can be in, and how a record is shown (list row, detail).
+
+Pure and small on purpose: the state (dashboard/core/state.py) mutates these records; the read models
+(dashboard/live/readmodels.py), the snapshot file and the API read them.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+# Celery's event subject -> task state (celery.events.state.TASK_EVENT_TO_STATE).
+EVENT_TO_STATE: dict[str, str] = {
+    "sent": "PENDING",
+    "received": "RECEIVED",
+    "started": "STARTED",
+    "failed": "FAILURE",
+    "retried": "RETRY",
+    "succeeded": "SUCCESS",
+    "revoked": "REVOKED",
+    "rejected": "REJECTED",
+}
+# celery.states.PRECEDENCE: a lower index wins; unknown (custom) states rank as None does.
+_PRECEDENCE_LIST = ["SUCCESS", "FAILURE", None, "REVOKED", "STARTED", "RECEIVED", "REJECTED", "RETRY", "PENDING"]
+PRECEDENCE: dict[str | None, int] = {s: i for i, s in enumerate(_PRECEDENCE_LIST)}
+PRECEDENCE["LOST"] = PRECEDENCE["STARTED"]
+READY_STATES = frozenset(("SUCCESS", "FAILURE", "REVOKED", "REJECTED"))
+# LOST is the dashboard's own: the worker running the task died (no heartbeat, or it said goodbye) before
+# the task finished. Any later event of the task (a redelivery, or a worker that was only cut off) wins.
+LOST = "LOST"
+STATES = ("PENDING", "RECEIVED", "STARTED", "RETRY", "SUCCESS", "FAILURE", "REVOKED", "REJECTED", LOST)
+HEARTBEAT_EXPIRE_WINDOW = 2.0  # a worker is offline after freq * 2 s without a heartbeat (Celery: 200 %)
+# A field longer than this is kept cut, with a note of its length: the memory a task can take is bounded
+# (a flood of megabyte tracebacks must not grow the process past what max_tasks implies).
+MAX_FIELD_CHARS = 256 * 1024
+# Task pages and the task API show this much of a field; the whole kept value is one request away.
+DISPLAY_CHARS = 10_000
+# The fields a detail view shortens (the rest are short by nature: names, ids, times).
+LONG_FIELDS = ("args", "kwargs", "result", "exception", "traceback")
+
+
+class TaskRecord:
+    """One task, as compact as Python allows (this is multiplied by max_tasks)."""
+
+    __slots__ = (
+        "uuid", "seq", "name", "state", "timestamp", "args", "kwargs", "result", "exception",
+        "traceback", "hostname", "client", "retries", "eta", "expires", "root_id", "parent_id",
+        "exchange", "routing_key", "queue", "runtime", "sent", "received", "started", "succeeded",
+        "failed", "retried", "revoked", "rejected", "history", "attempts", "extra",
+    )
+
+    def __init__(self, uuid: str, seq: int) -> None:
+        self.uuid = uuid
+        self.seq = seq
+        self.state = "PENDING"
+        self.name = self.timestamp = self.args = self.kwargs = self.result = None
+        self.exception = self.traceback = self.hostname = self.client = self.retries = None
+        self.eta = self.expires = self.root_id = self.parent_id = self.exchange = None
+        self.routing_key = self.queue = self.runtime = None
+        self.sent = self.received = self.started = self.succeeded = self.failed = None
+        self.retried = self.revoked = self.rejected = None
+        self.history: list[Any] = []  # flat [subject, timestamp, subject, timestamp, ...]
+        self.attempts: list[dict[str, Any]] | None = None  # one entry per task-retried
+        self.extra: dict[str, Any] | None = None  # fields of custom events (e.g. progress)
+
+
+class WorkerRecord:
+    """One worker, online while heartbeats keep arriving within freq * 2 seconds."""
+
+    __slots__ = (
+        "hostname", "freq", "last_heartbeat", "processed", "active", "loadavg", "sw_ident", "sw_ver",
+        "sw_sys", "pid", "first_seen", "offline_at", "goodbye", "online", "succeeded", "failed", "grace",
+    )
+
+    def __init__(self, hostname: str, now: float | None) -> None:
+        self.hostname = hostname
+        self.freq = 60.0  # Celery's default until a heartbeat says otherwise
+        self.last_heartbeat: float | None = None
+        self.processed = self.active = self.loadavg = self.sw_ident = self.sw_ver = None
+        self.sw_sys = self.pid = None
+        self.first_seen = now
+        self.offline_at: float | None = None
+        self.goodbye: float | None = None  # the worker's own timestamp on its worker-offline event
+        self.online = False  # last value reported to readers, for change detection
+        self.succeeded = 0
+        self.failed = 0
+        # While the broker is unreachable nobody's heartbeats can arrive: a worker alive when it went away
+        # stays as it was (inf) and, once it is back, gets a full expiry window from then to be heard.
+        self.grace: float | None = None
+
+    def alive(self, now: float) -> bool:
+        """Online when the last heartbeat is younger than freq * expire window."""
+        hb = self.last_heartbeat
+        if hb is None:
+            return False
+        grace = self.grace
+        if grace is not None and grace > hb:
+            hb = grace
+        return now < hb + self.freq * HEARTBEAT_EXPIRE_WINDOW
+
+    def long_gone(self, now: float, after: float) -> bool:
+        """Offline for more than `after` seconds (0: never): the workers list and /metrics leave it out
+        (autoscaled and container workers come and go)."""
+        if after <= 0 or self.alive(now):
+            return False
+        since = self.offline_at or self.last_heartbeat or self.first_seen
+        return since is not None and now - since > after
+
+
+# What a snapshot keeps of a task and a worker (everything but derived or per-process fields).
+SNAPSHOT_TASK_FIELDS = tuple(f for f in TaskRecord.__slots__ if f != "seq")
+SNAPSHOT_WORKER_FIELDS = tuple(f for f in WorkerRecord.__slots__ if f not in ("online", "grace"))
+
+
+def _short(value: Any, limit: int = 200) -> Any:
+    if value.__class__ is str and len(value) > limit:
+        return value[:limit] + "…"
+    return value
+
+
+def task_summary(rec: TaskRecord) -> dict[str, Any]:
+    """The fields a task list row shows."""
+    return {
+        "uuid": rec.uuid,
+        "seq": rec.seq,  # order of first sight: a list's cursor, and how a page tells new rows from old
+        "name": rec.name,
+        "state": rec.state,
+        "hostname": rec.hostname,
+        "queue": rec.queue or rec.routing_key,
+        "args": _short(rec.args),
+        "kwargs": _short(rec.kwargs),
+        "result": _short(rec.result),
+        "exception": _short(rec.exception, 300),
+        "retries": rec.retries,
+        "sent": rec.sent,
+        "received": rec.received,
+        "started": rec.started,
+        "timestamp": rec.timestamp,
+        "runtime": rec.runtime,
+        "progress": rec.extra if rec.extra else None,
+    }
+
+
+def clip(value: str, limit: int = MAX_FIELD_CHARS) -> str:
+    """`value` cut to `limit` characters with a note saying so and how long it was."""
+    return value[:limit] + f"\n… [cut by the dashboard: {len(value):,} characters in all]"
+
+
+def task_detail(rec: TaskRecord, children: list[str], full: bool = False) -> dict[str, Any]:
+    """Every field of a task, with its event history and children; long fields shortened unless `full`
+    (`truncated` then maps each shortened field to its whole length, see /api/tasks/<uuid>/fields/<f>)."""
+    hist = rec.history
+    detail = {slot: getattr(rec, slot) for slot in TaskRecord.__slots__ if slot not in ("history", "seq")}
+    truncated = {}
+    if not full:
+        for key in LONG_FIELDS:
+            value = detail[key]
+            if value.__class__ is str and len(value) > DISPLAY_CHARS:
+                detail[key] = value[:DISPLAY_CHARS] + "…"
+                truncated[key] = len(value)
+    detail["truncated"] = truncated
+    detail["worker"] = rec.hostname
+    detail["history"] = [{"event": hist[i], "timestamp": hist[i + 1]} for i in range(0, len(hist), 2)]
+    attempts = rec.attempts or []
+    if not full:
+        attempts = [dict(a, traceback=a["traceback"][:DISPLAY_CHARS] + "…", traceback_length=len(a["traceback"]))
+                    if a.get("traceback").__class__ is str and len(a["traceback"]) > DISPLAY_CHARS else a
+                    for a in attempts]
+    detail["attempts"] = attempts
+    detail["children"] = children
+    return detail
+
+
+def worker_summary(worker: WorkerRecord, now: float) -> dict[str, Any]:
+    """The fields the workers page and API show."""
+    hb = worker.last_heartbeat
+    return {
+        "hostname": worker.hostname,
+        "online": worker.alive(now),
+        "last_heartbeat": hb,
+        "heartbeat_age": (now - hb) if hb is not None else None,
+        "freq": worker.freq,
+        "processed": worker.processed,
+        "active": worker.active,
+        "succeeded": worker.succeeded,
+        "failed": worker.failed,
+        "loadavg": worker.loadavg,
+        "sw_ident": worker.sw_ident,
+        "sw_ver": worker.sw_ver,
+        "sw_sys": worker.sw_sys,
+        "pid": worker.pid,
+        "first_seen": worker.first_seen,
+        "offline_at": None if worker.alive(now) else worker.offline_at,
+    }
