@@ -32,7 +32,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app: settings, socketio, the gate, blueprints, services, and (unless disabled) their loops."""
     from .live.namespace import DashboardNamespace
     from .live.socketio_internals import session_exists
-    from .web import api, control_api, limits, metrics, queues, security, views
+    from .web import api, control_api, errors, limits, metrics, queues, security, views
     from .web.services import build_services
 
     cfg = load_config(config)
@@ -46,6 +46,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     # Before the blueprints, after socketio: the gate guards every page, API call and socket.
     security.init_app(app, session_exists=lambda sid: session_exists(socketio.server, sid))
     limits.init_app(app)  # body size, JSON depth, concurrent exports
+    errors.init_app(app)  # one JSON error shape for every endpoint
     app.register_blueprint(views.bp)
     for bp in (api.bp, control_api.bp, queues.bp, metrics.bp):
         app.register_blueprint(bp)

@@ -328,7 +328,8 @@ def test_launch_with_errors_queues_nothing(app: Any, queue: redis.Redis) -> None
     resp = app.test_client().post("/api/launch", json={"task": "dashboard.demo.add", "args": "[2, 3",
                                                        "kwargs": [], "count": 5000, "countdown": -1})
     assert resp.status_code == 400
-    errors = resp.get_json()["errors"]
+    errors = resp.get_json()["fields"]
+    assert resp.get_json()["error"].startswith("nothing was sent: ")
     assert set(errors) == {"args", "kwargs", "count", "countdown"}
     assert errors["args"].startswith("not valid JSON")
     assert queue.llen("celery") == before == 0
@@ -338,7 +339,8 @@ def test_launch_arity_error_queues_nothing(app: Any, queue: redis.Redis) -> None
     """A call the worker would reject with TypeError is refused before anything is sent."""
     resp = app.test_client().post("/api/launch", json={"task": "dashboard.demo.add", "args": [1], "count": 10})
     assert resp.status_code == 400
-    assert resp.get_json() == {"errors": {"args": "missing required argument(s): y"}}
+    assert resp.get_json() == {"error": "nothing was sent: args: missing required argument(s): y",
+                               "fields": {"args": "missing required argument(s): y"}}
     assert queue.llen("celery") == 0
 
 
@@ -360,7 +362,8 @@ def test_launch_body_must_be_a_json_object(app: Any, queue: redis.Redis, payload
     """JSON that is not an object (or broken JSON) is a 400 on the whole form; nothing is queued."""
     resp = app.test_client().post("/api/launch", data=payload, content_type="application/json")
     assert resp.status_code == 400
-    assert resp.get_json() == {"errors": {"form": "the body must be a JSON object"}}
+    assert resp.get_json() == {"error": "the body must be a JSON object",
+                               "fields": {"form": "the body must be a JSON object"}}
     assert queue.llen("celery") == 0
 
 
@@ -488,7 +491,7 @@ def test_refused_launch_sends_nothing_says_why_and_is_not_audited(app: Any, queu
     client = app.test_client()
     resp = client.post("/api/launch", json=body)
     assert resp.status_code == 400
-    assert resp.get_json()["errors"][field]
+    assert resp.get_json()["fields"][field] and field in resp.get_json()["error"]
     assert queue.llen("celery") == 0
     assert _audit(client) == []
 

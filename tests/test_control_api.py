@@ -282,7 +282,7 @@ def test_bulk_dry_run_then_rerun_within_the_cap(ctl: Ctl) -> None:
     assert over.status_code == 400 and f"from 1 to {BULK_MAX}" in over.json()["error"]
 
     run = ctl.post("/api/bulk", {"action": "rerun", "filters": filters, "dry_run": False, "limit": 3}).json()
-    assert run["ok"] and run["acted_on"] == 3 and len(set(run["task_ids"])) == 3 and run["errors"] == []
+    assert run["ok"] and run["acted_on"] == 3 and len(set(run["task_ids"])) == 3 and run["failed"] == []
     for new_id in run["task_ids"]:
         assert marker in ctl.server.wait_task(new_id, "FAILURE")["kwargs"]
     # Newest first: the re-runs are of the three latest tasks.

@@ -211,16 +211,16 @@ def test_json_launch_answers_task_ids(app: Any, queue: redis.Redis) -> None:
 
 
 def test_json_launch_answers_field_errors(app: Any, queue: redis.Redis) -> None:
-    """Bad input posted as JSON gets {"errors": {field: message}} and a 400; nothing is queued."""
+    """Bad input posted as JSON gets {"error", "fields": {field: message}} and a 400; nothing is queued."""
     client = app.test_client()
     token = csrf_token(client)
     resp = client.post("/launch", json={"task": "dashboard.demo.add", "args": "[2", "kwargs": '{"z": 1}'},
                        headers={"Accept": "application/json", "X-CSRFToken": token})
     assert resp.status_code == 400
     body = resp.get_json()
-    assert set(body["errors"]) == {"args"}
-    assert body["errors"]["args"].startswith("not valid JSON")
-    assert body["task_ids"] == []
+    assert set(body["fields"]) == {"args"}
+    assert body["fields"]["args"].startswith("not valid JSON")
+    assert "task_ids" not in body  # nothing was sent
     assert queue.llen("celery") == 0
 
 
@@ -231,7 +231,7 @@ def test_json_launch_body_must_be_an_object(app: Any, queue: redis.Redis) -> Non
     resp = client.post("/launch", json=["dashboard.demo.add"],
                        headers={"Accept": "application/json", "X-CSRFToken": token})
     assert resp.status_code == 400
-    assert resp.get_json()["errors"] == {"form": "the body must be a JSON object"}
+    assert resp.get_json()["fields"] == {"form": "the body must be a JSON object"}
     assert queue.llen("celery") == 0
 
 
@@ -243,7 +243,7 @@ def test_json_launch_without_token_is_refused_as_json(app: Any, queue: redis.Red
                        headers={"Accept": "application/json"})
     assert resp.status_code == 400
     body = resp.get_json()
-    assert body["errors"]["form"] == "The CSRF token is missing. Reload the page and try again."
+    assert body["fields"]["form"] == "The CSRF token is missing. Reload the page and try again."
     assert queue.llen("celery") == 0
 
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 from ..core.brokerurl import scrub
+from ..core.numbers import whole_number
+from .errors import BrokerUnavailable, InvalidRequest
 from ..concurrency import offload
 
 log = logging.getLogger(__name__)
@@ -104,14 +106,6 @@ TIME_LIMIT_MAX = 86_400.0
 RATE_PATTERN = re.compile(r"^\d{1,7}(\.\d{1,6})?(/[smh])?$")  # Celery's rate strings: "10/m", "100/s", "0"
 
 
-class InvalidRequest(ValueError):
-    """The request is malformed or out of bounds (HTTP 400); the message says what to send instead."""
-
-
-class BrokerUnavailable(RuntimeError):
-    """The broker could not be reached or dropped the connection (HTTP 503)."""
-
-
 @dataclass
 class Outcome:
     """What an action achieved: ok, the workers' replies by hostname, and a sentence for people."""
@@ -123,9 +117,10 @@ class Outcome:
 
 def _whole(body: dict[str, Any], key: str, low: int, high: int) -> int:
     value = body.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+    whole = whole_number(value, low, high) if not isinstance(value, str) else None  # JSON numbers only
+    if whole is None:
         raise InvalidRequest(f"{key} must be a whole number from {low} to {high}")
-    return value
+    return whole
 
 
 def _name(value: Any, label: str, limit: int) -> str:

@@ -17,7 +17,8 @@ from typing import Any, Callable, Iterable
 
 from celery.utils.saferepr import saferepr
 
-from .control import BrokerUnavailable, broker_connection, broker_errors
+from .control import broker_connection, broker_errors
+from .errors import BrokerUnavailable
 from ..core.state import State
 
 log = logging.getLogger(__name__)

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ..core.brokerurl import scrub
 from ..concurrency import offload
+from .errors import BrokerUnavailable
+from ..core.numbers import number
 from ..core.jsondepth import MAX_DEPTH, JSONTooDeep, loads
 
 log = logging.getLogger(__name__)
@@ -92,27 +93,6 @@ def _json_field(raw: Any, kind: type, empty: Any, label: str) -> tuple[Any, str 
     return raw, None
 
 
-def _number(raw: Any, integer: bool) -> float | int | None:
-    if isinstance(raw, bool):
-        return None
-    if isinstance(raw, (int, float)):
-        value = raw
-    elif isinstance(raw, str):
-        try:
-            value = int(raw.strip()) if integer else float(raw.strip())
-        except ValueError:
-            return None
-    else:
-        return None
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if integer and isinstance(value, float):
-        if not value.is_integer():
-            return None
-        value = int(value)
-    return value
-
-
 def validate(data: Mapping[str, Any]) -> tuple[LaunchRequest | None, dict[str, str]]:
     """Check a launch form or API body; returns (request, {}) or (None, {field: message})."""
     errors: dict[str, str] = {}
@@ -127,11 +107,11 @@ def validate(data: Mapping[str, Any]) -> tuple[LaunchRequest | None, dict[str, s
     if err:
         errors["kwargs"] = err
     raw_count = data.get("count", 1)
-    count = 1 if raw_count in (None, "") else _number(raw_count, integer=True)
+    count = 1 if raw_count in (None, "") else number(raw_count, integer=True)
     if count is None or not 1 <= count <= MAX_COUNT:
         errors["count"] = f"a whole number from 1 to {MAX_COUNT}"
     raw_cd = data.get("countdown", 0)
-    countdown = 0.0 if raw_cd in (None, "") else _number(raw_cd, integer=False)
+    countdown = 0.0 if raw_cd in (None, "") else number(raw_cd, integer=False)
     if countdown is None or not 0 <= countdown <= MAX_COUNTDOWN:
         errors["countdown"] = f"seconds from 0 to {int(MAX_COUNTDOWN)}"
     if spec is not None and "args" not in errors and "kwargs" not in errors:
@@ -158,13 +138,9 @@ def _check_signature(spec: DemoTask, args: list[Any], kwargs: dict[str, Any]) ->
     return {}
 
 
-class BrokerUnavailable(RuntimeError):
-    """The broker refused or dropped a publish; `sent` holds the ids that went out before."""
-
-    def __init__(self, sent: list[str], count: int, cause: str, what: str = "the broker is unreachable") -> None:
-        super().__init__(f"{what}: {len(sent)} of {count} task(s) sent ({cause})")
-        self.sent = sent
-        self.audit_id: int | None = None  # set by send_audited
+def _failed(sent: list[str], count: int, cause: str, what: str = "the broker is unreachable") -> BrokerUnavailable:
+    """The broker refused or dropped a publish: how many of the tasks went out before."""
+    return BrokerUnavailable(f"{what}: {len(sent)} of {count} task(s) sent ({cause})", sent)
 
 
 def launch(celery_app: Any, req: LaunchRequest) -> list[str]:
@@ -185,12 +161,12 @@ def launch(celery_app: Any, req: LaunchRequest) -> list[str]:
     except (OperationalError, OSError) as exc:
         cause = scrub(str(exc), celery_app.conf.broker_url)
         log.warning("launch of %s failed after %d sent: %s", req.task, len(ids), cause)
-        raise BrokerUnavailable(ids, req.count, cause) from exc
+        raise _failed(ids, req.count, cause) from exc
     except Exception as exc:  # noqa: BLE001 - kombu cannot use the broker URL (a malformed one, an option it refuses)
         # Scrubbed: kombu's parse error for a malformed URL quotes part of its password.
         cause = scrub(f"{type(exc).__name__}: {exc}", celery_app.conf.broker_url)
         log.warning("launch of %s failed after %d sent: %s", req.task, len(ids), cause, exc_info=True)
-        raise BrokerUnavailable(ids, req.count, cause, "sending to the broker failed") from exc
+        raise _failed(ids, req.count, cause, "sending to the broker failed") from exc
     log.info("launched %d × %s", len(ids), req.task)
     return ids
 

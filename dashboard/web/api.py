@@ -4,16 +4,17 @@ from __future__ import annotations
 import json
 import logging
 import re
+import sys
 import time
 from typing import Any, Iterator
 
 from flask import Blueprint, Response, jsonify, request
 
-from ..cluster import launch as launching
-from . import limits
+from . import launches, limits
 from ..live.readmodels import MAX_LIMIT
 from ..core.query import SORTS, find, parse_filters, workflow_tree
-from .security import control_endpoint, current_user
+from .errors import Invalid, NotFound, TaskNotSeen, whole_number
+from .security import control_endpoint
 from .services import services
 from ..core.records import LONG_FIELDS, task_detail
 
@@ -53,45 +54,35 @@ def _server(svc: Any) -> dict[str, Any]:
     return out
 
 
-def _whole_number(raw: str) -> int | None:
-    # isdecimal, not isdigit: "²" is a digit that int() refuses.
-    return int(raw) if raw.isascii() and raw.isdecimal() else None
-
-
-def _list_request() -> tuple[dict[str, Any] | None, str | None]:
-    """The task-list parameters shared by /api/tasks and its export: (params, error)."""
+def _list_request() -> dict[str, Any]:
+    """The task-list parameters shared by /api/tasks and its export (Invalid when one is wrong)."""
     args = request.args
-    limit = _whole_number(args.get("limit", "50"))
-    offset = _whole_number(args.get("offset", "0"))
-    if limit is None or not 1 <= limit <= MAX_LIMIT:
-        return None, f"limit must be a whole number from 1 to {MAX_LIMIT}"
-    if offset is None:
-        return None, "offset must be a whole number"
+    limit = whole_number(args.get("limit", "50"), "limit", 1, MAX_LIMIT)
+    offset = whole_number(args.get("offset", "0"), "offset", 0, sys.maxsize)
     sort = args.get("sort") or None
     if sort is not None and sort not in SORTS:
-        return None, f"sort must be one of {', '.join(SORTS)} (default: newest first)"
+        raise Invalid.field("sort", f"sort must be one of {', '.join(SORTS)} (default: newest first)")
     order = args.get("order", "desc")
     if order not in ("asc", "desc"):
-        return None, "order must be asc or desc"
+        raise Invalid.field("order", "order must be asc or desc")
     cursor = args.get("cursor") or None
-    before = _whole_number(cursor) if cursor is not None else None
-    if cursor is not None and (before is None or sort is not None):
-        return None, "cursor must be a next_cursor of an earlier answer (newest-first order only)"
+    before = None
+    if cursor is not None:
+        if not (cursor.isascii() and cursor.isdecimal()) or sort is not None:
+            raise Invalid.field("cursor", "cursor must be a next_cursor of an earlier answer (newest-first order only)")
+        before = int(cursor)
     filters, error = parse_filters(args)
     if filters is None:
-        return None, error
+        raise Invalid(error or "bad filter")
     return {"f": filters, "limit": limit, "offset": offset, "sort": sort, "ascending": order == "asc",
-            "before": before}, None
+            "before": before}
 
 
 @bp.get("/api/tasks")
 def tasks() -> Any:
     """Tasks: ?state=&name=&worker=&queue=&q=&since=&until=&sort=&order=&limit=&offset=&cursor= ->
     {total, tasks, next_cursor}."""
-    params, error = _list_request()
-    if params is None:
-        return jsonify({"error": error}), 400
-    return jsonify(services().views.tasks_snapshot(**params))
+    return jsonify(services().views.tasks_snapshot(**_list_request()))
 
 
 EXPORT_FIELDS = ("uuid", "name", "state", "hostname", "queue", "args", "kwargs", "result", "exception",
@@ -107,10 +98,8 @@ def export() -> Any:
     """Every task matching the list filters (up to the retained ones) as ?format=csv or json, a download."""
     fmt = request.args.get("format", "csv")
     if fmt not in ("csv", "json"):
-        return jsonify({"error": "format must be csv or json"}), 400
-    params, error = _list_request()
-    if params is None:
-        return jsonify({"error": error}), 400
+        raise Invalid.field("format", "format must be csv or json")
+    params = _list_request()
     slots = limits.export_slots()
     if not slots.try_acquire():  # each export holds a core for up to a second: a few at a time, never a queue
         return limits.busy_exports()
@@ -180,7 +169,7 @@ def task(uuid: str) -> Any:
     with svc.state.lock:
         rec = svc.state.tasks.get(uuid)
         if rec is None:
-            return jsonify({"error": f"task {uuid} has not been seen (or was evicted)"}), 404
+            raise TaskNotSeen(uuid)
         return jsonify(task_detail(rec, svc.state.children_of(uuid), full=request.args.get("full") == "1"))
 
 
@@ -188,13 +177,13 @@ def task(uuid: str) -> Any:
 def task_field(uuid: str, name: str) -> Any:
     """One long field of a task (args, kwargs, result, exception, traceback) whole, as plain text."""
     if name not in LONG_FIELDS:
-        return jsonify({"error": f"no field {name!r}: one of {', '.join(LONG_FIELDS)}"}), 404
+        raise NotFound(f"no field {name!r}: one of {', '.join(LONG_FIELDS)}")
     svc = services()
     with svc.state.lock:
         rec = svc.state.tasks.get(uuid)
         value = getattr(rec, name) if rec is not None else None
     if rec is None:
-        return jsonify({"error": f"task {uuid} has not been seen (or was evicted)"}), 404
+        raise TaskNotSeen(uuid)
     text = value if isinstance(value, str) else json.dumps(value, default=str)
     # Untrusted text: plain, never sniffed as HTML, shown inline rather than downloaded.
     return Response(text, mimetype="text/plain", headers={
@@ -208,7 +197,7 @@ def workflow(uuid: str) -> Any:
     svc = services()
     with svc.state.lock:
         if uuid not in svc.state.tasks:
-            return jsonify({"error": f"task {uuid} has not been seen (or was evicted)"}), 404
+            raise TaskNotSeen(uuid)
         tree = workflow_tree(svc.state, uuid)
     return jsonify(tree or {"root": uuid, "nodes": [], "truncated": False})
 
@@ -218,10 +207,8 @@ def failures() -> Any:
     """Failure groups: ?sort=last_seen|count&limit= -> {groups, outcomes}."""
     sort = request.args.get("sort", "last_seen")
     if sort not in ("last_seen", "count"):
-        return jsonify({"error": "sort must be last_seen or count"}), 400
-    limit = _whole_number(request.args.get("limit", "50"))
-    if limit is None or not 1 <= limit <= MAX_LIMIT:
-        return jsonify({"error": f"limit must be a whole number from 1 to {MAX_LIMIT}"}), 400
+        raise Invalid.field("sort", "sort must be last_seen or count")
+    limit = whole_number(request.args.get("limit", "50"), "limit", 1, MAX_LIMIT)
     return jsonify(services().views.failures_snapshot(sort=sort, limit=limit))
 
 
@@ -232,7 +219,7 @@ def failure_group(gid: str) -> Any:
     with svc.state.lock:
         group = svc.state.failure_groups.group(gid, now=time.time())
     if group is None:
-        return jsonify({"error": f"no failure group {gid}"}), 404
+        raise NotFound(f"no failure group {gid}")
     return jsonify(group)
 
 
@@ -241,7 +228,7 @@ def task_stats() -> Any:
     """Per task name: count, failure rate, runtime p50/p95/p99, queue wait p50/p95 (?window=all|recent)."""
     window = request.args.get("window", "all")
     if window not in ("all", "recent"):
-        return jsonify({"error": "window must be all or recent"}), 400
+        raise Invalid.field("window", "window must be all or recent")
     snap = services().views.stats_snapshot((window,))
     return jsonify({"window": window, "window_seconds": snap["window_seconds"], "tasks": snap[window]})
 
@@ -261,30 +248,10 @@ def overview() -> Any:
 @bp.post("/api/launch")
 @control_endpoint
 def launch() -> Any:
-    """{"task", "args", "kwargs", "count", "countdown"} -> {"task_ids", "audit_id"} or 400 {"errors"}.
+    """{"task", "args", "kwargs", "count", "countdown"} -> {"task_ids", "audit_id"}; 400 with `fields`.
 
-    A launch changes state: it is audited like a control action, sent or not; a refused one sends nothing
-    and is not audited (like a control refused by validation).
+    The same flow as the form (dashboard/web/launches.py): audited like a control action, sent or not; a
+    refused one sends nothing and is not audited.
     """
-    data = request.get_json(silent=True)
-    if not isinstance(data, dict):
-        return jsonify({"errors": {"form": "the body must be a JSON object"}}), 400
-    req, errors = launching.validate(data)
-    if req is None:
-        return jsonify({"errors": errors}), 400
-    svc = services()
-    try:
-        ids, audit_id = launching.send_audited(svc.celery, req, svc.audit, user=current_user(),
-                                               remote_addr=request.remote_addr, via="api")
-    except launching.BrokerUnavailable as exc:
-        return jsonify({"error": str(exc), "task_ids": exc.sent, "audit_id": exc.audit_id}), 503
+    ids, audit_id = launches.submit(request.get_json(silent=True), via="api")
     return jsonify({"task_ids": ids, "audit_id": audit_id})
-
-
-@bp.app_errorhandler(404)
-def _not_found(exc: Any) -> Any:
-    # JSON for API paths (tooling parses it), Flask's page for everything else.
-    if request.path.startswith("/api/"):
-        return jsonify({"error": f"no such endpoint: {request.path}"}), 404
-    return exc
-

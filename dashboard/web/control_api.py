@@ -19,9 +19,10 @@ from ..cluster import control
 
 from ..core import rerun
 from ..cluster.audit import AuditLog
-from ..cluster.control import BrokerUnavailable, InvalidRequest
+from ..cluster.errors import BrokerUnavailable
 from ..cluster.inspector import LIST_METHODS, Inspector
 from ..core.query import TEXT_FILTERS, TIME_FILTERS, Filters, find, parse_filters
+from .errors import Invalid, NotFound, TaskNotSeen, Unavailable, WorkerNotSeen, whole_number
 from .security import control_endpoint, current_user
 from .services import Services, services
 
@@ -36,14 +37,10 @@ _POOL_ACTIONS = ("pool_grow", "pool_shrink", "autoscale", "pool_restart")
 
 
 # -- helpers ---------------------------------------------------------------------------------------
-def _error(message: str, status: int, **extra: Any) -> Any:
-    return jsonify({"error": message, **extra}), status
-
-
 def _body() -> dict[str, Any]:
     data = request.get_json(silent=True)
     if not isinstance(data, dict):
-        raise InvalidRequest("the body must be a JSON object")
+        raise Invalid("the body must be a JSON object")
     return data
 
 
@@ -64,16 +61,10 @@ def _outcome(svc: Services, action: str, target: Any, params: dict[str, Any], ru
     try:
         outcome = run()
     except BrokerUnavailable as exc:
-        audit_id = _audit(svc, action, target, params, False, str(exc))
-        return None, _error(str(exc), 503, audit_id=audit_id)
+        raise Unavailable(str(exc), audit_id=_audit(svc, action, target, params, False, str(exc))) from exc
     audit_id = _audit(svc, action, target, params, outcome.ok, outcome.message, outcome.replies)
     return outcome, jsonify({"ok": outcome.ok, "replies": outcome.replies, "audit_id": audit_id,
                              "message": outcome.message})
-
-
-@bp.errorhandler(InvalidRequest)
-def _invalid(exc: InvalidRequest) -> Any:
-    return _error(str(exc), 400)
 
 
 # -- workers ---------------------------------------------------------------------------------------
@@ -85,7 +76,7 @@ def worker(hostname: str) -> Any:
     with svc.state.lock:
         rec = svc.state.workers.get(hostname)
         if rec is None:
-            return _error(f"worker {hostname} has not been seen", 404)
+            raise WorkerNotSeen(hostname)
         row = svc.views.worker_row(rec, now)
     refresh = request.args.get("refresh", "") in ("1", "true", "yes")
     if refresh:
@@ -103,7 +94,7 @@ def worker_control(hostname: str) -> Any:
     with svc.state.lock:
         known = hostname in svc.state.workers
     if not known:
-        return _error(f"worker {hostname} has not been seen", 404)
+        raise WorkerNotSeen(hostname)
     action, arguments = control.worker_command(body)
     params = {k: v for k, v in arguments.items() if k in ("n", "max", "min", "queue")}
     timeout = float(svc.config["CONTROL_TIMEOUT"])
@@ -146,7 +137,7 @@ def revoke(uuid: str) -> Any:
     terminate, signal = control.revoke_options(_body())
     with svc.state.lock:
         if uuid not in svc.state.tasks:
-            return _error(f"task {uuid} has not been seen (or was evicted)", 404)
+            raise TaskNotSeen(uuid)
     params = {"terminate": terminate, "signal": signal} if terminate else {"terminate": False}
     timeout = float(svc.config["CONTROL_TIMEOUT"])
     online = _online(svc)
@@ -166,7 +157,7 @@ def rerun_plan(uuid: str) -> Any:
     """Whether the task can be re-run with its exact args and kwargs, and why not."""
     plan = _plan(services(), uuid)
     if plan is None:
-        return _error(f"task {uuid} has not been seen (or was evicted)", 404)
+        raise TaskNotSeen(uuid)
     return jsonify(plan.as_dict())
 
 
@@ -183,14 +174,14 @@ def rerun_task(uuid: str) -> Any:
     _body()
     plan = _plan(svc, uuid)
     if plan is None:
-        return _error(f"task {uuid} has not been seen (or was evicted)", 404)
+        raise TaskNotSeen(uuid)
     if not plan.possible:
-        return _error(f"cannot re-run: {plan.reason}", 400)
+        raise Invalid(f"cannot re-run: {plan.reason}")
     params = {"name": plan.name, "queue": plan.queue}
     try:
         new_id = _send(svc, plan)
     except BrokerUnavailable as exc:
-        return _error(str(exc), 503, audit_id=_audit(svc, "rerun", uuid, params, False, str(exc)))
+        raise Unavailable(str(exc), audit_id=_audit(svc, "rerun", uuid, params, False, str(exc))) from exc
     params["task_id"] = new_id
     audit_id = _audit(svc, "rerun", uuid, params, True, f"re-run of {plan.name} sent as {new_id}")
     return jsonify({"ok": True, "task_id": new_id, "audit_id": audit_id})
@@ -200,23 +191,23 @@ def rerun_task(uuid: str) -> Any:
 def _selection(svc: Services, body: dict[str, Any]) -> tuple[Filters, dict[str, Any]]:
     group, raw = body.get("group"), body.get("filters")
     if (group is None) == (raw is None):
-        raise InvalidRequest('send either "group" (a failure group id) or "filters" (task list filters)')
+        raise Invalid('send either "group" (a failure group id) or "filters" (task list filters)')
     if group is not None:
         if not isinstance(group, str) or not group:
-            raise InvalidRequest("group must be a failure group id")
+            raise Invalid("group must be a failure group id")
         with svc.state.lock:
             exists = svc.state.failure_groups.group(group, now=time.time()) is not None
         if not exists:
-            raise LookupError(f"no failure group {group}")
+            raise NotFound(f"no failure group {group}")
         return Filters(group=group), {"group": group}
     if not isinstance(raw, dict):
-        raise InvalidRequest("filters must be an object like the /api/tasks query: state, name, worker, ...")
+        raise Invalid("filters must be an object like the /api/tasks query: state, name, worker, ...")
     unknown = sorted(set(raw) - BULK_FILTERS)
     if unknown:  # a typo must not widen a bulk action to every task
-        raise InvalidRequest(f"unknown filter(s) {', '.join(map(repr, unknown))}: use {', '.join(sorted(BULK_FILTERS))}")
+        raise Invalid(f"unknown filter(s) {', '.join(map(repr, unknown))}: use {', '.join(sorted(BULK_FILTERS))}")
     filters, error = parse_filters(raw)
     if filters is None:
-        raise InvalidRequest(error or "bad filters")
+        raise Invalid(error or "bad filters")
     return filters, {"filters": {k: v for k, v in raw.items() if v not in (None, "")}}
 
 
@@ -270,22 +261,19 @@ def bulk() -> Any:
     body = _body()
     action = body.get("action")
     if action not in ("rerun", "revoke"):
-        raise InvalidRequest("action must be rerun or revoke")
+        raise Invalid("action must be rerun or revoke")
     dry_run = body.get("dry_run", True)
     terminate = body.get("terminate", False)
     if not isinstance(dry_run, bool) or not isinstance(terminate, bool):
-        raise InvalidRequest("dry_run and terminate must be true or false")
+        raise Invalid("dry_run and terminate must be true or false")
     cap = int(svc.config["BULK_MAX"])
     limit = body.get("limit")
     if not dry_run and (isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= cap):
-        raise InvalidRequest(f"limit must be the confirmed count, a whole number from 1 to {cap}")
+        raise Invalid(f"limit must be the confirmed count, a whole number from 1 to {cap}")
     cursor = body.get("cursor")
     if cursor is not None and (isinstance(cursor, bool) or not isinstance(cursor, int) or cursor < 1):
-        raise InvalidRequest("cursor must be the cursor of the dry run")
-    try:
-        f, target = _selection(svc, body)
-    except LookupError as exc:
-        return _error(str(exc.args[0]), 404)
+        raise Invalid("cursor must be the cursor of the dry run")
+    f, target = _selection(svc, body)
     # The run acts on the tasks the dry run counted (first seen before its cursor), not on newer ones.
     matched, eligible, skipped, cursor = _eligible(svc, action, f, before=cursor,
                                                    enough=None if dry_run else min(cap, limit))
@@ -305,7 +293,7 @@ def bulk() -> Any:
 def _bulk_revoke(svc: Services, target: dict[str, Any], params: dict[str, Any], uuids: list[str],
                  terminate: bool) -> Any:
     replies: dict[str, Any] = {}
-    errors: list[str] = []
+    failed: list[str] = []
     status = 200
     message = "nothing to revoke"
     if uuids:
@@ -314,42 +302,48 @@ def _bulk_revoke(svc: Services, target: dict[str, Any], params: dict[str, Any], 
             outcome = control.revoke(svc.celery, uuids, terminate, "SIGTERM", timeout, _online(svc))
             replies, message = outcome.replies, outcome.message
             if not outcome.ok:
-                errors.append(outcome.message)
+                failed.append(outcome.message)
         except BrokerUnavailable as exc:
-            errors.append(str(exc))
+            failed.append(str(exc))
             message, status = str(exc), 503
     # A worker's error reply does not undo the broadcast: every listed task was revoked, the errors say
     # where a worker complained. Only a broadcast that never left (503) revoked nothing.
     revoked = uuids if status == 200 else []
     params["acted_on"] = len(revoked)
-    audit_id = _audit(svc, "bulk_revoke", target, params, not errors, message, replies)
-    return jsonify({"ok": not errors, "acted_on": len(revoked), "task_ids": [], "revoked": revoked,
-                    "errors": errors, "audit_id": audit_id}), status
+    audit_id = _audit(svc, "bulk_revoke", target, params, not failed, message, replies)
+    return _bulk_answer(status, message, acted_on=len(revoked), task_ids=[], revoked=revoked, failed=failed,
+                        audit_id=audit_id)
 
 
 def _bulk_rerun(svc: Services, target: dict[str, Any], params: dict[str, Any],
                 chosen: list[tuple[str, rerun.RerunPlan]]) -> Any:
     new_ids: list[str] = []
-    errors: list[str] = []
+    failed: list[str] = []
     for uuid, plan in chosen:
         try:
             new_ids.append(_send(svc, plan))
         except BrokerUnavailable as exc:
-            errors.append(f"{uuid}: {exc}")
+            failed.append(f"{uuid}: {exc}")
             break  # the broker is gone: the rest would fail the same way
     params.update(acted_on=len(new_ids), task_ids=new_ids)
-    message = f"re-ran {len(new_ids)} of {len(chosen)} task(s)" + (f"; {errors[0]}" if errors else "")
-    audit_id = _audit(svc, "bulk_rerun", target, params, not errors, message)
-    status = 503 if errors and not new_ids else 200
-    return jsonify({"ok": not errors, "acted_on": len(new_ids), "task_ids": new_ids, "revoked": [],
-                    "errors": errors, "audit_id": audit_id}), status
+    message = f"re-ran {len(new_ids)} of {len(chosen)} task(s)" + (f"; {failed[0]}" if failed else "")
+    audit_id = _audit(svc, "bulk_rerun", target, params, not failed, message)
+    status = 503 if failed and not new_ids else 200
+    return _bulk_answer(status, message, acted_on=len(new_ids), task_ids=new_ids, revoked=[], failed=failed,
+                        audit_id=audit_id)
+
+
+def _bulk_answer(status: int, message: str, **body: Any) -> Any:
+    """A bulk run's answer: acted on, ids, per-item problems under `failed`; nothing done at all is a 503
+    in the error contract's shape, with the same fields as context."""
+    if status != 200:
+        raise Unavailable(message, ok=False, **body)
+    return jsonify({"ok": not body["failed"], **body})
 
 
 # -- audit -----------------------------------------------------------------------------------------
 @bp.get("/api/audit")
 def audit() -> Any:
     """The latest audit entries, newest first: ?limit=100 (at most 1000)."""
-    raw = request.args.get("limit", "100")
-    if not (raw.isascii() and raw.isdecimal()) or not 1 <= int(raw) <= AUDIT_SHOWN_MAX:
-        return _error(f"limit must be a whole number from 1 to {AUDIT_SHOWN_MAX}", 400)
-    return jsonify({"entries": services().audit.entries(int(raw))})
+    limit = whole_number(request.args.get("limit", "100"), "limit", 1, AUDIT_SHOWN_MAX)
+    return jsonify({"entries": services().audit.entries(limit)})

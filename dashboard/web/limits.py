@@ -20,7 +20,8 @@ from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..core.jsondepth import MAX_DEPTH, JSONTooDeep, loads, too_deep
-from .security import MUTATING, refusal
+from .errors import render
+from .security import MUTATING
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def _check_json_depth() -> Response | None:
         loads(request.get_data(cache=True))
     except JSONTooDeep as exc:
         log.info("refused %s %s from %s: %s", request.method, request.path, request.remote_addr, exc)
-        return refusal(400, str(exc))
+        return render(400, str(exc))
     except ValueError:
         return None
     return None
@@ -60,7 +61,7 @@ def _too_large(exc: RequestEntityTooLarge) -> Response:
     limit = int(current_app.config["MAX_CONTENT_LENGTH"])
     shown = f"{limit / (1 << 20):g} MiB" if limit % (1 << 20) == 0 else f"{limit} bytes"
     log.info("refused %s %s from %s: body over %d bytes", request.method, request.path, request.remote_addr, limit)
-    return refusal(413, f"the request body is too large: at most {shown} is accepted (DASHBOARD_MAX_REQUEST_BYTES)")
+    return render(413, f"the request body is too large: at most {shown} is accepted (DASHBOARD_MAX_REQUEST_BYTES)")
 
 
 class SocketIOJSON:
@@ -97,7 +98,7 @@ class ExportSlots:
 
 def busy_exports() -> Response:
     """The 429 for an export that found no free slot."""
-    response = refusal(429, EXPORTS_BUSY_MESSAGE)
+    response = render(429, EXPORTS_BUSY_MESSAGE)
     response.headers["Retry-After"] = str(EXPORT_RETRY_AFTER)
     return response
 

@@ -21,13 +21,14 @@ from functools import wraps
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from flask import Flask, Response, current_app, g, has_app_context, has_request_context, jsonify, request
+from flask import Flask, Response, current_app, g, has_app_context, has_request_context, request
 from flask.sessions import SecureCookieSessionInterface
 from werkzeug.datastructures import Authorization
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from ..config import parse_users
 from ..core.brokerurl import MASK, mask_url, secrets_of, well_formed
+from .errors import ApiError, render
 from .gate import Gate, HostAllowlist, Throttle, is_loopback, wants_json, wsgi_refusal
 
 log = logging.getLogger(__name__)
@@ -137,16 +138,6 @@ def _auth() -> Auth:
     return current_app.extensions["dashboard_auth"]
 
 
-def refusal(status: int, message: str) -> Response:
-    """An error answer: JSON {"error"} for the API, /healthz and JSON requests, a plain-text sentence elsewhere."""
-    if wants_json(request):
-        response = jsonify({"error": message})
-    else:
-        response = Response(message[0].upper() + message[1:] + ".\n", mimetype="text/plain")
-    response.status_code = status
-    return response
-
-
 def challenge(auth: Auth) -> Callable[[Any], Any]:
     """The 401 response (for the gate) asking for what is configured: basic users, or the bearer token."""
     if auth.users:
@@ -167,12 +158,12 @@ def _guard() -> Response | None:
     if request.method in MUTATING:
         # Here, once for every route: a state-changing view added later is covered without a decorator.
         if not controls_enabled():
-            return refusal(403, READ_ONLY_MESSAGE)
+            return render(403, READ_ONLY_MESSAGE)
         if cross_site():
             log.info("refused cross-site %s %s from %s (Origin %r, Sec-Fetch-Site %r)", request.method,
                      request.path, request.remote_addr, request.headers.get("Origin"),
                      request.headers.get("Sec-Fetch-Site"))
-            return refusal(403, CROSS_SITE_MESSAGE)
+            return render(403, CROSS_SITE_MESSAGE)
     return None
 
 
@@ -298,7 +289,7 @@ def control_endpoint(view: Callable[..., Any]) -> Callable[..., Any]:
     @wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         if not request.is_json:
-            return jsonify({"error": "send JSON with Content-Type: application/json"}), 415
+            raise ApiError("send JSON with Content-Type: application/json", status=415)
         return view(*args, **kwargs)
 
     wrapper.control_endpoint = True  # type: ignore[attr-defined]  # tests check every POST view has it

@@ -7,8 +7,11 @@ from typing import Any
 from flask import Blueprint, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
 
-from ..cluster import launch as launching
 from ..core.query import Filters, parse_filters
+from ..cluster import launch as launching
+from . import launches
+from .errors import ApiError, Invalid, respond
+from .gate import wants_json
 from .security import controls_enabled, current_user
 from .services import services
 from ..core.records import STATES
@@ -90,44 +93,34 @@ def audit() -> str:
     return render_template("audit.html")
 
 
-def _wants_json() -> bool:
-    return request.is_json or request.accept_mimetypes.best == "application/json"
-
-
 @bp.route("/launch", methods=["GET", "POST"])
 def launch() -> Any:
-    """The launch form: validated on the server; nothing is sent when any field is wrong."""
+    """The launch form: validated on the server; nothing is sent when any field is wrong.
+
+    A JSON client gets the API's answers (the error contract); a browser gets the page again with the
+    form as it was and each field's message.
+    """
     if request.method == "GET":
         return render_template("launch.html", form={}, errors={}, launched=[])
     # (Read-only mode and cross-site posts never get here: security's guard refuses them first.)
     data = request.get_json(silent=True) if request.is_json else request.form.to_dict()
-    if not isinstance(data, dict):
-        data, errors = {}, {"form": "the body must be a JSON object"}
-        req = None
-    else:
-        req, errors = launching.validate(data)
-    status, launched, audit_id = 200, [], None
-    if req is not None:
-        svc = services()
-        try:  # audited like a control action, sent or not (a refused form sends nothing and is not audited)
-            launched, audit_id = launching.send_audited(svc.celery, req, svc.audit, user=current_user(),
-                                                        remote_addr=request.remote_addr, via="form")
-        except launching.BrokerUnavailable as exc:
-            errors, status, launched, audit_id = {"form": str(exc)}, 503, exc.sent, exc.audit_id
-    else:
-        status = 400
-    if _wants_json():
-        body = {"task_ids": launched} if status == 200 else {"errors": errors, "task_ids": launched}
-        if audit_id is not None:
-            body["audit_id"] = audit_id
-        return jsonify(body), status
-    return render_template("launch.html", form=data, errors=errors, launched=launched, audit_id=audit_id), status
+    try:
+        launched, audit_id = launches.submit(data, via="form")
+    except ApiError as exc:
+        if wants_json(request):
+            raise
+        form = data if isinstance(data, dict) else {}
+        return render_template("launch.html", form=form, errors=exc.fields, launched=exc.context.get("task_ids", []),
+                               audit_id=exc.context.get("audit_id")), exc.status
+    if wants_json(request):
+        return jsonify({"task_ids": launched, "audit_id": audit_id})
+    return render_template("launch.html", form=data, errors={}, launched=launched, audit_id=audit_id)
 
 
 @bp.app_errorhandler(CSRFError)
 def _csrf_error(exc: CSRFError) -> Any:
     message = f"{exc.description} Reload the page and try again."
-    if _wants_json():
-        return jsonify({"error": message, "errors": {"form": message}}), 400
+    if wants_json(request):
+        return respond(Invalid.field("form", message))
     return render_template("launch.html", form=request.form.to_dict(), errors={"form": message},
                            launched=[]), 400

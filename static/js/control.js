@@ -247,8 +247,8 @@ function bulkDetails(action, body) {
       el("summary", { text: action === "rerun" ? "New tasks" : "Revoked tasks" }),
       el("ul", { class: "plain-list mono" }, ...ids.map((id) => el("li", {}, taskLink(String(id)))))));
   }
-  if (Array.isArray(body.errors) && body.errors.length) {
-    nodes.push(el("ul", { class: "bulk-errors" }, ...body.errors.map((e) => el("li", { text: typeof e === "string" ? e : JSON.stringify(e) }))));
+  if (Array.isArray(body.failed) && body.failed.length) {
+    nodes.push(el("ul", { class: "bulk-errors" }, ...body.failed.map((e) => el("li", { text: typeof e === "string" ? e : JSON.stringify(e) }))));
   }
   return nodes;
 }

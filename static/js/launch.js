@@ -114,9 +114,12 @@ if (form) {
       } catch {
         data = { error: `The server answered ${response.status} ${response.statusText}.` };
       }
-      for (const [field, message] of Object.entries(data.errors || {})) setError(field, message);
-      if (data.error && !(data.errors && data.errors.form)) setError("form", data.error);
-      if (!response.ok && !data.error && !data.errors) setError("form", `Launch failed (${response.status}).`);
+      // The error contract: {error, fields?}; each field's message goes under its field, a sentence without
+      // fields under the form.
+      const fieldErrors = data.fields || {};
+      for (const [field, message] of Object.entries(fieldErrors)) setError(field, message);
+      if (data.error && !Object.keys(fieldErrors).length) setError("form", data.error);
+      if (!response.ok && !data.error) setError("form", `Launch failed (${response.status}).`);
       renderLaunched(data.task_ids, body.task, data.audit_id);
     } catch (err) {
       setError("form", `Could not reach the dashboard server: ${err.message}`);
