@@ -10,8 +10,9 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable, Sequence
 from importlib import metadata
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import click
 from click.core import ParameterSource
@@ -82,10 +83,11 @@ def setting_options(command: Callable[..., Any]) -> Callable[..., Any]:
         values = {s.file_key: kwargs.pop(s.file_key) for s in SETTINGS}
         return command(config_from_options(ctx, values, config_file), **kwargs)
 
+    decorated: Callable[..., Any] = wrapper
     for setting in reversed(SETTINGS):
-        wrapper = _option(setting)(wrapper)
+        decorated = _option(setting)(decorated)
     return click.option("--config", "config_file", metavar="FILE",
-                        help=f"TOML file of settings (keys: the names in lower case). Env: {CONFIG_ENV}.")(wrapper)
+                        help=f"TOML file of settings (keys: the names in lower case). Env: {CONFIG_ENV}.")(decorated)
 
 
 def version() -> str:
@@ -206,7 +208,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cli.main(args=None if argv is None else list(argv), prog_name=PROG)
     except SystemExit as exc:  # click ends every run with sys.exit; app.py wants the status
-        return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+        if exc.code is None or isinstance(exc.code, int):
+            return exc.code or 0
+        raise  # sys.exit("message"): Python prints it
     return 0
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import difflib
 import json
+import logging
 import os
 import secrets
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,7 @@ _RANGES = {
     "HEADER_TIMEOUT": (0.0, False), "SIGNIN_FAILURES_PER_MINUTE": (1, True), "MAX_REQUEST_BYTES": (1, True),
 }
 _HIGHEST = {"PORT": 65535}
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 _TOML_KINDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string (in quotes)"}
 
@@ -117,6 +120,8 @@ def _problem(name: str, value: Any) -> str | None:
             return f"must be a finite number {'at least' if inclusive else 'more than'} {low}"
     if name in _HIGHEST and value > _HIGHEST[name]:
         return f"must be at most {_HIGHEST[name]}"
+    if name == "LOG_LEVEL" and str(value).upper() not in logging.getLevelNamesMapping():
+        return f"must be one of {', '.join(_LOG_LEVELS)} (in any case)"
     return None
 
 

@@ -163,6 +163,7 @@ def test_secrets_in_a_bad_config_file_are_not_echoed(served: list[dict[str, Any]
     (["--max-tasks", "0"], "--max-tasks='0' must be a finite number at least 1"),
     (["--push-interval", "nan"], "--push-interval='nan' must be a finite number more than 0.0"),
     (["--async-mode", "eventlet"], "--async-mode='eventlet' must be 'gevent' or 'threading'"),
+    (["--log-level", "verbose"], "--log-level='verbose' must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL"),
     (["--reconnect-min", "5", "--reconnect-max", "1"], "DASHBOARD_RECONNECT_MAX must be at least"),
 ])
 def test_bad_flag_value_is_one_line_and_exit_2(served: list[dict[str, Any]], args: list[str], message: str) -> None:

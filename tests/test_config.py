@@ -120,6 +120,16 @@ def test_ingest_is_validated(source: str) -> None:
         load_config(**kwargs)
 
 
+@pytest.mark.parametrize("source", ["environment", "override"])
+def test_log_level_is_validated(source: str) -> None:
+    """LOG_LEVEL is a level name of the logging module, in any case; a typo is an error, not a traceback later."""
+    assert load_config(environ={"DASHBOARD_LOG_LEVEL": "warning"})["LOG_LEVEL"] == "warning"
+    kwargs: dict[str, Any] = ({"environ": {"DASHBOARD_LOG_LEVEL": "verbose"}} if source == "environment"
+                              else {"overrides": {"LOG_LEVEL": "verbose"}, "environ": {}})
+    with pytest.raises(ValueError, match="LOG_LEVEL='verbose' must be one of DEBUG, INFO"):
+        load_config(**kwargs)
+
+
 @pytest.mark.parametrize("name", ["MAX_TASKS", "MAX_WORKERS"])
 def test_memory_bounds_must_be_positive(name: str) -> None:
     """Keeping zero tasks or workers is refused, naming the setting."""
