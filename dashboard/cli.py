@@ -1,37 +1,107 @@
-"""`celery-dashboard run` (monitor a broker) and `celery-dashboard demo` (local Redis + demo worker + web)."""
+"""`celery-dashboard run` (monitor a broker) and `celery-dashboard demo` (local Redis + demo worker + web).
+
+Every option comes from dashboard/config.py's SETTINGS through `setting_options`, which any click command
+can reuse (e.g. a `celery dashboard` subcommand).
+"""
 from __future__ import annotations
 
-import argparse
+import functools
 import logging
 import os
 import signal
 import sys
-from typing import Any, Sequence
+from collections.abc import Callable, Sequence
+from importlib import metadata
+from typing import Any
 
-from .config import load_config
+import click
+from click.core import ParameterSource
 
-log = logging.getLogger("dashboard")
+from .config import CHOICES, CONFIG_ENV, SETTINGS, Setting, load_config, parse_value
+
+log = logging.getLogger(__name__)
+PROG = "celery-dashboard"
+DISTRIBUTION = "celery-live-dashboard"
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="celery-dashboard", description="Live monitoring console for Celery.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="monitor the Celery cluster behind --broker")
-    demo = sub.add_parser("demo", help="local Redis (when none answers), a demo worker and the dashboard")
-    for p in (run, demo):
-        p.add_argument("--broker", dest="BROKER_URL", help="broker URL (env DASHBOARD_BROKER_URL)")
-        p.add_argument("--host", dest="HOST", help="bind address (env DASHBOARD_HOST, default 127.0.0.1)")
-        p.add_argument("--port", dest="PORT", type=int, help="port (env DASHBOARD_PORT, default 5000)")
-        p.add_argument("--async-mode", dest="ASYNC_MODE", choices=("gevent", "threading"),
-                       help="gevent (default) or threading (development) (env DASHBOARD_ASYNC_MODE)")
-        p.add_argument("--max-tasks", dest="MAX_TASKS", type=int, help="tasks kept in memory (default 100000)")
-        p.add_argument("--max-workers", dest="MAX_WORKERS", type=int, help="workers kept (default 1000)")
-        p.add_argument("--threads", dest="THREADS", type=int, help="server threads in threading mode (default 64)")
-        p.add_argument("--log-level", dest="LOG_LEVEL", help="log level (default INFO)")
-        p.add_argument("--snapshot", dest="SNAPSHOT_PATH", help="state snapshot file (env DASHBOARD_SNAPSHOT_PATH)")
-        p.add_argument("--read-only", dest="READ_ONLY", action="store_true", default=None,
-                       help="turn every control off (env DASHBOARD_READ_ONLY)")
-    return parser
+class SettingError(click.ClickException):
+    """A setting's value is wrong: one line on stderr, exit status 2."""
+
+    exit_code = 2
+
+
+class SettingType(click.ParamType):
+    """A flag's value, parsed and checked by config.parse_value (the parser of environment variables)."""
+
+    def __init__(self, setting: Setting) -> None:
+        self.setting = setting
+        self.name = {int: "integer", float: "float"}.get(type(setting.default), "text")
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        """[gevent|threading] for a setting with choices, else INTEGER, FLOAT or TEXT."""
+        choices = CHOICES.get(self.setting.name)
+        return f"[{'|'.join(choices)}]" if choices else self.name.upper()
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """Text from the command line -> the setting's type; the default passes as it is."""
+        if not isinstance(value, str):
+            return value
+        try:
+            return parse_value(self.setting, value)
+        except ValueError as exc:
+            raise SettingError(f"{self.setting.option}={value!r} {exc}") from None
+
+
+def _option(setting: Setting) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The click option of one setting: its flag (--x/--no-x for booleans), default and meaning."""
+    help_text = f"{setting.help} Env: {setting.env_var}."
+    if isinstance(setting.default, bool):
+        name = setting.option[2:]
+        return click.option(f"--{name}/--no-{name}", setting.file_key, default=setting.default, show_default=True,
+                            help=help_text)
+    shown: bool | str = "random" if setting.name == "SECRET_KEY" else setting.default != ""
+    return click.option(setting.option, setting.file_key, type=SettingType(setting), default=setting.default,
+                        show_default=shown, help=help_text)
+
+
+def config_from_options(ctx: click.Context, values: dict[str, Any], config_file: str | None) -> dict[str, Any]:
+    """The settings: defaults < config file < environment < the flags given on this command line."""
+    flags = {s.name: values[s.file_key] for s in SETTINGS
+             if ctx.get_parameter_source(s.file_key) is ParameterSource.COMMANDLINE}
+    try:
+        return load_config(flags, config_file=config_file)
+    except ValueError as exc:
+        raise SettingError(str(exc)) from None
+
+
+def setting_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Give a click command --config and one option per setting; it is called with the loaded settings first."""
+
+    @functools.wraps(command)
+    @click.pass_context
+    def wrapper(ctx: click.Context, /, config_file: str | None, **kwargs: Any) -> Any:
+        values = {s.file_key: kwargs.pop(s.file_key) for s in SETTINGS}
+        return command(config_from_options(ctx, values, config_file), **kwargs)
+
+    decorated: Callable[..., Any] = wrapper
+    for setting in reversed(SETTINGS):
+        decorated = _option(setting)(decorated)
+    return click.option("--config", "config_file", metavar="FILE",
+                        help=f"TOML file of settings (keys: the names in lower case). Env: {CONFIG_ENV}.")(decorated)
+
+
+def version() -> str:
+    """The installed package's version, or a clear stand-in when it is not installed."""
+    try:
+        return metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed as a package)"
+
+
+def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        click.echo(f"{PROG} {version()}")
+        ctx.exit()
 
 
 def serve(cfg: dict[str, Any]) -> None:
@@ -54,7 +124,7 @@ def serve(cfg: dict[str, Any]) -> None:
         def load_config(self) -> None:
             settings = {"bind": f"{cfg['HOST']}:{cfg['PORT']}", "workers": 1, "worker_class": "gthread",
                         "threads": int(cfg["THREADS"]), "graceful_timeout": 5, "keepalive": 5,
-                        "loglevel": str(cfg["LOG_LEVEL"]).lower(), "errorlog": "-", "proc_name": "celery-dashboard",
+                        "loglevel": str(cfg["LOG_LEVEL"]).lower(), "errorlog": "-", "proc_name": PROG,
                         # Runs in the worker process on SIGTERM and SIGINT alike: stop ingest, save the snapshot.
                         "worker_exit": lambda arbiter, worker: worker.wsgi.extensions["dashboard"].stop()}
             for key, value in settings.items():
@@ -98,23 +168,49 @@ def _demo(cfg: dict[str, Any]) -> int:
                 log.info("stopped %d child process(es)", len(children))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `celery-dashboard` console script."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = _parser().parse_args(argv)
-    overrides = {k: v for k, v in vars(args).items() if k != "command" and v is not None}
-    try:
-        cfg = load_config(overrides)
-    except ValueError as exc:
-        print(f"celery-dashboard: {exc}", file=sys.stderr)  # noqa: T201 - logging is not set up yet
-        return 2
+def _start(cfg: dict[str, Any]) -> None:
+    """Logging at LOG_LEVEL; SIGTERM ends the process through `finally` blocks, so children are stopped too."""
     logging.basicConfig(level=str(cfg["LOG_LEVEL"]).upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # SIGTERM ends the process through `finally` blocks, so children are stopped too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    if args.command == "demo":
-        return _demo(cfg)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+              help="Show the version and exit.")
+def cli() -> None:
+    """Live monitoring console for Celery. Settings: defaults < config file < environment < flags."""
+
+
+EPILOG = (f"Settings: defaults < config file (--config, {CONFIG_ENV}) < environment (DASHBOARD_*) < flags; "
+          "docs/configuration.md lists them.")
+
+
+@cli.command(epilog=EPILOG)
+@setting_options
+def run(cfg: dict[str, Any]) -> None:
+    """Monitor the Celery cluster behind --broker."""
+    _start(cfg)
     serve(cfg)
+
+
+@cli.command(epilog=EPILOG)
+@setting_options
+@click.pass_context
+def demo(ctx: click.Context, cfg: dict[str, Any]) -> None:
+    """A local Redis (when none answers), a demo worker and the dashboard."""
+    _start(cfg)
+    ctx.exit(_demo(cfg))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `celery-dashboard` console script: the exit status."""
+    try:
+        cli.main(args=None if argv is None else list(argv), prog_name=PROG)
+    except SystemExit as exc:  # click ends every run with sys.exit; app.py wants the status
+        if exc.code is None or isinstance(exc.code, int):
+            return exc.code or 0
+        raise  # sys.exit("message"): Python prints it
     return 0
 
 

@@ -1,20 +1,41 @@
-"""Every setting in one place: defaults, then environment (DASHBOARD_*), then CLI/test overrides."""
+"""Every setting in one place: defaults, then a TOML config file, then environment (DASHBOARD_*), then CLI/test
+overrides (docs/configuration.md)."""
 from __future__ import annotations
 
+import difflib
+import json
+import logging
 import os
 import secrets
+import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 
 @dataclass(frozen=True)
 class Setting:
-    """One setting: its default, environment variable, CLI flag and meaning (rendered in the README)."""
+    """One setting: its default, meaning and flag (when not derived from the name; docs/configuration.md)."""
 
     name: str
     default: Any
     help: str
     flag: str | None = None
+
+    @property
+    def option(self) -> str:
+        """The command-line flag: `flag`, else derived from the name (MAX_TASKS -> --max-tasks)."""
+        return self.flag or "--" + self.name.lower().replace("_", "-")
+
+    @property
+    def env_var(self) -> str:
+        """The environment variable: DASHBOARD_<NAME>."""
+        return ENV_PREFIX + self.name
+
+    @property
+    def file_key(self) -> str:
+        """The key in the config file: the name in lower case."""
+        return self.name.lower()
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -62,51 +83,14 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 ENV_PREFIX = "DASHBOARD_"
+CONFIG_ENV = ENV_PREFIX + "CONFIG"  # the config file, when no --config is given
+FILE_TABLE = "dashboard"  # a config file may hold its settings under [dashboard] (then only there)
+_SECRETS = frozenset({"SECRET_KEY", "AUTH_USERS", "AUTH_TOKEN"})  # never echoed in an error
+_BY_NAME = {s.name: s for s in SETTINGS}
+_BY_KEY = {s.file_key: s for s in SETTINGS}
 
-
-def _coerce(raw: str, default: Any, name: str) -> Any:
-    """Convert an environment string to the type of the default, with a clear error."""
-    try:
-        if isinstance(default, bool):
-            lowered = raw.strip().lower()
-            if lowered in ("1", "true", "yes", "on"):
-                return True
-            if lowered in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(raw)
-        if isinstance(default, int):
-            return int(raw)
-        if isinstance(default, float):
-            return float(raw)
-    except ValueError:
-        raise ValueError(f"{ENV_PREFIX}{name}={raw!r} is not a valid {type(default).__name__}") from None
-    return raw
-
-
-def load_config(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Defaults, then DASHBOARD_* environment variables, then explicit overrides (CLI flags, tests)."""
-    env = os.environ if environ is None else environ
-    config: dict[str, Any] = {}
-    for setting in SETTINGS:
-        value = setting.default
-        raw = env.get(ENV_PREFIX + setting.name)
-        if raw is not None and raw != "":
-            value = _coerce(raw, setting.default, setting.name)
-        config[setting.name] = value
-    for key, value in (overrides or {}).items():
-        if value is not None:
-            config[key] = value
-    if not config["SECRET_KEY"]:
-        config["SECRET_KEY"] = secrets.token_hex(32)
-    if config["ASYNC_MODE"] not in ("gevent", "threading"):
-        raise ValueError(f"ASYNC_MODE must be 'gevent' or 'threading', not {config['ASYNC_MODE']!r}")
-    if config["INGEST"] not in ("auto", "redis", "kombu"):
-        raise ValueError(f"INGEST must be 'auto', 'redis' or 'kombu', not {config['INGEST']!r}")
-    _check_ranges(config)
-    parse_users(config["AUTH_USERS"])  # checked here: a bad entry is a clean exit 2, not a server traceback
-    return config
-
-
+# Text settings with a fixed set of values.
+CHOICES: dict[str, tuple[str, ...]] = {"ASYNC_MODE": ("gevent", "threading"), "INGEST": ("auto", "redis", "kombu")}
 # name -> (lowest allowed, whether the lowest itself is allowed); NaN fails every comparison.
 _RANGES = {
     "MAX_TASKS": (1, True), "MAX_WORKERS": (1, True), "THREADS": (1, True), "PORT": (0, True),
@@ -117,31 +101,149 @@ _RANGES = {
     "SNAPSHOT_INTERVAL": (0.0, False), "MAX_CONNECTIONS": (16, True), "MAX_CONNECTIONS_PER_ADDRESS": (1, True),
     "HEADER_TIMEOUT": (0.0, False), "SIGNIN_FAILURES_PER_MINUTE": (1, True), "MAX_REQUEST_BYTES": (1, True),
 }
+_HIGHEST = {"PORT": 65535}
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+_TOML_KINDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string (in quotes)"}
 
 
-def _check_ranges(config: dict[str, Any]) -> None:
-    for name, (low, inclusive) in _RANGES.items():
-        value = config[name]
-        ok = isinstance(value, (int, float)) and (value >= low if inclusive else value > low) and value < float("inf")
+def _problem(name: str, value: Any) -> str | None:
+    """Why a typed value is not allowed for the setting, or None when it is."""
+    if name in CHOICES and value not in CHOICES[name]:
+        *first, last = (repr(c) for c in CHOICES[name])
+        return f"must be {', '.join(first)} or {last}"
+    if name in _RANGES:
+        low, inclusive = _RANGES[name]
+        ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
+              and (value >= low if inclusive else value > low) and value < float("inf"))
         if not ok:
-            bound = f"at least {low}" if inclusive else f"more than {low}"
-            raise ValueError(f"{ENV_PREFIX}{name}={value!r} must be a finite number {bound}")
-    if config["PORT"] > 65535:
-        raise ValueError(f"{ENV_PREFIX}PORT={config['PORT']!r} must be at most 65535")
+            return f"must be a finite number {'at least' if inclusive else 'more than'} {low}"
+    if name in _HIGHEST and value > _HIGHEST[name]:
+        return f"must be at most {_HIGHEST[name]}"
+    if name == "LOG_LEVEL" and str(value).upper() not in logging.getLevelNamesMapping():
+        return f"must be one of {', '.join(_LOG_LEVELS)} (in any case)"
+    return None
+
+
+def parse_value(setting: Setting, raw: Any) -> Any:
+    """The one parser: text (environment, flag, quoted file value) or a TOML value -> the setting's type, checked.
+
+    Raises ValueError with the reason only ("is not a valid int"); callers say where the value came from.
+    """
+    kind = type(setting.default)
+    if isinstance(raw, str) and kind is not str:
+        if kind is bool:
+            lowered = raw.strip().lower()
+            if lowered not in _TRUE + _FALSE:
+                raise ValueError("is not a valid bool")
+            value: Any = lowered in _TRUE
+        else:
+            try:
+                value = kind(raw)
+            except ValueError:
+                raise ValueError(f"is not a valid {kind.__name__}") from None
+    elif kind is float and isinstance(raw, int) and not isinstance(raw, bool):
+        value = float(raw)
+    elif type(raw) is kind:
+        value = raw
+    else:
+        raise ValueError(f"must be {_TOML_KINDS[kind]}")
+    problem = _problem(setting.name, value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+def _shown(name: str, raw: Any, toml: bool = False) -> str:
+    """A value as an error message shows it (secrets never are)."""
+    if name in _SECRETS:
+        return "(hidden)"
+    return json.dumps(raw, default=str) if toml else repr(raw)
+
+
+def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The settings a TOML file sets, parsed and checked, by name; ValueError names the file and the key."""
+    try:
+        with open(path, "rb") as file:
+            data = tomllib.load(file)
+    except OSError as exc:
+        raise ValueError(f"config file {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"config file {path}: not valid TOML ({exc})") from None
+    table = data
+    if isinstance(data.get(FILE_TABLE), dict):  # other tables belong to other programs
+        stray = [key for key, value in data.items() if not isinstance(value, dict)]
+        if stray:
+            raise ValueError(f"config file {path}: {stray[0]!r} is outside the [{FILE_TABLE}] table, "
+                             "where this file's settings are")
+        table = data[FILE_TABLE]
+    values: dict[str, Any] = {}
+    for key, raw in table.items():
+        setting = _BY_KEY.get(key)
+        if setting is None:
+            near = difflib.get_close_matches(key.lower(), _BY_KEY, n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else " (keys are setting names in lower case)"
+            raise ValueError(f"config file {path}: unknown key {key!r}{hint}")
+        try:
+            values[setting.name] = parse_value(setting, raw)
+        except ValueError as exc:
+            raise ValueError(f"config file {path}: {key} = {_shown(setting.name, raw, toml=True)} {exc}") from None
+    return values
+
+
+def load_config(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None,
+                config_file: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """Defaults, then the config file (config_file, else DASHBOARD_CONFIG), then DASHBOARD_* variables, then
+    explicit overrides (CLI flags, tests); ValueError says which value is wrong and where it came from."""
+    env = os.environ if environ is None else environ
+    given = {key: value for key, value in (overrides or {}).items() if value is not None}
+    path = config_file or env.get(CONFIG_ENV) or None
+    # create_app(cfg) loads again what the CLI loaded: with every setting given, nothing else is read.
+    needed = [s for s in SETTINGS if s.name not in given]
+    from_file = read_config_file(path) if path and needed else {}
+    config: dict[str, Any] = {}
+    for setting in needed:
+        value = from_file.get(setting.name, setting.default)
+        raw = env.get(setting.env_var)
+        if raw is not None and raw != "":
+            try:
+                value = parse_value(setting, raw)
+            except ValueError as exc:
+                raise ValueError(f"{setting.env_var}={_shown(setting.name, raw)} {exc}") from None
+        config[setting.name] = value
+    for name, value in given.items():
+        problem = _problem(name, value) if name in _BY_NAME else None
+        if problem:
+            raise ValueError(f"{name}={_shown(name, value)} {problem}")
+        config[name] = value
+    if not config["SECRET_KEY"]:
+        config["SECRET_KEY"] = secrets.token_hex(32)
     if config["RECONNECT_MAX"] < config["RECONNECT_MIN"]:
         raise ValueError(f"{ENV_PREFIX}RECONNECT_MAX must be at least {ENV_PREFIX}RECONNECT_MIN")
+    parse_users(config["AUTH_USERS"])  # checked here: a bad entry is a clean exit 2, not a server traceback
+    return config
+
+
+def _cell(text: str) -> str:
+    return f"`{text}`"
 
 
 def settings_table() -> str:
-    """The settings as a Markdown table, for the README."""
-    rows = ["| environment variable | flag | default | meaning |", "|---|---|---|---|"]
+    """The settings as a Markdown table, for docs/configuration.md."""
+    rows = ["| setting | flag | environment variable | file key | default | meaning |", "|---|---|---|---|---|---|"]
     for s in SETTINGS:
-        default = "random" if s.name == "SECRET_KEY" else "empty" if s.default == "" else f"`{s.default}`"
-        rows.append(f"| `{ENV_PREFIX}{s.name}` | {f'`{s.flag}`' if s.flag else ''} | {default} | {s.help} |")
+        flag = f"{s.option}/--no-{s.option[2:]}" if isinstance(s.default, bool) else s.option
+        if s.name == "SECRET_KEY":
+            default = "random"
+        elif s.default == "":
+            default = "empty"
+        else:
+            default = _cell(str(s.default).lower() if isinstance(s.default, bool) else str(s.default))
+        rows.append(f"| `{s.name}` | {_cell(flag)} | {_cell(s.env_var)} | {_cell(s.file_key)} | {default} | {s.help} |")
     return "\n".join(rows)
 
 
-__all__ = ["SETTINGS", "Setting", "load_config", "settings_table"]
+__all__ = ["SETTINGS", "Setting", "load_config", "parse_value", "read_config_file", "settings_table"]
 
 
 def parse_users(raw: str) -> dict[str, str]:

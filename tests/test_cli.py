@@ -1,16 +1,204 @@
-"""`celery-dashboard demo` as `make run` starts it: local Redis, demo worker, web; Ctrl-C ends it all."""
+"""The command line: settings from flags, environment and config file (click's CliRunner), `--version`, and
+`celery-dashboard demo` as `make run` starts it: local Redis, demo worker, web; Ctrl-C ends it all."""
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
 import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
 
+import click
 import pytest
 import requests
+from click.testing import CliRunner
 
 from conftest import ROOT, WORK_SECONDS, wait_for
+from dashboard import cli
+from dashboard.config import SETTINGS
 from dashboard.processes import free_port, redis_answers
+
+
+@pytest.fixture()
+def served(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """`run` and `demo` record the settings they would serve with instead of serving; no DASHBOARD_* from outside."""
+    for key in list(os.environ):
+        if key.startswith("DASHBOARD_"):
+            monkeypatch.delenv(key)
+    configs: list[dict[str, Any]] = []
+    monkeypatch.setattr(cli, "_start", lambda cfg: None)
+    monkeypatch.setattr(cli, "serve", configs.append)
+    monkeypatch.setattr(cli, "_demo", lambda cfg: configs.append(cfg) or 0)
+    return configs
+
+
+def invoke(*args: str, env: dict[str, str] | None = None) -> Any:
+    """`celery-dashboard ARGS` in this process (click's CliRunner; stderr apart from stdout)."""
+    return CliRunner().invoke(cli.cli, list(args), env=env, prog_name="celery-dashboard")
+
+
+def toml(tmp_path: Path, text: str) -> str:
+    """A config file with this text."""
+    path = tmp_path / "dashboard.toml"
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def test_version_is_the_package_version() -> None:
+    """`--version` prints the installed package's version and exits 0."""
+    result = invoke("--version")
+    assert result.exit_code == 0
+    assert result.stdout == f"celery-dashboard {metadata.version('celery-live-dashboard')}\n"
+
+
+def test_version_without_package_metadata(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From a source tree that was never installed, `--version` says so instead of failing."""
+    def missing(name: str) -> str:
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(cli.metadata, "version", missing)
+    result = invoke("--version")
+    assert result.exit_code == 0
+    assert result.stdout == "celery-dashboard unknown (not installed as a package)\n"
+
+
+@pytest.mark.parametrize("command", ["run", "demo"])
+def test_help_lists_every_setting_once_with_its_default(command: str) -> None:
+    """`--help` has one flag per setting, its environment variable and its default (from SETTINGS)."""
+    result = invoke(command, "--help")
+    assert result.exit_code == 0
+    text = " ".join(result.stdout.split())  # click wraps lines
+    for s in SETTINGS:
+        assert s.option in text and s.env_var in text, s.name
+    for shown in ("--max-tasks INTEGER", "[default: 100000]", "--broker TEXT", "[default: redis://127.0.0.1:6379/0]",
+                  "--read-only / --no-read-only", "--async-mode [gevent|threading]", "--config FILE",
+                  "DASHBOARD_CONFIG"):
+        assert shown in text
+    assert text.count("[default: 100000]") == 1
+
+
+def test_flags_environment_and_file_in_that_order(served: list[dict[str, Any]], tmp_path: Path) -> None:
+    """defaults < config file < environment < flags, setting by setting."""
+    path = toml(tmp_path, 'port = 6001\nmax_tasks = 500\nhost = "10.0.0.1"\nread_only = true\n'
+                          'push_interval = 1\n')
+    result = invoke("run", "--config", path, "--port", "6003",
+                    env={"DASHBOARD_PORT": "6002", "DASHBOARD_MAX_TASKS": "600"})
+    assert result.exit_code == 0, result.output
+    (cfg,) = served
+    assert cfg["PORT"] == 6003  # flag over environment and file
+    assert cfg["MAX_TASKS"] == 600  # environment over file
+    assert cfg["HOST"] == "10.0.0.1"  # file over default
+    assert cfg["READ_ONLY"] is True
+    assert cfg["PUSH_INTERVAL"] == 1.0 and isinstance(cfg["PUSH_INTERVAL"], float)
+    assert cfg["THREADS"] == 64  # default
+
+
+def test_boolean_flag_turns_off_what_environment_and_file_turn_on(served: list[dict[str, Any]],
+                                                                   tmp_path: Path) -> None:
+    """`--no-read-only` wins over `read_only = true` and DASHBOARD_READ_ONLY=1; `--read-only` turns it on."""
+    path = toml(tmp_path, "read_only = true\n")
+    assert invoke("run", "--config", path, "--no-read-only", env={"DASHBOARD_READ_ONLY": "1"}).exit_code == 0
+    assert invoke("demo", "--read-only").exit_code == 0
+    assert [cfg["READ_ONLY"] for cfg in served] == [False, True]
+
+
+def test_config_file_from_the_environment(served: list[dict[str, Any]], tmp_path: Path) -> None:
+    """DASHBOARD_CONFIG names the file when --config is not given; --config wins over it."""
+    first = toml(tmp_path, "port = 7001\n")
+    second = tmp_path / "other.toml"
+    second.write_text("port = 7002\n")
+    assert invoke("run", env={"DASHBOARD_CONFIG": first}).exit_code == 0
+    assert invoke("run", "--config", str(second), env={"DASHBOARD_CONFIG": first}).exit_code == 0
+    assert [cfg["PORT"] for cfg in served] == [7001, 7002]
+
+
+def test_settings_under_a_dashboard_table(served: list[dict[str, Any]], tmp_path: Path) -> None:
+    """With a [dashboard] table the settings are read there; other tables belong to other programs."""
+    path = toml(tmp_path, '[dashboard]\nbroker_url = "redis://cache:6379/3"\n\n[other.tool]\nport = "x"\n')
+    assert invoke("run", "--config", path).exit_code == 0
+    assert served[0]["BROKER_URL"] == "redis://cache:6379/3"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("max_task = 5\n", "unknown key 'max_task' (did you mean 'max_tasks'?)"),
+    ("MAX_TASKS = 5\n", "unknown key 'MAX_TASKS' (did you mean 'max_tasks'?)"),
+    ("colour = 'blue'\n", "unknown key 'colour' (keys are setting names in lower case)"),
+    ('port = "http"\n', 'port = "http" is not a valid int'),
+    ("read_only = 1\n", "read_only = 1 must be true or false"),
+    ("host = 5\n", "host = 5 must be a string (in quotes)"),
+    ("max_tasks = 0\n", "max_tasks = 0 must be a finite number at least 1"),
+    ('async_mode = "eventlet"\n', "async_mode = \"eventlet\" must be 'gevent' or 'threading'"),
+    ("port = 1\n[dashboard]\nhost = 'x'\n", "'port' is outside the [dashboard] table"),
+    ("port = [\n", "not valid TOML"),
+])
+def test_bad_config_file_names_the_file_and_the_key(served: list[dict[str, Any]], tmp_path: Path, text: str,
+                                                    message: str) -> None:
+    """An unknown key, a value of the wrong type or out of range: one line naming the file and key, exit 2."""
+    path = toml(tmp_path, text)
+    result = invoke("run", "--config", path)
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"Error: config file {path}: ") and result.stderr.count("\n") == 1
+    assert message in result.stderr
+    assert not served
+
+
+def test_missing_config_file(served: list[dict[str, Any]], tmp_path: Path) -> None:
+    """A config file that does not exist is an error, not silently ignored."""
+    result = invoke("run", "--config", str(tmp_path / "nope.toml"))
+    assert result.exit_code == 2
+    assert result.stderr == f"Error: config file {tmp_path / 'nope.toml'}: No such file or directory\n"
+
+
+def test_secrets_in_a_bad_config_file_are_not_echoed(served: list[dict[str, Any]], tmp_path: Path) -> None:
+    """A secret of the wrong type is reported by key, never by value."""
+    result = invoke("run", "--config", toml(tmp_path, "auth_token = 98765431\n"))
+    assert result.exit_code == 2
+    assert "auth_token = (hidden) must be a string" in result.stderr and "98765431" not in result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--port", "http"], "--port='http' is not a valid int"),
+    (["--max-tasks", "0"], "--max-tasks='0' must be a finite number at least 1"),
+    (["--push-interval", "nan"], "--push-interval='nan' must be a finite number more than 0.0"),
+    (["--async-mode", "eventlet"], "--async-mode='eventlet' must be 'gevent' or 'threading'"),
+    (["--log-level", "verbose"], "--log-level='verbose' must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL"),
+    (["--reconnect-min", "5", "--reconnect-max", "1"], "DASHBOARD_RECONNECT_MAX must be at least"),
+])
+def test_bad_flag_value_is_one_line_and_exit_2(served: list[dict[str, Any]], args: list[str], message: str) -> None:
+    """A bad flag value names the flag on one line; nothing is served."""
+    result = invoke("run", *args)
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Error: ") and result.stderr.count("\n") == 1
+    assert message in result.stderr
+    assert not served
+
+
+def test_options_decorate_any_click_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`setting_options` gives another command (e.g. a `celery dashboard` subcommand) the same options."""
+    monkeypatch.delenv("DASHBOARD_PORT", raising=False)
+
+    @click.command()
+    @cli.setting_options
+    @click.option("--extra")
+    def other(cfg: dict[str, Any], extra: str) -> None:
+        click.echo(f"{cfg['PORT']} {cfg['MAX_TASKS']} {extra}")
+
+    result = CliRunner().invoke(other, ["--port", "8123", "--extra", "x"], env={"DASHBOARD_MAX_TASKS": "77"})
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "8123 77 x\n"
+
+
+def test_version_of_the_console_script_and_app_py() -> None:
+    """`python -m dashboard.cli --version` prints it; `python app.py` takes the flags of `run`."""
+    result = subprocess.run([sys.executable, "-m", "dashboard.cli", "--version"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=30)
+    assert result.returncode == 0 and result.stdout.startswith("celery-dashboard ")
+    result = subprocess.run([sys.executable, "app.py", "--port", "http"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=30)
+    assert result.returncode == 2
+    assert result.stderr == "Error: --port='http' is not a valid int\n"
 
 
 def _group_alive(pgid: int) -> bool:
