@@ -16,8 +16,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from . import events as E
 from . import measure as M
@@ -105,7 +106,7 @@ class Bench:
                 log.info("%s: round %d/%d, %s", name, r + 1, self.o.rounds, cls.name)
                 try:
                     out.setdefault(cls.name, []).append(fn(cls))
-                except Exception as exc:  # noqa: BLE001 - one broken round must not cost the others
+                except Exception as exc:  # one broken round must not cost the others
                     log.exception("%s round %d on %s failed", name, r + 1, cls.name)
                     out.setdefault(cls.name, []).append({"error": f"{type(exc).__name__}: {exc}"})
         self.raw[name] = out
@@ -152,7 +153,7 @@ class Bench:
                 for cls in targets:
                     try:
                         out[cls.name] = M.sustained(ctx, cls, o.sustained_rates, o.sustained_seconds)
-                    except Exception as exc:  # noqa: BLE001
+                    except Exception as exc:
                         log.exception("sustained on %s failed", cls.name)
                         out[cls.name] = {"error": f"{type(exc).__name__}: {exc}"}
                 self.raw["sustained"] = out

@@ -19,7 +19,8 @@ import subprocess
 import sys
 import time
 import uuid as uuidlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import orjson
 import requests
@@ -114,8 +115,8 @@ def million_events(every: int = 100_000) -> tuple[Any, Any, list[float], float]:
     """One million events (250k tasks: received, started, finished, progress; each failure's traceback its
     own) through the reader's batch path into a 10,000-task state -> (state, ingest, RSS in MB after every
     `every` events, seconds). Shared by this bench and tests/test_reliability.py."""
-    from dashboard.ingest.stream import Ingest
     from dashboard.core.state import State
+    from dashboard.ingest.stream import Ingest
 
     def rss_mb() -> float:
         with open("/proc/self/statm") as fh:

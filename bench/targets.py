@@ -161,7 +161,7 @@ class Target:
         finally:
             self._log.close()
 
-    def __enter__(self) -> "Target":
+    def __enter__(self) -> Target:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -85,7 +85,7 @@ class Prober(threading.Thread):
         super().__init__(daemon=True)
         self.base, self.headers = base, auth_headers(user)
         self.times: dict[str, list[float]] = {p: [] for p in PROBED}
-        self.failures: dict[str, int] = {p: 0 for p in PROBED}
+        self.failures: dict[str, int] = dict.fromkeys(PROBED, 0)
         self._halt = threading.Event()
 
     def run(self) -> None:

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from flask import Flask
 from flask_socketio import SocketIO
@@ -30,25 +31,19 @@ def _asset_dir(name: str) -> str:
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app: settings, socketio, blueprints, and (unless disabled) ingest and push loops."""
-    from .web import api
-    from .web import control_api
-    from .web import limits
-    from .web import metrics
-    from .web import queues
-    from .web import security
-    from .web import views
-    from .concurrency import Runtime, start_thread
     from .cluster.control import EventsEnabler, make_celery
-    from .ingest.gcpolicy import GcPolicy
-    from .ingest.stream import Ingest
+    from .concurrency import Runtime, start_thread
     from .core.masking import make_masker
-    from .live.push import Push
+    from .core.state import State
+    from .ingest.gcpolicy import GcPolicy
     from .ingest.process import ReaderProcess
     from .ingest.seed import seed_in_flight
-    from .web.services import Inflight, Services
     from .ingest.snapshot import Snapshots
+    from .ingest.stream import Ingest
+    from .live.push import Push
     from .live.socketio_internals import session_exists
-    from .core.state import State
+    from .web import api, control_api, limits, metrics, queues, security, views
+    from .web.services import Inflight, Services
 
     cfg = load_config(config)
     app = Flask(__name__, template_folder=_asset_dir("templates"), static_folder=_asset_dir("static"))

@@ -9,14 +9,15 @@ import os
 import re
 import time
 import uuid as uuidlib
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 from urllib.parse import quote
 
 import pytest
 import requests
+from conftest import WORK_SECONDS, DashboardServer, RedisServer, event_envelope, wait_for
 from playwright.sync_api import expect
 
-from conftest import WORK_SECONDS, DashboardServer, RedisServer, event_envelope, wait_for
 from dashboard.processes import start_worker, stop_process
 
 DB = 7

@@ -3,17 +3,18 @@ read-only pages, and a real cross-site attack from a page on another origin."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import redis
+from conftest import DashboardServer, RedisServer, wait_for
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import expect
-
-from conftest import DashboardServer, RedisServer, wait_for
-from dashboard.processes import free_port
 from test_security import PASSWORD, TOKEN, AuthedServer
+
+from dashboard.processes import free_port
 
 DB = 9  # this module's Redis db: no worker consumes it, so a launched task stays in its queue
 USER = "ada"
@@ -151,7 +152,7 @@ class AttackerSite:
                                   args=str(ATTACK_ARGS)).encode()
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            def do_GET(self) -> None:  # http.server's name
                 self.send_response(200)
                 self.send_header("Content-Type", "text/html; charset=utf-8")
                 self.end_headers()

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 import requests
-
 from conftest import ROOT, WORK_SECONDS, wait_for
+
 from dashboard.processes import free_port, redis_answers
 
 
@@ -73,11 +73,10 @@ def test_bad_setting_is_a_clear_error() -> None:
     assert "DASHBOARD_MAX_TASKS='lots' is not a valid int" in result.stderr
 
 
-def test_threading_mode_serves_live_updates(redis_server, worker) -> None:  # noqa: ANN001 - fixtures
+def test_threading_mode_serves_live_updates(redis_server, worker) -> None:  # untyped: pytest fixtures
     """The development mode (--async-mode threading, gunicorn's gthread worker) ingests, serves pages and
     pushes over websockets."""
     import socketio
-
     from conftest import DashboardServer
 
     dash = DashboardServer(redis_server.url, "--async-mode", "threading")

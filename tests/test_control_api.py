@@ -6,16 +6,16 @@ import json
 import os
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import requests
+from conftest import WORK_SECONDS, DashboardServer, RedisServer, wait_for
 
 from dashboard import create_app
 from dashboard.processes import free_port, start_worker, stop_process
-
-from conftest import WORK_SECONDS, DashboardServer, RedisServer, wait_for
 
 BULK_MAX = 4
 

@@ -9,7 +9,12 @@ from typing import Any
 import pytest
 
 from dashboard.core.failures import (
-    MAX_COUNTER_KEYS, MAX_MESSAGE_CHARS, FailureGroups, group_id, normalize_message, signature,
+    MAX_COUNTER_KEYS,
+    MAX_MESSAGE_CHARS,
+    FailureGroups,
+    group_id,
+    normalize_message,
+    signature,
 )
 
 # Where Celery's machinery lives in a Debian-packaged and in a virtualenv install.

@@ -4,8 +4,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from conftest import RedisServer
+
 from dashboard.web.gate import HostAllowlist, Throttle
 
 

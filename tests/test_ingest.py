@@ -6,15 +6,16 @@ import json
 import threading
 import time
 import uuid as uuidlib
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
 from celery import Celery
-
 from conftest import RedisServer, wait_for
-from dashboard.ingest.stream import DecodeError, Ingest, decode_message, mask_url, prepare, redis_event_pattern
+
 from dashboard.core.state import State, task_detail
+from dashboard.ingest.stream import DecodeError, Ingest, decode_message, mask_url, prepare, redis_event_pattern
 
 
 @pytest.fixture

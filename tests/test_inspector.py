@@ -6,16 +6,16 @@ import os
 import signal
 import threading
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from conftest import WORK_SECONDS, DashboardServer, RedisServer, wait_for
 
 from dashboard.cluster.control import make_celery
 from dashboard.cluster.inspector import METHODS, Inspector, pool_summary
-from dashboard.processes import free_port, start_worker, stop_process
 from dashboard.core.state import State
-
-from conftest import WORK_SECONDS, DashboardServer, RedisServer, wait_for
+from dashboard.processes import free_port, start_worker, stop_process
 
 
 def heartbeat(state: State, hostname: str, at: float | None = None, kind: str = "heartbeat") -> None:
@@ -79,7 +79,7 @@ def test_inspector_caches_every_method(own_worker: tuple[str, str, Any]) -> None
     inspector.refresh([hostname], METHODS)
     assert time.monotonic() - started < 1.5  # all answered: no method waited for its timeout
     entries = inspector.worker(hostname)
-    assert {m: e["status"] for m, e in entries.items()} == {m: "ok" for m in METHODS}
+    assert {m: e["status"] for m, e in entries.items()} == dict.fromkeys(METHODS, "ok")
     assert "dashboard.demo.add" in entries["registered"]["reply"]
     assert [q["name"] for q in entries["active_queues"]["reply"]] == ["celery"]
     assert inspector.replies("active_queues")[hostname][0]["name"] == "celery"

@@ -6,8 +6,8 @@ import time
 from typing import Any
 
 import socketio
-
 from conftest import WORK_SECONDS, DashboardServer, RedisServer, event_envelope, wait_for
+
 from dashboard.cluster.control import EventsEnabler
 from dashboard.processes import start_worker, stop_process
 

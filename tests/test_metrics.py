@@ -3,16 +3,17 @@ worker; exact histogram buckets; bounded labels; scrape time with 100k retained 
 from __future__ import annotations
 
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from conftest import DashboardServer, RedisServer, wait_for
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families
+from test_state import task_ev, worker_ev
 
-from conftest import DashboardServer, RedisServer, wait_for
 from dashboard import create_app
 from dashboard.core.stats import COUNTED_EVENTS, EXPORT_BUCKETS, OTHER
-from test_state import task_ev, worker_ev
 
 T0 = 1_700_000_000.0
 LABELS = {"name", "queue_name", "hostname", "priority", "le"}  # every label /metrics may use

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from dashboard import create_app, socketio
-from dashboard.live.push import tasks_room
 from dashboard.core.query import Filters
+from dashboard.live.push import tasks_room
 
 
 @pytest.fixture
@@ -245,8 +246,8 @@ class _FakeSocketIO:
 def test_a_client_far_behind_is_skipped_then_resynced_once_caught_up() -> None:
     """Only the client past BACKLOG_MAX is skipped; it stays skipped until well below it, then is asked
     to resync (it missed diffs) exactly once."""
-    from dashboard.live.push import BACKLOG_MAX, Push
     from dashboard.core.state import State
+    from dashboard.live.push import BACKLOG_MAX, Push
 
     fake = _FakeSocketIO({"slow": BACKLOG_MAX + 1, "fast": 0})
     push = Push(fake, State(), None, 0.2)  # type: ignore[arg-type]

@@ -7,10 +7,9 @@ import time
 from typing import Any
 
 import redis
+from conftest import WORK_SECONDS, DashboardServer, RedisServer, wait_for
 
 from dashboard.processes import start_worker, stop_process
-
-from conftest import WORK_SECONDS, DashboardServer, RedisServer, wait_for
 
 
 def _server_pid(dash: DashboardServer) -> int:
@@ -169,7 +168,6 @@ def test_a_stalled_browser_does_not_hold_up_the_others(own_redis: RedisServer) -
     import uuid as uuidlib
 
     import socketio
-
     from conftest import event_envelope
 
     dash = DashboardServer(own_redis.url, env={"DASHBOARD_ENABLE_EVENTS_INTERVAL": "0"})

@@ -2,14 +2,21 @@
 t/unit/events/test_state.py: small helpers build event dicts, `replay` feeds them, tests assert."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from itertools import count, permutations
-from typing import Any, Iterable
+from typing import Any
 
 import pytest
 
 from dashboard.core.state import (
-    MAX_EXTRA_KEYS, MAX_HISTORY, PRECEDENCE, STATES, MalformedEvent, State,
-    task_detail, task_summary,
+    MAX_EXTRA_KEYS,
+    MAX_HISTORY,
+    PRECEDENCE,
+    STATES,
+    MalformedEvent,
+    State,
+    task_detail,
+    task_summary,
 )
 
 WORKER = "celery@w1"

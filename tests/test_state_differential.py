@@ -9,11 +9,14 @@ from __future__ import annotations
 import copy
 import random
 from collections import Counter
+from collections.abc import Callable, Iterable
 from itertools import count, permutations
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import pytest
-from celery.events.state import State as CeleryState, Task as CeleryTask, Worker as CeleryWorker
+from celery.events.state import State as CeleryState
+from celery.events.state import Task as CeleryTask
+from celery.events.state import Worker as CeleryWorker
 
 from dashboard.core.state import HEARTBEAT_EXPIRE_WINDOW, PRECEDENCE, State
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
-from ..core.brokerurl import scrub
 from ..concurrency import offload
+from ..core.brokerurl import scrub
 from ..core.jsondepth import MAX_DEPTH, JSONTooDeep, loads
 
 log = logging.getLogger(__name__)
@@ -186,7 +187,7 @@ def launch(celery_app: Any, req: LaunchRequest) -> list[str]:
         cause = scrub(str(exc), celery_app.conf.broker_url)
         log.warning("launch of %s failed after %d sent: %s", req.task, len(ids), cause)
         raise BrokerUnavailable(ids, req.count, cause) from exc
-    except Exception as exc:  # noqa: BLE001 - kombu cannot use the broker URL (a malformed one, an option it refuses)
+    except Exception as exc:  # kombu cannot use the broker URL (a malformed one, an option it refuses)
         # Scrubbed: kombu's parse error for a malformed URL quotes part of its password.
         cause = scrub(f"{type(exc).__name__}: {exc}", celery_app.conf.broker_url)
         log.warning("launch of %s failed after %d sent: %s", req.task, len(ids), cause, exc_info=True)

@@ -15,8 +15,9 @@ import math
 import re
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from functools import lru_cache
-from typing import Any, Callable
+from typing import Any
 
 # Input caps: every field is untrusted and may be megabytes long.
 MAX_EXCEPTION_CHARS = 4_000

@@ -14,10 +14,11 @@ import re
 import time
 from array import array
 from bisect import bisect_right
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from itertools import accumulate, islice
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 from .state import CHUNK_BITS, State, TaskRecord
 
@@ -105,7 +106,7 @@ def parse_time(raw: str, now: float) -> float | None:
         except ValueError:
             return None
         if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
+            when = when.replace(tzinfo=UTC)
         return when.timestamp()
     return value if math.isfinite(value) else None
 

@@ -11,7 +11,8 @@ import math
 import sys
 import threading
 from collections import deque
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from .failures import FailureGroups
 from .stats import TaskStats

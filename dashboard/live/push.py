@@ -13,16 +13,17 @@ import logging
 import threading
 import time
 from collections import Counter, deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from flask import request
 from flask_socketio import ConnectionRefusedError, SocketIO, join_room, leave_room
 
+from ..core.query import Filters, TextIndex, find, matcher, parse_filters, workflow_root, workflow_tree
+from ..core.state import STATES, State, task_detail, task_summary, worker_summary
 from ..ingest.stream import Ingest
 from .socketio_internals import backlog as queued
 from .socketio_internals import close_session, sessions
-from ..core.query import Filters, TextIndex, find, matcher, parse_filters, workflow_root, workflow_tree
-from ..core.state import STATES, State, task_detail, task_summary, worker_summary
 
 log = logging.getLogger(__name__)
 
@@ -291,7 +292,7 @@ class Push:
                 self.tick()
                 self.tick_seconds.append(time.monotonic() - started)
                 self.close_idle_sessions(started)
-            except Exception:  # noqa: BLE001 - a bad tick must not silence the dashboard
+            except Exception:  # a bad tick must not silence the dashboard
                 log.exception("push tick failed")
             rate = (self.state.event_count - events) / max(started - at, 1e-3)
             events, at = self.state.event_count, started

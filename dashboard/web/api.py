@@ -5,17 +5,18 @@ import json
 import logging
 import re
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
 from ..cluster import launch as launching
-from . import limits
-from ..live.push import MAX_LIMIT
 from ..core.query import SORTS, find, parse_filters, workflow_tree
+from ..core.state import LONG_FIELDS, task_detail
+from ..live.push import MAX_LIMIT
+from . import limits
 from .security import control_endpoint, current_user
 from .services import services
-from ..core.state import LONG_FIELDS, task_detail
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__)

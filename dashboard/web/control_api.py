@@ -16,11 +16,10 @@ from typing import Any, NamedTuple
 from flask import Blueprint, Flask, jsonify, request
 
 from ..cluster import control
-
-from ..core import rerun
 from ..cluster.audit import AuditLog
 from ..cluster.control import BrokerUnavailable, InvalidRequest
 from ..cluster.inspector import LIST_METHODS, Inspector
+from ..core import rerun
 from ..core.query import TEXT_FILTERS, TIME_FILTERS, Filters, find, parse_filters
 from .security import control_endpoint, current_user
 from .services import Services, services

@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from flask import Blueprint, Flask, jsonify
 
@@ -94,7 +95,7 @@ class QueueMonitor:
             while not self._stop.is_set():
                 try:
                     self.poll()
-                except Exception:  # noqa: BLE001 - the loop must outlive any surprise; the page shows the age
+                except Exception:  # the loop must outlive any surprise; the page shows the age
                     log.exception("queue poll failed")
                 self._stop.wait(self.interval)
         finally:

@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING, Any
 
 from flask import current_app
 
-from ..concurrency import Runtime
 from ..cluster.control import EventsEnabler
+from ..concurrency import Runtime
+from ..ingest.process import ReaderProcess
 from ..ingest.stream import Ingest
 from ..live.push import Push
-from ..ingest.process import ReaderProcess
 
 if TYPE_CHECKING:
     from .server import ConnectionLimits

@@ -9,9 +9,9 @@ from flask_wtf.csrf import CSRFError
 
 from ..cluster import launch as launching
 from ..core.query import Filters, parse_filters
+from ..core.state import STATES
 from .security import controls_enabled, current_user
 from .services import services
-from ..core.state import STATES
 
 log = logging.getLogger(__name__)
 bp = Blueprint("views", __name__)
