@@ -198,9 +198,19 @@ class Bench:
                 ok = [r for r in rs if "counted" in r]
                 if ok:
                     notes.append(f"{name} counted {sum(r['counted'] for r in ok):,}/{sum(r['events'] for r in ok):,}")
-            row("burst ingest", "events/s", d, f, ratio, "dashboard >= 8x Flower", None if ratio is None else ratio >= 8,
-                "; ".join(notes))
-            gens = [r["generator_rate"] for rs in self.raw.get("burst", {}).values() for r in rs if "generator_rate" in r]
+            row(
+                "burst ingest",
+                "events/s",
+                d,
+                f,
+                ratio,
+                "dashboard >= 8x Flower",
+                None if ratio is None else ratio >= 8,
+                "; ".join(notes),
+            )
+            gens = [
+                r["generator_rate"] for rs in self.raw.get("burst", {}).values() for r in rs if "generator_rate" in r
+            ]
             g = _median(gens)
             fastest = max(v for v in (d, f) if v) if (d or f) else None
             gr = g / fastest if g and fastest else None
@@ -224,8 +234,10 @@ class Bench:
                 + (f"paced at {self.o.memory_rate:.0f} ev/s" if self.o.memory_rate else "in one burst")
                 + f"; dashboard retained {_fmt(ret)}")
         if "responsiveness" in figs:
-            paths = sorted({p for rs in self.raw.get("responsiveness", {}).values() for r in rs for p in r.get("paths", {})},
-                           key=lambda p: ("/api" in p, p))
+            paths = sorted(
+                {p for rs in self.raw.get("responsiveness", {}).values() for r in rs for p in r.get("paths", {})},
+                key=lambda p: ("/api" in p, p),
+            )
             for path in paths:
                 d = self._med("responsiveness", "dashboard", lambda r, p=path: r["paths"][p]["p99_ms"])
                 f = self._med("responsiveness", "flower", lambda r, p=path: r["paths"][p]["p99_ms"])
@@ -308,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         doc = {"command": command, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
                "seconds": round(took, 1), "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
-               "versions": _versions(), "options": {k: v for k, v in vars(opts).items()},
+               "versions": _versions(), "options": dict(vars(opts)),
                "table": rows, "raw": bench.raw}
         out.write_text(json.dumps(doc, indent=1, default=str))
         log.info("raw results: %s; took %.0fs", out, took)

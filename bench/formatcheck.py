@@ -67,7 +67,9 @@ def check(url: str) -> list[str]:
             disp.send("task-received", uuid=u, name="shop.orders.create_order", args="(1, 'a')",
                       kwargs="{'x': 1}", root_id=u, parent_id=None, retries=0, eta=None, expires=None)
             disp.send("task-started", uuid=u)
-            disp.send("task-failed", uuid=u, exception="KeyError('sku-1')", traceback="Traceback ...\nKeyError: 'sku-1'\n")
+            disp.send(
+                "task-failed", uuid=u, exception="KeyError('sku-1')", traceback="Traceback ...\nKeyError: 'sku-1'\n"
+            )
             disp.flush()
             disp.send("worker-heartbeat", freq=2.0, active=0, processed=3, loadavg=[0.1, 0.2, 0.3], **E.SW)
             disp.close()
@@ -80,7 +82,9 @@ def check(url: str) -> list[str]:
             key = env["properties"]["delivery_info"]["routing_key"]
             ours = E.envelope(_body(data), env["headers"]["hostname"], key, env["properties"]["delivery_tag"])
             if ours != data:
-                problems.append(f"{key}: our envelope differs from celery's:\n  celery: {data[:300]!r}\n  ours:   {ours[:300]!r}")
+                problems.append(
+                    f"{key}: our envelope differs from celery's:\n  celery: {data[:300]!r}\n  ours:   {ours[:300]!r}"
+                )
             if ch != E.channel(key):
                 problems.append(f"channel {ch!r} != ours {E.channel(key)!r}")
         # 2. key order and value types of rendered events vs the captured ones

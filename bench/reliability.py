@@ -20,6 +20,7 @@ import sys
 import time
 import uuid as uuidlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -93,11 +94,11 @@ def dead_worker() -> None:
         for i in range(3):
             host = f"bench-victim-{i}@localhost"
             worker = start_worker(url, concurrency=1, hostname=host, quiet=True)
-            _wait(lambda: dash.online(host), 60)
+            _wait(lambda h=host: dash.online(h), 60)
             time.sleep(3)  # a few heartbeats
-            children = open(f"/proc/{worker.pid}/task/{worker.pid}/children").read().split()
+            children = Path(f"/proc/{worker.pid}/task/{worker.pid}/children").read_text().split()
             worker.send_signal(signal.SIGKILL)
-            took.append(_wait(lambda: not dash.online(host), 30))
+            took.append(_wait(lambda h=host: not dash.online(h), 30))
             for child in children:
                 try:
                     os.kill(int(child), signal.SIGKILL)

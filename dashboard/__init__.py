@@ -73,7 +73,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         enabler = EventsEnabler(celery_app, float(cfg["ENABLE_EVENTS_INTERVAL"]), lambda: ingest.connected)
     ingest = Ingest(state, cfg["BROKER_URL"], mode=cfg["INGEST"], reconnect_min=float(cfg["RECONNECT_MIN"]),
                     reconnect_max=float(cfg["RECONNECT_MAX"]), pause=runtime.pause,
-                    after_batch=GcPolicy().tick if ingest_on else None,  # dashboard/ingest/gcpolicy.py: no long GC pauses
+                    after_batch=GcPolicy().tick if ingest_on else None,  # ingest/gcpolicy.py: no long GC pauses
                     on_connect=enabler.poke if enabler else None,
                     on_worker_arrival=enabler.poke if enabler else None)
     reader = ReaderProcess(ingest, log_level=str(cfg["LOG_LEVEL"]), wrap_socket=runtime.wrap_socket,

@@ -28,8 +28,12 @@ def test_demo_starts_everything_and_leaves_nothing_running(how: str) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = dict(os.environ, DASHBOARD_DEMO_SLEEP=WORK_SECONDS, DASHBOARD_LOG_LEVEL="WARNING")
-    proc = subprocess.Popen([sys.executable, "-m", "dashboard.cli", "demo", "--port", str(port), "--broker", dead_broker],
-                            cwd=ROOT, env=env, start_new_session=True)  # its own group, like a terminal job
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dashboard.cli", "demo", "--port", str(port), "--broker", dead_broker],
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+    )  # its own group, like a terminal job
     try:
         health = wait_for(lambda: (h := requests.get(base + "/healthz", timeout=2).json())["broker"]["connected"] and h,
                           timeout=30, message="the demo dashboard")

@@ -61,7 +61,9 @@ def own_worker(redis_server: RedisServer) -> Iterator[tuple[str, str, Any]]:
     """A worker of this module alone on db 12 (these tests stop it)."""
     url = redis_server.url_db(12)
     hostname = f"insp-{os.getpid()}@localhost"
-    proc = start_worker(url, concurrency=2, hostname=hostname, quiet=True, extra_env={"DASHBOARD_DEMO_SLEEP": WORK_SECONDS})
+    proc = start_worker(
+        url, concurrency=2, hostname=hostname, quiet=True, extra_env={"DASHBOARD_DEMO_SLEEP": WORK_SECONDS}
+    )
     yield url, hostname, proc
     if proc.poll() is None:
         os.kill(proc.pid, signal.SIGCONT)
@@ -73,8 +75,11 @@ def test_inspector_caches_every_method(own_worker: tuple[str, str, Any]) -> None
     state = State()
     heartbeat(state, hostname)
     inspector = Inspector(make_celery(url, 2.0), state, interval=1.0, timeout=2.0)
-    wait_for(lambda: (inspector.refresh([hostname], ["stats"]), inspector.worker(hostname)["stats"]["status"] == "ok")[1],
-             timeout=30, message="the worker answers stats")
+    wait_for(
+        lambda: (inspector.refresh([hostname], ["stats"]), inspector.worker(hostname)["stats"]["status"] == "ok")[1],
+        timeout=30,
+        message="the worker answers stats",
+    )
     started = time.monotonic()
     inspector.refresh([hostname], METHODS)
     assert time.monotonic() - started < 1.5  # all answered: no method waited for its timeout

@@ -169,7 +169,7 @@ def test_an_inspector_without_data_leaves_consumers_empty() -> None:
 
     for inspector in (types.SimpleNamespace(replies=lambda m: None), types.SimpleNamespace(replies=broken),
                       object()):
-        snap = other_broker_monitor(State(), inspector=lambda: inspector).snapshot()
+        snap = other_broker_monitor(State(), inspector=lambda i=inspector: i).snapshot()
         assert [q["consumers"] for q in snap["queues"]] == [[]]
 
 

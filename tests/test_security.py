@@ -48,7 +48,9 @@ def bearer(token: str) -> dict[str, str]:
 
 def build_app(redis_server: RedisServer, db: int, **config: Any) -> Any:
     """An app without ingest on its own Redis db."""
-    app = create_app({"ASYNC_MODE": "threading", "INGEST_ENABLED": False, "BROKER_URL": redis_server.url_db(db), **config})
+    app = create_app(
+        {"ASYNC_MODE": "threading", "INGEST_ENABLED": False, "BROKER_URL": redis_server.url_db(db), **config}
+    )
     app.testing = True
     return app
 

@@ -133,7 +133,9 @@ class Pair:
             return
         for field in COMPARED:
             if field == "state" and uuid in self.ever_lost and mine.state in ("LOST", "STARTED"):
-                assert theirs.state == "STARTED" or is_custom(theirs.state), f"{where} {uuid}.state {mine.state} vs {theirs.state}"
+                assert theirs.state == "STARTED" or is_custom(theirs.state), (
+                    f"{where} {uuid}.state {mine.state} vs {theirs.state}"
+                )
                 continue
             assert getattr(mine, field) == getattr(theirs, field, None), f"{where} {uuid}.{field}"
         assert mine.hostname == (theirs.worker.hostname if theirs.worker else None), f"{where} {uuid} worker"
@@ -430,7 +432,7 @@ def test_randomized_sequences_match_celery() -> None:
     for seed in SEEDS:
         rng = random.Random(-seed - 1)
         try:
-            play(random_run(seed), latency=lambda: rng.uniform(0.0, 0.02))
+            play(random_run(seed), latency=lambda r=rng: r.uniform(0.0, 0.02))
         except AssertionError as exc:
             raise AssertionError(f"seed {seed}: {exc}") from None
 

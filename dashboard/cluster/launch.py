@@ -149,7 +149,8 @@ def _check_signature(spec: DemoTask, args: list[Any], kwargs: dict[str, Any]) ->
     given = set(spec.params[: len(args)])
     unknown = [k for k in kwargs if k not in spec.params]
     if unknown:
-        return {"kwargs": f"unknown argument(s) {', '.join(map(repr, unknown))}; {spec.label} takes {', '.join(spec.params)}"}
+        return {"kwargs": f"unknown argument(s) {', '.join(map(repr, unknown))}; "
+                          f"{spec.label} takes {', '.join(spec.params)}"}
     twice = [k for k in kwargs if k in given]
     if twice:
         return {"kwargs": f"{', '.join(twice)} already given positionally"}

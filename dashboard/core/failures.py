@@ -95,7 +95,7 @@ def _text(value: Any, cap: int, tail: bool = False) -> str | None:
         else:
             try:
                 value = str(value)
-            except Exception:  # a hostile __str__, or an int too long to print
+            except Exception:  # noqa: BLE001 - a hostile __str__, or an int too long to print
                 value = f"<unprintable {type(value).__name__}>"
             if type(value) is not str:  # a __str__ that returns a str subclass
                 value = str.__add__("", value)
@@ -112,7 +112,7 @@ def _unwrap_args(inner: str, closed: bool) -> str:
     if len(stripped) <= MAX_LITERAL_CHARS and not _BAD_ESCAPE_RE.search(stripped):
         try:
             args = ast.literal_eval(f"({stripped},)")
-        except Exception:  # not literals (object reprs, kwargs), too deep, too big: fall back
+        except Exception:  # noqa: BLE001 - not literals (object reprs, kwargs), too deep, too big: fall back
             args = None
         if isinstance(args, tuple):
             return ", ".join(a if isinstance(a, str) else repr(a) for a in args)
@@ -202,7 +202,7 @@ def group_id(sig: tuple[str, str, str | None]) -> str:
     """A short stable id for a signature (12 hex of sha1), usable in URLs."""
     try:
         exc_type, message, frame = sig
-    except Exception:  # not a 3-tuple: hash its text, still never raise
+    except Exception:  # noqa: BLE001 - not a 3-tuple: hash its text, still never raise
         exc_type, message, frame = str(sig), "", None
     # \x1f cannot appear in a normalized part; \x00 tells a missing frame from an empty one.
     text = "\x1f".join((str(exc_type), str(message), "\x00" if frame is None else str(frame)))
@@ -383,7 +383,7 @@ class FailureGroups:
         """A finite, plausible float; garbage becomes the latest time seen (or the clock)."""
         try:
             ts = float(value)
-        except Exception:
+        except Exception:  # noqa: BLE001 - untrusted input (even a hostile __float__) must never raise
             ts = math.nan
         if not math.isfinite(ts) or abs(ts) > _MAX_ABS_TIMESTAMP:
             return self._latest if self._latest is not None else time.time()
@@ -398,7 +398,7 @@ class FailureGroups:
         if now is not None:
             try:
                 ts = float(now)
-            except Exception:
+            except Exception:  # noqa: BLE001 - untrusted input (even a hostile __float__) must never raise
                 ts = math.nan
             if math.isfinite(ts) and abs(ts) <= _MAX_ABS_TIMESTAMP:
                 return self._bucket(ts)

@@ -587,7 +587,7 @@ class State:
         mine = self.by_worker.get(worker.hostname)
         if not mine:
             return
-        running = [u for u in mine & self.by_state["STARTED"]]  # (the intersection walks the smaller set)
+        running = list(mine & self.by_state["STARTED"])  # (the intersection walks the smaller set)
         for state, members in self.by_state.items():
             if state not in PRECEDENCE:  # a custom state a running task reports, e.g. PROGRESS
                 running += mine & members

@@ -427,7 +427,7 @@ class Push:
     def _overview_diff(self, now: float, changed: set[str]) -> dict[str, Any]:
         data = self._overview_common(now)
         data["throughput"] = list(self.state.throughput)[-2:]  # the current and the last second
-        latest = [u for u in reversed(self.state.failures)][:FAILURES_SHOWN]
+        latest = list(reversed(self.state.failures))[:FAILURES_SHOWN]
         if latest != self._last_failures or any(u in changed for u in latest):
             self._last_failures = latest
             data["failures"] = self._failures()

@@ -225,7 +225,9 @@ def _selection(svc: Services, body: dict[str, Any]) -> tuple[Filters, dict[str, 
         raise InvalidRequest("filters must be an object like the /api/tasks query: state, name, worker, ...")
     unknown = sorted(set(raw) - BULK_FILTERS)
     if unknown:  # a typo must not widen a bulk action to every task
-        raise InvalidRequest(f"unknown filter(s) {', '.join(map(repr, unknown))}: use {', '.join(sorted(BULK_FILTERS))}")
+        raise InvalidRequest(
+            f"unknown filter(s) {', '.join(map(repr, unknown))}: use {', '.join(sorted(BULK_FILTERS))}"
+        )
     filters, error = parse_filters(raw)
     if filters is None:
         raise InvalidRequest(error or "bad filters")

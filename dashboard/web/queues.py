@@ -28,7 +28,7 @@ try:  # the installed kombu's own key layout, so a change there is followed here
     from kombu.transport.redis import PRIORITY_STEPS, Channel
 
     PRIORITY_SEP: str = Channel.sep
-except Exception:  # pragma: no cover - kombu without its Redis transport: its defaults (kombu 5.x)
+except Exception:  # noqa: BLE001  # pragma: no cover - kombu without its Redis transport: its defaults (kombu 5.x)
     PRIORITY_STEPS, PRIORITY_SEP = [0, 3, 6, 9], "\x06\x16"
 
 DEFAULT_QUEUE = "celery"

@@ -117,7 +117,9 @@ class Auth:
         """Whether `token` is the configured bearer token."""
         return bool(self.token) and hmac.compare_digest(_digest(token), _digest(self.token))
 
-    def user_of(self, creds: Authorization, address: str, slow: Callable[..., Any] = lambda fn, *a: fn(*a)) -> str | None:
+    def user_of(
+        self, creds: Authorization, address: str, slow: Callable[..., Any] = lambda fn, *a: fn(*a)
+    ) -> str | None:
         """The user an Authorization header proves, "token" for the bearer token, else None."""
         if creds.type == "basic" and self.users:
             name, password = creds.username or "", creds.password or ""
