@@ -139,6 +139,7 @@ def validate(data: Mapping[str, Any]) -> tuple[LaunchRequest | None, dict[str, s
         errors.update(_check_signature(spec, args, kwargs))
     if errors:
         return None, errors
+    assert spec is not None and count is not None and countdown is not None  # each None left an error above
     return LaunchRequest(spec.name, args, kwargs, int(count), float(countdown)), {}
 
 

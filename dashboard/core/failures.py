@@ -99,9 +99,10 @@ def _text(value: Any, cap: int, tail: bool = False) -> str | None:
                 value = f"<unprintable {type(value).__name__}>"
             if type(value) is not str:  # a __str__ that returns a str subclass
                 value = str.__add__("", value)
-    if len(value) > cap:  # slicing within the cap would return the same object anyway
-        value = value[-cap:] if tail else value[:cap]
-    return value
+    text: str = value  # an exact str by now, whatever came in
+    if len(text) > cap:  # slicing within the cap would return the same object anyway
+        text = text[-cap:] if tail else text[:cap]
+    return text
 
 
 def _unwrap_args(inner: str, closed: bool) -> str:
@@ -296,7 +297,7 @@ class FailureGroups:
 
     # --- writes ---------------------------------------------------------------------------------
     def add(self, uuid: str, name: str | None, hostname: str | None, exception: str | None,
-            traceback: str | None, timestamp: float, outcome: str) -> str:
+            traceback: str | None, timestamp: float | None, outcome: str) -> str:
         """Record one failure/retry event and return its group id; never raises."""
         exc = _text(exception, MAX_EXCEPTION_CHARS)
         tb = _text(traceback, MAX_TRACEBACK_CHARS, tail=True)
@@ -329,7 +330,7 @@ class FailureGroups:
             _bump(group.workers, worker)
         uid = _text(uuid, MAX_KEY_CHARS)
         if ts >= group.last_seen:  # most recent by event time, not by arrival
-            if isinstance(traceback, str) and len(traceback) > MAX_TRACEBACK_CHARS:
+            if tb is not None and isinstance(traceback, str) and len(traceback) > MAX_TRACEBACK_CHARS:
                 tb = TRUNCATED_MARK + tb  # tell the reader the head of the traceback is missing
             group.sample = {"exception": exc, "traceback": tb, "uuid": uid, "timestamp": ts}
         self._count_bucket(group, bucket)

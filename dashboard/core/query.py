@@ -398,10 +398,10 @@ def find(st: State, f: Filters, limit: int = 50, offset: int = 0, text_index: Te
                 if len(page) >= want:
                     break
         return total, page[offset:]
-    pool = (tasks[u] for u in found)
+    candidates: Iterator[TaskRecord] = (tasks[u] for u in found)
     if before is not None:
-        pool = (r for r in pool if r.seq < before)
-    return total, heapq.nlargest(want, pool, key=_seq)[offset:]
+        candidates = (r for r in candidates if r.seq < before)
+    return total, heapq.nlargest(want, candidates, key=_seq)[offset:]
 
 
 def _newest_below(st: State, before: int | None) -> Iterator[TaskRecord]:

@@ -123,7 +123,7 @@ class Push:
         else:
             return {"error": f"unknown view {view!r}"}
         self._move(sid, room)
-        if view == "tasks":
+        if view == "tasks" and filters is not None:  # (never None here: the tasks branch returned then)
             with self._subs_lock:
                 self.filters[room] = filters
         join_room(room)
@@ -434,7 +434,8 @@ class Push:
         return data
 
     def _tasks_diff(self, room: str, recs: list[Any], f: Filters, now: float) -> dict[str, Any]:
-        shown, removed = [], []
+        shown: list[dict[str, Any]] = []
+        removed: list[str] = []
         most = MAX_TASKS_BUSY if self.busy else MAX_TASKS_PER_TICK
         filtered = f.any()
         test = matcher(f, self.state)
@@ -451,7 +452,7 @@ class Push:
         st = self.state
         if not f.any():
             return len(st.tasks)
-        if f == Filters(state=f.state):
+        if f.state is not None and f == Filters(state=f.state):  # (f.any(): a lone state filter is not None)
             return len(st.by_state.get(f.state, ()))
         # Other filters cost a set intersection or a text search: only when the room's rows changed
         # (a total that disagrees with the rows shown is worse than a little work), else once a second.

@@ -290,7 +290,7 @@ def bulk() -> Any:
     if not isinstance(dry_run, bool) or not isinstance(terminate, bool):
         raise InvalidRequest("dry_run and terminate must be true or false")
     cap = int(svc.config["BULK_MAX"])
-    limit = body.get("limit")
+    limit: Any = body.get("limit")  # an int from 1 to cap unless dry_run (checked here)
     if not dry_run and (isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= cap):
         raise InvalidRequest(f"limit must be the confirmed count, a whole number from 1 to {cap}")
     cursor = body.get("cursor")

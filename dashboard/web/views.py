@@ -106,7 +106,9 @@ def launch() -> Any:
         req = None
     else:
         req, errors = launching.validate(data)
-    status, launched, audit_id = 200, [], None
+    status = 200
+    launched: list[str] = []
+    audit_id: int | None = None
     if req is not None:
         svc = services()
         try:  # audited like a control action, sent or not (a refused form sends nothing and is not audited)
@@ -117,7 +119,7 @@ def launch() -> Any:
     else:
         status = 400
     if _wants_json():
-        body = {"task_ids": launched} if status == 200 else {"errors": errors, "task_ids": launched}
+        body: dict[str, Any] = {"task_ids": launched} if status == 200 else {"errors": errors, "task_ids": launched}
         if audit_id is not None:
             body["audit_id"] = audit_id
         return jsonify(body), status
