@@ -9,7 +9,8 @@ VENDOR := static/vendor
 PYTEST_ARGS ?=
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test lint lint-py lint-js setup setup-test bench bench-viewers clean system-python system-redis system-chromium system-node
+.PHONY: run test lint lint-py lint-js setup setup-test bench bench-viewers clean
+.PHONY: system-python system-redis system-chromium system-node
 
 run: setup ## the dashboard at http://127.0.0.1:5000 with a demo worker (and a local Redis if none answers)
 	$(BIN)/celery-dashboard demo

@@ -287,9 +287,9 @@ def print_table(rows: list[dict[str, Any]]) -> None:
               r["note"]] for r in rows]
     widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(head)]
     print("| " + " | ".join(h.ljust(w) for h, w in zip(head, widths)) + " |")  # noqa: T201 - the CLI's table
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")  # noqa: T201
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")  # noqa: T201 - the CLI's table
     for c in cells:
-        print("| " + " | ".join(v.ljust(w) for v, w in zip(c, widths)) + " |")  # noqa: T201
+        print("| " + " | ".join(v.ljust(w) for v, w in zip(c, widths)) + " |")  # noqa: T201 - the CLI's table
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -250,7 +250,7 @@ def test_a_client_far_behind_is_skipped_then_resynced_once_caught_up() -> None:
     from dashboard.live.push import BACKLOG_MAX, Push
 
     fake = _FakeSocketIO({"slow": BACKLOG_MAX + 1, "fast": 0})
-    push = Push(fake, State(), None, 0.2)  # type: ignore[arg-type]
+    push = Push(fake, State(), None, 0.2)
     push.subs = {"slow": "overview", "fast": "overview"}
     assert push._lagging() == ["slow"] and push.skipped == 1
     fake.server.queues["slow"].queue.n = BACKLOG_MAX // 2  # draining, not yet caught up

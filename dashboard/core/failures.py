@@ -354,9 +354,9 @@ class FailureGroups:
         """Groups newest ("last_seen") or biggest ("count") first, at most `limit`."""
         key: Callable[[_Group], tuple[float, float]]
         if sort == "count":
-            key = lambda g: (g.count, g.last_seen)  # noqa: E731
+            key = lambda g: (g.count, g.last_seen)  # noqa: E731 - one of two keys for one sort
         else:
-            key = lambda g: (g.last_seen, g.count)  # noqa: E731
+            key = lambda g: (g.last_seen, g.count)  # noqa: E731 - one of two keys for one sort
         try:
             n = len(self._groups) if limit is None else max(0, int(limit))
         except (TypeError, ValueError, OverflowError):

@@ -100,7 +100,7 @@ class Push:
         if not isinstance(payload, dict):
             return {"error": "subscribe expects an object like {\"view\": \"overview\"}"}
         view = payload.get("view")
-        sid = request.sid  # type: ignore[attr-defined]
+        sid = request.sid  # type: ignore[attr-defined]  # Flask-SocketIO sets it on its handlers' request
         if view == "overview":
             room, snapshot = "overview", self.overview_snapshot
         elif view == "workers":
@@ -119,7 +119,7 @@ class Push:
             limit = payload.get("limit", 100)
             limit = limit if isinstance(limit, int) and 0 < limit <= MAX_LIMIT else 100
             room = tasks_room(filters)
-            snapshot = lambda: self.tasks_snapshot(filters, limit)  # noqa: E731
+            snapshot = lambda: self.tasks_snapshot(filters, limit)  # noqa: E731 - as the other views bind theirs
         else:
             return {"error": f"unknown view {view!r}"}
         self._move(sid, room)
@@ -144,7 +144,7 @@ class Push:
 
     def on_disconnect(self, *args: Any) -> None:
         """Forget the subscription of a closed socket."""
-        self._move(request.sid, None)  # type: ignore[attr-defined]
+        self._move(request.sid, None)  # type: ignore[attr-defined]  # (set by Flask-SocketIO)
 
     def _move(self, sid: str, room: str | None) -> None:
         with self._subs_lock:

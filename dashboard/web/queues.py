@@ -173,7 +173,7 @@ class QueueMonitor:
         if client is not None:
             try:
                 client.close()
-            except Exception:  # noqa: BLE001
+            except Exception:  # noqa: BLE001 - a broken connection may fail to close; we are dropping it
                 pass
 
     def _active_queues(self) -> Any:
