@@ -9,13 +9,28 @@ VENDOR := static/vendor
 PYTEST_ARGS ?=
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test setup setup-test bench bench-viewers clean system-python system-redis system-chromium system-node
+.PHONY: run test lint lint-py lint-js setup setup-test bench bench-viewers clean
+.PHONY: system-python system-redis system-chromium system-node
 
 run: setup ## the dashboard at http://127.0.0.1:5000 with a demo worker (and a local Redis if none answers)
 	$(BIN)/celery-dashboard demo
 
-test: setup-test ## the whole test suite
+test: setup-test lint ## the linters and type checks, then the whole test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: lint-py lint-js ## every linter and type check
+
+# Python: import contracts, lint, format and types (their settings are in pyproject.toml; the tools
+# come from the test extra). Run from the checkout, so they read this tree and not an installed copy.
+PY_SOURCES := dashboard tests bench app.py
+lint-py: setup-test
+	$(BIN)/lint-imports
+	$(BIN)/ruff check $(PY_SOURCES)
+	$(BIN)/ruff format --check $(PY_SOURCES)
+	$(BIN)/mypy
+
+# JavaScript: ESLint comes with the front-end tests' branch; until then there is nothing to run.
+lint-js:
 
 setup: system-python system-node $(BIN)/.deps $(VENDOR)/.stamp system-redis
 setup-test: setup $(BIN)/.test-deps system-chromium
@@ -36,7 +51,7 @@ bench-viewers: setup-test ## many live viewers, anonymous sockets and slowloris 
 	$(BIN)/python -m bench.viewers --auth --rounds 3 --burst-events 300000 $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) node_modules $(VENDOR) .pytest_cache
+	rm -rf $(VENV) node_modules $(VENDOR) .pytest_cache .ruff_cache .mypy_cache
 
 # -- Python -------------------------------------------------------------------------------------
 $(BIN)/.deps: pyproject.toml | system-python
@@ -45,7 +60,7 @@ $(BIN)/.deps: pyproject.toml | system-python
 	$(BIN)/python -m pip install -q -e .
 	@touch $@
 
-$(BIN)/.test-deps: $(BIN)/.deps
+$(BIN)/.test-deps: $(BIN)/.deps pyproject.toml  # (the test extra, linters included, is listed there)
 	$(BIN)/python -m pip install -q -e '.[test]'
 	@touch $@
 

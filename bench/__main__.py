@@ -16,8 +16,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from . import events as E
 from . import measure as M
@@ -105,7 +106,7 @@ class Bench:
                 log.info("%s: round %d/%d, %s", name, r + 1, self.o.rounds, cls.name)
                 try:
                     out.setdefault(cls.name, []).append(fn(cls))
-                except Exception as exc:  # noqa: BLE001 - one broken round must not cost the others
+                except Exception as exc:  # one broken round must not cost the others
                     log.exception("%s round %d on %s failed", name, r + 1, cls.name)
                     out.setdefault(cls.name, []).append({"error": f"{type(exc).__name__}: {exc}"})
         self.raw[name] = out
@@ -152,7 +153,7 @@ class Bench:
                 for cls in targets:
                     try:
                         out[cls.name] = M.sustained(ctx, cls, o.sustained_rates, o.sustained_seconds)
-                    except Exception as exc:  # noqa: BLE001
+                    except Exception as exc:
                         log.exception("sustained on %s failed", cls.name)
                         out[cls.name] = {"error": f"{type(exc).__name__}: {exc}"}
                 self.raw["sustained"] = out
@@ -197,9 +198,19 @@ class Bench:
                 ok = [r for r in rs if "counted" in r]
                 if ok:
                     notes.append(f"{name} counted {sum(r['counted'] for r in ok):,}/{sum(r['events'] for r in ok):,}")
-            row("burst ingest", "events/s", d, f, ratio, "dashboard >= 8x Flower", None if ratio is None else ratio >= 8,
-                "; ".join(notes))
-            gens = [r["generator_rate"] for rs in self.raw.get("burst", {}).values() for r in rs if "generator_rate" in r]
+            row(
+                "burst ingest",
+                "events/s",
+                d,
+                f,
+                ratio,
+                "dashboard >= 8x Flower",
+                None if ratio is None else ratio >= 8,
+                "; ".join(notes),
+            )
+            gens = [
+                r["generator_rate"] for rs in self.raw.get("burst", {}).values() for r in rs if "generator_rate" in r
+            ]
             g = _median(gens)
             fastest = max(v for v in (d, f) if v) if (d or f) else None
             gr = g / fastest if g and fastest else None
@@ -223,8 +234,10 @@ class Bench:
                 + (f"paced at {self.o.memory_rate:.0f} ev/s" if self.o.memory_rate else "in one burst")
                 + f"; dashboard retained {_fmt(ret)}")
         if "responsiveness" in figs:
-            paths = sorted({p for rs in self.raw.get("responsiveness", {}).values() for r in rs for p in r.get("paths", {})},
-                           key=lambda p: ("/api" in p, p))
+            paths = sorted(
+                {p for rs in self.raw.get("responsiveness", {}).values() for r in rs for p in r.get("paths", {})},
+                key=lambda p: ("/api" in p, p),
+            )
             for path in paths:
                 d = self._med("responsiveness", "dashboard", lambda r, p=path: r["paths"][p]["p99_ms"])
                 f = self._med("responsiveness", "flower", lambda r, p=path: r["paths"][p]["p99_ms"])
@@ -274,9 +287,9 @@ def print_table(rows: list[dict[str, Any]]) -> None:
               r["note"]] for r in rows]
     widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(head)]
     print("| " + " | ".join(h.ljust(w) for h, w in zip(head, widths)) + " |")  # noqa: T201 - the CLI's table
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")  # noqa: T201
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")  # noqa: T201 - the CLI's table
     for c in cells:
-        print("| " + " | ".join(v.ljust(w) for v, w in zip(c, widths)) + " |")  # noqa: T201
+        print("| " + " | ".join(v.ljust(w) for v, w in zip(c, widths)) + " |")  # noqa: T201 - the CLI's table
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -307,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         doc = {"command": command, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
                "seconds": round(took, 1), "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
-               "versions": _versions(), "options": {k: v for k, v in vars(opts).items()},
+               "versions": _versions(), "options": dict(vars(opts)),
                "table": rows, "raw": bench.raw}
         out.write_text(json.dumps(doc, indent=1, default=str))
         log.info("raw results: %s; took %.0fs", out, took)

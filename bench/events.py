@@ -21,8 +21,9 @@ import random
 import re
 import time
 import uuid as uuidlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 log = logging.getLogger(__name__)
 

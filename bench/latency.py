@@ -79,5 +79,5 @@ def latency(ctx: Context, cls: type[Target], background_rate: float, seconds: fl
               "background_published": background, "p50_ms": _r(percentile(delays, 50)),
               "p95_ms": _r(percentile(delays, 95)), "max_ms": _r(max(delays) if delays else None),
               "page_errors": errors[:5], "rss_kb": rss}
-    log.info("latency %s: %s", cls.name, {k: v for k, v in result.items()})
+    log.info("latency %s: %s", cls.name, dict(result))
     return result

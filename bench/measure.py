@@ -5,9 +5,10 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import requests
 
@@ -20,8 +21,8 @@ log = logging.getLogger(__name__)
 # The state the last event of a stream leaves its task in (how we know the dashboard applied it).
 LAST_STATE = {"task-received": "RECEIVED", "task-started": "STARTED", "task-succeeded": "SUCCESS",
               "task-failed": "FAILURE", "task-retried": "RETRY"}
-POLL = {"dashboard": 0.025, "flower": 0.1}
-STALL_SECONDS = 30.0  # a burst whose counter does not move this long is reported as stalled  # counter polls: /metrics is heavier on Flower's loop
+POLL = {"dashboard": 0.025, "flower": 0.1}  # counter polls: /metrics is heavier on Flower's loop
+STALL_SECONDS = 30.0  # a burst whose counter does not move this long is reported as stalled
 
 
 @dataclass

@@ -21,10 +21,12 @@ def _fill(state: object, names: int, tasks: int = 100_000) -> None:
     for i in range(tasks):
         t = now - tasks + i
         common = {"uuid": f"t{i}", "hostname": f"w{i % 10}@h", "utcoffset": 0}
-        batch += [dict(common, type="task-sent", name=f"app.t{i % names}", queue=f"q{i % 5}", timestamp=t, local_received=t),
-                  dict(common, type="task-received", timestamp=t + 0.1, local_received=t + 0.1),
-                  dict(common, type="task-started", timestamp=t + 0.2, local_received=t + 0.2),
-                  dict(common, type="task-succeeded", timestamp=t + 0.5, local_received=t + 0.5, runtime=0.3)]
+        batch += [
+            dict(common, type="task-sent", name=f"app.t{i % names}", queue=f"q{i % 5}", timestamp=t, local_received=t),
+            dict(common, type="task-received", timestamp=t + 0.1, local_received=t + 0.1),
+            dict(common, type="task-started", timestamp=t + 0.2, local_received=t + 0.2),
+            dict(common, type="task-succeeded", timestamp=t + 0.5, local_received=t + 0.5, runtime=0.3),
+        ]
         if len(batch) > 8000:
             state.events(batch)  # type: ignore[attr-defined]
             batch = []

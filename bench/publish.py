@@ -76,7 +76,7 @@ class PacedPublisher:
         self._stop = ctx.Event()
         self._proc = ctx.Process(target=self._run, name=f"bench-publisher-{rate:.0f}", daemon=True)
 
-    def start(self) -> "PacedPublisher":
+    def start(self) -> PacedPublisher:
         self._proc.start()
         deadline = time.monotonic() + 30
         while not self.started_at.value and self._proc.is_alive() and time.monotonic() < deadline:
@@ -96,7 +96,7 @@ class PacedPublisher:
             self._proc.terminate()
             self._proc.join(5)
 
-    def __enter__(self) -> "PacedPublisher":
+    def __enter__(self) -> PacedPublisher:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:

@@ -19,7 +19,9 @@ import subprocess
 import sys
 import time
 import uuid as uuidlib
-from typing import Any, Callable
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import orjson
 import requests
@@ -92,11 +94,11 @@ def dead_worker() -> None:
         for i in range(3):
             host = f"bench-victim-{i}@localhost"
             worker = start_worker(url, concurrency=1, hostname=host, quiet=True)
-            _wait(lambda: dash.online(host), 60)
+            _wait(lambda h=host: dash.online(h), 60)
             time.sleep(3)  # a few heartbeats
-            children = open(f"/proc/{worker.pid}/task/{worker.pid}/children").read().split()
+            children = Path(f"/proc/{worker.pid}/task/{worker.pid}/children").read_text().split()
             worker.send_signal(signal.SIGKILL)
-            took.append(_wait(lambda: not dash.online(host), 30))
+            took.append(_wait(lambda h=host: not dash.online(h), 30))
             for child in children:
                 try:
                     os.kill(int(child), signal.SIGKILL)
@@ -114,8 +116,8 @@ def million_events(every: int = 100_000) -> tuple[Any, Any, list[float], float]:
     """One million events (250k tasks: received, started, finished, progress; each failure's traceback its
     own) through the reader's batch path into a 10,000-task state -> (state, ingest, RSS in MB after every
     `every` events, seconds). Shared by this bench and tests/test_reliability.py."""
-    from dashboard.ingest.stream import Ingest
     from dashboard.core.state import State
+    from dashboard.ingest.stream import Ingest
 
     def rss_mb() -> float:
         with open("/proc/self/statm") as fh:

@@ -111,10 +111,16 @@ class Target:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.session = requests.Session()
-        self._log = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(self.command(), cwd=ROOT, env=dict(os.environ, **self.environment(), **(env or {})),
-                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
-                                     preexec_fn=_die_with_parent)
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - the server's output for its lifetime; closed in stop()
+        self.proc = subprocess.Popen(
+            self.command(),
+            cwd=ROOT,
+            env=dict(os.environ, **self.environment(), **(env or {})),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
 
     def command(self) -> list[str]:
         raise NotImplementedError
@@ -161,7 +167,7 @@ class Target:
         finally:
             self._log.close()
 
-    def __enter__(self) -> "Target":
+    def __enter__(self) -> Target:
         return self
 
     def __exit__(self, *exc: Any) -> None:

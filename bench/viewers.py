@@ -17,7 +17,8 @@ import os
 import statistics
 import threading
 import time
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 import requests
 
@@ -85,7 +86,7 @@ class Prober(threading.Thread):
         super().__init__(daemon=True)
         self.base, self.headers = base, auth_headers(user)
         self.times: dict[str, list[float]] = {p: [] for p in PROBED}
-        self.failures: dict[str, int] = {p: 0 for p in PROBED}
+        self.failures: dict[str, int] = dict.fromkeys(PROBED, 0)
         self._halt = threading.Event()
 
     def run(self) -> None:
@@ -122,21 +123,22 @@ def _ms(v: float | None) -> float | None:
 def live(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
     """Viewers + anonymous sockets + slowloris while tasks run; probe the pages meanwhile."""
     with fresh(ctx, DashboardUnderTest) as target:
-        with PacedPublisher(ctx.redis.url, ctx.pools["paced"], args.rate, args.seconds * 4 + 600,
-                            salt=ctx.salt):
+        with (
+            PacedPublisher(ctx.redis.url, ctx.pools["paced"], args.rate, args.seconds * 4 + 600, salt=ctx.salt),
             # Viewers and hostile clients in two processes: a busy viewers' loop would notice the server
             # closing an anonymous socket late, and the figure is the server's.
-            with Clients(target.base, views(args.viewers, args.mix), 0, 0, args.user) as clients, \
-                    Clients(target.base, [], args.anonymous, args.slowloris, None) as hostile:
-                prober = Prober(target.base, args.user)
-                prober.start()
-                time.sleep(args.seconds)
-                probes = prober.stop()
-                health = _health(target, args.user)  # while the viewers are still there
-                rss = target.rss_kb()
-                result = clients.result()
-                bad = hostile.result()
-                result["anonymous"], result["slowloris"] = bad["anonymous"], bad["slowloris"]
+            Clients(target.base, views(args.viewers, args.mix), 0, 0, args.user) as clients,
+            Clients(target.base, [], args.anonymous, args.slowloris, None) as hostile,
+        ):
+            prober = Prober(target.base, args.user)
+            prober.start()
+            time.sleep(args.seconds)
+            probes = prober.stop()
+            health = _health(target, args.user)  # while the viewers are still there
+            rss = target.rss_kb()
+            result = clients.result()
+            bad = hostile.result()
+            result["anonymous"], result["slowloris"] = bad["anonymous"], bad["slowloris"]
         result["probes"] = probes
         result["rss_kb"] = rss
         result["health"] = health
@@ -152,18 +154,20 @@ def tick_cost(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
     """Push tick milliseconds with 10 viewers and with N viewers, all in one room, while tasks run."""
     out = {}
     for n in (10, args.viewers):
-        with fresh(ctx, DashboardUnderTest) as target:
-            with PacedPublisher(ctx.redis.url, ctx.pools["paced"], args.rate, 600, salt=ctx.salt):
-                with Clients(target.base, views(n, "overview"), 0, 0, args.user) as clients:
-                    time.sleep(min(args.seconds, 15))
-                    out[str(n)] = _health(target, args.user)["clients"]["tick"]
-                    clients.result()
+        with (
+            fresh(ctx, DashboardUnderTest) as target,
+            PacedPublisher(ctx.redis.url, ctx.pools["paced"], args.rate, 600, salt=ctx.salt),
+            Clients(target.base, views(n, "overview"), 0, 0, args.user) as clients,
+        ):
+            time.sleep(min(args.seconds, 15))
+            out[str(n)] = _health(target, args.user)["clients"]["tick"]
+            clients.result()
     return out
 
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of one process so far."""
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -181,7 +185,7 @@ def ingest(ctx: Context, args: argparse.Namespace, with_viewers: bool) -> dict[s
     """Burst ingest rate, with N viewers connected or none, and the CPU seconds each process spent on it."""
     with fresh(ctx, DashboardUnderTest) as target:
         burst = Burst(ctx, target, ctx.pools["burst"])
-        pids = {("reader" if "dashboard.ingest.process" in open(f"/proc/{p}/cmdline").read() else "dashboard"): p
+        pids = {("reader" if "dashboard.ingest.process" in Path(f"/proc/{p}/cmdline").read_text() else "dashboard"): p
                 for p in target.pids()}
         if not with_viewers:
             before = _cpu(pids)
@@ -202,8 +206,8 @@ def ingest(ctx: Context, args: argparse.Namespace, with_viewers: bool) -> dict[s
 class DashboardUnderTest(Dashboard):
     """The dashboard as `celery-dashboard run` starts it, plus the bench's extra flags."""
 
-    extra: list[str] = []
-    extra_env: dict[str, str] = {}
+    extra: ClassVar[list[str]] = []  # set by main() from --arg / --env before any target starts
+    extra_env: ClassVar[dict[str, str]] = {}
 
     def command(self) -> list[str]:
         return super().command() + self.extra

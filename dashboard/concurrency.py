@@ -19,8 +19,8 @@ import logging
 import socket
 import threading
 import time
-from typing import Any, TypeVar
 from collections.abc import Callable
+from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
 

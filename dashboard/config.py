@@ -38,6 +38,8 @@ class Setting:
         return self.name.lower()
 
 
+# A table, one setting a line (as the README renders it): the formatter leaves it so.
+# fmt: off
 SETTINGS: tuple[Setting, ...] = (
     Setting("BROKER_URL", "redis://127.0.0.1:6379/0", "Celery broker to monitor (Redis URL; other brokers use Celery's generic receiver).", "--broker"),
     Setting("HOST", "127.0.0.1", "Address the web server binds to.", "--host"),
@@ -81,6 +83,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SNAPSHOT_INTERVAL", 60.0, "Seconds between two snapshot saves."),
     Setting("QUEUES", "", "Queues to watch besides the ones seen in events and workers' consumers, comma-separated."),
 )
+# fmt: on
 
 ENV_PREFIX = "DASHBOARD_"
 CONFIG_ENV = ENV_PREFIX + "CONFIG"  # the config file, when no --config is given

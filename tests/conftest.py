@@ -6,8 +6,9 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -35,7 +36,9 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, interval: floa
         except Exception as exc:  # noqa: BLE001 - a server that is still starting may refuse
             last_exc = exc
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {message}" + (f" (last error: {last_exc})" if last_exc else ""))
+    raise AssertionError(
+        f"timed out after {timeout}s waiting for {message}" + (f" (last error: {last_exc})" if last_exc else "")
+    )
 
 
 def event_envelope(*events: dict[str, Any]) -> str:
@@ -156,7 +159,14 @@ def app(redis_server: RedisServer) -> Iterator[Any]:
     """An app without the event consumer, on db 1 of the session Redis (no worker consumes there)."""
     from dashboard import create_app
 
-    flask_app = create_app({"ASYNC_MODE": "threading", "INGEST_ENABLED": False, "BROKER_URL": redis_server.url_db(1), "PUSH_INTERVAL": 0.05})
+    flask_app = create_app(
+        {
+            "ASYNC_MODE": "threading",
+            "INGEST_ENABLED": False,
+            "BROKER_URL": redis_server.url_db(1),
+            "PUSH_INTERVAL": 0.05,
+        }
+    )
     flask_app.testing = True
     yield flask_app
     flask_app.extensions["dashboard"].stop()

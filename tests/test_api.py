@@ -5,14 +5,15 @@ import base64
 import json
 import re
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
+from conftest import RedisServer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import RedisServer
 from dashboard.processes import free_port
 
 HOST = "w1@box"

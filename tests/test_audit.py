@@ -13,8 +13,16 @@ from dashboard.cluster.audit import AuditLog
 
 def test_entries_newest_first_with_every_field() -> None:
     audit = AuditLog()
-    first = audit.record("pool_grow", "w1@host", {"n": 1}, True, "pool will grow", {"w1@host": {"ok": "pool will grow"}},
-                         user="ada", remote_addr="127.0.0.1")
+    first = audit.record(
+        "pool_grow",
+        "w1@host",
+        {"n": 1},
+        True,
+        "pool will grow",
+        {"w1@host": {"ok": "pool will grow"}},
+        user="ada",
+        remote_addr="127.0.0.1",
+    )
     second = audit.record("revoke", "abc", {"terminate": False}, False, "broker unreachable")
     assert (first["id"], second["id"]) == (1, 2)
     entries = audit.entries()

@@ -8,18 +8,19 @@ import re
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import quote
 
 import pytest
 import redis
 import requests
 import socketio
+from conftest import ROOT, wait_for
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from conftest import ROOT, wait_for
 from dashboard.core.brokerurl import mask_url, scrub, secrets_of, well_formed
 from dashboard.processes import free_port, redis_executable, stop_process
 

@@ -6,9 +6,8 @@ import time
 from typing import Any
 
 import requests
-from playwright.sync_api import expect
-
 from conftest import DashboardServer, RedisServer, event_envelope, wait_for
+from playwright.sync_api import expect
 
 
 def _live(page: Any, dashboard: DashboardServer, path: str) -> None:

@@ -9,14 +9,15 @@ import os
 import re
 import time
 import uuid as uuidlib
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 from urllib.parse import quote
 
 import pytest
 import requests
+from conftest import WORK_SECONDS, DashboardServer, RedisServer, event_envelope, wait_for
 from playwright.sync_api import expect
 
-from conftest import WORK_SECONDS, DashboardServer, RedisServer, event_envelope, wait_for
 from dashboard.processes import start_worker, stop_process
 
 DB = 7
@@ -302,8 +303,11 @@ def test_read_only_mode_shows_data_but_no_control(page: Any, redis_server: Redis
     try:
         gone = f"gone-{uuidlib.uuid4().hex[:6]}@host"
         now = time.time()
-        _publish(redis_server, {"type": "worker-online", "hostname": gone, "timestamp": now - 5, "utcoffset": 0, "freq": 2.0},
-                 {"type": "worker-offline", "hostname": gone, "timestamp": now - 4, "utcoffset": 0, "freq": 2.0})
+        _publish(
+            redis_server,
+            {"type": "worker-online", "hostname": gone, "timestamp": now - 5, "utcoffset": 0, "freq": 2.0},
+            {"type": "worker-offline", "hostname": gone, "timestamp": now - 4, "utcoffset": 0, "freq": 2.0},
+        )
         _live(page, ro, "/workers")
         row = page.locator(f'#worker-table tbody tr[data-hostname="{ctl_worker}"]')
         expect(row.locator(".pool")).to_have_text(re.compile(r"prefork · \d"), timeout=20_000)
@@ -315,7 +319,9 @@ def test_read_only_mode_shows_data_but_no_control(page: Any, redis_server: Redis
         assert page.locator(f'#worker-table tr[data-hostname="{gone}"]').count() == 0
 
         (uid,) = ctl.launch("dashboard.demo.add", args=[1, 1], countdown=60)
-        wait_for(lambda: (t := ro.task(uid)) and t["state"] == "RECEIVED", message="the task on the read-only dashboard")
+        wait_for(
+            lambda: (t := ro.task(uid)) and t["state"] == "RECEIVED", message="the task on the read-only dashboard"
+        )
         _live(page, ro, _worker_path(ctl_worker))
         expect(page.locator("#worker-pool")).to_have_text(re.compile(r"prefork · \d"), timeout=20_000)
         expect(page.locator("#inspect-registered")).to_contain_text("dashboard.demo.add", timeout=20_000)
@@ -365,7 +371,9 @@ def test_markup_in_queue_hostname_and_task_names_is_shown_as_text(
     _publish(redis_server, {"type": "worker-heartbeat", "hostname": evil, "timestamp": time.time(), "utcoffset": 0,
                             "freq": 2.0, "active": 0, "processed": 0, "loadavg": [0.1, 0.1, 0.1],
                             "sw_ident": "py-celery", "sw_ver": "5.7.0", "sw_sys": "Linux", "pid": 1})
-    wait_for(lambda: any(w["hostname"] == evil for w in ctl.get("/api/workers").json()["workers"]), message="evil worker")
+    wait_for(
+        lambda: any(w["hostname"] == evil for w in ctl.get("/api/workers").json()["workers"]), message="evil worker"
+    )
     _live(page, ctl, _worker_path(evil))
     expect(page.locator("#worker-name")).to_have_text(evil)
     page.locator('form[data-action="pool_restart"] button').click()

@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-from playwright.sync_api import expect
-
 from conftest import DashboardServer
+from playwright.sync_api import expect
 
 # Registered before any page script runs: every violation the browser reports, with what was blocked.
 WATCH_VIOLATIONS = """

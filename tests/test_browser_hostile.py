@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import time
 import uuid as uuidlib
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 from urllib.parse import quote
 
 import pytest
 import redis
-from playwright.sync_api import expect
-
 from conftest import DashboardServer, RedisServer, event_envelope, wait_for
+from playwright.sync_api import expect
 
 # Each part tries another way in: an event handler, a script element, plain markup, an attribute break-out.
 PAYLOAD = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script><b id="injected">b</b>"\'>'

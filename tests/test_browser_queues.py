@@ -4,9 +4,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from conftest import DashboardServer, RedisServer
 from playwright.sync_api import expect
 
-from conftest import DashboardServer, RedisServer
 from dashboard.cluster.control import make_celery
 
 

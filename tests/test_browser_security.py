@@ -3,17 +3,18 @@ read-only pages, and a real cross-site attack from a page on another origin."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import redis
+from conftest import DashboardServer, RedisServer, wait_for
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import expect
-
-from conftest import DashboardServer, RedisServer, wait_for
-from dashboard.processes import free_port
 from test_security import PASSWORD, TOKEN, AuthedServer
+
+from dashboard.processes import free_port
 
 DB = 9  # this module's Redis db: no worker consumes it, so a launched task stays in its queue
 USER = "ada"
@@ -151,7 +152,7 @@ class AttackerSite:
                                   args=str(ATTACK_ARGS)).encode()
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            def do_GET(self) -> None:  # http.server's name
                 self.send_response(200)
                 self.send_header("Content-Type", "text/html; charset=utf-8")
                 self.end_headers()
@@ -190,7 +191,8 @@ def test_cross_site_attack_launches_nothing(server: AuthedServer, signed_in: Any
         # was refused as cross-origin, not for want of credentials. (Read from the network: the dashboard
         # refuses to be framed, so the attacker's frames show nothing at all.)
         for path in ("/launch", "/api/launch"):
-            answer = wait_for(lambda: answers.get(server.base_url + path), message=f"the answer to the forged {path}")
+            answer = wait_for(lambda p=path: answers.get(server.base_url + p),
+                              message=f"the answer to the forged {path}")
             # 403 is the cross-origin refusal: not 401 (the credentials were sent), not 400 (refused before
             # the CSRF check), not 200. (Its body is not readable: Chromium shows its framing-blocked page.)
             assert answer.status == 403, (path, answer.status)
@@ -201,8 +203,11 @@ def test_cross_site_attack_launches_nothing(server: AuthedServer, signed_in: Any
 
     # The same JSON post from the dashboard's own page launches a task: the check above is real.
     signed_in.goto(f"{server.base_url}/tasks")
-    status = signed_in.evaluate("""async (args) => (await fetch("/api/launch", {method: "POST",
-        headers: {"Content-Type": "application/json"}, body: JSON.stringify({task: "dashboard.demo.add", args})})).status""",
-                                ATTACK_ARGS)
+    status = signed_in.evaluate(
+        """async (args) => (await fetch("/api/launch", {method: "POST",
+        headers: {"Content-Type": "application/json"},
+        body: JSON.stringify({task: "dashboard.demo.add", args})})).status""",
+        ATTACK_ARGS,
+    )
     assert status == 200
     assert queue.llen("celery") == 1

@@ -10,14 +10,14 @@ import csv
 import re
 import time
 import uuid as uuidlib
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import redis
-from playwright.sync_api import expect
-
 from conftest import DashboardServer, RedisServer, event_envelope, wait_for
+from playwright.sync_api import expect
 
 N = 10_000
 WORD = "zebracorn"  # in the args of exactly a few tasks

@@ -216,8 +216,12 @@ def test_demo_starts_everything_and_leaves_nothing_running(how: str) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = dict(os.environ, DASHBOARD_DEMO_SLEEP=WORK_SECONDS, DASHBOARD_LOG_LEVEL="WARNING")
-    proc = subprocess.Popen([sys.executable, "-m", "dashboard.cli", "demo", "--port", str(port), "--broker", dead_broker],
-                            cwd=ROOT, env=env, start_new_session=True)  # its own group, like a terminal job
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dashboard.cli", "demo", "--port", str(port), "--broker", dead_broker],
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+    )  # its own group, like a terminal job
     try:
         health = wait_for(lambda: (h := requests.get(base + "/healthz", timeout=2).json())["broker"]["connected"] and h,
                           timeout=30, message="the demo dashboard")
@@ -261,11 +265,10 @@ def test_bad_setting_is_a_clear_error() -> None:
     assert "DASHBOARD_MAX_TASKS='lots' is not a valid int" in result.stderr
 
 
-def test_threading_mode_serves_live_updates(redis_server, worker) -> None:  # noqa: ANN001 - fixtures
+def test_threading_mode_serves_live_updates(redis_server, worker) -> None:  # untyped: pytest fixtures
     """The development mode (--async-mode threading, gunicorn's gthread worker) ingests, serves pages and
     pushes over websockets."""
     import socketio
-
     from conftest import DashboardServer
 
     dash = DashboardServer(redis_server.url, "--async-mode", "threading")

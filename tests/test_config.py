@@ -107,7 +107,7 @@ def test_async_mode_is_validated(source: str) -> None:
     ASYNC_MODE."""
     kwargs: dict[str, Any] = ({"environ": {"DASHBOARD_ASYNC_MODE": "eventlet"}} if source == "environment"
                               else {"overrides": {"ASYNC_MODE": "eventlet"}, "environ": {}})
-    with pytest.raises(ValueError, match="ASYNC_MODE.*'eventlet'"):
+    with pytest.raises(ValueError, match=r"ASYNC_MODE.*'eventlet'"):
         load_config(**kwargs)
 
 
@@ -116,7 +116,7 @@ def test_ingest_is_validated(source: str) -> None:
     """INGEST is auto, redis or kombu; anything else names INGEST."""
     kwargs: dict[str, Any] = ({"environ": {"DASHBOARD_INGEST": "amqp"}} if source == "environment"
                               else {"overrides": {"INGEST": "amqp"}, "environ": {}})
-    with pytest.raises(ValueError, match="INGEST.*'amqp'"):
+    with pytest.raises(ValueError, match=r"INGEST.*'amqp'"):
         load_config(**kwargs)
 
 

@@ -57,9 +57,21 @@ def test_task_type_actions_are_validated() -> None:
     _, _, workers = control.task_type_command({"action": "rate_limit", "task": "t", "rate": "1/s",
                                                "workers": ["b@h", "a@h", "a@h"]})
     assert workers == ["a@h", "b@h"]
-    bad(control.task_type_command, {"action": "rate_limit", "task": "t", "rate": "1/s", "workers": []}, "workers must be")
-    bad(control.task_type_command, {"action": "rate_limit", "task": "t", "rate": "1/s", "workers": "a@h"}, "workers must")
-    bad(control.task_type_command, {"action": "rate_limit", "task": "", "rate": "1/s"}, "task must be a non-empty string")
+    bad(
+        control.task_type_command,
+        {"action": "rate_limit", "task": "t", "rate": "1/s", "workers": []},
+        "workers must be",
+    )
+    bad(
+        control.task_type_command,
+        {"action": "rate_limit", "task": "t", "rate": "1/s", "workers": "a@h"},
+        "workers must",
+    )
+    bad(
+        control.task_type_command,
+        {"action": "rate_limit", "task": "", "rate": "1/s"},
+        "task must be a non-empty string",
+    )
     bad(control.task_type_command, {"action": "purge", "task": "t"}, "action must be one of: rate_limit, time_limit")
 
 

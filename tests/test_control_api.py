@@ -6,16 +6,16 @@ import json
 import os
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import requests
+from conftest import WORK_SECONDS, DashboardServer, RedisServer, wait_for
 
 from dashboard import create_app
 from dashboard.processes import free_port, start_worker, stop_process
-
-from conftest import WORK_SECONDS, DashboardServer, RedisServer, wait_for
 
 BULK_MAX = 4
 
@@ -34,29 +34,57 @@ def _known(app: Any) -> None:
            "hostname": "w1@h", "timestamp": now, "local_received": now})
 
 
-@pytest.mark.parametrize("path, body, status, fragment", [
-    ("/api/workers/w1@h/control", {"action": "explode"}, 400, "action must be one of"),
-    ("/api/workers/w1@h/control", {"action": "pool_grow", "n": 100}, 400, "n must be a whole number from 1 to 64"),
-    ("/api/workers/w1@h/control", {"action": "add_consumer", "queue": ""}, 400, "queue must be a non-empty string"),
-    ("/api/workers/w1@h/control", [1, 2], 400, "the body must be a JSON object"),
-    ("/api/workers/nobody@h/control", {"action": "pool_grow", "n": 1}, 404, "worker nobody@h has not been seen"),
-    ("/api/task-types/control", {"action": "rate_limit", "task": "t", "rate": "lots"}, 400, "rate must be like"),
-    ("/api/task-types/control", {"action": "time_limit", "task": "t", "hard": 100000}, 400, "at most 86400"),
-    ("/api/tasks/t-1/revoke", {"terminate": True, "signal": "SIGSTOP"}, 400, "signal must be one of"),
-    ("/api/tasks/nope/revoke", {}, 404, "task nope has not been seen"),
-    ("/api/tasks/t-2/rerun", {}, 400, "cannot re-run: the args repr is not a Python literal"),
-    ("/api/tasks/nope/rerun", {}, 404, "has not been seen"),
-    ("/api/bulk", {"action": "purge", "filters": {}}, 400, "action must be rerun or revoke"),
-    ("/api/bulk", {"action": "rerun"}, 400, 'send either "group"'),
-    ("/api/bulk", {"action": "rerun", "group": "g", "filters": {}}, 400, 'send either "group"'),
-    ("/api/bulk", {"action": "rerun", "group": "no-such-group", "dry_run": True}, 404, "no failure group no-such-group"),
-    ("/api/bulk", {"action": "rerun", "filters": {"state": 5}, "dry_run": True}, 400, "the state filter must be a string"),
-    ("/api/bulk", {"action": "rerun", "filters": {}, "dry_run": False, "limit": 501}, 400, "limit must be the confirmed count"),
-    ("/api/bulk", {"action": "rerun", "filters": {}, "dry_run": False}, 400, "limit must be the confirmed count"),
-    ("/api/bulk", {"action": "revoke", "filters": {}, "dry_run": "no"}, 400, "dry_run and terminate must be true or false"),
-    ("/api/bulk", {"action": "revoke", "filters": {"status": "FAILURE"}, "dry_run": True}, 400, "unknown filter(s) 'status'"),
-    ("/api/bulk", {"action": "revoke", "filters": {}, "dry_run": True, "cursor": "x"}, 400, "cursor must be"),
-])
+@pytest.mark.parametrize(
+    "path, body, status, fragment",
+    [
+        ("/api/workers/w1@h/control", {"action": "explode"}, 400, "action must be one of"),
+        ("/api/workers/w1@h/control", {"action": "pool_grow", "n": 100}, 400, "n must be a whole number from 1 to 64"),
+        ("/api/workers/w1@h/control", {"action": "add_consumer", "queue": ""}, 400, "queue must be a non-empty string"),
+        ("/api/workers/w1@h/control", [1, 2], 400, "the body must be a JSON object"),
+        ("/api/workers/nobody@h/control", {"action": "pool_grow", "n": 1}, 404, "worker nobody@h has not been seen"),
+        ("/api/task-types/control", {"action": "rate_limit", "task": "t", "rate": "lots"}, 400, "rate must be like"),
+        ("/api/task-types/control", {"action": "time_limit", "task": "t", "hard": 100000}, 400, "at most 86400"),
+        ("/api/tasks/t-1/revoke", {"terminate": True, "signal": "SIGSTOP"}, 400, "signal must be one of"),
+        ("/api/tasks/nope/revoke", {}, 404, "task nope has not been seen"),
+        ("/api/tasks/t-2/rerun", {}, 400, "cannot re-run: the args repr is not a Python literal"),
+        ("/api/tasks/nope/rerun", {}, 404, "has not been seen"),
+        ("/api/bulk", {"action": "purge", "filters": {}}, 400, "action must be rerun or revoke"),
+        ("/api/bulk", {"action": "rerun"}, 400, 'send either "group"'),
+        ("/api/bulk", {"action": "rerun", "group": "g", "filters": {}}, 400, 'send either "group"'),
+        (
+            "/api/bulk",
+            {"action": "rerun", "group": "no-such-group", "dry_run": True},
+            404,
+            "no failure group no-such-group",
+        ),
+        (
+            "/api/bulk",
+            {"action": "rerun", "filters": {"state": 5}, "dry_run": True},
+            400,
+            "the state filter must be a string",
+        ),
+        (
+            "/api/bulk",
+            {"action": "rerun", "filters": {}, "dry_run": False, "limit": 501},
+            400,
+            "limit must be the confirmed count",
+        ),
+        ("/api/bulk", {"action": "rerun", "filters": {}, "dry_run": False}, 400, "limit must be the confirmed count"),
+        (
+            "/api/bulk",
+            {"action": "revoke", "filters": {}, "dry_run": "no"},
+            400,
+            "dry_run and terminate must be true or false",
+        ),
+        (
+            "/api/bulk",
+            {"action": "revoke", "filters": {"status": "FAILURE"}, "dry_run": True},
+            400,
+            "unknown filter(s) 'status'",
+        ),
+        ("/api/bulk", {"action": "revoke", "filters": {}, "dry_run": True, "cursor": "x"}, 400, "cursor must be"),
+    ],
+)
 def test_bad_requests_get_clear_errors_and_are_not_audited(app: Any, path: str, body: Any, status: int,
                                                            fragment: str) -> None:
     _known(app)
@@ -71,7 +99,9 @@ def test_a_bulk_run_acts_on_the_tasks_its_dry_run_counted(app: Any) -> None:
     """Tasks that arrive between the dry run and the confirmation are left alone (the cursor)."""
     _known(app)
     client = app.test_client()
-    dry = client.post("/api/bulk", json={"action": "revoke", "filters": {"state": "RECEIVED"}, "dry_run": True}).get_json()
+    dry = client.post(
+        "/api/bulk", json={"action": "revoke", "filters": {"state": "RECEIVED"}, "dry_run": True}
+    ).get_json()
     assert dry["will_act_on"] == 2 and isinstance(dry["cursor"], int)
     now = time.time()
     _feed(app, {"type": "task-received", "uuid": "t-late", "name": "dashboard.demo.add", "args": "(3, 4)",
@@ -91,12 +121,20 @@ def test_refusals_before_anything_else(app: Any) -> None:
     assert client.get("/api/audit?limit=0").status_code == 400
     assert client.get("/api/audit?limit=abc").status_code == 400
     assert client.get("/api/tasks/nope/rerun").status_code == 404
-    assert client.get("/api/tasks/t-1/rerun").get_json() == {"possible": True, "reason": None, "name": "dashboard.demo.add",
-                                                             "args": [1, 2], "kwargs": {}, "queue": None}
+    assert client.get("/api/tasks/t-1/rerun").get_json() == {
+        "possible": True,
+        "reason": None,
+        "name": "dashboard.demo.add",
+        "args": [1, 2],
+        "kwargs": {},
+        "queue": None,
+    }
 
 
 def test_read_only_refuses_every_control(redis_server: RedisServer) -> None:
-    ro = create_app({"ASYNC_MODE": "threading", "INGEST_ENABLED": False, "BROKER_URL": redis_server.url_db(1), "READ_ONLY": True})
+    ro = create_app(
+        {"ASYNC_MODE": "threading", "INGEST_ENABLED": False, "BROKER_URL": redis_server.url_db(1), "READ_ONLY": True}
+    )
     try:
         _known(ro)
         client = ro.test_client()
@@ -167,7 +205,9 @@ def ctl(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> 
     server = DashboardServer(url, env={"DASHBOARD_INSPECT_INTERVAL": "1", "DASHBOARD_AUDIT_LOG": str(audit_path),
                                        "DASHBOARD_BULK_MAX": str(BULK_MAX)})
     hostname = f"ctl-{os.getpid()}@localhost"
-    proc = start_worker(url, concurrency=2, hostname=hostname, quiet=True, extra_env={"DASHBOARD_DEMO_SLEEP": WORK_SECONDS})
+    proc = start_worker(
+        url, concurrency=2, hostname=hostname, quiet=True, extra_env={"DASHBOARD_DEMO_SLEEP": WORK_SECONDS}
+    )
     try:
         c = Ctl(server, hostname, audit_path, url)
         wait_for(lambda: c.processes() == 2, timeout=60, interval=0.3, message="worker online with its pool inspected")
@@ -218,7 +258,9 @@ def test_rate_and_time_limits(ctl: Ctl) -> None:
     ctl.inspect_until("registered",
                       lambda r: "dashboard.demo.tsum [rate_limit=10/m time_limit=10 soft_time_limit=5]" in r,
                       "registered shows the new limits")
-    unknown = ctl.post("/api/task-types/control", {"action": "rate_limit", "task": "no.such.task", "rate": "1/s"}).json()
+    unknown = ctl.post(
+        "/api/task-types/control", {"action": "rate_limit", "task": "no.such.task", "rate": "1/s"}
+    ).json()
     assert not unknown["ok"] and "unknown task" in unknown["message"]
 
 
@@ -324,7 +366,9 @@ def test_audit_lists_every_action_and_the_file_matches(ctl: Ctl) -> None:
     for e in entries:
         assert ctl.started - 1 <= e["time"] <= time.time() and e["user"] is None and e["remote_addr"] == "127.0.0.1"
     autoscale = next(e for e in entries if e["action"] == "autoscale")
-    assert autoscale["ok"] is False and autoscale["target"] == ctl.hostname and autoscale["params"] == {"max": 4, "min": 1}
+    assert (
+        autoscale["ok"] is False and autoscale["target"] == ctl.hostname and autoscale["params"] == {"max": 4, "min": 1}
+    )
     bulk = next(e for e in entries if e["action"] == "bulk_rerun")
     assert bulk["params"]["acted_on"] == 3 and len(bulk["params"]["task_ids"]) == 3
     lines = [json.loads(line) for line in ctl.audit_path.read_text(encoding="utf-8").splitlines()]
@@ -337,7 +381,9 @@ def test_shutdown_takes_the_worker_offline(ctl: Ctl) -> None:
     proc = start_worker(ctl.url, concurrency=1, hostname=hostname, quiet=True)
     try:
         def row() -> dict[str, Any] | None:
-            return next((w for w in ctl.server.get("/api/workers").json()["workers"] if w["hostname"] == hostname), None)
+            return next(
+                (w for w in ctl.server.get("/api/workers").json()["workers"] if w["hostname"] == hostname), None
+            )
 
         wait_for(lambda: (r := row()) and r["online"], timeout=60, message="second worker online")
         resp = ctl.post(f"/api/workers/{hostname}/control", {"action": "shutdown"}).json()

@@ -9,7 +9,12 @@ from typing import Any
 import pytest
 
 from dashboard.core.failures import (
-    MAX_COUNTER_KEYS, MAX_MESSAGE_CHARS, FailureGroups, group_id, normalize_message, signature,
+    MAX_COUNTER_KEYS,
+    MAX_MESSAGE_CHARS,
+    FailureGroups,
+    group_id,
+    normalize_message,
+    signature,
 )
 
 # Where Celery's machinery lives in a Debian-packaged and in a virtualenv install.
@@ -421,8 +426,8 @@ def test_eviction_heap_stays_bounded() -> None:
 
 def test_sorting_limit_and_uuids_newest_first() -> None:
     fg = FailureGroups()
-    big = [add(fg, f"b{i}", 10.0 + i, "ValueError('x')", None) for i in range(3)][0]
-    mid = [add(fg, f"m{i}", 1.0 + i, "TypeError('x')", None) for i in range(2)][0]
+    big = [add(fg, f"b{i}", 10.0 + i, "ValueError('x')", None) for i in range(3)][0]  # noqa: RUF015 - all are added
+    mid = [add(fg, f"m{i}", 1.0 + i, "TypeError('x')", None) for i in range(2)][0]  # noqa: RUF015 - next() would add one
     new = add(fg, "n0", 99.0, "KeyError('x')", None)
     assert [g["id"] for g in fg.groups()] == [new, big, mid]
     assert [g["id"] for g in fg.groups(sort="last_seen")] == [new, big, mid]

@@ -11,7 +11,6 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dashboard.ingest.stream import DecodeError, Ingest, decode_message, prepare
 from dashboard.core.query import Filters, TextIndex, find, workflow_tree
 from dashboard.core.records import task_detail, task_summary, worker_summary
 from dashboard.core.state import State
@@ -28,9 +27,18 @@ UUIDS = st.sampled_from([f"u{i}" for i in range(12)]) | ODD_TEXT
 HOSTS = st.sampled_from(["w1@h", "w2@h", "<b>w3</b>@h"]) | ODD_TEXT
 TIMES = st.sampled_from([0.0, 1e9, 1.7e9, 1.7e9 + 1, 1.7e9 - 3600, 4e9, -5.0]) | st.floats(
     min_value=-1e12, max_value=1e12, allow_nan=False) | st.integers(-2**63, 2**63) | st.none() | st.text(max_size=5)
-JSON_SCALARS = st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False, allow_infinity=False) | ODD_TEXT
-JSON_VALUES = st.recursive(JSON_SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(ODD_TEXT, inner, max_size=4),
-                           max_leaves=10)
+JSON_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | ODD_TEXT
+)
+JSON_VALUES = st.recursive(
+    JSON_SCALARS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(ODD_TEXT, inner, max_size=4),
+    max_leaves=10,
+)
 # Huge strings: a short random piece repeated past any display or storage limit.
 HUGE = st.builds(lambda piece, n: (piece or "x") * n, ODD_TEXT, st.integers(2_000, 40_000)).map(lambda s: s[:200_000])
 FIELD_VALUES = JSON_VALUES | HUGE

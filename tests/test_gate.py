@@ -4,8 +4,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from conftest import RedisServer
+
 from dashboard.web.gate import HostAllowlist, Throttle
 
 
@@ -100,6 +100,8 @@ def test_failed_sign_ins_are_throttled_with_a_clear_429(redis_server: RedisServe
         # The user name is throttled too: guessing ada's password from many addresses is as slow.
         assert client.get("/api/tasks", auth=("ada", "right-password"),
                           environ_base={"REMOTE_ADDR": "198.51.100.1"}).status_code == 429
-        assert client.get("/api/tasks", auth=("bob", "x"), environ_base={"REMOTE_ADDR": "198.51.100.1"}).status_code == 401
+        assert (
+            client.get("/api/tasks", auth=("bob", "x"), environ_base={"REMOTE_ADDR": "198.51.100.1"}).status_code == 401
+        )
     finally:
         app.extensions["dashboard"].stop()

@@ -6,12 +6,12 @@ import json
 import threading
 import time
 import uuid as uuidlib
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
 from celery import Celery
-
 from conftest import RedisServer, wait_for
 from dashboard.ingest.stream import DecodeError, Ingest, decode_message, mask_url, prepare, redis_event_pattern
 from dashboard.core.records import task_detail
@@ -147,7 +147,7 @@ def test_redis_reader_and_celery_receiver_build_the_same_state(own_redis: RedisS
     assert ingests[1].mode == "kombu"
     ids = publish_lifecycle(celery_app, 40)
     for state in (fast, generic):
-        wait_for(lambda: all(u in state.tasks and state.tasks[u].state in ("SUCCESS", "FAILURE") for u in ids),
+        wait_for(lambda s=state: all(u in s.tasks and s.tasks[u].state in ("SUCCESS", "FAILURE") for u in ids),
                  message="all tasks finished")
 
     def comparable(state: State, uid: str) -> dict[str, Any]:

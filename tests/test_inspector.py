@@ -6,16 +6,16 @@ import os
 import signal
 import threading
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from conftest import WORK_SECONDS, DashboardServer, RedisServer, wait_for
 
 from dashboard.cluster.control import make_celery
 from dashboard.cluster.inspector import METHODS, Inspector, pool_summary
-from dashboard.processes import free_port, start_worker, stop_process
 from dashboard.core.state import State
-
-from conftest import WORK_SECONDS, DashboardServer, RedisServer, wait_for
+from dashboard.processes import free_port, start_worker, stop_process
 
 
 def heartbeat(state: State, hostname: str, at: float | None = None, kind: str = "heartbeat") -> None:
@@ -61,7 +61,9 @@ def own_worker(redis_server: RedisServer) -> Iterator[tuple[str, str, Any]]:
     """A worker of this module alone on db 12 (these tests stop it)."""
     url = redis_server.url_db(12)
     hostname = f"insp-{os.getpid()}@localhost"
-    proc = start_worker(url, concurrency=2, hostname=hostname, quiet=True, extra_env={"DASHBOARD_DEMO_SLEEP": WORK_SECONDS})
+    proc = start_worker(
+        url, concurrency=2, hostname=hostname, quiet=True, extra_env={"DASHBOARD_DEMO_SLEEP": WORK_SECONDS}
+    )
     yield url, hostname, proc
     if proc.poll() is None:
         os.kill(proc.pid, signal.SIGCONT)
@@ -73,13 +75,16 @@ def test_inspector_caches_every_method(own_worker: tuple[str, str, Any]) -> None
     state = State()
     heartbeat(state, hostname)
     inspector = Inspector(make_celery(url, 2.0), state, interval=1.0, timeout=2.0)
-    wait_for(lambda: (inspector.refresh([hostname], ["stats"]), inspector.worker(hostname)["stats"]["status"] == "ok")[1],
-             timeout=30, message="the worker answers stats")
+    wait_for(
+        lambda: (inspector.refresh([hostname], ["stats"]), inspector.worker(hostname)["stats"]["status"] == "ok")[1],
+        timeout=30,
+        message="the worker answers stats",
+    )
     started = time.monotonic()
     inspector.refresh([hostname], METHODS)
     assert time.monotonic() - started < 1.5  # all answered: no method waited for its timeout
     entries = inspector.worker(hostname)
-    assert {m: e["status"] for m, e in entries.items()} == {m: "ok" for m in METHODS}
+    assert {m: e["status"] for m, e in entries.items()} == dict.fromkeys(METHODS, "ok")
     assert "dashboard.demo.add" in entries["registered"]["reply"]
     assert [q["name"] for q in entries["active_queues"]["reply"]] == ["celery"]
     assert inspector.replies("active_queues")[hostname][0]["name"] == "celery"

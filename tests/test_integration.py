@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import socketio
-
 from conftest import WORK_SECONDS, DashboardServer, RedisServer, event_envelope, wait_for
+
 from dashboard.cluster.control import EventsEnabler
 from dashboard.processes import start_worker, stop_process
 
@@ -209,8 +210,8 @@ def test_subscriber_cut_off_by_redis_reconnects_and_says_events_were_missed() ->
         flood = event_envelope({"type": "task-received", "uuid": str(uuidlib.uuid4()), "name": "flood",
                                  "args": "x" * 2000, "hostname": "w@h", "timestamp": time.time(), "utcoffset": 0})
         # Freeze the dashboard (gunicorn's master and its worker, which holds the subscription).
-        frozen = [dash.proc.pid] + [int(p) for p in open(f"/proc/{dash.proc.pid}/task/{dash.proc.pid}/children")
-                                    .read().split()]
+        frozen = [dash.proc.pid] + [int(p) for p in Path(f"/proc/{dash.proc.pid}/task/{dash.proc.pid}/children")
+                                    .read_text().split()]
         for pid in frozen:
             os.kill(pid, signal.SIGSTOP)
         try:

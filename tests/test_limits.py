@@ -5,14 +5,15 @@ from __future__ import annotations
 import json
 import re
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
-
 from conftest import RedisServer
+from test_security import ACTION_BODY, BrokerWatch, rule_requests
+
 from dashboard import create_app
 from dashboard.core.jsondepth import MAX_DEPTH
-from test_security import ACTION_BODY, BrokerWatch, rule_requests
 
 DB = 10  # this module's Redis db: every key or broadcast there would be something these requests sent
 DEEP = "[" * 100_000 + "]" * 100_000
@@ -180,7 +181,6 @@ def test_the_real_server_answers_oversized_and_deep_bodies_and_carries_on(redis_
     """Through gunicorn, as a user runs it: 2 MiB of JSON is a 413 and a 100,000-deep array a 400, both with
     the reason; nothing is launched and the server keeps serving."""
     import requests
-
     from conftest import DashboardServer
 
     server = DashboardServer(redis_server.url_db(DB))

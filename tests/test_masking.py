@@ -6,8 +6,8 @@ import time
 from typing import Any
 
 import pytest
-
 from conftest import DashboardServer, RedisServer, wait_for
+
 from dashboard.config import load_config
 from dashboard.core.masking import MASK, make_masker
 

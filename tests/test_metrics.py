@@ -3,16 +3,17 @@ worker; exact histogram buckets; bounded labels; scrape time with 100k retained 
 from __future__ import annotations
 
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from conftest import DashboardServer, RedisServer, wait_for
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families
+from test_state import task_ev, worker_ev
 
-from conftest import DashboardServer, RedisServer, wait_for
 from dashboard import create_app
 from dashboard.core.stats import COUNTED_EVENTS, EXPORT_BUCKETS, OTHER
-from test_state import task_ev, worker_ev
 
 T0 = 1_700_000_000.0
 LABELS = {"name", "queue_name", "hostname", "priority", "le"}  # every label /metrics may use
@@ -43,7 +44,9 @@ def scrape(client: Any) -> dict:
 @pytest.fixture
 def small_app(redis_server: RedisServer) -> Iterator[Any]:
     """An app without ingest that keeps only 5 tasks (eviction happens at once)."""
-    flask_app = create_app({"ASYNC_MODE": "threading", "INGEST_ENABLED": False, "BROKER_URL": redis_server.url_db(1), "MAX_TASKS": 5})
+    flask_app = create_app(
+        {"ASYNC_MODE": "threading", "INGEST_ENABLED": False, "BROKER_URL": redis_server.url_db(1), "MAX_TASKS": 5}
+    )
     yield flask_app
     flask_app.extensions["dashboard"].stop()
 
@@ -227,6 +230,8 @@ def test_counters_rise_after_a_real_task_runs(dashboard: DashboardServer, worker
                                                                           name=name) or 0) + 1
     assert value(after, "celery_worker_up", hostname=worker) == 1
     assert value(after, "celery_dashboard_broker_connected") == 1
-    assert value(after, "celery_dashboard_events_received_total") > value(before, "celery_dashboard_events_received_total")
+    assert value(after, "celery_dashboard_events_received_total") > value(
+        before, "celery_dashboard_events_received_total"
+    )
     assert not {v for key in after for _, v in key[1]} & {uuid}
     assert set(COUNTED_EVENTS) <= {k[0].removeprefix("celery_task_").removesuffix("_total") for k in after}

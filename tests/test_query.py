@@ -3,8 +3,9 @@ a brute-force scan over randomized states, so the indexes and the text cache nev
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 from itertools import count
-from typing import Any, Iterable
+from typing import Any
 
 import pytest
 

@@ -2,20 +2,21 @@
 row without leaking threads or connections), a worker killed with SIGKILL."""
 from __future__ import annotations
 
+import itertools
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import redis
+from conftest import WORK_SECONDS, DashboardServer, RedisServer, wait_for
 
 from dashboard.processes import start_worker, stop_process
-
-from conftest import WORK_SECONDS, DashboardServer, RedisServer, wait_for
 
 
 def _server_pid(dash: DashboardServer) -> int:
     """The process that holds the state and the sockets (gunicorn's worker, child of the master)."""
-    children = open(f"/proc/{dash.proc.pid}/task/{dash.proc.pid}/children").read().split()
+    children = Path(f"/proc/{dash.proc.pid}/task/{dash.proc.pid}/children").read_text().split()
     return int(children[0]) if children else dash.proc.pid
 
 
@@ -118,7 +119,7 @@ def test_sigkilled_worker_goes_offline_and_its_running_task_is_lost(own_redis: R
         (uid,) = dash.launch("dashboard.demo.progress", kwargs={"steps": 200, "delay": 0.5})
         dash.wait_task(uid, "STARTED", timeout=30)
         freq = next(w for w in dash.get("/api/workers").json()["workers"] if w["hostname"] == host)["freq"]
-        children = [int(p) for p in open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split()]
+        children = [int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
         proc.send_signal(signal.SIGKILL)
         killed = time.monotonic()
         for child in children:  # the pool process would run on orphaned; it is not what is tested
@@ -169,7 +170,6 @@ def test_a_stalled_browser_does_not_hold_up_the_others(own_redis: RedisServer) -
     import uuid as uuidlib
 
     import socketio
-
     from conftest import event_envelope
 
     dash = DashboardServer(own_redis.url, env={"DASHBOARD_ENABLE_EVENTS_INTERVAL": "0"})
@@ -204,7 +204,7 @@ def test_a_stalled_browser_does_not_hold_up_the_others(own_redis: RedisServer) -
         time.sleep(5)
         window = arrivals[start:]
         assert len(window) >= 10, f"the healthy client got {len(window)} updates in 5 s"
-        gaps = [b - a for a, b in zip(window, window[1:])]
+        gaps = [b - a for a, b in itertools.pairwise(window)]
         assert max(gaps) < 2.0, f"the healthy client waited {max(gaps):.1f} s for an update"
         assert dash.health()["clients"]["lagging"] >= 1, "updates for the frozen client are held, not queued"
     finally:

@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from dashboard import create_app, socketio
 from dashboard.live.rooms import tasks_room
 from dashboard.core.query import Filters
+from dashboard.live.push import tasks_room
 
 
 @pytest.fixture
@@ -248,6 +250,7 @@ def test_a_client_far_behind_is_skipped_then_resynced_once_caught_up() -> None:
     from dashboard.live.readmodels import ReadModels
     from dashboard.live.rooms import BACKLOG_MAX, Rooms
     from dashboard.core.state import State
+    from dashboard.live.push import BACKLOG_MAX, Push
 
     fake = _FakeSocketIO({"slow": BACKLOG_MAX + 1, "fast": 0})
     push = Rooms(fake, ReadModels(State(), None), 0.2)  # type: ignore[arg-type]

@@ -11,16 +11,17 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from html.parser import HTMLParser
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import redis
 import requests
 import socketio
+from conftest import ROOT, DashboardServer, RedisServer
 from werkzeug.security import generate_password_hash
 
-from conftest import ROOT, DashboardServer, RedisServer
 from dashboard import create_app
 from dashboard.web.security import Auth, parse_users
 
@@ -47,7 +48,9 @@ def bearer(token: str) -> dict[str, str]:
 
 def build_app(redis_server: RedisServer, db: int, **config: Any) -> Any:
     """An app without ingest on its own Redis db."""
-    app = create_app({"ASYNC_MODE": "threading", "INGEST_ENABLED": False, "BROKER_URL": redis_server.url_db(db), **config})
+    app = create_app(
+        {"ASYNC_MODE": "threading", "INGEST_ENABLED": False, "BROKER_URL": redis_server.url_db(db), **config}
+    )
     app.testing = True
     return app
 
@@ -58,7 +61,7 @@ def rule_requests(app: Any, methods: set[str]) -> Iterator[tuple[str, str, str]]
         for method in sorted(rule.methods & methods):
             values = {}
             for arg in rule.arguments:
-                kind = type(rule._converters[arg]).__name__  # noqa: SLF001 - werkzeug keeps no public map
+                kind = type(rule._converters[arg]).__name__  # werkzeug keeps no public map
                 if kind in ("IntegerConverter", "FloatConverter"):
                     values[arg] = 1
                 elif kind == "PathConverter":

@@ -7,14 +7,14 @@ import asyncio
 import socket
 import threading
 import time
-from typing import Any
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import requests
+from conftest import DashboardServer, RedisServer, wait_for
 
 from bench.sockets import auth_headers, run_clients
-from conftest import DashboardServer, RedisServer, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -21,7 +21,10 @@ from dashboard.core.records import task_detail, worker_summary
 from dashboard.core.state import State
 from test_state import replay, task_ev, worker_ev
 
-from conftest import WORK_SECONDS, DashboardServer, RedisServer, wait_for
+from dashboard.core.state import State, task_detail, worker_summary
+from dashboard.ingest.seed import events_from_inspect
+from dashboard.ingest.snapshot import Snapshots, dump, restore
+from dashboard.processes import start_worker, stop_process
 
 TB = 'Traceback (most recent call last):\n  File "app/pay.py", line 3, in charge\nValueError: card 42 declined'
 

@@ -2,8 +2,9 @@
 t/unit/events/test_state.py: small helpers build event dicts, `replay` feeds them, tests assert."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from itertools import count, permutations
-from typing import Any, Iterable
+from typing import Any
 
 import pytest
 
@@ -576,7 +577,9 @@ def test_lost_task_redelivered_runs_again_and_finishes() -> None:
     replay(state, [worker_ev("offline", WORKER, 101.0)])
     replay(state, [task_ev("received", "r", 110.0, "celery@w2"), ])
     assert state.tasks["r"].state == "LOST", "a redelivery's received merges like a late one"
-    replay(state, [task_ev("started", "r", 110.1, "celery@w2"), task_ev("succeeded", "r", 110.5, "celery@w2", result="1")])
+    replay(
+        state, [task_ev("started", "r", 110.1, "celery@w2"), task_ev("succeeded", "r", 110.5, "celery@w2", result="1")]
+    )
     assert state.tasks["r"].state == "SUCCESS" and state.counts == zero_counts(SUCCESS=1, RECEIVED=1)
 
 
@@ -634,7 +637,9 @@ def test_a_task_in_a_custom_running_state_is_lost_with_its_worker() -> None:
 def test_custom_event_fields_are_clipped() -> None:
     from dashboard.core.records import MAX_FIELD_CHARS
 
-    state = replay(State(), [task_ev("progress", "x", 1.0, note="n" * (MAX_FIELD_CHARS * 2), meta={"k": "v" * MAX_FIELD_CHARS})])
+    state = replay(
+        State(), [task_ev("progress", "x", 1.0, note="n" * (MAX_FIELD_CHARS * 2), meta={"k": "v" * MAX_FIELD_CHARS})]
+    )
     extra = state.tasks["x"].extra
     assert len(extra["note"]) < MAX_FIELD_CHARS + 100 and len(extra["meta"]) < MAX_FIELD_CHARS + 100
 

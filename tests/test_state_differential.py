@@ -9,11 +9,14 @@ from __future__ import annotations
 import copy
 import random
 from collections import Counter
+from collections.abc import Callable, Iterable
 from itertools import count, permutations
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import pytest
-from celery.events.state import State as CeleryState, Task as CeleryTask, Worker as CeleryWorker
+from celery.events.state import State as CeleryState
+from celery.events.state import Task as CeleryTask
+from celery.events.state import Worker as CeleryWorker
 
 from dashboard.core.records import HEARTBEAT_EXPIRE_WINDOW, PRECEDENCE
 
@@ -132,7 +135,9 @@ class Pair:
             return
         for field in COMPARED:
             if field == "state" and uuid in self.ever_lost and mine.state in ("LOST", "STARTED"):
-                assert theirs.state == "STARTED" or is_custom(theirs.state), f"{where} {uuid}.state {mine.state} vs {theirs.state}"
+                assert theirs.state == "STARTED" or is_custom(theirs.state), (
+                    f"{where} {uuid}.state {mine.state} vs {theirs.state}"
+                )
                 continue
             assert getattr(mine, field) == getattr(theirs, field, None), f"{where} {uuid}.{field}"
         assert mine.hostname == (theirs.worker.hostname if theirs.worker else None), f"{where} {uuid} worker"
@@ -429,7 +434,7 @@ def test_randomized_sequences_match_celery() -> None:
     for seed in SEEDS:
         rng = random.Random(-seed - 1)
         try:
-            play(random_run(seed), latency=lambda: rng.uniform(0.0, 0.02))
+            play(random_run(seed), latency=lambda r=rng: r.uniform(0.0, 0.02))
         except AssertionError as exc:
             raise AssertionError(f"seed {seed}: {exc}") from None
 

@@ -10,7 +10,10 @@ from typing import Any
 import pytest
 
 from dashboard.core.stats import (
-    OTHER, RELATIVE_ERROR, UNKNOWN, TaskStats,
+    OTHER,
+    RELATIVE_ERROR,
+    UNKNOWN,
+    TaskStats,
 )
 
 T0 = 1_700_000_000.0  # a realistic epoch start for synthetic event timestamps

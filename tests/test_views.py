@@ -5,12 +5,13 @@ import html
 import json
 import re
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
-
 from conftest import RedisServer
+
 from dashboard.cluster.launch import CATALOGUE
 
 XSS = "<script>alert('x')</script>"

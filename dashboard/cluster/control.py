@@ -6,14 +6,16 @@ import math
 import re
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from ..core.brokerurl import scrub
 from ..core.numbers import whole_number
 from .errors import BrokerUnavailable, InvalidRequest
 from ..concurrency import offload
+from ..core.brokerurl import scrub
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +213,7 @@ def broker_connection(app: Any, timeout: float) -> Iterator[Any]:
     try:
         try:
             conn.ensure_connection(max_retries=0, timeout=timeout)
-        except Exception as exc:  # noqa: BLE001 - whatever the transport raises means "unreachable"
+        except Exception as exc:  # whatever the transport raises means "unreachable"
             # Scrubbed: kombu's parse error for a malformed URL quotes part of its password.
             raise BrokerUnavailable(f"the broker is unreachable: {scrub(str(exc), app.conf.broker_url)}") from exc
         yield conn

@@ -12,14 +12,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from celery.utils.saferepr import saferepr
 
 from .control import broker_connection, broker_errors
 from .errors import BrokerUnavailable
 from ..core.state import State
+from .control import BrokerUnavailable, broker_connection, broker_errors
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +139,7 @@ class Inspector:
                     self.refresh(due, LIST_METHODS)
                     self.rounds += 1
                 self._tidy()
-            except Exception:  # noqa: BLE001 - one bad round must not end the loop
+            except Exception:  # one bad round must not end the loop
                 log.exception("inspect round failed")
             self._wake.wait(tick)
             self._wake.clear()
@@ -220,7 +222,7 @@ class Inspector:
                     raise BrokerUnavailable(f"the broker failed during inspect {method}: {exc}") from exc
         except BrokerUnavailable as exc:
             error = str(exc)
-        except Exception as exc:  # noqa: BLE001 - recorded on the entry; the loop goes on
+        except Exception as exc:  # recorded on the entry; the loop goes on
             log.warning("inspect %s failed", method, exc_info=True)
             error = f"{type(exc).__name__}: {exc}"
         now = time.time()
@@ -275,4 +277,4 @@ class Inspector:
         return {"pool": pool_summary(stats), "uptime": uptime, "inspect_at": fetched_at}
 
 
-__all__ = ["Entry", "Inspector", "LIST_METHODS", "METHODS", "pool_summary"]
+__all__ = ["LIST_METHODS", "METHODS", "Entry", "Inspector", "pool_summary"]

@@ -4,9 +4,8 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
-from ..core.brokerurl import scrub
 from ..concurrency import offload
 from .errors import BrokerUnavailable
 from ..core.numbers import number
@@ -118,6 +117,7 @@ def validate(data: Mapping[str, Any]) -> tuple[LaunchRequest | None, dict[str, s
         errors.update(_check_signature(spec, args, kwargs))
     if errors:
         return None, errors
+    assert spec is not None and count is not None and countdown is not None  # each None left an error above
     return LaunchRequest(spec.name, args, kwargs, int(count), float(countdown)), {}
 
 
@@ -128,7 +128,8 @@ def _check_signature(spec: DemoTask, args: list[Any], kwargs: dict[str, Any]) ->
     given = set(spec.params[: len(args)])
     unknown = [k for k in kwargs if k not in spec.params]
     if unknown:
-        return {"kwargs": f"unknown argument(s) {', '.join(map(repr, unknown))}; {spec.label} takes {', '.join(spec.params)}"}
+        return {"kwargs": f"unknown argument(s) {', '.join(map(repr, unknown))}; "
+                          f"{spec.label} takes {', '.join(spec.params)}"}
     twice = [k for k in kwargs if k in given]
     if twice:
         return {"kwargs": f"{', '.join(twice)} already given positionally"}

@@ -15,8 +15,9 @@ import math
 import re
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from functools import lru_cache
-from typing import Any, Callable
+from typing import Any
 
 # Input caps: every field is untrusted and may be megabytes long.
 MAX_EXCEPTION_CHARS = 4_000
@@ -94,13 +95,14 @@ def _text(value: Any, cap: int, tail: bool = False) -> str | None:
         else:
             try:
                 value = str(value)
-            except Exception:  # a hostile __str__, or an int too long to print
+            except Exception:  # noqa: BLE001 - a hostile __str__, or an int too long to print
                 value = f"<unprintable {type(value).__name__}>"
             if type(value) is not str:  # a __str__ that returns a str subclass
                 value = str.__add__("", value)
-    if len(value) > cap:  # slicing within the cap would return the same object anyway
-        value = value[-cap:] if tail else value[:cap]
-    return value
+    text: str = value  # an exact str by now, whatever came in
+    if len(text) > cap:  # slicing within the cap would return the same object anyway
+        text = text[-cap:] if tail else text[:cap]
+    return text
 
 
 def _unwrap_args(inner: str, closed: bool) -> str:
@@ -111,7 +113,7 @@ def _unwrap_args(inner: str, closed: bool) -> str:
     if len(stripped) <= MAX_LITERAL_CHARS and not _BAD_ESCAPE_RE.search(stripped):
         try:
             args = ast.literal_eval(f"({stripped},)")
-        except Exception:  # not literals (object reprs, kwargs), too deep, too big: fall back
+        except Exception:  # noqa: BLE001 - not literals (object reprs, kwargs), too deep, too big: fall back
             args = None
         if isinstance(args, tuple):
             return ", ".join(a if isinstance(a, str) else repr(a) for a in args)
@@ -201,7 +203,7 @@ def group_id(sig: tuple[str, str, str | None]) -> str:
     """A short stable id for a signature (12 hex of sha1), usable in URLs."""
     try:
         exc_type, message, frame = sig
-    except Exception:  # not a 3-tuple: hash its text, still never raise
+    except Exception:  # noqa: BLE001 - not a 3-tuple: hash its text, still never raise
         exc_type, message, frame = str(sig), "", None
     # \x1f cannot appear in a normalized part; \x00 tells a missing frame from an empty one.
     text = "\x1f".join((str(exc_type), str(message), "\x00" if frame is None else str(frame)))
@@ -295,7 +297,7 @@ class FailureGroups:
 
     # --- writes ---------------------------------------------------------------------------------
     def add(self, uuid: str, name: str | None, hostname: str | None, exception: str | None,
-            traceback: str | None, timestamp: float, outcome: str) -> str:
+            traceback: str | None, timestamp: float | None, outcome: str) -> str:
         """Record one failure/retry event and return its group id; never raises."""
         exc = _text(exception, MAX_EXCEPTION_CHARS)
         tb = _text(traceback, MAX_TRACEBACK_CHARS, tail=True)
@@ -328,7 +330,7 @@ class FailureGroups:
             _bump(group.workers, worker)
         uid = _text(uuid, MAX_KEY_CHARS)
         if ts >= group.last_seen:  # most recent by event time, not by arrival
-            if isinstance(traceback, str) and len(traceback) > MAX_TRACEBACK_CHARS:
+            if tb is not None and isinstance(traceback, str) and len(traceback) > MAX_TRACEBACK_CHARS:
                 tb = TRUNCATED_MARK + tb  # tell the reader the head of the traceback is missing
             group.sample = {"exception": exc, "traceback": tb, "uuid": uid, "timestamp": ts}
         self._count_bucket(group, bucket)
@@ -352,9 +354,9 @@ class FailureGroups:
         """Groups newest ("last_seen") or biggest ("count") first, at most `limit`."""
         key: Callable[[_Group], tuple[float, float]]
         if sort == "count":
-            key = lambda g: (g.count, g.last_seen)  # noqa: E731
+            key = lambda g: (g.count, g.last_seen)  # noqa: E731 - one of two keys for one sort
         else:
-            key = lambda g: (g.last_seen, g.count)  # noqa: E731
+            key = lambda g: (g.last_seen, g.count)  # noqa: E731 - one of two keys for one sort
         try:
             n = len(self._groups) if limit is None else max(0, int(limit))
         except (TypeError, ValueError, OverflowError):
@@ -382,7 +384,7 @@ class FailureGroups:
         """A finite, plausible float; garbage becomes the latest time seen (or the clock)."""
         try:
             ts = float(value)
-        except Exception:
+        except Exception:  # noqa: BLE001 - untrusted input (even a hostile __float__) must never raise
             ts = math.nan
         if not math.isfinite(ts) or abs(ts) > _MAX_ABS_TIMESTAMP:
             return self._latest if self._latest is not None else time.time()
@@ -397,7 +399,7 @@ class FailureGroups:
         if now is not None:
             try:
                 ts = float(now)
-            except Exception:
+            except Exception:  # noqa: BLE001 - untrusted input (even a hostile __float__) must never raise
                 ts = math.nan
             if math.isfinite(ts) and abs(ts) <= _MAX_ABS_TIMESTAMP:
                 return self._bucket(ts)

@@ -13,7 +13,7 @@ a repr with no fragment in it, costs one precompiled search.
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 
 MASK = "«masked»"
 

@@ -14,10 +14,11 @@ import re
 import time
 from array import array
 from bisect import bisect_right
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from itertools import accumulate, islice
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 from .records import TaskRecord
 
@@ -107,7 +108,7 @@ def parse_time(raw: str, now: float) -> float | None:
         except ValueError:
             return None
         if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
+            when = when.replace(tzinfo=UTC)
         return when.timestamp()
     return value if math.isfinite(value) else None
 
@@ -399,10 +400,10 @@ def find(st: State, f: Filters, limit: int = 50, offset: int = 0, text_index: Te
                 if len(page) >= want:
                     break
         return total, page[offset:]
-    pool = (tasks[u] for u in found)
+    candidates: Iterator[TaskRecord] = (tasks[u] for u in found)
     if before is not None:
-        pool = (r for r in pool if r.seq < before)
-    return total, heapq.nlargest(want, pool, key=_seq)[offset:]
+        candidates = (r for r in candidates if r.seq < before)
+    return total, heapq.nlargest(want, candidates, key=_seq)[offset:]
 
 
 def _newest_below(st: State, before: int | None) -> Iterator[TaskRecord]:

@@ -148,4 +148,4 @@ def plan(rec: Any) -> RerunPlan:
     return RerunPlan(True, None, None, name, args, kwargs, queue, **routing)
 
 
-__all__ = ["NotRecoverable", "RerunPlan", "plan", "recover", "REPR_MAXSIZE"]
+__all__ = ["REPR_MAXSIZE", "NotRecoverable", "RerunPlan", "plan", "recover"]

@@ -11,7 +11,8 @@ import math
 import sys
 import threading
 from collections import deque
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from .failures import FailureGroups
 from .records import (
@@ -357,6 +358,7 @@ class State:
             return
         second = float(int(now))
         tp = self.throughput
+        bucket: list[float] | None
         if not tp or tp[-1][0] < second:
             tp.append([second, 0, 0])
             bucket = tp[-1]
@@ -386,7 +388,7 @@ class State:
             })
 
     def _store_extra(self, rec: TaskRecord, ev: dict[str, Any]) -> None:
-        extra = {}
+        extra: dict[str, Any] = {}
         for key, value in ev.items():
             if key not in _ENVELOPE_KEYS and key.__class__ is str:
                 if len(extra) == MAX_EXTRA_KEYS:
@@ -497,7 +499,7 @@ class State:
         mine = self.by_worker.get(worker.hostname)
         if not mine:
             return
-        running = [u for u in mine & self.by_state["STARTED"]]  # (the intersection walks the smaller set)
+        running = list(mine & self.by_state["STARTED"])  # (the intersection walks the smaller set)
         for state, members in self.by_state.items():
             if state not in PRECEDENCE:  # a custom state a running task reports, e.g. PROGRESS
                 running += mine & members

@@ -320,7 +320,7 @@ class TaskStats:
             self._latest = ts
 
     def finished(self, name: str | None, state: str, runtime: float | None, received: float | None,
-                 started: float | None, sent: float | None, timestamp: float) -> None:
+                 started: float | None, sent: float | None, timestamp: float | None) -> None:
         """Count a task that reached SUCCESS or FAILURE (queue waits are recorded by started())."""
         if not isinstance(state, str):
             return  # garbage: compare nothing (a hostile __eq__ could raise)
@@ -370,7 +370,7 @@ class TaskStats:
             slot.retried += 1
             self._seen(slot, ts)
 
-    def started(self, name: str | None, received: float | None, sent: float | None, started: float) -> None:
+    def started(self, name: str | None, received: float | None, sent: float | None, started: float | None) -> None:
         """Record the queue waits of a task that just started (received->started, sent->started)."""
         st = _num(started)
         if st is None:
@@ -514,14 +514,14 @@ class TaskStats:
             return self._all
         return self._recent(now)
 
-    def table(self, now: float | None = None, window: str = "all") -> list[dict]:
+    def table(self, now: float | None = None, window: str = "all") -> list[dict[str, Any]]:
         """One row per name with data in the window, most finished tasks first (then by name)."""
         aggs = self._window(now, window)
         rows = [_row(key, a) for key, a in aggs.items()]
         rows.sort(key=lambda r: (-r["count"], r["name"]))
         return rows
 
-    def row(self, name: str, now: float | None = None, window: str = "all") -> dict | None:
+    def row(self, name: str, now: float | None = None, window: str = "all") -> dict[str, Any] | None:
         """The row of one name in the window, or None if it has no data there."""
         key = _name(name)
         if _window_name(window) == "recent":

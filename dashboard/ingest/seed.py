@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from celery.utils.saferepr import saferepr
 
@@ -15,12 +16,14 @@ log = logging.getLogger(__name__)
 ARGSREPR_MAXSIZE = 1024  # what Celery's client uses for task events' argsrepr / kwargsrepr
 
 
-def _events(hostname: str, request: Any, subjects: tuple[str, ...], now: float, eta: Any = None) -> list[dict]:
+def _events(hostname: str, request: Any, subjects: tuple[str, ...], now: float,
+            eta: Any = None) -> list[dict[str, Any]]:
     """Task events equivalent to one request of an inspect reply (worker Request.info())."""
     if not isinstance(request, dict) or not isinstance(request.get("id"), str):
         return []
     args, kwargs = request.get("args"), request.get("kwargs")
-    delivery = request.get("delivery_info") if isinstance(request.get("delivery_info"), dict) else {}
+    info = request.get("delivery_info")
+    delivery = info if isinstance(info, dict) else {}
     started = request.get("time_start")
     ts = started if isinstance(started, (int, float)) and not isinstance(started, bool) else now
     base = {

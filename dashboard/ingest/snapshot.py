@@ -118,6 +118,7 @@ class Snapshots:
 
     def _set_aside(self, why: str) -> None:
         # Start empty, but keep the bad file for inspection: the next save must not overwrite it.
+        # (Re-initialised in place, which mypy refuses: every holder of this State sees it empty.)
         with self.state.lock:
             self.state.__init__(self.state.max_tasks, self.state.max_workers, self.state.mask)  # type: ignore[misc]
         aside = f"{self.path}.bad-{time.strftime('%Y%m%d-%H%M%S')}"

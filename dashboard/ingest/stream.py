@@ -17,7 +17,8 @@ import base64
 import logging
 import threading
 import time
-from typing import Any, Callable, Iterable, Protocol
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import orjson
@@ -233,7 +234,6 @@ class Reader:
                 pass
 
     def _run_kombu(self, sink: Sink) -> None:
-        import socket
 
         from celery import Celery
         from celery.events.receiver import EventReceiver
@@ -259,7 +259,7 @@ class Reader:
             while not self._stop.is_set():
                 try:
                     receiver.capture(limit=None, timeout=1.0, wakeup=False)
-                except socket.timeout:
+                except TimeoutError:
                     continue
 
 

@@ -14,7 +14,8 @@ import logging
 import threading
 import time
 from collections import Counter, deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from flask_socketio import SocketIO
 
@@ -174,7 +175,7 @@ class Rooms:
                 self.tick()
                 self.tick_seconds.append(time.monotonic() - started)
                 self.close_idle_sessions(started)
-            except Exception:  # noqa: BLE001 - a bad tick must not silence the dashboard
+            except Exception:  # a bad tick must not silence the dashboard
                 log.exception("push tick failed")
             rate = (self.state.event_count - events) / max(started - at, 1e-3)
             events, at = self.state.event_count, started
@@ -307,7 +308,7 @@ class Rooms:
     def _overview_diff(self, now: float, changed: set[str]) -> dict[str, Any]:
         data = self.views.overview_counts(now)
         data["throughput"] = list(self.state.throughput)[-2:]  # the current and the last second
-        latest = [u for u in reversed(self.state.failures)][:FAILURES_SHOWN]
+        latest = list(reversed(self.state.failures))[:FAILURES_SHOWN]
         if latest != self._last_failures or any(u in changed for u in latest):
             self._last_failures = latest
             data["failures"] = self.views.latest_failures()
@@ -331,7 +332,7 @@ class Rooms:
         st = self.state
         if not f.any():
             return len(st.tasks)
-        if f == Filters(state=f.state):
+        if f.state is not None and f == Filters(state=f.state):  # (f.any(): a lone state filter is not None)
             return len(st.by_state.get(f.state, ()))
         # Other filters cost a set intersection or a text search: only when the room's rows changed
         # (a total that disagrees with the rows shown is worse than a little work), else once a second.

@@ -7,8 +7,8 @@ not in production.
 """
 from __future__ import annotations
 
-from typing import Any
 from collections.abc import Iterator
+from typing import Any
 
 NAMESPACE = "/"
 CLOSE_CONNECTION = "dashboard.close_connection"  # set by dashboard/web/server.py's handler

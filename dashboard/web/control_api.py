@@ -16,11 +16,10 @@ from typing import Any, NamedTuple
 from flask import Blueprint, jsonify, request
 
 from ..cluster import control
-
-from ..core import rerun
 from ..cluster.audit import AuditLog
 from ..cluster.errors import BrokerUnavailable
 from ..cluster.inspector import LIST_METHODS, Inspector
+from ..core import rerun
 from ..core.query import TEXT_FILTERS, TIME_FILTERS, Filters, find, parse_filters
 from .errors import Invalid, NotFound, TaskNotSeen, Unavailable, WorkerNotSeen, whole_number
 from .security import control_endpoint, current_user
@@ -267,7 +266,7 @@ def bulk() -> Any:
     if not isinstance(dry_run, bool) or not isinstance(terminate, bool):
         raise Invalid("dry_run and terminate must be true or false")
     cap = int(svc.config["BULK_MAX"])
-    limit = body.get("limit")
+    limit: Any = body.get("limit")  # an int from 1 to cap unless dry_run (checked here)
     if not dry_run and (isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= cap):
         raise Invalid(f"limit must be the confirmed count, a whole number from 1 to {cap}")
     cursor = body.get("cursor")

@@ -17,8 +17,8 @@ import socket
 import threading
 import time
 from collections import OrderedDict, deque
-from typing import Any
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from werkzeug.wrappers import Request
 

@@ -17,12 +17,13 @@ from __future__ import annotations
 import math
 import os
 import time
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from flask import Blueprint, Response
 
-from .services import services
 from ..core.stats import COUNTED_EVENTS, EXPORT_BUCKETS
+from .services import services
 
 bp = Blueprint("metrics", __name__)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

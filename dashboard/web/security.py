@@ -16,9 +16,10 @@ import re
 import secrets
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import wraps
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Flask, Response, current_app, g, has_app_context, has_request_context, request
@@ -117,7 +118,9 @@ class Auth:
         """Whether `token` is the configured bearer token."""
         return bool(self.token) and hmac.compare_digest(_digest(token), _digest(self.token))
 
-    def user_of(self, creds: Authorization, address: str, slow: Callable[..., Any] = lambda fn, *a: fn(*a)) -> str | None:
+    def user_of(
+        self, creds: Authorization, address: str, slow: Callable[..., Any] = lambda fn, *a: fn(*a)
+    ) -> str | None:
         """The user an Authorization header proves, "token" for the bearer token, else None."""
         if creds.type == "basic" and self.users:
             name, password = creds.username or "", creds.password or ""
@@ -224,7 +227,8 @@ def init_app(app: Flask, session_exists: Callable[[str], bool]) -> None:
     auth = Auth(parse_users(str(cfg.get("AUTH_USERS", ""))), str(cfg.get("AUTH_TOKEN", "")))
     app.extensions["dashboard_auth"] = auth
     host = str(cfg.get("HOST", "127.0.0.1"))
-    # Outermost: wraps Flask-SocketIO's middleware too (socketio.init_app ran before this).
+    # Outermost: wraps Flask-SocketIO's middleware too (socketio.init_app ran before this). (Replacing
+    # wsgi_app is Flask's documented way to add middleware; mypy refuses assigning to a method.)
     app.wsgi_app = Gate(app.wsgi_app, hosts=HostAllowlist(str(cfg.get("ALLOWED_HOSTS", "")), host),  # type: ignore[method-assign]
                         auth=auth, throttle=Throttle(int(cfg.get("SIGNIN_FAILURES_PER_MINUTE", 10))),
                         challenge=challenge(auth), session_exists=session_exists)

@@ -100,8 +100,14 @@ class ConnectionLimits:
         """Open connections, the busiest address's share, refusals and evictions (for /healthz)."""
         # O(addresses), not O(connections): /healthz is polled, and a thousand viewers share one address.
         busiest = max((len(c) for c in self._by_address.values()), default=0)
-        return {"open": len(self._all), "busiest_address": busiest, "max": self.max_total, "max_per_address": self.max_per_address,
-                "refused": self.refused, "evicted": self.evicted}
+        return {
+            "open": len(self._all),
+            "busiest_address": busiest,
+            "max": self.max_total,
+            "max_per_address": self.max_per_address,
+            "refused": self.refused,
+            "evicted": self.evicted,
+        }
 
 
 class Handler(pywsgi.WSGIHandler):
