@@ -14,8 +14,8 @@ import click
 import pytest
 import requests
 from click.testing import CliRunner
-
 from conftest import ROOT, WORK_SECONDS, wait_for
+
 from dashboard import cli
 from dashboard.config import SETTINGS
 from dashboard.processes import free_port, redis_answers

@@ -13,9 +13,10 @@ import pytest
 import redis
 from celery import Celery
 from conftest import RedisServer, wait_for
-from dashboard.ingest.stream import DecodeError, Ingest, decode_message, mask_url, prepare, redis_event_pattern
+
 from dashboard.core.records import task_detail
 from dashboard.core.state import State
+from dashboard.ingest.stream import DecodeError, Ingest, decode_message, mask_url, prepare, redis_event_pattern
 
 
 @pytest.fixture

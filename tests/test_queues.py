@@ -11,10 +11,16 @@ from conftest import DashboardServer, RedisServer, wait_for
 from test_state import replay, task_ev
 
 from dashboard.cluster.control import make_celery
-from dashboard.cluster.queues import NOT_REDIS, PRIORITY_SEP, PRIORITY_STEPS, QueueMonitor, consumers_from, priority_keys
+from dashboard.cluster.queues import (
+    NOT_REDIS,
+    PRIORITY_SEP,
+    PRIORITY_STEPS,
+    QueueMonitor,
+    consumers_from,
+    priority_keys,
+)
 from dashboard.core.state import State
 from dashboard.core.stats import OTHER
-from dashboard.web.queues import NOT_REDIS, PRIORITY_SEP, PRIORITY_STEPS, QueueMonitor, consumers_from, priority_keys
 
 T0 = 1_700_000_000.0
 FAST = {"DASHBOARD_QUEUE_POLL_INTERVAL": "0.3"}

@@ -8,9 +8,8 @@ from typing import Any
 import pytest
 
 from dashboard import create_app, socketio
-from dashboard.live.rooms import tasks_room
 from dashboard.core.query import Filters
-from dashboard.live.push import tasks_room
+from dashboard.live.rooms import tasks_room
 
 
 @pytest.fixture
@@ -247,10 +246,9 @@ class _FakeSocketIO:
 def test_a_client_far_behind_is_skipped_then_resynced_once_caught_up() -> None:
     """Only the client past BACKLOG_MAX is skipped; it stays skipped until well below it, then is asked
     to resync (it missed diffs) exactly once."""
+    from dashboard.core.state import State
     from dashboard.live.readmodels import ReadModels
     from dashboard.live.rooms import BACKLOG_MAX, Rooms
-    from dashboard.core.state import State
-    from dashboard.live.push import BACKLOG_MAX, Push
 
     fake = _FakeSocketIO({"slow": BACKLOG_MAX + 1, "fast": 0})
     push = Rooms(fake, ReadModels(State(), None), 0.2)  # type: ignore[arg-type]

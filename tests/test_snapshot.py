@@ -13,15 +13,11 @@ from typing import Any
 
 import orjson
 import pytest
-
-from dashboard.processes import start_worker, stop_process
-from dashboard.ingest.seed import events_from_inspect
-from dashboard.ingest.snapshot import Snapshots, dump, restore
-from dashboard.core.records import task_detail, worker_summary
-from dashboard.core.state import State
+from conftest import WORK_SECONDS, DashboardServer, RedisServer, wait_for
 from test_state import replay, task_ev, worker_ev
 
-from dashboard.core.state import State, task_detail, worker_summary
+from dashboard.core.records import task_detail, worker_summary
+from dashboard.core.state import State
 from dashboard.ingest.seed import events_from_inspect
 from dashboard.ingest.snapshot import Snapshots, dump, restore
 from dashboard.processes import start_worker, stop_process

@@ -19,7 +19,6 @@ from celery.events.state import Task as CeleryTask
 from celery.events.state import Worker as CeleryWorker
 
 from dashboard.core.records import HEARTBEAT_EXPIRE_WINDOW, PRECEDENCE
-
 from dashboard.core.state import State
 
 READY_SUBJECTS = {"revoked": "REVOKED"}  # (succeeded and failed outrank custom states in Celery too)

@@ -11,11 +11,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from ..concurrency import offload
 from ..core.brokerurl import scrub
 from ..core.numbers import whole_number
 from .errors import BrokerUnavailable, InvalidRequest
-from ..concurrency import offload
-from ..core.brokerurl import scrub
 
 log = logging.getLogger(__name__)
 

@@ -18,10 +18,9 @@ from typing import Any
 
 from celery.utils.saferepr import saferepr
 
+from ..core.state import State
 from .control import broker_connection, broker_errors
 from .errors import BrokerUnavailable
-from ..core.state import State
-from .control import BrokerUnavailable, broker_connection, broker_errors
 
 log = logging.getLogger(__name__)
 

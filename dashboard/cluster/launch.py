@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ..concurrency import offload
-from .errors import BrokerUnavailable
-from ..core.numbers import number
+from ..core.brokerurl import scrub
 from ..core.jsondepth import MAX_DEPTH, JSONTooDeep, loads
+from ..core.numbers import number
+from .errors import BrokerUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +165,7 @@ def launch(celery_app: Any, req: LaunchRequest) -> list[str]:
         cause = scrub(str(exc), celery_app.conf.broker_url)
         log.warning("launch of %s failed after %d sent: %s", req.task, len(ids), cause)
         raise _failed(ids, req.count, cause) from exc
-    except Exception as exc:  # noqa: BLE001 - kombu cannot use the broker URL (a malformed one, an option it refuses)
+    except Exception as exc:
         # Scrubbed: kombu's parse error for a malformed URL quotes part of its password.
         cause = scrub(f"{type(exc).__name__}: {exc}", celery_app.conf.broker_url)
         log.warning("launch of %s failed after %d sent: %s", req.task, len(ids), cause, exc_info=True)

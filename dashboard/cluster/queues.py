@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from ..core.brokerurl import mask_url, scrub
 
@@ -27,7 +28,7 @@ try:  # the installed kombu's own key layout, so a change there is followed here
     from kombu.transport.redis import PRIORITY_STEPS, Channel
 
     PRIORITY_SEP: str = Channel.sep
-except Exception:  # pragma: no cover - kombu without its Redis transport: its defaults (kombu 5.x)
+except Exception:  # noqa: BLE001  # pragma: no cover - kombu without its Redis transport: its defaults (kombu 5.x)
     PRIORITY_STEPS, PRIORITY_SEP = [0, 3, 6, 9], "\x06\x16"
 
 DEFAULT_QUEUE = "celery"
@@ -94,7 +95,7 @@ class QueueMonitor:
             while not self._stop.is_set():
                 try:
                     self.poll()
-                except Exception:  # noqa: BLE001 - the loop must outlive any surprise; the page shows the age
+                except Exception:
                     log.exception("queue poll failed")
                 self._stop.wait(self.interval)
         finally:

@@ -21,7 +21,6 @@ from itertools import accumulate, islice
 from typing import Any
 
 from .records import TaskRecord
-
 from .state import CHUNK_BITS, State
 
 _EMPTY: frozenset[str] = frozenset()

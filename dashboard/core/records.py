@@ -46,6 +46,37 @@ class TaskRecord:
         "exchange", "routing_key", "queue", "runtime", "sent", "received", "started", "succeeded",
         "failed", "retried", "revoked", "rejected", "history", "attempts", "extra",
     )
+    # Declared here for the type checker (slots take no class values). Fields copied from events are
+    # untrusted JSON (_copy_fields clips strings, nothing more): Any. The state sets the others itself.
+    uuid: str
+    seq: int
+    state: str
+    name: Any
+    args: Any
+    kwargs: Any
+    result: Any
+    exception: Any
+    traceback: Any
+    retries: Any
+    eta: Any
+    expires: Any
+    exchange: Any
+    routing_key: Any
+    queue: Any
+    runtime: Any
+    root_id: str | None  # (_copy_fields drops an id that is not a string)
+    parent_id: str | None
+    hostname: str | None
+    client: Any  # the sender's hostname: interned when a string
+    timestamp: float | None
+    sent: float | None  # the timestamp of each kind of event, set from EVENT_TO_STATE's subjects
+    received: float | None
+    started: float | None
+    succeeded: float | None
+    failed: float | None
+    retried: float | None
+    revoked: float | None
+    rejected: float | None
 
     def __init__(self, uuid: str, seq: int) -> None:
         self.uuid = uuid
@@ -69,6 +100,14 @@ class WorkerRecord:
         "hostname", "freq", "last_heartbeat", "processed", "active", "loadavg", "sw_ident", "sw_ver",
         "sw_sys", "pid", "first_seen", "offline_at", "goodbye", "online", "succeeded", "failed", "grace",
     )
+    # Heartbeat fields are untrusted JSON copied as they come (see TaskRecord).
+    processed: Any
+    active: Any
+    loadavg: Any
+    sw_ident: Any
+    sw_ver: Any
+    sw_sys: Any
+    pid: Any
 
     def __init__(self, hostname: str, now: float | None) -> None:
         self.hostname = hostname

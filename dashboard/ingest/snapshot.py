@@ -16,7 +16,6 @@ from typing import Any
 import orjson
 
 from ..core.records import SNAPSHOT_TASK_FIELDS, SNAPSHOT_WORKER_FIELDS
-
 from ..core.state import State
 
 log = logging.getLogger(__name__)

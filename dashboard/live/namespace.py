@@ -1,7 +1,8 @@
 """The dashboard's Socket.IO handlers: connect (authenticated), subscribe to a view's room, disconnect."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from flask import request
 from flask_socketio import ConnectionRefusedError, Namespace

@@ -10,8 +10,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ..core.query import Filters, TextIndex, find, workflow_tree
-from ..core.records import TaskRecord, WorkerRecord
-from ..core.records import STATES, task_detail, task_summary, worker_summary
+from ..core.records import STATES, TaskRecord, WorkerRecord, task_detail, task_summary, worker_summary
 from ..core.state import State
 
 if TYPE_CHECKING:

@@ -315,7 +315,8 @@ class Rooms:
         return data
 
     def _tasks_diff(self, room: str, recs: list[TaskRecord], f: Filters, now: float) -> dict[str, Any]:
-        shown, removed = [], []
+        shown: list[dict[str, Any]] = []
+        removed: list[str] = []
         most = MAX_TASKS_BUSY if self.busy else MAX_TASKS_PER_TICK
         filtered = f.any()
         test = matcher(f, self.state)

@@ -11,13 +11,13 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from . import launches, limits
-from ..live.readmodels import MAX_LIMIT
 from ..core.query import SORTS, find, parse_filters, workflow_tree
+from ..core.records import LONG_FIELDS, task_detail
+from ..live.readmodels import MAX_LIMIT
+from . import launches, limits
 from .errors import Invalid, NotFound, TaskNotSeen, whole_number
 from .security import control_endpoint
 from .services import services
-from ..core.records import LONG_FIELDS, task_detail
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__)

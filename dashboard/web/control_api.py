@@ -16,9 +16,8 @@ from typing import Any, NamedTuple
 from flask import Blueprint, jsonify, request
 
 from ..cluster import control
-from ..cluster.audit import AuditLog
 from ..cluster.errors import BrokerUnavailable
-from ..cluster.inspector import LIST_METHODS, Inspector
+from ..cluster.inspector import LIST_METHODS
 from ..core import rerun
 from ..core.query import TEXT_FILTERS, TIME_FILTERS, Filters, find, parse_filters
 from .errors import Invalid, NotFound, TaskNotSeen, Unavailable, WorkerNotSeen, whole_number

@@ -14,8 +14,8 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from ..core import numbers
 from ..cluster.errors import BrokerUnavailable, InvalidRequest
+from ..core import numbers
 from .gate import wants_json
 
 log = logging.getLogger(__name__)

@@ -30,7 +30,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from ..config import parse_users
 from ..core.brokerurl import MASK, mask_url, secrets_of, well_formed
 from .errors import ApiError, render
-from .gate import Gate, HostAllowlist, Throttle, is_loopback, wants_json, wsgi_refusal
+from .gate import Gate, HostAllowlist, Throttle, is_loopback, wsgi_refusal
 
 log = logging.getLogger(__name__)
 

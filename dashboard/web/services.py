@@ -127,7 +127,7 @@ def build_services(cfg: dict[str, Any], socketio: SocketIO) -> Services:
         enabler = EventsEnabler(celery_app, float(cfg["ENABLE_EVENTS_INTERVAL"]), lambda: ingest.connected)
     ingest = Ingest(state, cfg["BROKER_URL"], mode=cfg["INGEST"], reconnect_min=float(cfg["RECONNECT_MIN"]),
                     reconnect_max=float(cfg["RECONNECT_MAX"]), pause=runtime.pause,
-                    after_batch=GcPolicy().tick if ingest_on else None,  # dashboard/ingest/gcpolicy.py: no long GC pauses
+                    after_batch=GcPolicy().tick if ingest_on else None,  # ingest/gcpolicy.py: no long GC pauses
                     on_connect=enabler.poke if enabler else None,
                     on_worker_arrival=enabler.poke if enabler else None)
     reader = ReaderProcess(ingest, log_level=str(cfg["LOG_LEVEL"]), wrap_socket=runtime.wrap_socket,
@@ -143,11 +143,13 @@ def build_services(cfg: dict[str, Any], socketio: SocketIO) -> Services:
 
         connections = ConnectionLimits(descriptor_budget(int(cfg["MAX_CONNECTIONS"])),
                                        int(cfg["MAX_CONNECTIONS_PER_ADDRESS"]))
+    audit = AuditLog(str(cfg["AUDIT_LOG"] or ""))
     return Services(config=cfg, state=state, ingest=ingest, views=views, rooms=rooms, celery=celery_app,
-                    runtime=runtime, inflight=inflight, inspector=inspector, audit=AuditLog(str(cfg["AUDIT_LOG"] or "")),
-                    queues=queues, reader=reader, enabler=enabler, snapshots=snapshots, connections=connections)
+                    runtime=runtime, inflight=inflight, inspector=inspector, audit=audit, queues=queues,
+                    reader=reader, enabler=enabler, snapshots=snapshots, connections=connections)
 
 
 def services() -> Services:
     """The services of the current app."""
-    return current_app.extensions["dashboard"]  # type: ignore[no-any-return]
+    svc: Services = current_app.extensions["dashboard"]
+    return svc

@@ -7,14 +7,14 @@ from typing import Any
 from flask import Blueprint, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
 
-from ..core.query import Filters, parse_filters
 from ..cluster import launch as launching
+from ..core.query import Filters, parse_filters
+from ..core.records import STATES
 from . import launches
 from .errors import ApiError, Invalid, respond
 from .gate import wants_json
 from .security import controls_enabled, current_user
 from .services import services
-from ..core.records import STATES
 
 log = logging.getLogger(__name__)
 bp = Blueprint("views", __name__)
