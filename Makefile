@@ -9,13 +9,18 @@ VENDOR := static/vendor
 PYTEST_ARGS ?=
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test setup setup-test bench bench-viewers clean system-python system-redis system-chromium system-node
+.PHONY: run test test-unit setup setup-test bench bench-viewers clean system-python system-redis system-chromium system-node
 
 run: setup ## the dashboard at http://127.0.0.1:5000 with a demo worker (and a local Redis if none answers)
 	$(BIN)/celery-dashboard demo
 
 test: setup-test ## the whole test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# No redis-server, worker or browser (tiers: tests/conftest.py): 35-45 s on two busy cores, 13 s of it
+# test_reliability's million events through the state.
+test-unit: $(BIN)/.test-deps ## the unit tier only, for quick feedback
+	$(BIN)/python -m pytest -m unit $(PYTEST_ARGS)
 
 setup: system-python system-node $(BIN)/.deps $(VENDOR)/.stamp system-redis
 setup-test: setup $(BIN)/.test-deps system-chromium

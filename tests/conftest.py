@@ -22,6 +22,43 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 WORK_SECONDS = "0.3"
 
 
+# -- test tiers ------------------------------------------------------------------------------------
+# Every test has exactly one tier (pyproject.toml declares them; `make test-unit` runs `-m unit`):
+#   unit         pure logic, or the app in-process through Flask's test client; no redis-server, worker,
+#                subprocess or listening socket
+#   integration  a real redis-server, Celery worker, dashboard server process or sockets
+#   browser      Chromium driven by Playwright
+# A module of one tier says so once (`pytestmark = pytest.mark.unit`); a mixed module marks each test.
+TIERS = ("unit", "integration", "browser")
+# Fixtures that start a redis-server (`app`, `dashboard` and `worker` build on `redis_server`), and those
+# that start Chromium: a unit test may use neither, an integration test no browser. A test that starts
+# its processes itself (test_cli) is not caught here: its mark is up to its author.
+SERVER_FIXTURES = frozenset({"redis_server", "own_redis"})
+BROWSER_FIXTURES = frozenset({"browser", "page"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects: every test is checked, whatever is selected
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Refuse the run if a test has no tier, more than one, or one that its fixtures contradict."""
+    problems = []
+    for item in items:
+        tiers = sorted({mark.name for mark in item.iter_markers() if mark.name in TIERS})
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if len(tiers) != 1:
+            problems.append(f"{item.nodeid}: {'no tier' if not tiers else 'more than one tier: ' + ', '.join(tiers)}")
+        elif tiers[0] == "unit" and fixtures & (SERVER_FIXTURES | BROWSER_FIXTURES):
+            problems.append(f"{item.nodeid}: marked unit but uses {sorted(fixtures & (SERVER_FIXTURES | BROWSER_FIXTURES))}")
+        elif tiers[0] == "integration" and fixtures & BROWSER_FIXTURES:
+            problems.append(f"{item.nodeid}: marked integration but uses {sorted(fixtures & BROWSER_FIXTURES)}")
+        elif tiers[0] == "browser" and not fixtures & BROWSER_FIXTURES:
+            problems.append(f"{item.nodeid}: marked browser but uses neither `browser` nor `page`")
+    if problems:
+        raise pytest.UsageError(
+            "every test needs exactly one tier: @pytest.mark.unit, .integration or .browser on the test, or "
+            "`pytestmark = pytest.mark.<tier>` in a module of one tier (tiers: tests/conftest.py)\n  "
+            + "\n  ".join(problems))
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.1,
              message: str = "condition") -> Any:
     """Poll until predicate() is truthy and return its value, or fail with `message`."""

@@ -5,10 +5,13 @@ import re
 import time
 from typing import Any
 
+import pytest
 import requests
 from playwright.sync_api import expect
 
 from conftest import DashboardServer, RedisServer, event_envelope, wait_for
+
+pytestmark = pytest.mark.browser
 
 
 def _live(page: Any, dashboard: DashboardServer, path: str) -> None:

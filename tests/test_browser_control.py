@@ -19,6 +19,8 @@ from playwright.sync_api import expect
 from conftest import WORK_SECONDS, DashboardServer, RedisServer, event_envelope, wait_for
 from dashboard.processes import start_worker, stop_process
 
+pytestmark = pytest.mark.browser
+
 DB = 7
 XSS = "<img src=x onerror=window.__xss=1>"
 XSS_QUEUE = "<img/src=x/onerror=window.__xss=2>"  # queue names may not contain spaces

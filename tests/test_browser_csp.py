@@ -5,9 +5,12 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
+import pytest
 from playwright.sync_api import expect
 
 from conftest import DashboardServer
+
+pytestmark = pytest.mark.browser
 
 # Registered before any page script runs: every violation the browser reports, with what was blocked.
 WATCH_VIOLATIONS = """

@@ -4,10 +4,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import pytest
 from playwright.sync_api import expect
 
 from conftest import DashboardServer, RedisServer
 from dashboard.cluster.control import make_celery
+
+pytestmark = pytest.mark.browser
 
 
 def test_queue_lengths_update_hint_goes_and_the_queue_leads_to_its_tasks(page: Any, redis_server: RedisServer) -> None:

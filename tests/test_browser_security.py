@@ -15,6 +15,8 @@ from conftest import DashboardServer, RedisServer, wait_for
 from dashboard.processes import free_port
 from test_security import PASSWORD, TOKEN, AuthedServer
 
+pytestmark = pytest.mark.browser
+
 DB = 9  # this module's Redis db: no worker consumes it, so a launched task stays in its queue
 USER = "ada"
 ATTACK_ARGS = [97531, 24680]  # marks the attacker's tasks (no uuid can hold ", ")

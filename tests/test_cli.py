@@ -12,6 +12,8 @@ import requests
 from conftest import ROOT, WORK_SECONDS, wait_for
 from dashboard.processes import free_port, redis_answers
 
+pytestmark = pytest.mark.integration
+
 
 def _group_alive(pgid: int) -> bool:
     try:

@@ -34,6 +34,7 @@ def _known(app: Any) -> None:
            "hostname": "w1@h", "timestamp": now, "local_received": now})
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("path, body, status, fragment", [
     ("/api/workers/w1@h/control", {"action": "explode"}, 400, "action must be one of"),
     ("/api/workers/w1@h/control", {"action": "pool_grow", "n": 100}, 400, "n must be a whole number from 1 to 64"),
@@ -67,6 +68,7 @@ def test_bad_requests_get_clear_errors_and_are_not_audited(app: Any, path: str, 
     assert client.get("/api/audit").get_json() == {"entries": []}
 
 
+@pytest.mark.integration
 def test_a_bulk_run_acts_on_the_tasks_its_dry_run_counted(app: Any) -> None:
     """Tasks that arrive between the dry run and the confirmation are left alone (the cursor)."""
     _known(app)
@@ -81,6 +83,7 @@ def test_a_bulk_run_acts_on_the_tasks_its_dry_run_counted(app: Any) -> None:
     assert sorted(run["revoked"]) == ["t-1", "t-2"], run
 
 
+@pytest.mark.integration
 def test_refusals_before_anything_else(app: Any) -> None:
     _known(app)
     client = app.test_client()
@@ -95,6 +98,7 @@ def test_refusals_before_anything_else(app: Any) -> None:
                                                              "args": [1, 2], "kwargs": {}, "queue": None}
 
 
+@pytest.mark.integration
 def test_read_only_refuses_every_control(redis_server: RedisServer) -> None:
     ro = create_app({"ASYNC_MODE": "threading", "INGEST_ENABLED": False, "BROKER_URL": redis_server.url_db(1), "READ_ONLY": True})
     try:
@@ -111,6 +115,7 @@ def test_read_only_refuses_every_control(redis_server: RedisServer) -> None:
         ro.extensions["dashboard"].stop()
 
 
+@pytest.mark.unit
 def test_unreachable_broker_is_503_and_audited() -> None:
     down = create_app({"ASYNC_MODE": "threading", "INGEST_ENABLED": False, "BROKER_URL": f"redis://127.0.0.1:{free_port()}/0"})
     try:
@@ -177,6 +182,7 @@ def ctl(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> 
         server.stop()
 
 
+@pytest.mark.integration
 def test_shrink_and_grow_the_pool(ctl: Ctl) -> None:
     shrink = ctl.control(action="pool_shrink", n=1)
     assert shrink["ok"] and shrink["replies"] == {ctl.hostname: {"ok": "pool will shrink"}}
@@ -189,6 +195,7 @@ def test_shrink_and_grow_the_pool(ctl: Ctl) -> None:
     wait_for(lambda: ctl.processes() == 2, timeout=20, interval=0.3, message="back to 2 processes")
 
 
+@pytest.mark.integration
 def test_pool_restart_and_autoscale_replies(ctl: Ctl) -> None:
     restart = ctl.control(action="pool_restart")
     assert restart["ok"] and restart["replies"][ctl.hostname] == {"ok": "reload started"}
@@ -198,6 +205,7 @@ def test_pool_restart_and_autoscale_replies(ctl: Ctl) -> None:
     wait_for(lambda: ctl.processes() == 2, timeout=20, interval=0.3, message="pool back after the restart")
 
 
+@pytest.mark.integration
 def test_add_and_cancel_a_consumer(ctl: Ctl) -> None:
     queue = f"extra-{uuid.uuid4().hex[:6]}"
     added = ctl.control(action="add_consumer", queue=queue)
@@ -208,6 +216,7 @@ def test_add_and_cancel_a_consumer(ctl: Ctl) -> None:
     ctl.inspect_until("active_queues", lambda r: [q["name"] for q in r] == ["celery"], "the queue gone again")
 
 
+@pytest.mark.integration
 def test_rate_and_time_limits(ctl: Ctl) -> None:
     rate = ctl.post("/api/task-types/control", {"action": "rate_limit", "task": "dashboard.demo.tsum", "rate": "10/m",
                                                 "workers": [ctl.hostname]}).json()
@@ -222,6 +231,7 @@ def test_rate_and_time_limits(ctl: Ctl) -> None:
     assert not unknown["ok"] and "unknown task" in unknown["message"]
 
 
+@pytest.mark.integration
 def test_revoke_before_it_runs(ctl: Ctl) -> None:
     [task_id] = ctl.server.launch("dashboard.demo.add", args=[4, 4], countdown=3)
     wait_for(lambda: ctl.server.task(task_id), timeout=10, message="the dashboard sees the task")
@@ -235,6 +245,7 @@ def test_revoke_before_it_runs(ctl: Ctl) -> None:
     assert "started" not in [h["event"] for h in task["history"]]
 
 
+@pytest.mark.integration
 def test_terminate_a_running_task(ctl: Ctl) -> None:
     # Its first progress event comes after 4 s: killed before, it shows REVOKED. (After a task-progress
     # event the state keeps the custom PROGRESS state, which outranks REVOKED as in Celery's State.)
@@ -248,6 +259,7 @@ def test_terminate_a_running_task(ctl: Ctl) -> None:
     assert time.monotonic() - started < 4 and task["succeeded"] is None  # it would run 20 s
 
 
+@pytest.mark.integration
 def test_rerun_a_failure_and_a_success(ctl: Ctl) -> None:
     [failed] = ctl.server.launch("dashboard.demo.send_email", args=["no-at-sign", "hello"])
     original = ctl.server.wait_task(failed, "FAILURE")
@@ -267,6 +279,7 @@ def test_rerun_a_failure_and_a_success(ctl: Ctl) -> None:
     assert new_id != ok and second["result"] == first["result"] == "42" and second["args"] == first["args"]
 
 
+@pytest.mark.integration
 def test_bulk_dry_run_then_rerun_within_the_cap(ctl: Ctl) -> None:
     marker = f"bulk-{uuid.uuid4().hex[:8]}"
     ids = [ctl.server.launch("dashboard.demo.fail", kwargs={"card": marker, "amount": i})[0] for i in range(5)]
@@ -301,6 +314,7 @@ def test_bulk_dry_run_then_rerun_within_the_cap(ctl: Ctl) -> None:
     assert by_group["matched"] == ctl.server.get("/api/tasks", params={"group": gid}).json()["total"] >= 8
 
 
+@pytest.mark.integration
 def test_bulk_revoke_in_one_broadcast(ctl: Ctl) -> None:
     marker = f"later-{uuid.uuid4().hex[:8]}"
     ids = [ctl.server.launch("dashboard.demo.send_email", args=[f"{marker}@x", "hi"], countdown=60)[0]
@@ -314,6 +328,7 @@ def test_bulk_revoke_in_one_broadcast(ctl: Ctl) -> None:
     ctl.inspect_until("revoked", lambda r: set(ids) <= set(r), "the worker lists them as revoked")
 
 
+@pytest.mark.integration
 def test_audit_lists_every_action_and_the_file_matches(ctl: Ctl) -> None:
     entries = ctl.server.get("/api/audit", params={"limit": 1000}).json()["entries"]
     actions = [e["action"] for e in entries][::-1]
@@ -332,6 +347,7 @@ def test_audit_lists_every_action_and_the_file_matches(ctl: Ctl) -> None:
     assert [e["id"] for e in entries] == sorted((e["id"] for e in entries), reverse=True)
 
 
+@pytest.mark.integration
 def test_shutdown_takes_the_worker_offline(ctl: Ctl) -> None:
     hostname = f"doomed-{os.getpid()}@localhost"
     proc = start_worker(ctl.url, concurrency=1, hostname=hostname, quiet=True)

@@ -5,11 +5,14 @@ import threading
 import time
 from typing import Any
 
+import pytest
 import socketio
 
 from conftest import WORK_SECONDS, DashboardServer, RedisServer, event_envelope, wait_for
 from dashboard.cluster.control import EventsEnabler
 from dashboard.processes import start_worker, stop_process
+
+pytestmark = pytest.mark.integration
 
 
 def test_add_goes_through_every_state_to_success(dashboard: DashboardServer, worker: str) -> None:

@@ -14,6 +14,8 @@ from dashboard import create_app
 from dashboard.core.jsondepth import MAX_DEPTH
 from test_security import ACTION_BODY, BrokerWatch, rule_requests
 
+pytestmark = pytest.mark.integration
+
 DB = 10  # this module's Redis db: every key or broadcast there would be something these requests sent
 DEEP = "[" * 100_000 + "]" * 100_000
 DEEP_40 = "[" * 40 + "]" * 40

@@ -14,6 +14,8 @@ from dashboard import create_app
 from dashboard.core.stats import COUNTED_EVENTS, EXPORT_BUCKETS, OTHER
 from test_state import task_ev, worker_ev
 
+pytestmark = pytest.mark.integration
+
 T0 = 1_700_000_000.0
 LABELS = {"name", "queue_name", "hostname", "priority", "le"}  # every label /metrics may use
 

@@ -6,6 +6,7 @@ import os
 import time
 from typing import Any
 
+import pytest
 import redis
 
 from dashboard.processes import start_worker, stop_process
@@ -43,6 +44,7 @@ def _redis_clients(url: str) -> int:
         client.close()
 
 
+@pytest.mark.integration
 def test_thirty_second_outage_banner_then_resume_within_five_seconds(own_redis: RedisServer) -> None:
     """Redis stops for 30 s: /healthz (what the banner shows) says the broker is down and events may be
     missed; within 5 s of Redis' return ingest is connected again, and the worker is back online from
@@ -76,6 +78,7 @@ def test_thirty_second_outage_banner_then_resume_within_five_seconds(own_redis: 
         dash.stop()
 
 
+@pytest.mark.integration
 def test_ten_outages_leak_no_threads_or_connections(own_redis: RedisServer) -> None:
     """Ten outages in a row: the dashboard ends with the threads, sockets and Redis connections it had."""
     dash = DashboardServer(own_redis.url)
@@ -105,6 +108,7 @@ def test_ten_outages_leak_no_threads_or_connections(own_redis: RedisServer) -> N
         dash.stop()
 
 
+@pytest.mark.integration
 def test_sigkilled_worker_goes_offline_and_its_running_task_is_lost(own_redis: RedisServer) -> None:
     """SIGKILL a worker mid-task: offline within two heartbeat intervals (+ a tick), its running task LOST
     (never STARTED forever); started again under the same name, it is online again."""
@@ -159,6 +163,7 @@ time.sleep(600)
 """
 
 
+@pytest.mark.integration
 def test_a_stalled_browser_does_not_hold_up_the_others(own_redis: RedisServer) -> None:
     """One client freezes (SIGSTOP: its socket stops reading) during a flood: the other keeps getting
     updates without gaps, and the server stops queueing for the frozen one instead of growing forever."""
@@ -215,6 +220,7 @@ def test_a_stalled_browser_does_not_hold_up_the_others(own_redis: RedisServer) -
         dash.stop()
 
 
+@pytest.mark.unit
 def test_a_million_events_keep_memory_within_max_tasks() -> None:
     """One million events (250k tasks, each received/started/finished/progress; every failure's traceback different)
     through the reader's batch path into a 10 000-task state: memory levels off once the state is full."""

@@ -12,6 +12,8 @@ from dashboard.core.state import (
     task_detail, task_summary,
 )
 
+pytestmark = pytest.mark.unit
+
 WORKER = "celery@w1"
 CLIENT = "client@web"
 _clock = count(1)

@@ -17,6 +17,8 @@ from celery.events.state import State as CeleryState, Task as CeleryTask, Worker
 
 from dashboard.core.state import HEARTBEAT_EXPIRE_WINDOW, PRECEDENCE, State
 
+pytestmark = pytest.mark.unit
+
 READY_SUBJECTS = {"revoked": "REVOKED"}  # (succeeded and failed outrank custom states in Celery too)
 
 

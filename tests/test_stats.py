@@ -13,6 +13,8 @@ from dashboard.core.stats import (
     OTHER, RELATIVE_ERROR, UNKNOWN, TaskStats,
 )
 
+pytestmark = pytest.mark.unit
+
 T0 = 1_700_000_000.0  # a realistic epoch start for synthetic event timestamps
 
 

@@ -13,6 +13,8 @@ import redis
 from conftest import RedisServer
 from dashboard.cluster.launch import CATALOGUE
 
+pytestmark = pytest.mark.integration
+
 XSS = "<script>alert('x')</script>"
 
 
