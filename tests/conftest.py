@@ -1,8 +1,10 @@
-"""Fixtures with real parts: a redis-server on a free loopback port, the demo worker with events
-on, the dashboard server as a subprocess, and Debian's Chromium driven by Playwright."""
+"""What the tests share: the tier rule, helpers, the real parts (a redis-server on a free loopback port,
+the demo worker with events on, the dashboard server as a subprocess), the in-process app and its broker
+queue, and Debian's Chromium driven by Playwright."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -10,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
+import redis
 import requests
 
 from dashboard.processes import free_port, start_redis, start_worker, stop_process
@@ -59,6 +62,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             + "\n  ".join(problems))
 
 
+# -- helpers ---------------------------------------------------------------------------------------
+
 def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.1,
              message: str = "condition") -> Any:
     """Poll until predicate() is truthy and return its value, or fail with `message`."""
@@ -86,6 +91,8 @@ def event_envelope(*events: dict[str, Any]) -> str:
                                                      "delivery_info": {"exchange": "celeryev",
                                                                        "routing_key": "task.multi"}}})
 
+
+# -- real parts: redis-server and the dashboard server as processes ---------------------------------
 
 class RedisServer:
     """A real redis-server we can stop and start again on the same port."""
@@ -133,6 +140,15 @@ class DashboardServer:
         assert resp.status_code == 200, resp.text
         return resp.json()["task_ids"]
 
+    def try_launch(self, task: str, **body: Any) -> str | None:
+        """POST /api/launch and return the first task id, or None if the launch was refused (broker down)."""
+        resp = requests.post(self.base_url + "/api/launch", json={"task": task, **body}, timeout=10)
+        return resp.json()["task_ids"][0] if resp.status_code == 200 else None
+
+    def worker_online(self, hostname: str) -> bool:
+        """Whether /api/workers lists `hostname` as online."""
+        return any(w["hostname"] == hostname and w["online"] for w in self.get("/api/workers").json()["workers"])
+
     def task(self, uuid: str) -> dict[str, Any] | None:
         """GET /api/tasks/<uuid>, or None before the dashboard has seen it."""
         resp = self.get(f"/api/tasks/{uuid}")
@@ -147,6 +163,8 @@ class DashboardServer:
         """Stop the server and everything it runs."""
         stop_process(self.proc)
 
+
+# -- fixtures: real processes (integration and browser tiers) -------------------------------------
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
@@ -179,14 +197,12 @@ def worker(redis_server: RedisServer, dashboard: DashboardServer) -> Iterator[st
     proc = start_worker(redis_server.url, concurrency=2, hostname=hostname, quiet=True,
                         extra_env={"DASHBOARD_DEMO_SLEEP": WORK_SECONDS})
 
-    def online() -> bool:
-        workers = dashboard.get("/api/workers").json()["workers"]
-        return any(w["hostname"] == hostname and w["online"] for w in workers)
-
-    wait_for(online, timeout=60, message=f"worker {hostname} online")
+    wait_for(lambda: dashboard.worker_online(hostname), timeout=60, message=f"worker {hostname} online")
     yield hostname
     stop_process(proc)
 
+
+# -- fixtures: the app in-process, its broker queue (integration: db 1 of the session Redis) -------
 
 @pytest.fixture
 def app(redis_server: RedisServer) -> Iterator[Any]:
@@ -198,6 +214,37 @@ def app(redis_server: RedisServer) -> Iterator[Any]:
     yield flask_app
     flask_app.extensions["dashboard"].stop()
 
+
+@pytest.fixture
+def queue_db() -> int:
+    """The Redis db whose `celery` list `queue` watches: 1, the `app` fixture's broker (a module may override it)."""
+    return 1
+
+
+@pytest.fixture
+def queue(redis_server: RedisServer, queue_db: int) -> Iterator[redis.Redis]:
+    """db `queue_db` of the session Redis with an empty `celery` list, emptied again after the test."""
+    client = redis.Redis.from_url(redis_server.url_db(queue_db))
+    client.delete("celery")
+    yield client
+    client.delete("celery")
+    client.close()
+
+
+def feed(app: Any, *events: dict[str, Any]) -> None:
+    """Apply events to the app's state (every one must be accepted)."""
+    assert app.extensions["dashboard"].state.events(events) == 0
+
+
+def csrf_token(client: Any, path: str = "/launch") -> str:
+    """The CSRF token of the page's launch form (the client keeps the session cookie it belongs to)."""
+    page = client.get(path).get_data(as_text=True)
+    match = re.search(r'<input type="hidden" name="csrf_token" value="([^"]+)">', page)
+    assert match, "no csrf_token input on the page"
+    return match.group(1)
+
+
+# -- fixtures: Chromium (browser tier) -------------------------------------------------------------
 
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
@@ -221,3 +268,11 @@ def page(browser: Any) -> Iterator[Any]:
     yield pg
     context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def open_live(page: Any, server: DashboardServer, path: str) -> None:
+    """Open a page of the server and wait until its live connection is up."""
+    from playwright.sync_api import expect
+
+    page.goto(server.base_url + path)
+    expect(page.locator("#conn-status")).to_have_attribute("data-state", "live")

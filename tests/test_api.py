@@ -5,14 +5,14 @@ import base64
 import json
 import re
 import time
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import RedisServer
+from conftest import RedisServer, feed
 from dashboard.processes import free_port
 
 HOST = "w1@box"
@@ -31,11 +31,6 @@ def heartbeat(hostname: str, received: float, freq: float = 2.0, **fields: Any) 
     return {"type": "worker-heartbeat", "hostname": hostname, "timestamp": received, "local_received": received,
             "freq": freq, "active": 0, "processed": 3, "sw_ident": "py-celery", "sw_ver": "5.4.0",
             "sw_sys": "Linux", "loadavg": [0.1, 0.2, 0.3], **fields}
-
-
-def feed(app: Any, *events: dict[str, Any]) -> None:
-    """Apply events to the app's state (every one must be accepted)."""
-    assert app.extensions["dashboard"].state.events(events) == 0
 
 
 def seed(app: Any) -> float:
@@ -61,16 +56,6 @@ def seed(app: Any) -> float:
          ev("task-received", "kid", t0 + 13, name="dashboard.demo.add", args="(1, 1)", kwargs="{}",
             parent_id="ok", root_id="ok"))
     return t0
-
-
-@pytest.fixture
-def queue(redis_server: RedisServer) -> Iterator[redis.Redis]:
-    """db 1 of the session Redis with an empty `celery` list, emptied again after the test."""
-    client = redis.Redis.from_url(redis_server.url_db(1))
-    client.delete("celery")
-    yield client
-    client.delete("celery")
-    client.close()
 
 
 def queued(client: redis.Redis) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ import pytest
 import requests
 from playwright.sync_api import expect
 
-from conftest import WORK_SECONDS, DashboardServer, RedisServer, event_envelope, wait_for
+from conftest import WORK_SECONDS, DashboardServer, RedisServer, event_envelope, open_live, wait_for
 from dashboard.processes import start_worker, stop_process
 
 pytestmark = pytest.mark.browser
@@ -40,18 +40,9 @@ def ctl_worker(redis_server: RedisServer, ctl: DashboardServer) -> Iterator[str]
     hostname = f"ctl-{os.getpid()}@localhost"
     proc = start_worker(redis_server.url_db(DB), concurrency=2, hostname=hostname, quiet=True,
                         extra_env={"DASHBOARD_DEMO_SLEEP": WORK_SECONDS})
-
-    def online() -> bool:
-        return any(w["hostname"] == hostname and w["online"] for w in ctl.get("/api/workers").json()["workers"])
-
-    wait_for(online, timeout=60, message=f"worker {hostname} online")
+    wait_for(lambda: ctl.worker_online(hostname), timeout=60, message=f"worker {hostname} online")
     yield hostname
     stop_process(proc)
-
-
-def _live(page: Any, server: DashboardServer, path: str) -> None:
-    page.goto(server.base_url + path)
-    expect(page.locator("#conn-status")).to_have_attribute("data-state", "live")
 
 
 def _worker_path(hostname: str) -> str:
@@ -91,7 +82,7 @@ def _pool_after_refresh(page: Any, size: int) -> None:
 def test_shrink_and_grow_the_pool_from_the_worker_page(page: Any, ctl: DashboardServer, ctl_worker: str) -> None:
     """Shrink by one: the dialog says from 2 to 1, the result shows the worker's reply, the pool shows 1;
     growing it back shows 2 again."""
-    _live(page, ctl, _worker_path(ctl_worker))
+    open_live(page, ctl, _worker_path(ctl_worker))
     expect(page.locator("#worker-name")).to_have_text(ctl_worker)
     expect(page.locator("#worker-status")).to_have_text("online")
     expect(page.locator("#worker-pool")).to_have_text(re.compile(r"prefork · 2\b"), timeout=20_000)
@@ -121,7 +112,7 @@ def test_shrink_and_grow_the_pool_from_the_worker_page(page: Any, ctl: Dashboard
 
 def test_escape_in_the_confirmation_sends_nothing(page: Any, ctl: DashboardServer, ctl_worker: str) -> None:
     """Escape in the confirmation dialog sends nothing."""
-    _live(page, ctl, _worker_path(ctl_worker))
+    open_live(page, ctl, _worker_path(ctl_worker))
     before = len(ctl.get("/api/audit").json()["entries"])
     page.locator('form[data-action="shutdown"] button').click()
     dialog = page.locator("#confirm-dialog")
@@ -137,7 +128,7 @@ def test_escape_in_the_confirmation_sends_nothing(page: Any, ctl: DashboardServe
 
 def test_a_worker_never_seen_says_so(page: Any, ctl: DashboardServer) -> None:
     """A mistyped hostname: the page says the worker was never seen, and offers no control."""
-    _live(page, ctl, _worker_path("nobody@nowhere"))
+    open_live(page, ctl, _worker_path("nobody@nowhere"))
     unknown = page.locator("#worker-unknown")
     expect(unknown).to_be_visible()
     expect(unknown).to_contain_text("Never seen")
@@ -152,7 +143,7 @@ def test_revoke_a_task_waiting_for_its_countdown_and_find_it_in_the_audit_log(
     highlighted entry."""
     (uid,) = ctl.launch("dashboard.demo.add", args=[2, 3], countdown=8)
     ctl.wait_task(uid, "RECEIVED")
-    _live(page, ctl, f"/tasks/{uid}")
+    open_live(page, ctl, f"/tasks/{uid}")
     expect(page.locator("#task-terminate-box")).to_be_hidden()
     page.locator("#task-revoke").click()
     _confirm(page, "will be revoked")
@@ -179,7 +170,7 @@ def test_terminate_a_running_task_with_a_chosen_signal(page: Any, ctl: Dashboard
     state turns REVOKED and the buttons for unfinished tasks go away."""
     (uid,) = ctl.launch("dashboard.demo.progress", kwargs={"steps": 200, "delay": 0.1})
     ctl.wait_task(uid, "STARTED")
-    _live(page, ctl, f"/tasks/{uid}")
+    open_live(page, ctl, f"/tasks/{uid}")
     expect(page.locator("#task-terminate-box")).to_be_visible()
     page.locator("#task-signal").select_option("SIGKILL")
     page.locator("#task-terminate").click()
@@ -195,7 +186,7 @@ def test_terminate_a_running_task_with_a_chosen_signal(page: Any, ctl: Dashboard
 def test_rate_limit_a_registered_task_from_the_worker_page(page: Any, ctl: DashboardServer, ctl_worker: str) -> None:
     """Rate limit… on a registered task: the worker replies, and its registered list then shows the limit."""
     try:
-        _live(page, ctl, _worker_path(ctl_worker))
+        open_live(page, ctl, _worker_path(ctl_worker))
         item = page.locator('#inspect-registered li[data-task="dashboard.demo.add"]')
         item.get_by_role("button", name="Rate limit…").click()
         item.locator('input[name="rate"]').fill("10/m")
@@ -218,7 +209,7 @@ def test_bulk_revoke_from_the_filtered_task_list(page: Any, ctl: DashboardServer
     ids = ctl.launch("dashboard.demo.send_email", args=[f"{marker}@x", "hi"], count=2, countdown=60)
     for uid in ids:
         ctl.wait_task(uid, "RECEIVED")
-    _live(page, ctl, f"/tasks?q={marker}")
+    open_live(page, ctl, f"/tasks?q={marker}")
     expect(page.locator("#bulk-count")).to_have_text("2")
     page.locator("#bulk-open").click()
     page.locator('#bulk-panel input[value="revoke"]').check()
@@ -236,7 +227,7 @@ def test_rerun_a_failed_task_from_its_page(page: Any, ctl: DashboardServer, ctl_
     which fails the same way."""
     (uid,) = ctl.launch("dashboard.demo.fail", kwargs={"card": "rerun-card", "amount": 7})
     ctl.wait_task(uid, "FAILURE")
-    _live(page, ctl, f"/tasks/{uid}")
+    open_live(page, ctl, f"/tasks/{uid}")
     expect(page.locator("#task-revoke-box")).to_be_hidden()
     button = page.locator("#task-rerun")
     expect(button).to_be_enabled()
@@ -262,7 +253,7 @@ def test_rerun_is_disabled_with_a_visible_reason_when_args_are_not_literal(
                             "args": "(<object object at 0x7f3a2c1b0>,)", "kwargs": "{}",
                             "hostname": "crafted@host", "timestamp": time.time(), "utcoffset": 0})
     wait_for(lambda: ctl.task(uid), message="the crafted task")
-    _live(page, ctl, f"/tasks/{uid}")
+    open_live(page, ctl, f"/tasks/{uid}")
     expect(page.locator("#task-rerun")).to_be_disabled()
     reason = page.locator("#task-rerun-reason")
     expect(reason).to_be_visible()
@@ -279,7 +270,7 @@ def test_bulk_rerun_of_a_failure_group_counts_first(page: Any, ctl: DashboardSer
     groups = ctl.get("/api/failures").json()["groups"]
     group = next(g for g in groups if "dashboard.demo.send_email" in json.dumps(g["task_names"]))
     count = group["retained"]
-    _live(page, ctl, "/failures")
+    open_live(page, ctl, "/failures")
     row = page.locator(f'#failure-groups tr[data-group="{group["id"]}"]')
     row.locator('button[data-bulk="rerun"]').click()
     _confirm(page, f"Matched: {count} task", f"{count} new task", f"Re-run {count}")
@@ -306,7 +297,7 @@ def test_read_only_mode_shows_data_but_no_control(page: Any, redis_server: Redis
         now = time.time()
         _publish(redis_server, {"type": "worker-online", "hostname": gone, "timestamp": now - 5, "utcoffset": 0, "freq": 2.0},
                  {"type": "worker-offline", "hostname": gone, "timestamp": now - 4, "utcoffset": 0, "freq": 2.0})
-        _live(page, ro, "/workers")
+        open_live(page, ro, "/workers")
         row = page.locator(f'#worker-table tbody tr[data-hostname="{ctl_worker}"]')
         expect(row.locator(".pool")).to_have_text(re.compile(r"prefork · \d"), timeout=20_000)
         expect(row.locator(".uptime")).to_have_text(re.compile(r"\d+ (s|min)"))
@@ -318,22 +309,22 @@ def test_read_only_mode_shows_data_but_no_control(page: Any, redis_server: Redis
 
         (uid,) = ctl.launch("dashboard.demo.add", args=[1, 1], countdown=60)
         wait_for(lambda: (t := ro.task(uid)) and t["state"] == "RECEIVED", message="the task on the read-only dashboard")
-        _live(page, ro, _worker_path(ctl_worker))
+        open_live(page, ro, _worker_path(ctl_worker))
         expect(page.locator("#worker-pool")).to_have_text(re.compile(r"prefork · \d"), timeout=20_000)
         expect(page.locator("#inspect-registered")).to_contain_text("dashboard.demo.add", timeout=20_000)
         assert page.locator("#worker-controls").count() == 0
         assert page.locator("#inspect-registered button").count() == 0
         assert page.locator("#control-result").count() == 0
 
-        _live(page, ro, f"/tasks/{uid}")
+        open_live(page, ro, f"/tasks/{uid}")
         expect(page.locator("#task-state")).to_have_text("RECEIVED")
         assert page.locator("#task-controls, #task-revoke, #task-rerun").count() == 0
 
-        _live(page, ro, "/failures")
+        open_live(page, ro, "/failures")
         expect(page.locator("#failure-groups tbody tr").first).not_to_contain_text("Loading")
         assert page.locator("#failure-groups button[data-bulk]").count() == 0
 
-        _live(page, ro, "/tasks")
+        open_live(page, ro, "/tasks")
         expect(page.locator("#task-total")).not_to_have_text("–")
         assert page.locator("#bulk-open, #bulk-panel").count() == 0
         assert page.locator('a[href="/launch"]').count() == 0
@@ -347,7 +338,7 @@ def test_markup_in_queue_hostname_and_task_names_is_shown_as_text(
     """A queue named like an <img> tag is added and cancelled from the worker page, a worker whose hostname
     is markup is controlled, a rate limit names a markup task: results and the audit log show it all as
     text, and no script runs."""
-    _live(page, ctl, _worker_path(ctl_worker))
+    open_live(page, ctl, _worker_path(ctl_worker))
     expect(page.locator("#inspect-active_queues")).to_contain_text("celery", timeout=20_000)
     consumer = page.locator('form[data-action="add_consumer"]')
     consumer.locator('input[name="queue"]').fill(XSS_QUEUE)
@@ -368,7 +359,7 @@ def test_markup_in_queue_hostname_and_task_names_is_shown_as_text(
                             "freq": 2.0, "active": 0, "processed": 0, "loadavg": [0.1, 0.1, 0.1],
                             "sw_ident": "py-celery", "sw_ver": "5.7.0", "sw_sys": "Linux", "pid": 1})
     wait_for(lambda: any(w["hostname"] == evil for w in ctl.get("/api/workers").json()["workers"]), message="evil worker")
-    _live(page, ctl, _worker_path(evil))
+    open_live(page, ctl, _worker_path(evil))
     expect(page.locator("#worker-name")).to_have_text(evil)
     page.locator('form[data-action="pool_restart"] button').click()
     _confirm(page, f"Worker {evil} will replace every pool process")
@@ -378,7 +369,7 @@ def test_markup_in_queue_hostname_and_task_names_is_shown_as_text(
     resp = requests.post(ctl.base_url + "/api/task-types/control", timeout=10,
                          json={"action": "rate_limit", "task": XSS_QUEUE, "rate": "1/m", "workers": [ctl_worker]})
     assert resp.status_code == 200, resp.text
-    _live(page, ctl, "/audit")
+    open_live(page, ctl, "/audit")
     table = page.locator("#audit-table")
     expect(table.locator(".target", has_text=evil).first).to_be_visible()
     expect(table.locator(".target", has_text=XSS_QUEUE).first).to_be_visible()

@@ -15,19 +15,15 @@ import requests
 from dashboard import create_app
 from dashboard.processes import free_port, start_worker, stop_process
 
-from conftest import WORK_SECONDS, DashboardServer, RedisServer, wait_for
+from conftest import WORK_SECONDS, DashboardServer, RedisServer, feed, wait_for
 
 BULK_MAX = 4
 
 
 # -- without a worker: validation, 404, 503, refusals ------------------------------------------------
-def _feed(app: Any, *events: dict[str, Any]) -> None:
-    app.extensions["dashboard"].state.events(list(events))
-
-
 def _known(app: Any) -> None:
     now = time.time()
-    _feed(app, {"type": "worker-heartbeat", "hostname": "w1@h", "timestamp": now, "local_received": now, "freq": 2.0},
+    feed(app, {"type": "worker-heartbeat", "hostname": "w1@h", "timestamp": now, "local_received": now, "freq": 2.0},
           {"type": "task-received", "uuid": "t-1", "name": "dashboard.demo.add", "args": "(1, 2)", "kwargs": "{}",
            "hostname": "w1@h", "timestamp": now, "local_received": now},
           {"type": "task-received", "uuid": "t-2", "name": "x.y", "args": "(<Foo object at 0x1>,)", "kwargs": "{}",
@@ -76,7 +72,7 @@ def test_a_bulk_run_acts_on_the_tasks_its_dry_run_counted(app: Any) -> None:
     dry = client.post("/api/bulk", json={"action": "revoke", "filters": {"state": "RECEIVED"}, "dry_run": True}).get_json()
     assert dry["will_act_on"] == 2 and isinstance(dry["cursor"], int)
     now = time.time()
-    _feed(app, {"type": "task-received", "uuid": "t-late", "name": "dashboard.demo.add", "args": "(3, 4)",
+    feed(app, {"type": "task-received", "uuid": "t-late", "name": "dashboard.demo.add", "args": "(3, 4)",
                 "kwargs": "{}", "hostname": "w1@h", "timestamp": now, "local_received": now})
     run = client.post("/api/bulk", json={"action": "revoke", "filters": {"state": "RECEIVED"}, "dry_run": False,
                                          "limit": dry["will_act_on"], "cursor": dry["cursor"]}).get_json()

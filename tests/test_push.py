@@ -6,6 +6,7 @@ from typing import Any, Iterator
 
 import pytest
 
+from conftest import feed
 from dashboard import create_app, socketio
 from dashboard.live.push import tasks_room
 from dashboard.core.query import Filters
@@ -25,11 +26,6 @@ def push_app(redis_server: Any) -> Iterator[Any]:
 def ev(type_: str, uuid: str, ts: float, **fields: Any) -> dict[str, Any]:
     """A Celery task event as ingest hands it to the state."""
     return {"type": type_, "uuid": uuid, "hostname": "w1@h", "timestamp": ts, "local_received": time.time(), **fields}
-
-
-def feed(app: Any, *events: dict[str, Any]) -> None:
-    """Apply events to the app's state."""
-    assert app.extensions["dashboard"].state.events(events) == 0
 
 
 def tick(app: Any) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
 
 import pytest
 import redis
@@ -54,7 +53,7 @@ def test_thirty_second_outage_banner_then_resume_within_five_seconds(own_redis: 
     proc = start_worker(own_redis.url, concurrency=1, hostname=host, quiet=True,
                         extra_env={"DASHBOARD_DEMO_SLEEP": WORK_SECONDS})
     try:
-        wait_for(lambda: _online(dash, host), timeout=60, message="the worker online")
+        wait_for(lambda: dash.worker_online(host), timeout=60, message="the worker online")
         own_redis.stop()
         down = wait_for(lambda: (h := dash.health()) and not h["broker"]["connected"] and h, timeout=10,
                         message="the broker reported down")
@@ -70,8 +69,8 @@ def test_thirty_second_outage_banner_then_resume_within_five_seconds(own_redis: 
         lost, back = up["broker"]["last_outage"]
         assert back - lost >= 30, "the reported window covers the whole outage"
         # The worker reconnects on its own; its heartbeats bring it back online, and its tasks show.
-        wait_for(lambda: _online(dash, host), timeout=30, message="the worker online again after the outage")
-        uid = wait_for(lambda: _try_launch(dash), timeout=30, message="a launch after the outage")
+        wait_for(lambda: dash.worker_online(host), timeout=30, message="the worker online again after the outage")
+        uid = wait_for(lambda: dash.try_launch("dashboard.demo.add", args=[2, 3]), timeout=30, message="a launch after the outage")
         dash.wait_task(uid, "SUCCESS", timeout=30)
     finally:
         stop_process(proc)
@@ -118,7 +117,7 @@ def test_sigkilled_worker_goes_offline_and_its_running_task_is_lost(own_redis: R
     host = "victim@localhost"
     proc = start_worker(own_redis.url, concurrency=1, hostname=host, quiet=True)
     try:
-        wait_for(lambda: _online(dash, host), timeout=60, message="the worker online")
+        wait_for(lambda: dash.worker_online(host), timeout=60, message="the worker online")
         (uid,) = dash.launch("dashboard.demo.progress", kwargs={"steps": 200, "delay": 0.5})
         dash.wait_task(uid, "STARTED", timeout=30)
         freq = next(w for w in dash.get("/api/workers").json()["workers"] if w["hostname"] == host)["freq"]
@@ -127,7 +126,7 @@ def test_sigkilled_worker_goes_offline_and_its_running_task_is_lost(own_redis: R
         killed = time.monotonic()
         for child in children:  # the pool process would run on orphaned; it is not what is tested
             os.kill(child, signal.SIGKILL)
-        wait_for(lambda: not _online(dash, host), timeout=30, interval=0.05, message="the worker offline")
+        wait_for(lambda: not dash.worker_online(host), timeout=30, interval=0.05, message="the worker offline")
         took = time.monotonic() - killed
         limit = 2 * freq + 0.2 + 0.5  # two heartbeat intervals + one push tick + polling slack
         assert took <= limit, f"offline {took:.1f} s after SIGKILL (limit {limit:.1f} s)"
@@ -135,22 +134,11 @@ def test_sigkilled_worker_goes_offline_and_its_running_task_is_lost(own_redis: R
         assert task["history"][-1]["event"] == "lost"
         proc.wait(5)
         proc = start_worker(own_redis.url, concurrency=1, hostname=host, quiet=True)
-        wait_for(lambda: _online(dash, host), timeout=60, message="the worker online again")
+        wait_for(lambda: dash.worker_online(host), timeout=60, message="the worker online again")
         assert dash.task(uid)["state"] == "LOST", "a restart does not resurrect a task that died"
     finally:
         stop_process(proc)
         dash.stop()
-
-
-def _online(dash: DashboardServer, host: str) -> bool:
-    return any(w["hostname"] == host and w["online"] for w in dash.get("/api/workers").json()["workers"])
-
-
-def _try_launch(dash: DashboardServer) -> Any:
-    import requests
-
-    resp = requests.post(dash.base_url + "/api/launch", json={"task": "dashboard.demo.add", "args": [2, 3]}, timeout=10)
-    return resp.json()["task_ids"][0] if resp.status_code == 200 else None
 
 
 STALLED_CLIENT = """

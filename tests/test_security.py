@@ -496,16 +496,6 @@ def test_read_only_pages_offer_no_launch(ro_app: Any) -> None:
 
 # -- cross-site -------------------------------------------------------------------------------------
 
-@pytest.fixture
-def launch_queue(redis_server: RedisServer) -> Iterator[redis.Redis]:
-    """db 1's `celery` list (the `app` fixture's broker), empty before and after."""
-    client = redis.Redis.from_url(redis_server.url_db(1))
-    client.delete("celery")
-    yield client
-    client.delete("celery")
-    client.close()
-
-
 @pytest.mark.integration
 @pytest.mark.parametrize("headers", [
     {"Origin": "http://evil.example"},
@@ -515,7 +505,7 @@ def launch_queue(redis_server: RedisServer) -> Iterator[redis.Redis]:
     {"Sec-Fetch-Site": "same-site"},  # another port or subdomain is another origin
     {"Origin": "http://localhost", "Sec-Fetch-Site": "cross-site"},
 ])
-def test_cross_site_json_is_refused_on_every_endpoint(app: Any, launch_queue: redis.Redis,
+def test_cross_site_json_is_refused_on_every_endpoint(app: Any, queue: redis.Redis,
                                                       headers: dict[str, str]) -> None:
     """A JSON state change from another origin is a 403 on every state-changing route; nothing launched."""
     client = app.test_client()
@@ -523,7 +513,7 @@ def test_cross_site_json_is_refused_on_every_endpoint(app: Any, launch_queue: re
         resp = client.open(url, method=method, json=ACTION_BODY, headers=headers)
         assert resp.status_code == 403, (url, headers)
         assert resp.get_json()["error"] == "cross-origin requests are refused"
-    assert launch_queue.llen("celery") == 0
+    assert queue.llen("celery") == 0
 
 
 @pytest.mark.integration
@@ -531,38 +521,38 @@ def test_cross_site_json_is_refused_on_every_endpoint(app: Any, launch_queue: re
     {}, {"Origin": "http://localhost"}, {"Sec-Fetch-Site": "same-origin"},
     {"Origin": "http://proxy.example", "Sec-Fetch-Site": "same-origin"},  # Host rewritten by a proxy
 ])
-def test_same_origin_json_launches(app: Any, launch_queue: redis.Redis, headers: dict[str, str]) -> None:
+def test_same_origin_json_launches(app: Any, queue: redis.Redis, headers: dict[str, str]) -> None:
     """The same request from the dashboard's own origin (or curl, which sends neither header) works."""
     resp = app.test_client().post("/api/launch", json={"task": "dashboard.demo.add", "args": [1, 2]},
                                   headers=headers)
     assert resp.status_code == 200, resp.get_json()
-    assert launch_queue.llen("celery") == 1
+    assert queue.llen("celery") == 1
 
 
 @pytest.mark.integration
-def test_a_text_plain_body_is_not_taken_for_json(app: Any, launch_queue: redis.Redis) -> None:
+def test_a_text_plain_body_is_not_taken_for_json(app: Any, queue: redis.Redis) -> None:
     """A form can post a JSON-looking text/plain body cross-site without a preflight: it is refused (415)."""
     resp = app.test_client().post("/api/launch", data='{"task": "dashboard.demo.add", "args": [1, 2]}',
                                   content_type="text/plain")
     assert resp.status_code == 415
-    assert launch_queue.llen("celery") == 0
+    assert queue.llen("celery") == 0
 
 
 @pytest.mark.integration
-def test_form_post_without_csrf_token_is_refused(app: Any, launch_queue: redis.Redis) -> None:
+def test_form_post_without_csrf_token_is_refused(app: Any, queue: redis.Redis) -> None:
     """The launch form needs its CSRF token: without it a 400 and nothing launched."""
     resp = app.test_client().post("/launch", data={"task": "dashboard.demo.add", "args": "[2, 3]"})
     assert resp.status_code == 400 and "CSRF token is missing" in resp.get_data(as_text=True)
-    assert launch_queue.llen("celery") == 0
+    assert queue.llen("celery") == 0
 
 
 @pytest.mark.integration
-def test_auth_does_not_replace_csrf(auth_app: Any, launch_queue: redis.Redis) -> None:
+def test_auth_does_not_replace_csrf(auth_app: Any, queue: redis.Redis) -> None:
     """A browser resends basic credentials on a forged form post: the CSRF token still stops it."""
     resp = auth_app.test_client().post("/launch", data={"task": "dashboard.demo.add", "args": "[2, 3]"},
                                        headers=basic("ada", PASSWORD))
     assert resp.status_code == 400
-    assert launch_queue.llen("celery") == 0
+    assert queue.llen("celery") == 0
 
 
 @pytest.mark.integration
