@@ -9,7 +9,7 @@ VENDOR := static/vendor
 PYTEST_ARGS ?=
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test test-unit setup setup-test bench bench-viewers clean system-python system-redis system-chromium system-node
+.PHONY: run test test-unit lint-js setup setup-test bench bench-viewers clean system-python system-redis system-chromium system-node
 
 run: setup ## the dashboard at http://127.0.0.1:5000 with a demo worker (and a local Redis if none answers)
 	$(BIN)/celery-dashboard demo
@@ -53,6 +53,10 @@ $(BIN)/.deps: pyproject.toml | system-python
 $(BIN)/.test-deps: $(BIN)/.deps
 	$(BIN)/python -m pip install -q -e '.[test]'
 	@touch $@
+
+# ESLint (eslint.config.js) on the dashboard's own ES modules; node_modules comes with the vendor step.
+lint-js: $(VENDOR)/.stamp
+	npx --no-install eslint static/js
 
 # -- front-end libraries (npm -> static/vendor, git-ignored) ------------------------------------
 $(VENDOR)/.stamp: package.json package-lock.json | system-node
