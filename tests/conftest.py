@@ -27,8 +27,9 @@ WORK_SECONDS = "0.3"
 
 # -- test tiers ------------------------------------------------------------------------------------
 # Every test has exactly one tier (pyproject.toml declares them; `make test-unit` runs `-m unit`):
-#   unit         pure logic, or the app in-process through Flask's test client; no redis-server, worker,
-#                subprocess or listening socket
+#   unit         pure logic, or an app made in the test and driven through Flask's test client; no
+#                redis-server, worker, subprocess or listening socket (the `app` fixture's broker is the
+#                session redis-server, so its tests are integration)
 #   integration  a real redis-server, Celery worker, dashboard server process or sockets
 #   browser      Chromium driven by Playwright
 # A module of one tier says so once (`pytestmark = pytest.mark.unit`); a mixed module marks each test.
@@ -47,12 +48,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         tiers = sorted({mark.name for mark in item.iter_markers() if mark.name in TIERS})
         fixtures = set(getattr(item, "fixturenames", ()))
+        forbidden = {"unit": SERVER_FIXTURES | BROWSER_FIXTURES, "integration": BROWSER_FIXTURES}
         if len(tiers) != 1:
-            problems.append(f"{item.nodeid}: {'no tier' if not tiers else 'more than one tier: ' + ', '.join(tiers)}")
-        elif tiers[0] == "unit" and fixtures & (SERVER_FIXTURES | BROWSER_FIXTURES):
-            problems.append(f"{item.nodeid}: marked unit but uses {sorted(fixtures & (SERVER_FIXTURES | BROWSER_FIXTURES))}")
-        elif tiers[0] == "integration" and fixtures & BROWSER_FIXTURES:
-            problems.append(f"{item.nodeid}: marked integration but uses {sorted(fixtures & BROWSER_FIXTURES)}")
+            problems.append(f"{item.nodeid}: " + (f"more than one tier: {', '.join(tiers)}" if tiers else "no tier"))
+        elif fixtures & forbidden.get(tiers[0], set()):
+            problems.append(f"{item.nodeid}: marked {tiers[0]} but uses {sorted(fixtures & forbidden[tiers[0]])}")
         elif tiers[0] == "browser" and not fixtures & BROWSER_FIXTURES:
             problems.append(f"{item.nodeid}: marked browser but uses neither `browser` nor `page`")
     if problems:
