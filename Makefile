@@ -9,7 +9,7 @@ VENDOR := static/vendor
 PYTEST_ARGS ?=
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test test-unit lint-js setup setup-test bench bench-viewers clean system-python system-redis system-chromium system-node
+.PHONY: run test setup setup-test bench bench-viewers clean system-python system-redis system-chromium system-node
 
 run: setup ## the dashboard at http://127.0.0.1:5000 with a demo worker (and a local Redis if none answers)
 	$(BIN)/celery-dashboard demo
@@ -19,6 +19,7 @@ test: setup-test ## the whole test suite
 
 # No redis-server, worker or browser (tiers: tests/conftest.py): 35-45 s on two busy cores, 13 s of it
 # test_reliability's million events through the state.
+.PHONY: test-unit
 test-unit: $(BIN)/.test-deps ## the unit tier only, for quick feedback
 	$(BIN)/python -m pytest -m unit $(PYTEST_ARGS)
 
@@ -54,7 +55,9 @@ $(BIN)/.test-deps: $(BIN)/.deps
 	$(BIN)/python -m pip install -q -e '.[test]'
 	@touch $@
 
-# ESLint (eslint.config.js) on the dashboard's own ES modules; node_modules comes with the vendor step.
+# ESLint (eslint.config.js) on the dashboard's own ES modules; node_modules comes with the vendor step's
+# npm ci (--no-install: never fetch an unpinned eslint when it is missing).
+.PHONY: lint-js
 lint-js: $(VENDOR)/.stamp
 	npx --no-install eslint static/js
 
