@@ -1,8 +1,10 @@
-"""Fixtures with real parts: a redis-server on a free loopback port, the demo worker with events
-on, the dashboard server as a subprocess, and Debian's Chromium driven by Playwright."""
+"""What the tests share: the tier rule, helpers, the real parts (a redis-server on a free loopback port,
+the demo worker with events on, the dashboard server as a subprocess), the in-process app and its broker
+queue, and Debian's Chromium driven by Playwright."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -11,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import requests
 
 from dashboard.processes import free_port, start_redis, start_worker, stop_process
@@ -22,6 +25,45 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 # The demo tasks sleep this long instead of 2 s, so the suite stays quick.
 WORK_SECONDS = "0.3"
 
+
+# -- test tiers ------------------------------------------------------------------------------------
+# Every test has exactly one tier (pyproject.toml declares them; `make test-unit` runs `-m unit`):
+#   unit         pure logic, or an app made in the test and driven through Flask's test client; no
+#                redis-server, worker, subprocess or listening socket (the `app` fixture's broker is the
+#                session redis-server, so its tests are integration)
+#   integration  a real redis-server, Celery worker, dashboard server process or sockets
+#   browser      Chromium driven by Playwright
+# A module of one tier says so once (`pytestmark = pytest.mark.unit`); a mixed module marks each test.
+TIERS = ("unit", "integration", "browser")
+# Fixtures that start a redis-server (`app`, `dashboard` and `worker` build on `redis_server`), and those
+# that start Chromium: a unit test may use neither, an integration test no browser. A test that starts
+# its processes itself (test_cli) is not caught here: its mark is up to its author.
+SERVER_FIXTURES = frozenset({"redis_server", "own_redis"})
+BROWSER_FIXTURES = frozenset({"browser", "page"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects: every test is checked, whatever is selected
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Refuse the run if a test has no tier, more than one, or one that its fixtures contradict."""
+    problems = []
+    for item in items:
+        tiers = sorted({mark.name for mark in item.iter_markers() if mark.name in TIERS})
+        fixtures = set(getattr(item, "fixturenames", ()))
+        forbidden = {"unit": SERVER_FIXTURES | BROWSER_FIXTURES, "integration": BROWSER_FIXTURES}
+        if len(tiers) != 1:
+            problems.append(f"{item.nodeid}: " + (f"more than one tier: {', '.join(tiers)}" if tiers else "no tier"))
+        elif fixtures & forbidden.get(tiers[0], set()):
+            problems.append(f"{item.nodeid}: marked {tiers[0]} but uses {sorted(fixtures & forbidden[tiers[0]])}")
+        elif tiers[0] == "browser" and not fixtures & BROWSER_FIXTURES:
+            problems.append(f"{item.nodeid}: marked browser but uses neither `browser` nor `page`")
+    if problems:
+        raise pytest.UsageError(
+            "every test needs exactly one tier: @pytest.mark.unit, .integration or .browser on the test, or "
+            "`pytestmark = pytest.mark.<tier>` in a module of one tier (tiers: tests/conftest.py)\n  "
+            + "\n  ".join(problems))
+
+
+# -- helpers ---------------------------------------------------------------------------------------
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.1,
              message: str = "condition") -> Any:
@@ -52,6 +94,8 @@ def event_envelope(*events: dict[str, Any]) -> str:
                                                      "delivery_info": {"exchange": "celeryev",
                                                                        "routing_key": "task.multi"}}})
 
+
+# -- real parts: redis-server and the dashboard server as processes ---------------------------------
 
 class RedisServer:
     """A real redis-server we can stop and start again on the same port."""
@@ -99,6 +143,15 @@ class DashboardServer:
         assert resp.status_code == 200, resp.text
         return resp.json()["task_ids"]
 
+    def try_launch(self, task: str, **body: Any) -> str | None:
+        """POST /api/launch and return the first task id, or None if the launch was refused (broker down)."""
+        resp = requests.post(self.base_url + "/api/launch", json={"task": task, **body}, timeout=10)
+        return resp.json()["task_ids"][0] if resp.status_code == 200 else None
+
+    def worker_online(self, hostname: str) -> bool:
+        """Whether /api/workers lists `hostname` as online."""
+        return any(w["hostname"] == hostname and w["online"] for w in self.get("/api/workers").json()["workers"])
+
     def task(self, uuid: str) -> dict[str, Any] | None:
         """GET /api/tasks/<uuid>, or None before the dashboard has seen it."""
         resp = self.get(f"/api/tasks/{uuid}")
@@ -113,6 +166,8 @@ class DashboardServer:
         """Stop the server and everything it runs."""
         stop_process(self.proc)
 
+
+# -- fixtures: real processes (integration and browser tiers) -------------------------------------
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
@@ -145,14 +200,12 @@ def worker(redis_server: RedisServer, dashboard: DashboardServer) -> Iterator[st
     proc = start_worker(redis_server.url, concurrency=2, hostname=hostname, quiet=True,
                         extra_env={"DASHBOARD_DEMO_SLEEP": WORK_SECONDS})
 
-    def online() -> bool:
-        workers = dashboard.get("/api/workers").json()["workers"]
-        return any(w["hostname"] == hostname and w["online"] for w in workers)
-
-    wait_for(online, timeout=60, message=f"worker {hostname} online")
+    wait_for(lambda: dashboard.worker_online(hostname), timeout=60, message=f"worker {hostname} online")
     yield hostname
     stop_process(proc)
 
+
+# -- fixtures: the app in-process, its broker queue (integration: db 1 of the session Redis) -------
 
 @pytest.fixture
 def app(redis_server: RedisServer) -> Iterator[Any]:
@@ -171,6 +224,37 @@ def app(redis_server: RedisServer) -> Iterator[Any]:
     yield flask_app
     flask_app.extensions["dashboard"].stop()
 
+
+@pytest.fixture
+def queue_db() -> int:
+    """The Redis db whose `celery` list `queue` watches: 1, the `app` fixture's broker (a module may override it)."""
+    return 1
+
+
+@pytest.fixture
+def queue(redis_server: RedisServer, queue_db: int) -> Iterator[redis.Redis]:
+    """db `queue_db` of the session Redis with an empty `celery` list, emptied again after the test."""
+    client = redis.Redis.from_url(redis_server.url_db(queue_db))
+    client.delete("celery")
+    yield client
+    client.delete("celery")
+    client.close()
+
+
+def feed(app: Any, *events: dict[str, Any]) -> None:
+    """Apply events to the app's state (every one must be accepted)."""
+    assert app.extensions["dashboard"].state.events(events) == 0
+
+
+def csrf_token(client: Any, path: str = "/launch") -> str:
+    """The CSRF token of the page's launch form (the client keeps the session cookie it belongs to)."""
+    page = client.get(path).get_data(as_text=True)
+    match = re.search(r'<input type="hidden" name="csrf_token" value="([^"]+)">', page)
+    assert match, "no csrf_token input on the page"
+    return match.group(1)
+
+
+# -- fixtures: Chromium (browser tier) -------------------------------------------------------------
 
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
@@ -194,3 +278,11 @@ def page(browser: Any) -> Iterator[Any]:
     yield pg
     context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def open_live(page: Any, server: DashboardServer, path: str) -> None:
+    """Open a page of the server and wait until its live connection is up."""
+    from playwright.sync_api import expect
+
+    page.goto(server.base_url + path)
+    expect(page.locator("#conn-status")).to_have_attribute("data-state", "live")

@@ -34,11 +34,6 @@ def heartbeat(hostname: str, received: float, freq: float = 2.0, **fields: Any) 
             "sw_sys": "Linux", "loadavg": [0.1, 0.2, 0.3], **fields}
 
 
-def feed(app: Any, *events: dict[str, Any]) -> None:
-    """Apply events to the app's state (every one must be accepted)."""
-    assert app.extensions["dashboard"].state.events(events) == 0
-
-
 def seed(app: Any) -> float:
     """Four tasks in first-seen order ok, bad, retry, kid (a child of ok) and two workers; returns t0."""
     t0 = time.time() - 30
@@ -64,16 +59,6 @@ def seed(app: Any) -> float:
     return t0
 
 
-@pytest.fixture
-def queue(redis_server: RedisServer) -> Iterator[redis.Redis]:
-    """db 1 of the session Redis with an empty `celery` list, emptied again after the test."""
-    client = redis.Redis.from_url(redis_server.url_db(1))
-    client.delete("celery")
-    yield client
-    client.delete("celery")
-    client.close()
-
-
 def queued(client: redis.Redis) -> list[dict[str, Any]]:
     """The messages in the `celery` list of db 1, oldest first, as (headers, args, kwargs) dicts."""
     out = []
@@ -87,6 +72,7 @@ def queued(client: redis.Redis) -> list[dict[str, Any]]:
 
 # -- /healthz --------------------------------------------------------------------------------------
 
+@pytest.mark.integration
 def test_healthz_reports_broker_events_tasks_and_workers(app: Any) -> None:
     """/healthz says the broker is not connected (ingest off), and counts tasks and online workers."""
     seed(app)
@@ -102,6 +88,7 @@ def test_healthz_reports_broker_events_tasks_and_workers(app: Any) -> None:
     assert body["server"] == {"async_mode": "threading", "idle_sessions_closed": 0}
 
 
+@pytest.mark.integration
 def test_healthz_on_an_empty_state(app: Any) -> None:
     """A fresh dashboard reports zero tasks and zero workers, not an error."""
     body = app.test_client().get("/healthz").get_json()
@@ -111,6 +98,7 @@ def test_healthz_on_an_empty_state(app: Any) -> None:
 
 # -- /api/tasks ------------------------------------------------------------------------------------
 
+@pytest.mark.integration
 def test_task_list_is_newest_first(app: Any) -> None:
     """Tasks come most recently first seen first, with their total."""
     seed(app)
@@ -126,6 +114,7 @@ def test_task_list_is_newest_first(app: Any) -> None:
     assert ok["state"] == "SUCCESS" and ok["result"] == "5" and ok["args"] == "(2, 3)"
 
 
+@pytest.mark.integration
 def test_task_list_state_filter(app: Any) -> None:
     """?state= keeps the tasks in that state only; total counts the matches."""
     seed(app)
@@ -136,6 +125,7 @@ def test_task_list_state_filter(app: Any) -> None:
     assert client.get("/api/tasks?state=REVOKED").get_json() == {"total": 0, "tasks": [], "next_cursor": None}
 
 
+@pytest.mark.integration
 def test_task_list_name_filter_is_a_case_insensitive_substring(app: Any) -> None:
     """?name= matches part of the task name, whatever the case."""
     seed(app)
@@ -148,6 +138,7 @@ def test_task_list_name_filter_is_a_case_insensitive_substring(app: Any) -> None
     assert both["total"] == 1
 
 
+@pytest.mark.integration
 def test_task_list_worker_filter_and_free_text(app: Any) -> None:
     """?worker= keeps one worker's tasks; ?q= finds a word in uuid, args, kwargs, result or exception."""
     seed(app)
@@ -164,11 +155,13 @@ def test_task_list_worker_filter_and_free_text(app: Any) -> None:
     assert client.get("/api/tasks?q=nowhere").get_json() == {"total": 0, "tasks": [], "next_cursor": None}
 
 
+@pytest.mark.integration
 def test_task_list_refuses_an_overlong_filter(app: Any) -> None:
     resp = app.test_client().get("/api/tasks?q=" + "x" * 201)
     assert resp.status_code == 400 and "q filter" in resp.get_json()["error"]
 
 
+@pytest.mark.integration
 def test_task_list_limit_and_offset(app: Any) -> None:
     """limit and offset page through the list; total stays the number of all matches."""
     seed(app)
@@ -185,6 +178,7 @@ def test_task_list_limit_and_offset(app: Any) -> None:
     assert [t["uuid"] for t in filtered["tasks"]] == ["ok"]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("query", ["limit=abc", "limit=0", "limit=501", "limit=-5", "limit=2.5", "limit=",
                                    "offset=-1", "offset=x"])
 def test_task_list_refuses_bad_paging(app: Any, query: str) -> None:
@@ -195,6 +189,7 @@ def test_task_list_refuses_bad_paging(app: Any, query: str) -> None:
     assert "must be a whole number" in resp.get_json()["error"]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("query", ["limit=%C2%B2", "offset=%C2%B2"])
 def test_task_list_refuses_superscript_digits(app: Any, query: str) -> None:
     """?limit=² is a bad limit (400 with a JSON error), not a server error."""
@@ -205,6 +200,7 @@ def test_task_list_refuses_superscript_digits(app: Any, query: str) -> None:
 
 # -- /api/tasks/<uuid> -----------------------------------------------------------------------------
 
+@pytest.mark.integration
 def test_task_detail_of_a_failure_has_the_traceback_and_history(app: Any) -> None:
     """A failed task shows its exception, full traceback, worker and every event with its time."""
     t0 = seed(app)
@@ -223,6 +219,7 @@ def test_task_detail_of_a_failure_has_the_traceback_and_history(app: Any) -> Non
     assert task["children"] == []
 
 
+@pytest.mark.integration
 def test_task_detail_lists_each_retry_attempt(app: Any) -> None:
     """A retried task lists the attempt that failed, with its exception and traceback."""
     t0 = seed(app)
@@ -238,6 +235,7 @@ def test_task_detail_lists_each_retry_attempt(app: Any) -> None:
                                                     "succeeded"]
 
 
+@pytest.mark.integration
 def test_task_detail_lists_children_and_parent(app: Any) -> None:
     """A parent lists its children; the child names its parent and root."""
     seed(app)
@@ -251,6 +249,7 @@ def test_task_detail_lists_children_and_parent(app: Any) -> None:
     assert child["children"] == []
 
 
+@pytest.mark.integration
 def test_unknown_task_is_a_json_404(app: Any) -> None:
     """A task never seen is a 404 with a JSON error that says so."""
     seed(app)
@@ -263,6 +262,7 @@ def test_unknown_task_is_a_json_404(app: Any) -> None:
 
 # -- /api/workers ----------------------------------------------------------------------------------
 
+@pytest.mark.integration
 def test_workers_with_heartbeat_status(app: Any) -> None:
     """Workers are listed by hostname: a fresh heartbeat is online, a stale one offline."""
     now = time.time()
@@ -279,6 +279,7 @@ def test_workers_with_heartbeat_status(app: Any) -> None:
     assert stale["heartbeat_age"] >= 60
 
 
+@pytest.mark.integration
 def test_worker_goes_offline_on_worker_offline_event(app: Any) -> None:
     """worker-offline marks a worker offline at once, even with a recent heartbeat."""
     now = time.time()
@@ -289,6 +290,7 @@ def test_worker_goes_offline_on_worker_offline_event(app: Any) -> None:
     assert worker["offline_at"] == now + 1
 
 
+@pytest.mark.integration
 def test_workers_count_their_finished_tasks(app: Any) -> None:
     """Each worker counts the tasks it finished, per outcome."""
     seed(app)
@@ -299,6 +301,7 @@ def test_workers_count_their_finished_tasks(app: Any) -> None:
 
 # -- POST /api/launch ------------------------------------------------------------------------------
 
+@pytest.mark.integration
 def test_launch_queues_count_tasks(app: Any, queue: redis.Redis) -> None:
     """A valid launch answers the task ids, and exactly that many messages are queued for a worker."""
     resp = app.test_client().post("/api/launch", json={"task": "dashboard.demo.add", "args": [2, 3], "count": 3})
@@ -312,6 +315,7 @@ def test_launch_queues_count_tasks(app: Any, queue: redis.Redis) -> None:
     assert all(m["eta"] is None for m in messages)
 
 
+@pytest.mark.integration
 def test_launch_accepts_form_style_strings(app: Any, queue: redis.Redis) -> None:
     """The API also takes args/kwargs/count/countdown as strings, as the page's form sends them."""
     resp = app.test_client().post("/api/launch", json={"task": "dashboard.demo.progress", "args": "",
@@ -323,6 +327,7 @@ def test_launch_accepts_form_style_strings(app: Any, queue: redis.Redis) -> None
     assert all(m["eta"] is not None for m in messages)  # countdown -> an ETA the worker waits for
 
 
+@pytest.mark.integration
 def test_launch_with_errors_queues_nothing(app: Any, queue: redis.Redis) -> None:
     """Any bad field is a 400 with per-field errors, and not one task is sent."""
     before = queue.llen("celery")
@@ -336,6 +341,7 @@ def test_launch_with_errors_queues_nothing(app: Any, queue: redis.Redis) -> None
     assert queue.llen("celery") == before == 0
 
 
+@pytest.mark.integration
 def test_launch_arity_error_queues_nothing(app: Any, queue: redis.Redis) -> None:
     """A call the worker would reject with TypeError is refused before anything is sent."""
     resp = app.test_client().post("/api/launch", json={"task": "dashboard.demo.add", "args": [1], "count": 10})
@@ -345,6 +351,7 @@ def test_launch_arity_error_queues_nothing(app: Any, queue: redis.Redis) -> None
     assert queue.llen("celery") == 0
 
 
+@pytest.mark.integration
 def test_launch_requires_json(app: Any, queue: redis.Redis) -> None:
     """A form-encoded or text body is a 415 that says to send JSON; nothing is queued."""
     client = app.test_client()
@@ -357,6 +364,7 @@ def test_launch_requires_json(app: Any, queue: redis.Redis) -> None:
     assert queue.llen("celery") == 0
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("payload", ['[{"task": "dashboard.demo.add"}]', '"dashboard.demo.add"', "42", "null",
                                      "{not json"])
 def test_launch_body_must_be_a_json_object(app: Any, queue: redis.Redis, payload: str) -> None:
@@ -368,6 +376,7 @@ def test_launch_body_must_be_a_json_object(app: Any, queue: redis.Redis, payload
     assert queue.llen("celery") == 0
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("headers", [
     {"Origin": "https://evil.example"},
     {"Origin": "http://localhost.evil.example"},
@@ -384,6 +393,7 @@ def test_cross_origin_launch_is_refused(app: Any, queue: redis.Redis, headers: d
     assert queue.llen("celery") == 0
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("headers", [{"Origin": "http://localhost"}, {"Sec-Fetch-Site": "same-origin"},
                                      {"Sec-Fetch-Site": "none"}])
 def test_same_origin_launch_is_allowed(app: Any, queue: redis.Redis, headers: dict[str, str]) -> None:
@@ -394,6 +404,7 @@ def test_same_origin_launch_is_allowed(app: Any, queue: redis.Redis, headers: di
     assert queue.llen("celery") == 1
 
 
+@pytest.mark.integration
 def test_launch_when_the_broker_is_down_is_a_503(redis_server: RedisServer) -> None:
     """With no broker listening the launch fails fast with a 503 that says so, instead of hanging; the
     attempt is in the audit log with the error."""
@@ -416,6 +427,7 @@ def test_launch_when_the_broker_is_down_is_a_503(redis_server: RedisServer) -> N
         down.extensions["dashboard"].stop()
 
 
+@pytest.mark.integration
 def test_launch_with_a_url_kombu_cannot_use_is_a_503_not_a_500(redis_server: RedisServer) -> None:
     """A broker URL kombu refuses (a malformed password) fails the launch with a 503 saying why, audited,
     without the password fragment kombu's error quotes."""
@@ -437,6 +449,7 @@ def _audit(client: Any) -> list[dict[str, Any]]:
     return client.get("/api/audit").get_json()["entries"]
 
 
+@pytest.mark.integration
 def test_api_launch_is_audited_once_with_who_where_what_and_the_task_ids(app: Any, queue: redis.Redis) -> None:
     """One entry per launch request: anonymous (no auth), the address, the task, the count and countdown, and
     exactly the ids that were queued; the answer links to it."""
@@ -456,6 +469,7 @@ def test_api_launch_is_audited_once_with_who_where_what_and_the_task_ids(app: An
     assert [e["action"] for e in _audit(client)] == ["launch", "launch"]  # one per request
 
 
+@pytest.mark.integration
 def test_launch_by_a_signed_in_user_is_audited_under_their_name_and_in_the_file(redis_server: RedisServer,
                                                                               queue: redis.Redis,
                                                                               tmp_path: Any) -> None:
@@ -480,6 +494,7 @@ def test_launch_by_a_signed_in_user_is_audited_under_their_name_and_in_the_file(
         app.extensions["dashboard"].stop()
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("body, field", [
     ({"task": "os.system", "args": ["rm -rf /"]}, "task"),
     ({"task": "dashboard.demo.add", "args": "[1,"}, "args"),
@@ -499,6 +514,7 @@ def test_refused_launch_sends_nothing_says_why_and_is_not_audited(app: Any, queu
 
 # -- task data is data ---------------------------------------------------------------------------
 
+@pytest.mark.integration
 def test_html_in_task_data_comes_back_verbatim_as_json(app: Any) -> None:
     """Markup in task names, args, exceptions and tracebacks is returned unchanged, as JSON strings."""
     name = "<script>alert('name')</script>"
@@ -522,6 +538,7 @@ def test_html_in_task_data_comes_back_verbatim_as_json(app: Any) -> None:
     assert failures[0]["name"] == name
 
 
+@pytest.mark.integration
 def test_unknown_api_path_is_a_json_404(app: Any) -> None:
     """Tooling that mistypes an endpoint gets a JSON error naming the path, not an HTML page."""
     resp = app.test_client().get("/api/nope")
@@ -530,6 +547,7 @@ def test_unknown_api_path_is_a_json_404(app: Any) -> None:
     assert app.test_client().get("/nope").mimetype == "text/html"
 
 
+@pytest.mark.integration
 def test_cursor_pages_stay_put_while_new_tasks_arrive(app: Any) -> None:
     """Page 2 fetched with page 1's next_cursor is the same whatever arrived in between."""
     t0 = time.time() - 100
@@ -545,6 +563,7 @@ def test_cursor_pages_stay_put_while_new_tasks_arrive(app: Any) -> None:
     assert [t["uuid"] for t in last["tasks"]] == ["t0"] and last["next_cursor"] is None
 
 
+@pytest.mark.integration
 def test_sort_by_runtime_queue_and_time_filters(app: Any) -> None:
     t0 = time.time() - 3600
     feed(app,
@@ -567,6 +586,7 @@ def test_sort_by_runtime_queue_and_time_filters(app: Any) -> None:
     assert [t["uuid"] for t in client.get(f"/api/tasks?since={iso}Z").get_json()["tasks"]] == ["unfinished", "fast"]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("query, message", [
     ("sort=name", "sort must be one of"), ("order=up", "order must be"), ("cursor=abc", "cursor must be"),
     ("sort=runtime&cursor=5", "cursor must be"), ("since=yesterday", "since filter must be"),
@@ -576,6 +596,7 @@ def test_task_list_refuses_bad_order_and_time(app: Any, query: str, message: str
     assert resp.status_code == 400 and message in resp.get_json()["error"]
 
 
+@pytest.mark.integration
 def test_export_downloads_the_filtered_set_as_csv_and_json(app: Any) -> None:
     """Export has every matching task (not one page), as a download; formula-like cells are defused."""
     import csv
@@ -615,6 +636,7 @@ def _segments(cell: str) -> list[str]:
     return re.split(r"[,;\t\r\n]", cell)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("delimiter", [",", ";", "\t"])
 def test_export_csv_runs_no_formula_in_any_locale(app: Any, delimiter: str) -> None:
     """Read with the separator of a ',' , ';' or tab locale, no cell and no segment of a cell starts with a
@@ -633,6 +655,7 @@ def test_export_csv_runs_no_formula_in_any_locale(app: Any, delimiter: str) -> N
                 assert not re.match(r'"*[=+\-@]', segment), (delimiter, cell)
 
 
+@pytest.mark.integration
 def test_export_csv_quotes_every_separator_and_stays_readable(app: Any) -> None:
     """Read back as ',' CSV each field is one cell holding its text, with only a ' before each formula start."""
     import csv
@@ -650,6 +673,7 @@ def test_export_csv_quotes_every_separator_and_stays_readable(app: Any) -> None:
     assert row["name"] == "dashboard.demo.fail" and row["state"] == "FAILURE" and row["uuid"] == "hostile"
 
 
+@pytest.mark.unit
 @settings(max_examples=300, deadline=None)
 @given(st.text(alphabet=st.sampled_from('=+-@;,\t\r\n"\' aZ1(|'), max_size=30))
 def test_a_csv_cell_only_ever_gains_apostrophes(text: str) -> None:
@@ -676,6 +700,7 @@ def _tb(frame_line: int, func: str, exc: str) -> str:
             f"{exc}\n")
 
 
+@pytest.mark.integration
 def test_failures_are_grouped_and_listed_with_their_tasks(app: Any) -> None:
     """Same exception type, message shape and app frame: one group, whose tasks the task list filters to."""
     now = time.time()
@@ -701,6 +726,7 @@ def test_failures_are_grouped_and_listed_with_their_tasks(app: Any) -> None:
     assert client.get("/api/failures?sort=size").status_code == 400
 
 
+@pytest.mark.integration
 def test_recovered_and_gave_up_outcomes_are_counted_and_filterable(app: Any) -> None:
     t0 = time.time() - 60
     retried = dict(exception="ConnectionError('down')", traceback=_tb(5, "call", "ConnectionError: down"))
@@ -720,6 +746,7 @@ def test_recovered_and_gave_up_outcomes_are_counted_and_filterable(app: Any) -> 
     assert client.get("/api/tasks?outcome=won").status_code == 400
 
 
+@pytest.mark.integration
 def test_stats_per_task_name(app: Any) -> None:
     """Per task name: finished, failure rate, runtime and queue-wait percentiles, in two windows."""
     now = time.time()
@@ -745,6 +772,7 @@ def test_stats_per_task_name(app: Any) -> None:
     assert client.get("/api/stats/tasks?window=week").status_code == 400
 
 
+@pytest.mark.integration
 def test_oversized_fields_are_shortened_for_display_and_whole_on_request(app: Any) -> None:
     """A 100 kB traceback: the detail shows 10 000 characters and says how long it is; the field endpoint
     and ?full=1 give the whole value, as plain text that a browser will not run."""
@@ -764,6 +792,7 @@ def test_oversized_fields_are_shortened_for_display_and_whole_on_request(app: An
     assert client.get("/api/tasks/nope/fields/traceback").status_code == 404
 
 
+@pytest.mark.integration
 def test_fields_beyond_the_storage_cap_are_cut_with_a_note(app: Any) -> None:
     from dashboard.core.records import MAX_FIELD_CHARS
 

@@ -10,6 +10,8 @@ import pytest
 
 from dashboard.cluster.audit import AuditLog
 
+pytestmark = pytest.mark.unit
+
 
 def test_entries_newest_first_with_every_field() -> None:
     audit = AuditLog()

@@ -68,6 +68,7 @@ FORMS = [
 ]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("url, shown, secrets", FORMS, ids=[f[0] or "empty" for f in FORMS])
 def test_every_url_form_shows_no_secret(url: str, shown: str, secrets: list[str]) -> None:
     """Each form is shown as expected (host, port, db, paths of TLS files stay) and no secret is left."""
@@ -77,17 +78,20 @@ def test_every_url_form_shows_no_secret(url: str, shown: str, secrets: list[str]
         assert secret not in scrub(f"could not connect ('{secret}')", url), secret
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("url", ["redis://:hunt/er22@cache:6379/0", "redis://bob:hunter22;lemon888@cache/0",
                                  "redis://cache:port/0", "not a url"])
 def test_a_url_that_does_not_parse_cleanly_is_said_to(url: str) -> None:
     assert not well_formed(url)
 
 
+@pytest.mark.unit
 def test_clean_urls_are_well_formed() -> None:
     for url, _shown, _secrets in FORMS[:19]:
         assert well_formed(url), url
 
 
+@pytest.mark.unit
 def test_scrub_takes_the_fragment_redis_py_quotes_out_of_its_error() -> None:
     """redis-py's parse error for an unencoded '/' in a password quotes the part before it."""
     url = "redis://:Fr4gment/Tail5ecret@127.0.0.1:6379/0"
@@ -97,6 +101,7 @@ def test_scrub_takes_the_fragment_redis_py_quotes_out_of_its_error() -> None:
     assert scrub(str(info.value), url) == "Port could not be cast to integer value as '***'"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("value", [None, 42, b"redis://:pw@h", "\x00\udcff;;;@@@???###", "redis://" + "@" * 10_000])
 def test_mask_url_never_raises(value: Any) -> None:
     mask_url(value)
@@ -110,6 +115,7 @@ TEMPLATES = ["redis://bob:{pw}@cache.local:6379/0", "redis://:{pw}@cache.local:6
 PASSWORD_CHARS = "abcdefXYZ0123456789/?#@;:%&=+ -_.~![]"
 
 
+@pytest.mark.unit
 @settings(max_examples=400, deadline=None)
 @given(st.text(alphabet=PASSWORD_CHARS, min_size=1, max_size=24), st.sampled_from(TEMPLATES), st.booleans())
 def test_no_password_shows_encoded_or_raw(password: str, template: str, encode: bool) -> None:
@@ -130,6 +136,7 @@ def test_no_password_shows_encoded_or_raw(password: str, template: str, encode: 
             assert piece not in scrub(f"error near {piece!r}", url), (url, piece)
 
 
+@pytest.mark.unit
 def test_log_lines_of_any_library_are_scrubbed(caplog: pytest.LogCaptureFixture) -> None:
     """Once an app is built for a broker URL, no log record of the process carries its secrets, whoever logs
     it and however: message arguments and tracebacks alike."""
@@ -230,6 +237,7 @@ def _status_over_the_websocket(base_url: str) -> dict[str, Any]:
         client.disconnect()
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("case", list(CASES))
 def test_no_surface_shows_the_broker_secrets(case: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
     """A real dashboard started with secrets in its broker URL: /healthz and the websocket show the masked URL,

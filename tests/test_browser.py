@@ -5,19 +5,17 @@ import re
 import time
 from typing import Any
 
+import pytest
 import requests
 from conftest import DashboardServer, RedisServer, event_envelope, wait_for
 from playwright.sync_api import expect
 
-
-def _live(page: Any, dashboard: DashboardServer, path: str) -> None:
-    page.goto(dashboard.base_url + path)
-    expect(page.locator("#conn-status")).to_have_attribute("data-state", "live")
+pytestmark = pytest.mark.browser
 
 
 def test_overview_counts_and_failures_update_live(page: Any, dashboard: DashboardServer, worker: str) -> None:
     """A failure launched elsewhere shows up in the overview's counter and failure list without a reload."""
-    _live(page, dashboard, "/")
+    open_live(page, dashboard, "/")
     count = page.locator('#counts [data-state="FAILURE"] .count')
     expect(count).not_to_have_text("–")  # the snapshot has arrived
     before = int(count.inner_text().replace(",", "") or 0)
@@ -34,7 +32,7 @@ def test_overview_counts_and_failures_update_live(page: Any, dashboard: Dashboar
 def test_launch_failing_task_from_the_form_and_read_its_traceback(page: Any, dashboard: DashboardServer,
                                                                    worker: str) -> None:
     """Launch fail() from the form, watch it turn FAILURE in the live list, open it, read the traceback."""
-    _live(page, dashboard, "/tasks")
+    open_live(page, dashboard, "/tasks")
     page.evaluate("window.__sameDocument = true")
     page.locator("#launch-panel summary").click()
     page.select_option("#launch-task", "dashboard.demo.fail")
@@ -63,7 +61,7 @@ def test_launch_failing_task_from_the_form_and_read_its_traceback(page: Any, das
 def test_bad_json_shows_a_field_error_and_sends_nothing(page: Any, dashboard: DashboardServer) -> None:
     """Broken JSON in args is reported under the args field by the server, and no task is launched."""
     total = requests.get(dashboard.base_url + "/api/tasks", timeout=5).json()["total"]
-    _live(page, dashboard, "/launch")
+    open_live(page, dashboard, "/launch")
     page.select_option("#launch-task", "dashboard.demo.add")
     page.fill("#launch-args", "[1, ")
     page.fill("#launch-count", "3")
@@ -82,7 +80,7 @@ def test_bad_json_shows_a_field_error_and_sends_nothing(page: Any, dashboard: Da
 def test_task_page_follows_a_running_task_live(page: Any, dashboard: DashboardServer, worker: str) -> None:
     """A task page opened while the task runs shows its progress, then SUCCESS, without a reload."""
     (uuid,) = dashboard.launch("dashboard.demo.progress", kwargs={"steps": 6, "delay": 0.4})
-    _live(page, dashboard, f"/tasks/{uuid}")
+    open_live(page, dashboard, f"/tasks/{uuid}")
     expect(page.locator("#task-progress")).to_be_visible(timeout=10_000)
     expect(page.locator("#task-state")).to_have_text("SUCCESS", timeout=20_000)
     expect(page.locator("#task-progress .progress-text")).to_contain_text("6")
@@ -106,7 +104,7 @@ def test_timeline_shows_events_in_the_order_they_happened(page: Any, dashboard: 
                   {"type": "task-started", "uuid": uid, "hostname": "w@h", "timestamp": t0 + 2, "utcoffset": 0}):
         raw.publish("/0.celeryev/task.multi", event_envelope(event))
     wait_for(lambda: (t := dashboard.task(uid)) and len(t["history"]) == 3, message="the three events")
-    _live(page, dashboard, f"/tasks/{uid}")
+    open_live(page, dashboard, f"/tasks/{uid}")
     expect(page.locator("#timeline li")).to_have_count(3)
     events = page.locator("#timeline li").evaluate_all("els => els.map(e => e.dataset.event)")
     assert events == ["sent", "received", "started"]
@@ -118,7 +116,7 @@ def test_task_data_is_shown_as_text_never_as_html(page: Any, dashboard: Dashboar
     (uuid,) = dashboard.launch("dashboard.demo.send_email", args=[payload, "<b>bold</b>"])
     dashboard.wait_task(uuid, "FAILURE")
     for path in ("/", "/tasks", f"/tasks/{uuid}"):
-        _live(page, dashboard, path)
+        open_live(page, dashboard, path)
         expect(page.get_by_text("onerror=", exact=False).first).to_be_visible()
         assert page.locator("main img, main script, main b").count() == 0, f"markup injected on {path}"
         assert page.evaluate("window.__xss") is None, f"script ran on {path}"
@@ -127,7 +125,7 @@ def test_task_data_is_shown_as_text_never_as_html(page: Any, dashboard: Dashboar
 
 def test_workers_page_shows_the_worker_online(page: Any, dashboard: DashboardServer, worker: str) -> None:
     """The demo worker is listed online with a ticking heartbeat age."""
-    _live(page, dashboard, "/workers")
+    open_live(page, dashboard, "/workers")
     row = page.locator(f'#worker-table tbody tr[data-hostname="{worker}"]')
     expect(row.locator(".online")).to_have_text("online")
     expect(row.locator(".heartbeat")).to_contain_text("s ago")
@@ -139,7 +137,7 @@ def test_broker_outage_shows_a_banner_then_the_missed_window(page: Any, own_redi
     have been missed — the user is never shown a silently stale dashboard."""
     dash = DashboardServer(own_redis.url, env={"DASHBOARD_RECONNECT_MAX": "1"})
     try:
-        _live(page, dash, "/")
+        open_live(page, dash, "/")
         banner = page.locator("#broker-banner")
         expect(banner).to_be_hidden()
         own_redis.stop()
@@ -167,7 +165,7 @@ def test_chord_workflow_view_shows_every_node_with_its_final_state(page: Any, da
         return None
 
     tsum = wait_for(callback, timeout=60, message="the chord callback to succeed")
-    _live(page, dashboard, f"/tasks/{tsum}")
+    open_live(page, dashboard, f"/tasks/{tsum}")
     nodes = page.locator("#workflow-tree li")
     expect(nodes).to_have_count(6)  # workflow -> add -> 3 adds (group) -> tsum (chord callback)
     expect(page.locator('#workflow-tree li[data-state="SUCCESS"]')).to_have_count(6, timeout=20_000)
@@ -185,7 +183,7 @@ def test_failures_page_groups_alike_failures_and_lists_their_tasks(page: Any, da
     ids = [dashboard.launch("dashboard.demo.fail", kwargs={"card": f"4000-{i}", "amount": i})[0] for i in (3, 17, 250)]
     for uid in ids:
         dashboard.wait_task(uid, "FAILURE")
-    _live(page, dashboard, "/failures")
+    open_live(page, dashboard, "/failures")
     # Other tests' cards ("form-card", 16-digit numbers) have other shapes, hence other groups.
     row = page.locator("#failure-groups tbody tr[data-group]").filter(
         has_text="card <n>-<n> was declined for amount <n>: insufficient funds")
@@ -208,7 +206,7 @@ def test_failures_page_groups_alike_failures_and_lists_their_tasks(page: Any, da
 def test_stats_page_shows_failure_rate_and_runtimes(page: Any, dashboard: DashboardServer, worker: str) -> None:
     (uid,) = dashboard.launch("dashboard.demo.add", args=[1, 2])
     dashboard.wait_task(uid, "SUCCESS")
-    _live(page, dashboard, "/stats")
+    open_live(page, dashboard, "/stats")
     add = page.locator('#stats-table tbody tr[data-name="dashboard.demo.add"]')
     expect(add).to_be_visible()
     cells = add.locator("td")
@@ -222,7 +220,7 @@ def test_flaky_task_shows_each_attempt_and_copies_its_uuid(page: Any, dashboard:
     (uuid,) = dashboard.launch("dashboard.demo.flaky", kwargs={"fail_times": 2})
     dashboard.wait_task(uuid, "SUCCESS", timeout=40)
     page.context.grant_permissions(["clipboard-read", "clipboard-write"])
-    _live(page, dashboard, f"/tasks/{uuid}")
+    open_live(page, dashboard, f"/tasks/{uuid}")
     attempts = page.locator("#task-attempts .attempts > li")
     expect(attempts).to_have_count(2)
     expect(attempts.nth(0)).to_contain_text("upstream unavailable on attempt 1")
@@ -235,7 +233,7 @@ def test_flaky_task_shows_each_attempt_and_copies_its_uuid(page: Any, dashboard:
 def test_a_launch_is_on_the_audit_page_with_links_to_its_tasks(page: Any, dashboard: DashboardServer) -> None:
     """Launch from the form, follow the result's audit link: the entry says who, what and that it was sent,
     and its details link to each task sent (no worker-reply section: a launch has none)."""
-    _live(page, dashboard, "/launch")
+    open_live(page, dashboard, "/launch")
     page.select_option("#launch-task", "dashboard.demo.add")
     page.fill("#launch-args", "[20, 22]")
     page.fill("#launch-count", "2")

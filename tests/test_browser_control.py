@@ -20,6 +20,8 @@ from playwright.sync_api import expect
 
 from dashboard.processes import start_worker, stop_process
 
+pytestmark = pytest.mark.browser
+
 DB = 7
 XSS = "<img src=x onerror=window.__xss=1>"
 XSS_QUEUE = "<img/src=x/onerror=window.__xss=2>"  # queue names may not contain spaces
@@ -39,18 +41,9 @@ def ctl_worker(redis_server: RedisServer, ctl: DashboardServer) -> Iterator[str]
     hostname = f"ctl-{os.getpid()}@localhost"
     proc = start_worker(redis_server.url_db(DB), concurrency=2, hostname=hostname, quiet=True,
                         extra_env={"DASHBOARD_DEMO_SLEEP": WORK_SECONDS})
-
-    def online() -> bool:
-        return any(w["hostname"] == hostname and w["online"] for w in ctl.get("/api/workers").json()["workers"])
-
-    wait_for(online, timeout=60, message=f"worker {hostname} online")
+    wait_for(lambda: ctl.worker_online(hostname), timeout=60, message=f"worker {hostname} online")
     yield hostname
     stop_process(proc)
-
-
-def _live(page: Any, server: DashboardServer, path: str) -> None:
-    page.goto(server.base_url + path)
-    expect(page.locator("#conn-status")).to_have_attribute("data-state", "live")
 
 
 def _worker_path(hostname: str) -> str:
@@ -90,7 +83,7 @@ def _pool_after_refresh(page: Any, size: int) -> None:
 def test_shrink_and_grow_the_pool_from_the_worker_page(page: Any, ctl: DashboardServer, ctl_worker: str) -> None:
     """Shrink by one: the dialog says from 2 to 1, the result shows the worker's reply, the pool shows 1;
     growing it back shows 2 again."""
-    _live(page, ctl, _worker_path(ctl_worker))
+    open_live(page, ctl, _worker_path(ctl_worker))
     expect(page.locator("#worker-name")).to_have_text(ctl_worker)
     expect(page.locator("#worker-status")).to_have_text("online")
     expect(page.locator("#worker-pool")).to_have_text(re.compile(r"prefork · 2\b"), timeout=20_000)
@@ -120,7 +113,7 @@ def test_shrink_and_grow_the_pool_from_the_worker_page(page: Any, ctl: Dashboard
 
 def test_escape_in_the_confirmation_sends_nothing(page: Any, ctl: DashboardServer, ctl_worker: str) -> None:
     """Escape in the confirmation dialog sends nothing."""
-    _live(page, ctl, _worker_path(ctl_worker))
+    open_live(page, ctl, _worker_path(ctl_worker))
     before = len(ctl.get("/api/audit").json()["entries"])
     page.locator('form[data-action="shutdown"] button').click()
     dialog = page.locator("#confirm-dialog")
@@ -136,7 +129,7 @@ def test_escape_in_the_confirmation_sends_nothing(page: Any, ctl: DashboardServe
 
 def test_a_worker_never_seen_says_so(page: Any, ctl: DashboardServer) -> None:
     """A mistyped hostname: the page says the worker was never seen, and offers no control."""
-    _live(page, ctl, _worker_path("nobody@nowhere"))
+    open_live(page, ctl, _worker_path("nobody@nowhere"))
     unknown = page.locator("#worker-unknown")
     expect(unknown).to_be_visible()
     expect(unknown).to_contain_text("Never seen")
@@ -151,7 +144,7 @@ def test_revoke_a_task_waiting_for_its_countdown_and_find_it_in_the_audit_log(
     highlighted entry."""
     (uid,) = ctl.launch("dashboard.demo.add", args=[2, 3], countdown=8)
     ctl.wait_task(uid, "RECEIVED")
-    _live(page, ctl, f"/tasks/{uid}")
+    open_live(page, ctl, f"/tasks/{uid}")
     expect(page.locator("#task-terminate-box")).to_be_hidden()
     page.locator("#task-revoke").click()
     _confirm(page, "will be revoked")
@@ -178,7 +171,7 @@ def test_terminate_a_running_task_with_a_chosen_signal(page: Any, ctl: Dashboard
     state turns REVOKED and the buttons for unfinished tasks go away."""
     (uid,) = ctl.launch("dashboard.demo.progress", kwargs={"steps": 200, "delay": 0.1})
     ctl.wait_task(uid, "STARTED")
-    _live(page, ctl, f"/tasks/{uid}")
+    open_live(page, ctl, f"/tasks/{uid}")
     expect(page.locator("#task-terminate-box")).to_be_visible()
     page.locator("#task-signal").select_option("SIGKILL")
     page.locator("#task-terminate").click()
@@ -194,7 +187,7 @@ def test_terminate_a_running_task_with_a_chosen_signal(page: Any, ctl: Dashboard
 def test_rate_limit_a_registered_task_from_the_worker_page(page: Any, ctl: DashboardServer, ctl_worker: str) -> None:
     """Rate limit… on a registered task: the worker replies, and its registered list then shows the limit."""
     try:
-        _live(page, ctl, _worker_path(ctl_worker))
+        open_live(page, ctl, _worker_path(ctl_worker))
         item = page.locator('#inspect-registered li[data-task="dashboard.demo.add"]')
         item.get_by_role("button", name="Rate limit…").click()
         item.locator('input[name="rate"]').fill("10/m")
@@ -217,7 +210,7 @@ def test_bulk_revoke_from_the_filtered_task_list(page: Any, ctl: DashboardServer
     ids = ctl.launch("dashboard.demo.send_email", args=[f"{marker}@x", "hi"], count=2, countdown=60)
     for uid in ids:
         ctl.wait_task(uid, "RECEIVED")
-    _live(page, ctl, f"/tasks?q={marker}")
+    open_live(page, ctl, f"/tasks?q={marker}")
     expect(page.locator("#bulk-count")).to_have_text("2")
     page.locator("#bulk-open").click()
     page.locator('#bulk-panel input[value="revoke"]').check()
@@ -235,7 +228,7 @@ def test_rerun_a_failed_task_from_its_page(page: Any, ctl: DashboardServer, ctl_
     which fails the same way."""
     (uid,) = ctl.launch("dashboard.demo.fail", kwargs={"card": "rerun-card", "amount": 7})
     ctl.wait_task(uid, "FAILURE")
-    _live(page, ctl, f"/tasks/{uid}")
+    open_live(page, ctl, f"/tasks/{uid}")
     expect(page.locator("#task-revoke-box")).to_be_hidden()
     button = page.locator("#task-rerun")
     expect(button).to_be_enabled()
@@ -261,7 +254,7 @@ def test_rerun_is_disabled_with_a_visible_reason_when_args_are_not_literal(
                             "args": "(<object object at 0x7f3a2c1b0>,)", "kwargs": "{}",
                             "hostname": "crafted@host", "timestamp": time.time(), "utcoffset": 0})
     wait_for(lambda: ctl.task(uid), message="the crafted task")
-    _live(page, ctl, f"/tasks/{uid}")
+    open_live(page, ctl, f"/tasks/{uid}")
     expect(page.locator("#task-rerun")).to_be_disabled()
     reason = page.locator("#task-rerun-reason")
     expect(reason).to_be_visible()
@@ -278,7 +271,7 @@ def test_bulk_rerun_of_a_failure_group_counts_first(page: Any, ctl: DashboardSer
     groups = ctl.get("/api/failures").json()["groups"]
     group = next(g for g in groups if "dashboard.demo.send_email" in json.dumps(g["task_names"]))
     count = group["retained"]
-    _live(page, ctl, "/failures")
+    open_live(page, ctl, "/failures")
     row = page.locator(f'#failure-groups tr[data-group="{group["id"]}"]')
     row.locator('button[data-bulk="rerun"]').click()
     _confirm(page, f"Matched: {count} task", f"{count} new task", f"Re-run {count}")
@@ -329,15 +322,15 @@ def test_read_only_mode_shows_data_but_no_control(page: Any, redis_server: Redis
         assert page.locator("#inspect-registered button").count() == 0
         assert page.locator("#control-result").count() == 0
 
-        _live(page, ro, f"/tasks/{uid}")
+        open_live(page, ro, f"/tasks/{uid}")
         expect(page.locator("#task-state")).to_have_text("RECEIVED")
         assert page.locator("#task-controls, #task-revoke, #task-rerun").count() == 0
 
-        _live(page, ro, "/failures")
+        open_live(page, ro, "/failures")
         expect(page.locator("#failure-groups tbody tr").first).not_to_contain_text("Loading")
         assert page.locator("#failure-groups button[data-bulk]").count() == 0
 
-        _live(page, ro, "/tasks")
+        open_live(page, ro, "/tasks")
         expect(page.locator("#task-total")).not_to_have_text("–")
         assert page.locator("#bulk-open, #bulk-panel").count() == 0
         assert page.locator('a[href="/launch"]').count() == 0
@@ -351,7 +344,7 @@ def test_markup_in_queue_hostname_and_task_names_is_shown_as_text(
     """A queue named like an <img> tag is added and cancelled from the worker page, a worker whose hostname
     is markup is controlled, a rate limit names a markup task: results and the audit log show it all as
     text, and no script runs."""
-    _live(page, ctl, _worker_path(ctl_worker))
+    open_live(page, ctl, _worker_path(ctl_worker))
     expect(page.locator("#inspect-active_queues")).to_contain_text("celery", timeout=20_000)
     consumer = page.locator('form[data-action="add_consumer"]')
     consumer.locator('input[name="queue"]').fill(XSS_QUEUE)
@@ -384,7 +377,7 @@ def test_markup_in_queue_hostname_and_task_names_is_shown_as_text(
     resp = requests.post(ctl.base_url + "/api/task-types/control", timeout=10,
                          json={"action": "rate_limit", "task": XSS_QUEUE, "rate": "1/m", "workers": [ctl_worker]})
     assert resp.status_code == 200, resp.text
-    _live(page, ctl, "/audit")
+    open_live(page, ctl, "/audit")
     table = page.locator("#audit-table")
     expect(table.locator(".target", has_text=evil).first).to_be_visible()
     expect(table.locator(".target", has_text=XSS_QUEUE).first).to_be_visible()

@@ -8,6 +8,8 @@ from urllib.parse import quote
 from conftest import DashboardServer
 from playwright.sync_api import expect
 
+pytestmark = pytest.mark.browser
+
 # Registered before any page script runs: every violation the browser reports, with what was blocked.
 WATCH_VIOLATIONS = """
 window.__csp = [];

@@ -14,6 +14,8 @@ import redis
 from conftest import DashboardServer, RedisServer, event_envelope, wait_for
 from playwright.sync_api import expect
 
+pytestmark = pytest.mark.browser
+
 # Each part tries another way in: an event handler, a script element, plain markup, an attribute break-out.
 PAYLOAD = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script><b id="injected">b</b>"\'>'
 HOST = f"celery@{PAYLOAD}"

@@ -9,6 +9,8 @@ from playwright.sync_api import expect
 
 from dashboard.cluster.control import make_celery
 
+pytestmark = pytest.mark.browser
+
 
 def test_queue_lengths_update_hint_goes_and_the_queue_leads_to_its_tasks(page: Any, redis_server: RedisServer) -> None:
     """A user watches a queue nobody consumes fill up: lengths per priority update in place, the

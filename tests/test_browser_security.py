@@ -31,13 +31,9 @@ def server(redis_server: RedisServer) -> Iterator[AuthedServer]:
 
 
 @pytest.fixture
-def queue(redis_server: RedisServer) -> Iterator[redis.Redis]:
-    """The `celery` list of db 9, empty before and after the test."""
-    client = redis.Redis.from_url(redis_server.url_db(DB))
-    client.delete("celery")
-    yield client
-    client.delete("celery")
-    client.close()
+def queue_db() -> int:
+    """`queue` (conftest) watches the `celery` list of this module's db."""
+    return DB
 
 
 @pytest.fixture

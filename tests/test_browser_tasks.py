@@ -19,6 +19,8 @@ import redis
 from conftest import DashboardServer, RedisServer, event_envelope, wait_for
 from playwright.sync_api import expect
 
+pytestmark = pytest.mark.browser
+
 N = 10_000
 WORD = "zebracorn"  # in the args of exactly a few tasks
 NAMES = ("proj.media.resize_image", "proj.billing.send_invoice", "proj.accounts.sync_account",

@@ -20,6 +20,8 @@ from dashboard import cli
 from dashboard.config import SETTINGS
 from dashboard.processes import free_port, redis_answers
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture()
 def served(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:

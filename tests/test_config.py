@@ -9,6 +9,8 @@ import pytest
 
 from dashboard.config import SETTINGS, load_config, settings_table
 
+pytestmark = pytest.mark.unit
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -16,6 +16,7 @@ def bad(func, body, fragment: str) -> None:
     assert fragment in str(info.value), str(info.value)
 
 
+@pytest.mark.unit
 def test_worker_actions_are_validated() -> None:
     assert control.worker_command({"action": "pool_grow", "n": 3}) == ("pool_grow", {"n": 3})
     assert control.worker_command({"action": "pool_shrink", "n": 64}) == ("pool_shrink", {"n": 64})
@@ -37,6 +38,7 @@ def test_worker_actions_are_validated() -> None:
     assert control.worker_command({"action": "add_consumer", "queue": "x" * 200})[1]["queue"] == "x" * 200
 
 
+@pytest.mark.unit
 def test_task_type_actions_are_validated() -> None:
     for rate in ("10/m", "100/s", "5/h", "0", "2.5/s", "7"):
         action, args, workers = control.task_type_command({"action": "rate_limit", "task": "t", "rate": rate})
@@ -75,6 +77,7 @@ def test_task_type_actions_are_validated() -> None:
     bad(control.task_type_command, {"action": "purge", "task": "t"}, "action must be one of: rate_limit, time_limit")
 
 
+@pytest.mark.unit
 def test_revoke_options() -> None:
     assert control.revoke_options({}) == (False, "SIGTERM")
     assert control.revoke_options({"terminate": True, "signal": "SIGKILL"}) == (True, "SIGKILL")
@@ -82,6 +85,7 @@ def test_revoke_options() -> None:
     bad(control.revoke_options, {"terminate": True, "signal": "SIGSTOP"}, "signal must be one of: SIGTERM, SIGKILL")
 
 
+@pytest.mark.unit
 def test_replies_are_judged() -> None:
     judge = control._judge
     ok = judge({"w@h": {"ok": "pool will grow"}}, ["w@h"], "pool_grow on w@h")
@@ -93,6 +97,7 @@ def test_replies_are_judged() -> None:
     assert not judge({}, None, "rate_limit").ok
 
 
+@pytest.mark.unit
 def test_unreachable_broker_fails_fast() -> None:
     app = make_celery(f"redis://127.0.0.1:{free_port()}/0", 5.0)
     started = time.monotonic()
@@ -103,6 +108,7 @@ def test_unreachable_broker_fails_fast() -> None:
     assert time.monotonic() - started < 3.0  # kombu alone retries for ~6 s
 
 
+@pytest.mark.integration
 def test_events_enabler_still_works(redis_server) -> None:
     app = make_celery(redis_server.url_db(13), 2.0)
     enabler = control.EventsEnabler(app, 30.0, lambda: True)

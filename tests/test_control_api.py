@@ -21,13 +21,9 @@ BULK_MAX = 4
 
 
 # -- without a worker: validation, 404, 503, refusals ------------------------------------------------
-def _feed(app: Any, *events: dict[str, Any]) -> None:
-    app.extensions["dashboard"].state.events(list(events))
-
-
 def _known(app: Any) -> None:
     now = time.time()
-    _feed(app, {"type": "worker-heartbeat", "hostname": "w1@h", "timestamp": now, "local_received": now, "freq": 2.0},
+    feed(app, {"type": "worker-heartbeat", "hostname": "w1@h", "timestamp": now, "local_received": now, "freq": 2.0},
           {"type": "task-received", "uuid": "t-1", "name": "dashboard.demo.add", "args": "(1, 2)", "kwargs": "{}",
            "hostname": "w1@h", "timestamp": now, "local_received": now},
           {"type": "task-received", "uuid": "t-2", "name": "x.y", "args": "(<Foo object at 0x1>,)", "kwargs": "{}",
@@ -95,6 +91,7 @@ def test_bad_requests_get_clear_errors_and_are_not_audited(app: Any, path: str, 
     assert client.get("/api/audit").get_json() == {"entries": []}
 
 
+@pytest.mark.integration
 def test_a_bulk_run_acts_on_the_tasks_its_dry_run_counted(app: Any) -> None:
     """Tasks that arrive between the dry run and the confirmation are left alone (the cursor)."""
     _known(app)
@@ -104,13 +101,14 @@ def test_a_bulk_run_acts_on_the_tasks_its_dry_run_counted(app: Any) -> None:
     ).get_json()
     assert dry["will_act_on"] == 2 and isinstance(dry["cursor"], int)
     now = time.time()
-    _feed(app, {"type": "task-received", "uuid": "t-late", "name": "dashboard.demo.add", "args": "(3, 4)",
+    feed(app, {"type": "task-received", "uuid": "t-late", "name": "dashboard.demo.add", "args": "(3, 4)",
                 "kwargs": "{}", "hostname": "w1@h", "timestamp": now, "local_received": now})
     run = client.post("/api/bulk", json={"action": "revoke", "filters": {"state": "RECEIVED"}, "dry_run": False,
                                          "limit": dry["will_act_on"], "cursor": dry["cursor"]}).get_json()
     assert sorted(run["revoked"]) == ["t-1", "t-2"], run
 
 
+@pytest.mark.integration
 def test_refusals_before_anything_else(app: Any) -> None:
     _known(app)
     client = app.test_client()
@@ -131,6 +129,7 @@ def test_refusals_before_anything_else(app: Any) -> None:
     }
 
 
+@pytest.mark.integration
 def test_read_only_refuses_every_control(redis_server: RedisServer) -> None:
     ro = create_app(
         {"ASYNC_MODE": "threading", "INGEST_ENABLED": False, "BROKER_URL": redis_server.url_db(1), "READ_ONLY": True}
@@ -149,6 +148,7 @@ def test_read_only_refuses_every_control(redis_server: RedisServer) -> None:
         ro.extensions["dashboard"].stop()
 
 
+@pytest.mark.unit
 def test_unreachable_broker_is_503_and_audited() -> None:
     down = create_app({"ASYNC_MODE": "threading", "INGEST_ENABLED": False, "BROKER_URL": f"redis://127.0.0.1:{free_port()}/0"})
     try:
@@ -217,6 +217,7 @@ def ctl(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> 
         server.stop()
 
 
+@pytest.mark.integration
 def test_shrink_and_grow_the_pool(ctl: Ctl) -> None:
     shrink = ctl.control(action="pool_shrink", n=1)
     assert shrink["ok"] and shrink["replies"] == {ctl.hostname: {"ok": "pool will shrink"}}
@@ -229,6 +230,7 @@ def test_shrink_and_grow_the_pool(ctl: Ctl) -> None:
     wait_for(lambda: ctl.processes() == 2, timeout=20, interval=0.3, message="back to 2 processes")
 
 
+@pytest.mark.integration
 def test_pool_restart_and_autoscale_replies(ctl: Ctl) -> None:
     restart = ctl.control(action="pool_restart")
     assert restart["ok"] and restart["replies"][ctl.hostname] == {"ok": "reload started"}
@@ -238,6 +240,7 @@ def test_pool_restart_and_autoscale_replies(ctl: Ctl) -> None:
     wait_for(lambda: ctl.processes() == 2, timeout=20, interval=0.3, message="pool back after the restart")
 
 
+@pytest.mark.integration
 def test_add_and_cancel_a_consumer(ctl: Ctl) -> None:
     queue = f"extra-{uuid.uuid4().hex[:6]}"
     added = ctl.control(action="add_consumer", queue=queue)
@@ -248,6 +251,7 @@ def test_add_and_cancel_a_consumer(ctl: Ctl) -> None:
     ctl.inspect_until("active_queues", lambda r: [q["name"] for q in r] == ["celery"], "the queue gone again")
 
 
+@pytest.mark.integration
 def test_rate_and_time_limits(ctl: Ctl) -> None:
     rate = ctl.post("/api/task-types/control", {"action": "rate_limit", "task": "dashboard.demo.tsum", "rate": "10/m",
                                                 "workers": [ctl.hostname]}).json()
@@ -264,6 +268,7 @@ def test_rate_and_time_limits(ctl: Ctl) -> None:
     assert not unknown["ok"] and "unknown task" in unknown["message"]
 
 
+@pytest.mark.integration
 def test_revoke_before_it_runs(ctl: Ctl) -> None:
     [task_id] = ctl.server.launch("dashboard.demo.add", args=[4, 4], countdown=3)
     wait_for(lambda: ctl.server.task(task_id), timeout=10, message="the dashboard sees the task")
@@ -277,6 +282,7 @@ def test_revoke_before_it_runs(ctl: Ctl) -> None:
     assert "started" not in [h["event"] for h in task["history"]]
 
 
+@pytest.mark.integration
 def test_terminate_a_running_task(ctl: Ctl) -> None:
     # Its first progress event comes after 4 s: killed before, it shows REVOKED. (After a task-progress
     # event the state keeps the custom PROGRESS state, which outranks REVOKED as in Celery's State.)
@@ -290,6 +296,7 @@ def test_terminate_a_running_task(ctl: Ctl) -> None:
     assert time.monotonic() - started < 4 and task["succeeded"] is None  # it would run 20 s
 
 
+@pytest.mark.integration
 def test_rerun_a_failure_and_a_success(ctl: Ctl) -> None:
     [failed] = ctl.server.launch("dashboard.demo.send_email", args=["no-at-sign", "hello"])
     original = ctl.server.wait_task(failed, "FAILURE")
@@ -309,6 +316,7 @@ def test_rerun_a_failure_and_a_success(ctl: Ctl) -> None:
     assert new_id != ok and second["result"] == first["result"] == "42" and second["args"] == first["args"]
 
 
+@pytest.mark.integration
 def test_bulk_dry_run_then_rerun_within_the_cap(ctl: Ctl) -> None:
     marker = f"bulk-{uuid.uuid4().hex[:8]}"
     ids = [ctl.server.launch("dashboard.demo.fail", kwargs={"card": marker, "amount": i})[0] for i in range(5)]
@@ -343,6 +351,7 @@ def test_bulk_dry_run_then_rerun_within_the_cap(ctl: Ctl) -> None:
     assert by_group["matched"] == ctl.server.get("/api/tasks", params={"group": gid}).json()["total"] >= 8
 
 
+@pytest.mark.integration
 def test_bulk_revoke_in_one_broadcast(ctl: Ctl) -> None:
     marker = f"later-{uuid.uuid4().hex[:8]}"
     ids = [ctl.server.launch("dashboard.demo.send_email", args=[f"{marker}@x", "hi"], countdown=60)[0]
@@ -356,6 +365,7 @@ def test_bulk_revoke_in_one_broadcast(ctl: Ctl) -> None:
     ctl.inspect_until("revoked", lambda r: set(ids) <= set(r), "the worker lists them as revoked")
 
 
+@pytest.mark.integration
 def test_audit_lists_every_action_and_the_file_matches(ctl: Ctl) -> None:
     entries = ctl.server.get("/api/audit", params={"limit": 1000}).json()["entries"]
     actions = [e["action"] for e in entries][::-1]
@@ -376,6 +386,7 @@ def test_audit_lists_every_action_and_the_file_matches(ctl: Ctl) -> None:
     assert [e["id"] for e in entries] == sorted((e["id"] for e in entries), reverse=True)
 
 
+@pytest.mark.integration
 def test_shutdown_takes_the_worker_offline(ctl: Ctl) -> None:
     hostname = f"doomed-{os.getpid()}@localhost"
     proc = start_worker(ctl.url, concurrency=1, hostname=hostname, quiet=True)

@@ -17,6 +17,8 @@ from dashboard.core.failures import (
     signature,
 )
 
+pytestmark = pytest.mark.unit
+
 # Where Celery's machinery lives in a Debian-packaged and in a virtualenv install.
 TRACE = "/usr/lib/python3/dist-packages/celery/app/trace.py"
 AUTORETRY = "/srv/app/.venv/lib/python3.11/site-packages/celery/app/autoretry.py"

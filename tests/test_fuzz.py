@@ -10,11 +10,14 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+import pytest
 
 from dashboard.core.query import Filters, TextIndex, find, workflow_tree
 from dashboard.core.records import task_detail, task_summary, worker_summary
 from dashboard.core.state import State
 from dashboard.ingest.stream import DecodeError, Ingest, decode_message, prepare
+
+pytestmark = pytest.mark.unit
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

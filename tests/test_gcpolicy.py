@@ -9,6 +9,8 @@ import pytest
 
 from dashboard.ingest.gcpolicy import GcPolicy
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture
 def unfrozen() -> Iterator[None]:

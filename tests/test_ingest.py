@@ -63,6 +63,7 @@ def publish_lifecycle(app: Celery, n: int, hostname: str = "w1@host", batched: b
     return ids
 
 
+@pytest.mark.integration
 def test_real_envelopes_decode_including_task_multi(own_redis: RedisServer, celery_app: Celery) -> None:
     """Raw pub/sub messages from Celery's dispatcher decode into event dicts, batches included."""
     client = redis.Redis.from_url(own_redis.url)
@@ -86,6 +87,7 @@ def test_real_envelopes_decode_including_task_multi(own_redis: RedisServer, cele
     assert all(e["hostname"] == "w1@host" for e in events)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("data, why", [
     (b"not json", "not JSON"),
     (b'{"no": "body"}', "no body"),
@@ -101,6 +103,7 @@ def test_malformed_envelopes_are_refused_with_a_reason(data: bytes, why: str) ->
         decode_message(data)
 
 
+@pytest.mark.unit
 def test_timestamps_move_to_local_time_like_celery() -> None:
     """An event stamped in UTC+2 by a worker is shifted by the zone difference, as Celery does."""
     (ev,) = prepare([{"type": "task-started", "timestamp": 1000.0, "utcoffset": 2}], local_received=5.0, here=0.0)
@@ -108,6 +111,7 @@ def test_timestamps_move_to_local_time_like_celery() -> None:
     assert ev["local_received"] == 5.0
 
 
+@pytest.mark.unit
 def test_mask_url_hides_the_password() -> None:
     """Broker passwords never reach pages, logs or /healthz."""
     assert mask_url("redis://:s3cret@host:6379/0") == "redis://:***@host:6379/0"
@@ -115,6 +119,7 @@ def test_mask_url_hides_the_password() -> None:
     assert mask_url("redis://host:6379/0") == "redis://host:6379/0"
 
 
+@pytest.mark.integration
 def test_ingest_applies_events_and_survives_garbage(own_redis: RedisServer, celery_app: Celery,
                                                     ingests: list[Ingest]) -> None:
     """Garbage on the event channels is counted as rejected; events before and after still land."""
@@ -137,6 +142,7 @@ def test_ingest_applies_events_and_survives_garbage(own_redis: RedisServer, cele
     assert state.workers["w1@host"].alive(time.time())
 
 
+@pytest.mark.integration
 def test_redis_reader_and_celery_receiver_build_the_same_state(own_redis: RedisServer, celery_app: Celery,
                                                                ingests: list[Ingest]) -> None:
     """The direct Redis fast path and Celery's generic EventReceiver yield identical task state."""
@@ -161,6 +167,7 @@ def test_redis_reader_and_celery_receiver_build_the_same_state(own_redis: RedisS
     assert fast.counts == generic.counts
 
 
+@pytest.mark.integration
 def test_outage_is_reported_and_ingest_reconnects(own_redis: RedisServer, celery_app: Celery,
                                                   ingests: list[Ingest]) -> None:
     """Redis stops: the consumer reports the error, keeps retrying, and resumes when Redis is back."""
@@ -184,6 +191,7 @@ def test_outage_is_reported_and_ingest_reconnects(own_redis: RedisServer, celery
     wait_for(lambda: all(u in state.tasks for u in ids), message="events after the outage")
 
 
+@pytest.mark.integration
 def test_celery_receiver_path_survives_garbage(own_redis: RedisServer, celery_app: Celery,
                                                ingests: list[Ingest]) -> None:
     """On the generic (non-Redis) path too, garbage is counted and skipped without dropping the stream."""
@@ -205,6 +213,7 @@ def test_celery_receiver_path_survives_garbage(own_redis: RedisServer, celery_ap
     assert ingest.rejected >= 3
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("mode", ["redis", "kombu"])
 def test_a_new_or_restarted_worker_triggers_the_arrival_callback(own_redis: RedisServer, celery_app: Celery,
                                                                  ingests: list[Ingest], mode: str) -> None:

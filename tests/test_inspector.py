@@ -25,6 +25,7 @@ def heartbeat(state: State, hostname: str, at: float | None = None, kind: str = 
                    "freq": 2.0}])
 
 
+@pytest.mark.unit
 def test_pool_summary_from_stats() -> None:
     stats = {"pool": {"implementation": "celery.concurrency.prefork:TaskPool", "max-concurrency": 4,
                       "processes": [11, 12, 13]}, "autoscaler": {"max": 8, "min": 2, "qty": 3}}
@@ -37,6 +38,7 @@ def test_pool_summary_from_stats() -> None:
     assert pool_summary(None) is None
 
 
+@pytest.mark.unit
 def test_broker_down_is_recorded_and_the_loop_goes_on() -> None:
     state = State()
     heartbeat(state, "w1@h")
@@ -70,6 +72,7 @@ def own_worker(redis_server: RedisServer) -> Iterator[tuple[str, str, Any]]:
     stop_process(proc)
 
 
+@pytest.mark.integration
 def test_inspector_caches_every_method(own_worker: tuple[str, str, Any]) -> None:
     url, hostname, _ = own_worker
     state = State()
@@ -95,6 +98,7 @@ def test_inspector_caches_every_method(own_worker: tuple[str, str, Any]) -> None
         assert hostname in state.drain_changes(time.time())[1]
 
 
+@pytest.mark.integration
 def test_stopped_worker_is_no_reply_and_requests_stay_fast(own_worker: tuple[str, str, Any]) -> None:
     url, hostname, proc = own_worker
     server = DashboardServer(url, env={"DASHBOARD_INSPECT_INTERVAL": "1", "DASHBOARD_INSPECT_TIMEOUT": "1"})
@@ -134,6 +138,7 @@ def test_stopped_worker_is_no_reply_and_requests_stay_fast(own_worker: tuple[str
         server.stop()
 
 
+@pytest.mark.integration
 def test_offline_workers_hide_after_the_setting(app: Any) -> None:
     svc = app.extensions["dashboard"]
     svc.views.hide_offline_after = 60.0
@@ -160,6 +165,7 @@ def test_offline_workers_hide_after_the_setting(app: Any) -> None:
     assert app.test_client().get("/api/workers").get_json()["hidden_offline"] == 0
 
 
+@pytest.mark.unit
 def test_inspect_replies_show_no_secrets() -> None:
     """active/reserved/scheduled carry a request's real arguments: shown as masked reprs like the events';
     stats' broker and transport options lose every password."""

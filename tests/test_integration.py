@@ -6,11 +6,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import socketio
 from conftest import WORK_SECONDS, DashboardServer, RedisServer, event_envelope, wait_for
 
 from dashboard.cluster.control import EventsEnabler
 from dashboard.processes import start_worker, stop_process
+
+pytestmark = pytest.mark.integration
 
 
 def test_add_goes_through_every_state_to_success(dashboard: DashboardServer, worker: str) -> None:
@@ -147,19 +150,12 @@ def test_ingest_resumes_after_redis_restart(own_redis: RedisServer) -> None:
         assert up["broker"]["outages"] == 1
         lost, back = up["broker"]["last_outage"]
         assert back > lost > 0
-        second = wait_for(lambda: _try_launch(dash), timeout=30, message="a launch after the restart")
+        second = wait_for(lambda: dash.try_launch("dashboard.demo.add", args=[2, 2]), timeout=30, message="a launch after the restart")
         dash.wait_task(second, "SUCCESS", timeout=40)
         assert dash.task(first)["state"] == "SUCCESS", "state from before the outage is kept"
     finally:
         stop_process(proc)
         dash.stop()
-
-
-def _try_launch(dash: DashboardServer) -> str | None:
-    import requests
-
-    resp = requests.post(dash.base_url + "/api/launch", json={"task": "dashboard.demo.add", "args": [2, 2]}, timeout=10)
-    return resp.json()["task_ids"][0] if resp.status_code == 200 else None
 
 
 def test_worker_started_without_events_is_asked_to_send_them(own_redis: RedisServer) -> None:
@@ -170,9 +166,7 @@ def test_worker_started_without_events_is_asked_to_send_them(own_redis: RedisSer
     proc = start_worker(own_redis.url, concurrency=1, hostname="silent@localhost", quiet=True,
                         extra_env={"DASHBOARD_DEMO_SLEEP": WORK_SECONDS, "DASHBOARD_DEMO_EVENTS": "0"})
     try:
-        wait_for(lambda: any(w["hostname"] == "silent@localhost" and w["online"]
-                             for w in dash.get("/api/workers").json()["workers"]),
-                 timeout=60, message="the silent worker's heartbeat")
+        wait_for(lambda: dash.worker_online("silent@localhost"), timeout=60, message="the silent worker's heartbeat")
 
         # A task that runs before the worker has subscribed to broadcasts stays unseen (PENDING):
         # launch until one is reported, which must happen within the dashboard's follow-up window.

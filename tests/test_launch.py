@@ -8,6 +8,8 @@ import pytest
 
 from dashboard.cluster.launch import CATALOGUE, MAX_COUNT, MAX_COUNTDOWN, MAX_JSON_CHARS, LaunchRequest, validate
 
+pytestmark = pytest.mark.unit
+
 ADD = "dashboard.demo.add"
 
 

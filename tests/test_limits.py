@@ -3,7 +3,6 @@ and at most two exports run at once (a third is a 429 with Retry-After)."""
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -14,6 +13,8 @@ from test_security import ACTION_BODY, BrokerWatch, rule_requests
 
 from dashboard import create_app
 from dashboard.core.jsondepth import MAX_DEPTH
+
+pytestmark = pytest.mark.integration
 
 DB = 10  # this module's Redis db: every key or broadcast there would be something these requests sent
 DEEP = "[" * 100_000 + "]" * 100_000
@@ -46,11 +47,6 @@ def watch(redis_server: RedisServer) -> Iterator[BrokerWatch]:
     w.close()
 
 
-def _csrf(client: Any) -> str:
-    page = client.get("/launch").get_data(as_text=True)
-    return re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
-
-
 def test_every_json_endpoint_answers_deep_nesting_with_a_400(redis_server: RedisServer, watch: BrokerWatch) -> None:
     """Every POST under /api/ (walked from the URL map, so endpoints added later are covered) and the launch
     form's JSON post: a 100,000-deep array (it used to be a 500) and a 40-deep one are a 400 with the reason
@@ -61,7 +57,7 @@ def test_every_json_endpoint_answers_deep_nesting_with_a_400(redis_server: Redis
         posts = [(url, endpoint) for _m, url, endpoint in rule_requests(app, {"POST"}) if url.startswith("/api/")]
         assert {"api.launch", "control.bulk", "control.worker_control", "control.task_type_control",
                 "control.revoke", "control.rerun_task"} <= {endpoint for _url, endpoint in posts}
-        token = _csrf(client)
+        token = csrf_token(client)
         for url, _endpoint in [*posts, ("/launch", "views.launch")]:
             for body in (DEEP, DEEP_40):
                 resp = client.post(url, data=body, content_type="application/json",
@@ -121,7 +117,7 @@ def test_an_oversized_body_is_a_413_that_says_why(limited: Any, watch: BrokerWat
     assert (api.status_code, api.get_json()) == (413, {"error": message})
     control = client.post("/api/bulk", json={"action": "revoke", "filters": {"q": "x" * 5000}})
     assert (control.status_code, control.get_json()) == (413, {"error": message})
-    form = client.post("/launch", data={"csrf_token": _csrf(client), "task": "dashboard.demo.add", "args": "[1, 2]",
+    form = client.post("/launch", data={"csrf_token": csrf_token(client), "task": "dashboard.demo.add", "args": "[1, 2]",
                                         "kwargs": json.dumps({"pad": "x" * 5000})})
     assert form.status_code == 413 and form.mimetype == "text/plain"
     assert form.get_data(as_text=True) == message[0].upper() + message[1:] + ".\n"
@@ -147,7 +143,7 @@ def test_a_form_field_under_the_body_limit_is_read(app: Any) -> None:
     field is lifted to the body's): the launch form answers with its field error, not a misleading 413."""
     client = app.test_client()
     resp = client.post("/launch", content_type="multipart/form-data",
-                       data={"csrf_token": _csrf(client), "task": "dashboard.demo.add",
+                       data={"csrf_token": csrf_token(client), "task": "dashboard.demo.add",
                              "args": "[" + "1," * 300_000 + "1]"})
     assert resp.status_code == 400 and "too long (at most 100000 characters)" in resp.get_data(as_text=True)
 

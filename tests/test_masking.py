@@ -24,12 +24,14 @@ def mask() -> Any:
     return masker
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("patterns", ["", "  ", ",", " , ,"])
 def test_no_patterns_means_no_masker(patterns: str) -> None:
     """Empty MASK_PATTERNS turns masking off: the state stores reprs untouched."""
     assert make_masker(patterns) is None
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("text, expected", [
     # Python dict reprs (Celery's kwargsrepr)
     ("{'password': 'hunter2', 'user': 'bob'}", f"{{'password': {M}, 'user': 'bob'}}"),
@@ -71,6 +73,7 @@ def test_masks_the_value_and_nothing_else(mask: Any, text: str, expected: str) -
     assert mask(text) == expected
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("text", [
     "(2, 3)",
     "{'user': 'bob', 'count': 42, 'when': '2024-01-01T00:00:00'}",
@@ -87,6 +90,7 @@ def test_text_without_a_secret_value_is_untouched(mask: Any, text: str) -> None:
     assert mask(text) == text
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("value", [
     {"password": "hunter2", "user": "bob"},
     {"db": {"password": "x", "port": 5432}, "token": b"\x00'\"", "list": [1, "token"]},
@@ -102,6 +106,7 @@ def test_masked_dict_repr_stays_a_python_literal(mask: Any, value: dict[str, Any
     assert MASK in masked
 
 
+@pytest.mark.unit
 def test_custom_patterns_are_case_insensitive_fragments() -> None:
     """Configured fragments match anywhere in a key, whatever the case; others are left alone."""
     masker = make_masker(" SSN , card_number ")
@@ -110,6 +115,7 @@ def test_custom_patterns_are_case_insensitive_fragments() -> None:
         f"{{'user_ssn': {M}, 'Card_Number': {M}, 'password': 'p'}}"
 
 
+@pytest.mark.unit
 def test_a_truncated_repr_masks_to_its_end(mask: Any) -> None:
     """Celery truncates long reprs: an unterminated secret value is masked to the end, not leaked."""
     assert mask("{'password': 'hunter2 and the rest of a lo") == f"{{'password': {M}"
@@ -119,6 +125,7 @@ def test_a_truncated_repr_masks_to_its_end(mask: Any) -> None:
 HUGE = 1_000_000
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("name, text", [
     ("prose without secrets", "the quick brown fox, jumps. " * (HUGE // 28)),
     ("a repr with a few secrets", repr({f"k{i}": f"value {i}" for i in range(HUGE // 20)} | {"password": "x"})),
@@ -143,6 +150,7 @@ def test_a_megabyte_is_masked_quickly(mask: Any, name: str, text: str) -> None:
     assert best < 1.0, f"{name}: {best * 1000:.1f} ms"
 
 
+@pytest.mark.unit
 def test_many_secrets_cost_linear_time(mask: Any) -> None:
     """A megabyte full of secrets stays linear (about a microsecond per masked value), and leaks none."""
     text = "password=hunter2 " * (HUGE // 17)
@@ -167,6 +175,7 @@ def _hunt(dashboard: DashboardServer, ids: list[str]) -> list[str]:
     return leaks
 
 
+@pytest.mark.browser
 def test_a_workers_secret_kwargs_are_masked_everywhere(redis_server: RedisServer, dashboard: DashboardServer,
                                                       worker: str, page: Any) -> None:
     """A real task with password kwargs: the password shows nowhere, not even to a search for it."""
@@ -199,12 +208,14 @@ def test_a_workers_secret_kwargs_are_masked_everywhere(redis_server: RedisServer
     assert SECRET not in page.content()
 
 
+@pytest.mark.unit
 def test_dashes_and_underscores_are_alike_in_keys(mask: Any) -> None:
     """The default `api_key` also masks `X-Api-Key` and `api-key`, as the README says."""
     assert mask("{'X-Api-Key': 'abc', 'api-key': 'x', 'API_KEY': 1}") == \
         "{'X-Api-Key': '«masked»', 'api-key': '«masked»', 'API_KEY': '«masked»'}"
 
 
+@pytest.mark.unit
 def test_a_multi_line_secret_is_masked_to_its_closing_quote(mask: Any) -> None:
     """Celery's saferepr keeps line breaks inside strings: a PEM key is masked whole, not its first line."""
     pem = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkq\n-----END PRIVATE KEY-----"

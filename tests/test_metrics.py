@@ -15,6 +15,8 @@ from test_state import task_ev, worker_ev
 from dashboard import create_app
 from dashboard.core.stats import COUNTED_EVENTS, EXPORT_BUCKETS, OTHER
 
+pytestmark = pytest.mark.integration
+
 T0 = 1_700_000_000.0
 LABELS = {"name", "queue_name", "hostname", "priority", "le"}  # every label /metrics may use
 

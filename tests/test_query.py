@@ -12,6 +12,8 @@ import pytest
 from dashboard.core.query import Filters, TextIndex, find, haystack, matches, workflow_tree
 from dashboard.core.state import CHUNK_BITS, State
 
+pytestmark = pytest.mark.unit
+
 _clock = count(1)
 
 

@@ -38,6 +38,7 @@ def lifecycle(uuid: str, sent: float, wait: float, queue: str | None = "q1", rou
 
 # -- per-queue stats from events --------------------------------------------------------------------
 
+@pytest.mark.unit
 def test_queue_wait_is_sent_to_started_per_queue() -> None:
     """Each queue gets its own sent -> started percentiles; received -> started does not count."""
     state = State()
@@ -53,6 +54,7 @@ def test_queue_wait_is_sent_to_started_per_queue() -> None:
     assert state.queue_stats.wait_sent("nobody-sends-here") is None
 
 
+@pytest.mark.unit
 def test_queue_wait_falls_back_to_the_routing_key_and_needs_a_sent_time() -> None:
     """Without a queue name the routing key names it; a task never sent (no task-sent) gives no wait."""
     state = State()
@@ -62,6 +64,7 @@ def test_queue_wait_falls_back_to_the_routing_key_and_needs_a_sent_time() -> Non
     assert state.queue_stats.names() == ["by-key"]
 
 
+@pytest.mark.unit
 def test_recent_window_forgets_old_waits() -> None:
     """The recent window holds only the last minutes of event time."""
     state = State()
@@ -72,6 +75,7 @@ def test_recent_window_forgets_old_waits() -> None:
     assert recent["count"] == 1 and recent["p50"] == pytest.approx(2.0, rel=0.05)
 
 
+@pytest.mark.unit
 def test_lifetime_event_counters_survive_eviction() -> None:
     """Counters count events over the process life, not retained tasks: eviction never lowers them."""
     state = State(max_tasks=3)
@@ -92,6 +96,7 @@ def test_lifetime_event_counters_survive_eviction() -> None:
     assert state.queue_stats.event_counts()["q1"]["sent"] == 11
 
 
+@pytest.mark.unit
 def test_counter_names_are_bounded() -> None:
     """Names past the stats cap share one "<other>" row, so /metrics label values stay bounded."""
     state = State()
@@ -103,6 +108,7 @@ def test_counter_names_are_bounded() -> None:
     assert counts[OTHER]["sent"] == 7
 
 
+@pytest.mark.unit
 def test_events_of_an_unnamed_task_count_under_unknown() -> None:
     """A task-started seen before any event that names the task still counts, under <unknown>."""
     state = replay(State(), [task_ev("started", "n1", T0)])
@@ -116,6 +122,7 @@ def other_broker_monitor(state: State, **kwargs: Any) -> QueueMonitor:
     return QueueMonitor(state, "amqp://guest@127.0.0.1:1//", **kwargs)
 
 
+@pytest.mark.unit
 def test_oldest_waiting_is_the_earliest_sent_task_not_yet_received() -> None:
     """Per queue, the PENDING task sent first; tasks a worker received no longer wait."""
     state = State()
@@ -131,6 +138,7 @@ def test_oldest_waiting_is_the_earliest_sent_task_not_yet_received() -> None:
     assert rows["celery"]["oldest_waiting"] is None
 
 
+@pytest.mark.unit
 def test_oldest_waiting_scans_a_large_backlog_in_slices() -> None:
     """A backlog larger than one slice of the scan still finds the oldest task."""
     state = State()
@@ -139,6 +147,7 @@ def test_oldest_waiting_scans_a_large_backlog_in_slices() -> None:
     assert rows["big"]["oldest_waiting"]["uuid"] == "p5000"
 
 
+@pytest.mark.unit
 def test_other_brokers_get_no_lengths_but_everything_else() -> None:
     """A non-Redis broker: lengths unknown, said so; queues, waits and the sent-event flag still there."""
     state = replay(State(), lifecycle("t1", T0, wait=1.5, queue="work"))
@@ -151,6 +160,7 @@ def test_other_brokers_get_no_lengths_but_everything_else() -> None:
     assert snap["sent_events_seen"] is True
 
 
+@pytest.mark.unit
 def test_consumers_come_from_active_queues_of_online_workers() -> None:
     """Consumers per queue from the inspector's replies; offline workers and junk are left out."""
     replies = {"w1@h": [{"name": "celery"}, {"name": "q1"}], "w2@h": [{"name": "q1"}], "gone@h": [{"name": "q1"}],
@@ -159,6 +169,7 @@ def test_consumers_come_from_active_queues_of_online_workers() -> None:
     assert consumers_from(None, lambda h: True) == {}
 
 
+@pytest.mark.unit
 def test_monitor_reads_consumers_from_the_inspector_and_lists_their_queues() -> None:
     """svc.inspector.replies("active_queues") names consumers; a queue only a worker consumes is listed."""
     inspector = types.SimpleNamespace(replies=lambda method: {"w1@h": [{"name": "only-consumed"}]}
@@ -169,6 +180,7 @@ def test_monitor_reads_consumers_from_the_inspector_and_lists_their_queues() -> 
     assert rows["celery"]["consumers"] == []
 
 
+@pytest.mark.unit
 def test_an_inspector_without_data_leaves_consumers_empty() -> None:
     """An inspector that has nothing yet (or raises), or none at all, must not break the page."""
     def broken(method: str) -> Any:
@@ -180,6 +192,7 @@ def test_an_inspector_without_data_leaves_consumers_empty() -> None:
         assert [q["consumers"] for q in snap["queues"]] == [[]]
 
 
+@pytest.mark.unit
 def test_priority_keys_are_kombus_own() -> None:
     """Every priority 0..9 a client may give lands in one of the keys we read (kombu's _q_for_pri)."""
     from kombu.transport.redis import Channel
@@ -193,6 +206,7 @@ def test_priority_keys_are_kombus_own() -> None:
         assert key in ours.values(), (priority, key)
 
 
+@pytest.mark.integration
 def test_api_queues_hint_flag_follows_task_sent_events(app: Any) -> None:
     """sent_events_seen is false until a task-sent event arrives; the page carries the how-to."""
     client = app.test_client()
@@ -214,6 +228,7 @@ def queues_of(dashboard: DashboardServer) -> dict[str, Any]:
     return {None: body, **{q["name"]: q for q in body["queues"]}}
 
 
+@pytest.mark.integration
 def test_lengths_include_priority_sub_queues(redis_server: RedisServer) -> None:
     """Tasks sent to a queue nobody consumes: the length and each priority list are read from Redis."""
     url = redis_server.url_db(12)
@@ -236,6 +251,7 @@ def test_lengths_include_priority_sub_queues(redis_server: RedisServer) -> None:
         client.close()
 
 
+@pytest.mark.integration
 def test_broker_down_keeps_the_last_lengths_marked_stale(own_redis: RedisServer) -> None:
     """When Redis goes away the last lengths stay, marked stale with the error; they refresh once it is back."""
     server = DashboardServer(own_redis.url, env=FAST)
@@ -256,6 +272,7 @@ def test_broker_down_keeps_the_last_lengths_marked_stale(own_redis: RedisServer)
         client.close()
 
 
+@pytest.mark.integration
 def test_consumers_and_queue_wait_from_a_real_worker(dashboard: DashboardServer, worker: str) -> None:
     """The session worker consumes "celery": it is listed as a consumer, and a task it runs gives a wait."""
     (uuid,) = dashboard.launch("dashboard.demo.add", args=[1, 2])
@@ -267,6 +284,7 @@ def test_consumers_and_queue_wait_from_a_real_worker(dashboard: DashboardServer,
     assert row["length"] is not None
 
 
+@pytest.mark.integration
 def test_queues_page_is_served(dashboard: DashboardServer) -> None:
     """The page itself: the table, the poll interval for the script, the hint's text."""
     resp = requests.get(dashboard.base_url + "/queues", timeout=5)

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
 from conftest import WORK_SECONDS, DashboardServer, RedisServer, wait_for
 
@@ -44,6 +45,7 @@ def _redis_clients(url: str) -> int:
         client.close()
 
 
+@pytest.mark.integration
 def test_thirty_second_outage_banner_then_resume_within_five_seconds(own_redis: RedisServer) -> None:
     """Redis stops for 30 s: /healthz (what the banner shows) says the broker is down and events may be
     missed; within 5 s of Redis' return ingest is connected again, and the worker is back online from
@@ -53,7 +55,7 @@ def test_thirty_second_outage_banner_then_resume_within_five_seconds(own_redis: 
     proc = start_worker(own_redis.url, concurrency=1, hostname=host, quiet=True,
                         extra_env={"DASHBOARD_DEMO_SLEEP": WORK_SECONDS})
     try:
-        wait_for(lambda: _online(dash, host), timeout=60, message="the worker online")
+        wait_for(lambda: dash.worker_online(host), timeout=60, message="the worker online")
         own_redis.stop()
         down = wait_for(lambda: (h := dash.health()) and not h["broker"]["connected"] and h, timeout=10,
                         message="the broker reported down")
@@ -69,14 +71,15 @@ def test_thirty_second_outage_banner_then_resume_within_five_seconds(own_redis: 
         lost, back = up["broker"]["last_outage"]
         assert back - lost >= 30, "the reported window covers the whole outage"
         # The worker reconnects on its own; its heartbeats bring it back online, and its tasks show.
-        wait_for(lambda: _online(dash, host), timeout=30, message="the worker online again after the outage")
-        uid = wait_for(lambda: _try_launch(dash), timeout=30, message="a launch after the outage")
+        wait_for(lambda: dash.worker_online(host), timeout=30, message="the worker online again after the outage")
+        uid = wait_for(lambda: dash.try_launch("dashboard.demo.add", args=[2, 3]), timeout=30, message="a launch after the outage")
         dash.wait_task(uid, "SUCCESS", timeout=30)
     finally:
         stop_process(proc)
         dash.stop()
 
 
+@pytest.mark.integration
 def test_ten_outages_leak_no_threads_or_connections(own_redis: RedisServer) -> None:
     """Ten outages in a row: the dashboard ends with the threads, sockets and Redis connections it had."""
     dash = DashboardServer(own_redis.url)
@@ -106,6 +109,7 @@ def test_ten_outages_leak_no_threads_or_connections(own_redis: RedisServer) -> N
         dash.stop()
 
 
+@pytest.mark.integration
 def test_sigkilled_worker_goes_offline_and_its_running_task_is_lost(own_redis: RedisServer) -> None:
     """SIGKILL a worker mid-task: offline within two heartbeat intervals (+ a tick), its running task LOST
     (never STARTED forever); started again under the same name, it is online again."""
@@ -115,7 +119,7 @@ def test_sigkilled_worker_goes_offline_and_its_running_task_is_lost(own_redis: R
     host = "victim@localhost"
     proc = start_worker(own_redis.url, concurrency=1, hostname=host, quiet=True)
     try:
-        wait_for(lambda: _online(dash, host), timeout=60, message="the worker online")
+        wait_for(lambda: dash.worker_online(host), timeout=60, message="the worker online")
         (uid,) = dash.launch("dashboard.demo.progress", kwargs={"steps": 200, "delay": 0.5})
         dash.wait_task(uid, "STARTED", timeout=30)
         freq = next(w for w in dash.get("/api/workers").json()["workers"] if w["hostname"] == host)["freq"]
@@ -124,7 +128,7 @@ def test_sigkilled_worker_goes_offline_and_its_running_task_is_lost(own_redis: R
         killed = time.monotonic()
         for child in children:  # the pool process would run on orphaned; it is not what is tested
             os.kill(child, signal.SIGKILL)
-        wait_for(lambda: not _online(dash, host), timeout=30, interval=0.05, message="the worker offline")
+        wait_for(lambda: not dash.worker_online(host), timeout=30, interval=0.05, message="the worker offline")
         took = time.monotonic() - killed
         limit = 2 * freq + 0.2 + 0.5  # two heartbeat intervals + one push tick + polling slack
         assert took <= limit, f"offline {took:.1f} s after SIGKILL (limit {limit:.1f} s)"
@@ -132,22 +136,11 @@ def test_sigkilled_worker_goes_offline_and_its_running_task_is_lost(own_redis: R
         assert task["history"][-1]["event"] == "lost"
         proc.wait(5)
         proc = start_worker(own_redis.url, concurrency=1, hostname=host, quiet=True)
-        wait_for(lambda: _online(dash, host), timeout=60, message="the worker online again")
+        wait_for(lambda: dash.worker_online(host), timeout=60, message="the worker online again")
         assert dash.task(uid)["state"] == "LOST", "a restart does not resurrect a task that died"
     finally:
         stop_process(proc)
         dash.stop()
-
-
-def _online(dash: DashboardServer, host: str) -> bool:
-    return any(w["hostname"] == host and w["online"] for w in dash.get("/api/workers").json()["workers"])
-
-
-def _try_launch(dash: DashboardServer) -> Any:
-    import requests
-
-    resp = requests.post(dash.base_url + "/api/launch", json={"task": "dashboard.demo.add", "args": [2, 3]}, timeout=10)
-    return resp.json()["task_ids"][0] if resp.status_code == 200 else None
 
 
 STALLED_CLIENT = """
@@ -160,6 +153,7 @@ time.sleep(600)
 """
 
 
+@pytest.mark.integration
 def test_a_stalled_browser_does_not_hold_up_the_others(own_redis: RedisServer) -> None:
     """One client freezes (SIGSTOP: its socket stops reading) during a flood: the other keeps getting
     updates without gaps, and the server stops queueing for the frozen one instead of growing forever."""
@@ -215,6 +209,7 @@ def test_a_stalled_browser_does_not_hold_up_the_others(own_redis: RedisServer) -
         dash.stop()
 
 
+@pytest.mark.unit
 def test_a_million_events_keep_memory_within_max_tasks() -> None:
     """One million events (250k tasks, each received/started/finished/progress; every failure's traceback different)
     through the reader's batch path into a 10 000-task state: memory levels off once the state is full."""

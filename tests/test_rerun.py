@@ -13,6 +13,8 @@ from dashboard.core import rerun
 from dashboard.core.masking import MASK
 from dashboard.core.rerun import NotRecoverable, plan, recover
 
+pytestmark = pytest.mark.unit
+
 
 def celery_repr(value: Any) -> str:
     """What Celery puts into task events (celery.app.amqp: saferepr with argsrepr_maxsize, maxlevels=3)."""

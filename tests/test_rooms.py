@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from conftest import feed
 from dashboard import create_app, socketio
 from dashboard.core.query import Filters
 from dashboard.live.rooms import tasks_room
@@ -28,11 +29,6 @@ def ev(type_: str, uuid: str, ts: float, **fields: Any) -> dict[str, Any]:
     return {"type": type_, "uuid": uuid, "hostname": "w1@h", "timestamp": ts, "local_received": time.time(), **fields}
 
 
-def feed(app: Any, *events: dict[str, Any]) -> None:
-    """Apply events to the app's state."""
-    assert app.extensions["dashboard"].state.events(events) == 0
-
-
 def tick(app: Any) -> None:
     """Run one push tick."""
     app.extensions["dashboard"].rooms.tick()
@@ -52,6 +48,7 @@ def lifecycle(uuid: str, ts: float, ok: bool = True) -> list[dict[str, Any]]:
             ev("task-started", uuid, ts + 1), end]
 
 
+@pytest.mark.integration
 def test_overview_snapshot_then_diffs(push_app: Any) -> None:
     """The overview gets counters at once, then a diff with new counts and the latest failure."""
     feed(push_app, *lifecycle("a", 100.0))
@@ -72,6 +69,7 @@ def test_overview_snapshot_then_diffs(push_app: Any) -> None:
     client.disconnect()
 
 
+@pytest.mark.integration
 def test_many_events_for_one_task_in_a_tick_become_one_update(push_app: Any) -> None:
     """Three events of one task within a tick reach the task list as one row in its final state."""
     client = socketio.test_client(push_app)
@@ -88,6 +86,7 @@ def test_many_events_for_one_task_in_a_tick_become_one_update(push_app: Any) -> 
     client.disconnect()
 
 
+@pytest.mark.integration
 def test_filtered_list_gets_matches_and_removals(push_app: Any) -> None:
     """A list filtered on STARTED gets the task while it runs and a removal when it finishes."""
     client = socketio.test_client(push_app)
@@ -104,6 +103,7 @@ def test_filtered_list_gets_matches_and_removals(push_app: Any) -> None:
     client.disconnect()
 
 
+@pytest.mark.integration
 def test_search_room_gets_tasks_whose_text_matches(push_app: Any) -> None:
     """A list searching for a word gets a task once an event puts the word in it, and the total."""
     client = socketio.test_client(push_app)
@@ -122,6 +122,7 @@ def test_search_room_gets_tasks_whose_text_matches(push_app: Any) -> None:
     client.disconnect()
 
 
+@pytest.mark.integration
 def test_task_room_follows_its_whole_workflow(push_app: Any) -> None:
     """A task page shows its workflow: a sibling finishing updates it; an unrelated task does not."""
     feed(push_app, ev("task-succeeded", "root", 1.0, root_id="root"),
@@ -143,6 +144,7 @@ def test_task_room_follows_its_whole_workflow(push_app: Any) -> None:
     client.disconnect()
 
 
+@pytest.mark.integration
 def test_lists_with_different_filters_never_share_a_stream(push_app: Any) -> None:
     """Every filter is part of the room: an outcome-filtered list and a plain one get their own diffs,
     and a state list narrowed by another filter counts only its own matches."""
@@ -162,6 +164,7 @@ def test_lists_with_different_filters_never_share_a_stream(push_app: Any) -> Non
         c.disconnect()
 
 
+@pytest.mark.integration
 def test_task_room_gets_only_its_task(push_app: Any) -> None:
     """A task page is sent its own task's updates (with the traceback) and nobody else's."""
     client = socketio.test_client(push_app)
@@ -177,6 +180,7 @@ def test_task_room_gets_only_its_task(push_app: Any) -> None:
     client.disconnect()
 
 
+@pytest.mark.integration
 def test_worker_going_silent_is_pushed_offline(push_app: Any) -> None:
     """A worker whose heartbeats stop is pushed as offline without any new event."""
     client = socketio.test_client(push_app)
@@ -193,6 +197,7 @@ def test_worker_going_silent_is_pushed_offline(push_app: Any) -> None:
     client.disconnect()
 
 
+@pytest.mark.integration
 def test_resubscribe_gives_a_fresh_snapshot(push_app: Any) -> None:
     """After a reconnect the page subscribes again and gets the current state, not a stale one."""
     client = socketio.test_client(push_app)
@@ -208,6 +213,7 @@ def test_resubscribe_gives_a_fresh_snapshot(push_app: Any) -> None:
     again.disconnect()
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("payload", [None, "overview", {"view": "nope"}, {"view": "tasks", "state": 5}])
 def test_bad_subscribe_gets_an_error_not_a_crash(push_app: Any, payload: Any) -> None:
     """A malformed subscribe is answered with an error message."""
@@ -243,6 +249,7 @@ class _FakeSocketIO:
         self.emitted.append((event, to))
 
 
+@pytest.mark.unit
 def test_a_client_far_behind_is_skipped_then_resynced_once_caught_up() -> None:
     """Only the client past BACKLOG_MAX is skipped; it stays skipped until well below it, then is asked
     to resync (it missed diffs) exactly once."""
@@ -262,6 +269,7 @@ def test_a_client_far_behind_is_skipped_then_resynced_once_caught_up() -> None:
     assert push.skipped == 1
 
 
+@pytest.mark.integration
 def test_diffs_carry_the_tick_and_a_snapshot_the_last_tick_it_includes(push_app: Any) -> None:
     """The client drops a diff its snapshot already includes: snapshot tick N, the next diff N + 1."""
     client = socketio.test_client(push_app)
@@ -276,6 +284,7 @@ def test_diffs_carry_the_tick_and_a_snapshot_the_last_tick_it_includes(push_app:
     assert diff["tick"] == snap["tick"] + 1 and [t["uuid"] for t in diff["tasks"]] == ["t2"]
 
 
+@pytest.mark.integration
 def test_resubscribing_to_the_same_list_keeps_its_updates(push_app: Any) -> None:
     """A resync subscribes again to the room the client is in: its filter and updates must stay."""
     client = socketio.test_client(push_app)
@@ -289,6 +298,7 @@ def test_resubscribing_to_the_same_list_keeps_its_updates(push_app: Any) -> None
     assert [t["uuid"] for t in diff["tasks"]] == ["again"]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("viewers", [1, 25])
 def test_a_tick_encodes_each_room_once_however_many_watch_it(push_app: Any, viewers: int,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:

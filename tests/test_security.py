@@ -114,6 +114,7 @@ class BrokerWatch:
 
 # -- configuration --------------------------------------------------------------------------------
 
+@pytest.mark.unit
 def test_users_parse_plain_and_hashed_entries() -> None:
     """Users are `name:password` or `name:<hash>` (a hash has ':' in it too), comma-separated."""
     digest = generate_password_hash("pw")
@@ -121,6 +122,7 @@ def test_users_parse_plain_and_hashed_entries() -> None:
     assert parse_users("") == {}
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("raw, fragment", [
     ("ada", "entry 1 has no ':'"),
     ("ada:x,hunter2", "entry 2 has no ':'"),
@@ -136,6 +138,7 @@ def test_malformed_users_are_refused_at_startup(redis_server: RedisServer, raw: 
     assert "hunter2" not in str(info.value)  # an entry without ':' may be a password: never echoed
 
 
+@pytest.mark.integration
 def test_malformed_users_stop_the_command_line_server(redis_server: RedisServer) -> None:
     """`celery-dashboard run` with a bad DASHBOARD_AUTH_USERS exits with an error that names it."""
     proc = subprocess.run([sys.executable, "-m", "dashboard.cli", "run", "--broker", redis_server.url_db(1),
@@ -146,6 +149,7 @@ def test_malformed_users_stop_the_command_line_server(redis_server: RedisServer)
     assert "s3cr3t" not in proc.stderr
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("host, warned", [
     ("0.0.0.0", True), ("::", True), ("192.168.1.20", True), ("dashboard.example.com", True),
     ("127.0.0.1", False), ("localhost", False), ("::1", False), ("127.0.0.2", False),
@@ -162,6 +166,7 @@ def test_a_public_bind_without_auth_is_warned_about(redis_server: RedisServer, c
         assert host in warnings[0].message and "DASHBOARD_AUTH_USERS" in warnings[0].message
 
 
+@pytest.mark.integration
 def test_a_public_bind_with_auth_is_not_warned_about(redis_server: RedisServer, caplog: Any) -> None:
     """With auth on, a public bind is what the user wants: no warning."""
     with caplog.at_level(logging.INFO, logger="dashboard.web.security"):
@@ -181,6 +186,7 @@ def auth_app(redis_server: RedisServer) -> Iterator[Any]:
     app.extensions["dashboard"].stop()
 
 
+@pytest.mark.integration
 def test_every_get_route_needs_credentials(auth_app: Any) -> None:
     """Pages, API, /healthz, /metrics and static files all answer 401 without credentials."""
     client = auth_app.test_client()
@@ -197,6 +203,7 @@ def test_every_get_route_needs_credentials(auth_app: Any) -> None:
     assert client.get("/no/such/page").status_code == 401  # not even which paths exist
 
 
+@pytest.mark.integration
 def test_every_state_change_needs_credentials(auth_app: Any, redis_server: RedisServer) -> None:
     """A POST without credentials is a 401, before CSRF or validation say anything; nothing is sent."""
     watch = BrokerWatch(redis_server, 1)
@@ -211,6 +218,7 @@ def test_every_state_change_needs_credentials(auth_app: Any, redis_server: Redis
         watch.close()
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("headers, user", [
     (basic("ada", PASSWORD), "ada"),
     (basic("bob", HASHED_PASSWORD), "bob"),
@@ -225,6 +233,7 @@ def test_valid_credentials_open_everything(auth_app: Any, headers: dict[str, str
     assert f"signed in as <strong>{user}</strong>" in page
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("headers", [
     basic("ada", "wrong"), basic("ada", PASSWORD.upper()), basic("bob", PASSWORD), basic("nobody", PASSWORD),
     basic("", ""), bearer("wrong"), bearer(TOKEN + "x"), {"Authorization": f"Token {TOKEN}"},
@@ -237,6 +246,7 @@ def test_wrong_credentials_are_refused(auth_app: Any, headers: dict[str, str]) -
     assert resp.get_json() == {"error": "authentication required: sign in with a dashboard user name and password"}
 
 
+@pytest.mark.integration
 def test_failed_sign_ins_are_logged_with_the_address_not_the_password(auth_app: Any, caplog: Any) -> None:
     """Each refused attempt is an INFO line with the remote address; the password is not in the log."""
     with caplog.at_level(logging.INFO, logger="dashboard.web.security"):
@@ -249,6 +259,7 @@ def test_failed_sign_ins_are_logged_with_the_address_not_the_password(auth_app: 
     assert not any("hunter2" in line for line in lines)
 
 
+@pytest.mark.integration
 def test_token_only_asks_for_a_bearer_token(redis_server: RedisServer) -> None:
     """With only a token configured there is no user to sign in as: the 401 asks for a bearer token."""
     app = build_app(redis_server, 1, AUTH_TOKEN=TOKEN)
@@ -263,12 +274,14 @@ def test_token_only_asks_for_a_bearer_token(redis_server: RedisServer) -> None:
         app.extensions["dashboard"].stop()
 
 
+@pytest.mark.integration
 def test_without_auth_nothing_asks_for_credentials(app: Any) -> None:
     """Auth off (the default): pages answer and nobody is signed in."""
     resp = app.test_client().get("/")
     assert resp.status_code == 200 and "signed in as" not in resp.get_data(as_text=True)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("user, password", [("bob", HASHED_PASSWORD), ("ada", PASSWORD)])
 def test_a_hash_check_is_paid_once_not_per_request(auth_app: Any, user: str, password: str) -> None:
     """A page's static files and API polls do not each pay for a ~75 ms scrypt check (nor does a
@@ -291,6 +304,7 @@ def _median_seconds(fn: Any, runs: int = 7) -> float:
     return statistics.median(times)
 
 
+@pytest.mark.unit
 def test_refusal_time_does_not_reveal_which_users_exist() -> None:
     """With hashed users, an unknown or plain-password user costs the same hash check as a hashed one."""
     auth = Auth(parse_users(f"ada:{PASSWORD},bob:{generate_password_hash(HASHED_PASSWORD)}"), "")
@@ -339,6 +353,7 @@ def _socket(server: DashboardServer, **connect: Any) -> socketio.Client:
     return client
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("transport", ["polling", "websocket"])
 @pytest.mark.parametrize("connect", [
     {},
@@ -358,6 +373,7 @@ def test_websocket_without_valid_credentials_is_refused(auth_server: AuthedServe
     assert not client.connected
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("transport", ["polling", "websocket"])
 def test_socketio_handshake_without_credentials_is_a_401_before_any_session(auth_server: AuthedServer,
                                                                             transport: str) -> None:
@@ -371,6 +387,7 @@ def test_socketio_handshake_without_credentials_is_a_401_before_any_session(auth
     assert resp.headers["X-Frame-Options"] == "DENY" and "script-src 'self'" in resp.headers["Content-Security-Policy"]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("transport", ["polling", "websocket"])
 @pytest.mark.parametrize("connect", [
     {"headers": basic("ada", PASSWORD)},
@@ -387,6 +404,7 @@ def test_websocket_with_credentials_gets_live_data(auth_server: AuthedServer, tr
         client.disconnect()
 
 
+@pytest.mark.integration
 def test_real_server_refuses_every_kind_of_request_without_credentials(auth_server: AuthedServer) -> None:
     """Against the real server: page, API, health, metrics, static file all 401; with a token all 200."""
     for path in ("/", "/tasks", "/api/tasks", "/healthz", "/metrics", "/static/css/dashboard.css",
@@ -397,6 +415,7 @@ def test_real_server_refuses_every_kind_of_request_without_credentials(auth_serv
     assert resp.status_code == 401
 
 
+@pytest.mark.integration
 def test_cross_origin_websocket_is_refused(dashboard: DashboardServer) -> None:
     """A page on another origin cannot open the dashboard's socket (auth off: only Origin protects it)."""
     import websocket
@@ -421,6 +440,7 @@ def ro_app(redis_server: RedisServer) -> Iterator[Any]:
     app.extensions["dashboard"].stop()
 
 
+@pytest.mark.integration
 def test_read_only_refuses_every_state_changing_route(ro_app: Any, redis_server: RedisServer) -> None:
     """Every POST/PUT/PATCH/DELETE of the URL map (endpoints added later too) is a 403 that says why,
     and nothing reaches the broker: no queued task, no key, no control broadcast."""
@@ -441,6 +461,7 @@ def test_read_only_refuses_every_state_changing_route(ro_app: Any, redis_server:
         watch.close()
 
 
+@pytest.mark.integration
 def test_read_only_refuses_the_launch_form_even_with_a_valid_token(ro_app: Any, redis_server: RedisServer) -> None:
     """A form left open in a tab from before read-only mode: 403 with a message, nothing queued."""
     watch = BrokerWatch(redis_server, 7)
@@ -456,6 +477,7 @@ def test_read_only_refuses_the_launch_form_even_with_a_valid_token(ro_app: Any, 
         watch.close()
 
 
+@pytest.mark.integration
 def test_every_state_changing_api_endpoint_is_a_control_endpoint(app: Any) -> None:
     """Each JSON POST/PUT/PATCH/DELETE view is wrapped by security.control_endpoint (read-only, cross-site
     and content-type checks at the endpoint too, not only in the app-wide guard)."""
@@ -464,6 +486,7 @@ def test_every_state_changing_api_endpoint_is_a_control_endpoint(app: Any) -> No
     assert missing == []
 
 
+@pytest.mark.integration
 def test_read_only_pages_offer_no_launch(ro_app: Any) -> None:
     """No Launch link, no launch form on the task list, a note instead of the form on /launch."""
     client = ro_app.test_client()
@@ -476,16 +499,7 @@ def test_read_only_pages_offer_no_launch(ro_app: Any) -> None:
 
 # -- cross-site -------------------------------------------------------------------------------------
 
-@pytest.fixture
-def launch_queue(redis_server: RedisServer) -> Iterator[redis.Redis]:
-    """db 1's `celery` list (the `app` fixture's broker), empty before and after."""
-    client = redis.Redis.from_url(redis_server.url_db(1))
-    client.delete("celery")
-    yield client
-    client.delete("celery")
-    client.close()
-
-
+@pytest.mark.integration
 @pytest.mark.parametrize("headers", [
     {"Origin": "http://evil.example"},
     {"Origin": "http://localhost.evil.example"},
@@ -494,7 +508,7 @@ def launch_queue(redis_server: RedisServer) -> Iterator[redis.Redis]:
     {"Sec-Fetch-Site": "same-site"},  # another port or subdomain is another origin
     {"Origin": "http://localhost", "Sec-Fetch-Site": "cross-site"},
 ])
-def test_cross_site_json_is_refused_on_every_endpoint(app: Any, launch_queue: redis.Redis,
+def test_cross_site_json_is_refused_on_every_endpoint(app: Any, queue: redis.Redis,
                                                       headers: dict[str, str]) -> None:
     """A JSON state change from another origin is a 403 on every state-changing route; nothing launched."""
     client = app.test_client()
@@ -502,44 +516,49 @@ def test_cross_site_json_is_refused_on_every_endpoint(app: Any, launch_queue: re
         resp = client.open(url, method=method, json=ACTION_BODY, headers=headers)
         assert resp.status_code == 403, (url, headers)
         assert resp.get_json()["error"] == "cross-origin requests are refused"
-    assert launch_queue.llen("celery") == 0
+    assert queue.llen("celery") == 0
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("headers", [
     {}, {"Origin": "http://localhost"}, {"Sec-Fetch-Site": "same-origin"},
     {"Origin": "http://proxy.example", "Sec-Fetch-Site": "same-origin"},  # Host rewritten by a proxy
 ])
-def test_same_origin_json_launches(app: Any, launch_queue: redis.Redis, headers: dict[str, str]) -> None:
+def test_same_origin_json_launches(app: Any, queue: redis.Redis, headers: dict[str, str]) -> None:
     """The same request from the dashboard's own origin (or curl, which sends neither header) works."""
     resp = app.test_client().post("/api/launch", json={"task": "dashboard.demo.add", "args": [1, 2]},
                                   headers=headers)
     assert resp.status_code == 200, resp.get_json()
-    assert launch_queue.llen("celery") == 1
+    assert queue.llen("celery") == 1
 
 
-def test_a_text_plain_body_is_not_taken_for_json(app: Any, launch_queue: redis.Redis) -> None:
+@pytest.mark.integration
+def test_a_text_plain_body_is_not_taken_for_json(app: Any, queue: redis.Redis) -> None:
     """A form can post a JSON-looking text/plain body cross-site without a preflight: it is refused (415)."""
     resp = app.test_client().post("/api/launch", data='{"task": "dashboard.demo.add", "args": [1, 2]}',
                                   content_type="text/plain")
     assert resp.status_code == 415
-    assert launch_queue.llen("celery") == 0
+    assert queue.llen("celery") == 0
 
 
-def test_form_post_without_csrf_token_is_refused(app: Any, launch_queue: redis.Redis) -> None:
+@pytest.mark.integration
+def test_form_post_without_csrf_token_is_refused(app: Any, queue: redis.Redis) -> None:
     """The launch form needs its CSRF token: without it a 400 and nothing launched."""
     resp = app.test_client().post("/launch", data={"task": "dashboard.demo.add", "args": "[2, 3]"})
     assert resp.status_code == 400 and "CSRF token is missing" in resp.get_data(as_text=True)
-    assert launch_queue.llen("celery") == 0
+    assert queue.llen("celery") == 0
 
 
-def test_auth_does_not_replace_csrf(auth_app: Any, launch_queue: redis.Redis) -> None:
+@pytest.mark.integration
+def test_auth_does_not_replace_csrf(auth_app: Any, queue: redis.Redis) -> None:
     """A browser resends basic credentials on a forged form post: the CSRF token still stops it."""
     resp = auth_app.test_client().post("/launch", data={"task": "dashboard.demo.add", "args": "[2, 3]"},
                                        headers=basic("ada", PASSWORD))
     assert resp.status_code == 400
-    assert launch_queue.llen("celery") == 0
+    assert queue.llen("celery") == 0
 
 
+@pytest.mark.integration
 def test_pages_cannot_be_framed_or_sniffed(app: Any) -> None:
     """Clickjacking: no other site may frame the dashboard (its controls); no response is MIME-sniffed."""
     client = app.test_client()
@@ -556,6 +575,7 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' 
        "font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 
 
+@pytest.mark.integration
 def test_every_response_carries_the_content_security_policy(app: Any, auth_app: Any, ro_app: Any) -> None:
     """Pages, API, static files, 404s, auth and read-only refusals, CSRF errors, Socket.IO's own answers and
     the gate's refusals: all with the policy (and the other protective headers); a task field served as plain
@@ -614,6 +634,7 @@ class _PageScan(HTMLParser):
             self.blocked.append("inline script text")
 
 
+@pytest.mark.integration
 def test_no_page_has_inline_script_handlers_or_styles(app: Any, ro_app: Any) -> None:
     """Every page, in every state the server renders (read-only, a form with errors, a launch result): scripts
     come from files, no on*= handler, no style attribute or element: nothing the policy would block."""
@@ -634,6 +655,7 @@ def test_no_page_has_inline_script_handlers_or_styles(app: Any, ro_app: Any) -> 
         assert scan.blocked == [], name
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("base_url, secure", [("http://localhost", False), ("https://localhost", True)])
 def test_session_cookie_is_httponly_lax_and_secure_over_tls(app: Any, base_url: str, secure: bool) -> None:
     """The session cookie (it holds the CSRF secret): HttpOnly, SameSite=Lax, and Secure when the page came

@@ -16,8 +16,6 @@ from conftest import DashboardServer, RedisServer, wait_for
 
 from bench.sockets import auth_headers, run_clients
 
-pytestmark = pytest.mark.integration
-
 
 class Clients(threading.Thread):
     """bench/sockets.py's asyncio clients in a thread: viewers, anonymous sockets, slowloris."""
@@ -54,6 +52,7 @@ def tight(redis_server: RedisServer) -> Iterator[DashboardServer]:
     server.stop()
 
 
+@pytest.mark.integration
 def test_viewers_get_live_updates_while_anonymous_and_slowloris_clients_hold_nothing(
         tight: DashboardServer, dashboard: DashboardServer, worker: str) -> None:
     """200 viewers in four rooms all receive their rooms' updates while tasks run; 100 engine.io sockets
@@ -96,6 +95,7 @@ def locked(redis_server: RedisServer) -> Iterator[DashboardServer]:
     server.stop()
 
 
+@pytest.mark.integration
 def test_with_auth_anonymous_sockets_are_refused_at_the_handshake(locked: DashboardServer, worker: str,
                                                                    dashboard: DashboardServer) -> None:
     """Auth on: 100 anonymous engine.io websockets each get 401 at the handshake (no session, nothing held),
@@ -133,6 +133,7 @@ def _closed(sock: socket.socket, timeout: float) -> bytes | None:
     return data
 
 
+@pytest.mark.integration
 def test_header_deadline_ends_slow_and_idle_connections(tight: DashboardServer) -> None:
     """Headers not finished within HEADER_TIMEOUT: 408 and closed; a connection that sends nothing: closed."""
     slow = _half_request(tight.port)
@@ -144,6 +145,7 @@ def test_header_deadline_ends_slow_and_idle_connections(tight: DashboardServer) 
     assert 1.5 <= time.monotonic() - t0 < 6
 
 
+@pytest.mark.integration
 def test_a_websocket_that_never_connects_the_namespace_is_closed_connection_and_all(tight: DashboardServer) -> None:
     """An engine.io websocket that never sends the namespace CONNECT gets a close frame within seconds, and
     its TCP connection ends with it (it does not linger as an idle keep-alive connection)."""
@@ -166,6 +168,7 @@ def capped(redis_server: RedisServer) -> Iterator[DashboardServer]:
     server.stop()
 
 
+@pytest.mark.integration
 def test_a_client_address_at_its_cap_loses_its_slowest_connection_not_its_next_request(
         capped: DashboardServer) -> None:
     """At the per-address cap, a new connection closes the oldest one still sending headers (slowloris);
@@ -196,6 +199,7 @@ def _busy_refused(server: DashboardServer) -> bool:
     return resp.status_code == 503 and "Too many connections" in resp.text
 
 
+@pytest.mark.unit
 def test_auth_headers_helper() -> None:
     """The bench's viewers sign in with basic auth (used above)."""
     assert auth_headers("ada:pw") == {"Authorization": "Basic YWRhOnB3"}

@@ -53,6 +53,7 @@ def _roundtrip(state: State, **kwargs: Any) -> State:
     return fresh
 
 
+@pytest.mark.unit
 def test_round_trip_keeps_every_task_field_index_group_and_worker() -> None:
     state = _busy_state()
     back = _roundtrip(state)
@@ -70,17 +71,20 @@ def test_round_trip_keeps_every_task_field_index_group_and_worker() -> None:
     assert mine == worker_summary(state.workers["celery@w1"], 101.0)
 
 
+@pytest.mark.unit
 def test_tracebacks_are_stored_once_in_the_file() -> None:
     doc = dump(_busy_state())
     assert doc["strings"].count(TB) == 1
     assert TB not in json.dumps(doc["tasks"])
 
 
+@pytest.mark.unit
 def test_restore_into_a_smaller_state_keeps_the_newest() -> None:
     back = _roundtrip(_busy_state(), max_tasks=2)
     assert list(back.order) == ["kid", "prog"]
 
 
+@pytest.mark.unit
 def test_restored_worker_alive_at_save_waits_for_events_before_expiring() -> None:
     back = _roundtrip(_busy_state())
     worker = back.workers["celery@w1"]
@@ -89,6 +93,7 @@ def test_restored_worker_alive_at_save_waits_for_events_before_expiring() -> Non
     assert worker.alive(10_000.0 + 3.9) and not worker.alive(10_000.0 + 4.1)  # two heartbeats of 2 s
 
 
+@pytest.mark.unit
 def test_save_is_atomic_and_load_restores(tmp_path: Path) -> None:
     path = tmp_path / "state.snap"
     snaps = Snapshots(_busy_state(), str(path), 60)
@@ -99,6 +104,7 @@ def test_save_is_atomic_and_load_restores(tmp_path: Path) -> None:
     assert fresh.restored == (3, 1) and fresh.state.tasks["kid"].state == "FAILURE"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("content, why", [
     (b"not gzip at all", "unreadable"),
     (gzip.compress(b"{truncated"), "unreadable"),
@@ -119,6 +125,7 @@ def test_bad_snapshot_is_kept_aside_with_a_warning_and_the_dashboard_starts_empt
     assert snaps.save() and path.exists() and aside.read_bytes() == content, "never overwritten by the next save"
 
 
+@pytest.mark.unit
 def test_snapshot_with_a_broken_record_is_refused_whole(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     doc = orjson.loads(orjson.dumps(dump(_busy_state())))
     doc["tasks"][1][0] = 12345  # a uuid that is not a string
@@ -131,6 +138,7 @@ def test_snapshot_with_a_broken_record_is_refused_whole(tmp_path: Path, caplog: 
     assert "broken record" in caplog.text
 
 
+@pytest.mark.unit
 def test_failed_save_is_reported_and_keeps_the_previous_file(tmp_path: Path) -> None:
     path = tmp_path / "state.snap"
     snaps = Snapshots(_busy_state(), str(path), 60)
@@ -147,6 +155,7 @@ def test_failed_save_is_reported_and_keeps_the_previous_file(tmp_path: Path) -> 
 
 # -- end to end: a real dashboard restarted -----------------------------------------------------------
 
+@pytest.mark.integration
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_restart_restores_tasks_saved_at_shutdown(redis_server: RedisServer, tmp_path: Path, sig: int) -> None:
     url = redis_server.url_db(11)
@@ -171,6 +180,7 @@ def test_restart_restores_tasks_saved_at_shutdown(redis_server: RedisServer, tmp
         dash.stop()
 
 
+@pytest.mark.integration
 def test_without_snapshot_tasks_in_flight_show_at_start(redis_server: RedisServer) -> None:
     """A task started before the dashboard, with no event due for a minute, is there at once."""
     url = redis_server.url_db(12)
@@ -193,6 +203,7 @@ def test_without_snapshot_tasks_in_flight_show_at_start(redis_server: RedisServe
         stop_process(proc)
 
 
+@pytest.mark.unit
 def test_inspect_replies_become_events() -> None:
     request = {"id": "a1", "name": "t.add", "args": [1, 2], "kwargs": {"x": 1}, "hostname": "w@h",
                "time_start": 50.0, "delivery_info": {"routing_key": "celery", "exchange": ""}}

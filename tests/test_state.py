@@ -11,6 +11,8 @@ import pytest
 from dashboard.core.records import PRECEDENCE, STATES, task_detail, task_summary
 from dashboard.core.state import MAX_EXTRA_KEYS, MAX_HISTORY, MalformedEvent, State
 
+pytestmark = pytest.mark.unit
+
 WORKER = "celery@w1"
 CLIENT = "client@web"
 _clock = count(1)

@@ -21,6 +21,8 @@ from celery.events.state import Worker as CeleryWorker
 from dashboard.core.records import HEARTBEAT_EXPIRE_WINDOW, PRECEDENCE
 from dashboard.core.state import State
 
+pytestmark = pytest.mark.unit
+
 READY_SUBJECTS = {"revoked": "REVOKED"}  # (succeeded and failed outrank custom states in Celery too)
 
 

@@ -16,6 +16,8 @@ from dashboard.core.stats import (
     TaskStats,
 )
 
+pytestmark = pytest.mark.unit
+
 T0 = 1_700_000_000.0  # a realistic epoch start for synthetic event timestamps
 
 

@@ -14,30 +14,14 @@ from conftest import RedisServer
 
 from dashboard.cluster.launch import CATALOGUE
 
+pytestmark = pytest.mark.integration
+
 XSS = "<script>alert('x')</script>"
-
-
-@pytest.fixture
-def queue(redis_server: RedisServer) -> Iterator[redis.Redis]:
-    """db 1 of the session Redis with an empty `celery` list, emptied again after the test."""
-    client = redis.Redis.from_url(redis_server.url_db(1))
-    client.delete("celery")
-    yield client
-    client.delete("celery")
-    client.close()
 
 
 def queued_ids(client: redis.Redis) -> list[str]:
     """The task ids in the `celery` list of db 1, oldest first."""
     return [json.loads(raw)["headers"]["id"] for raw in reversed(client.lrange("celery", 0, -1))]
-
-
-def csrf_token(client: Any, path: str = "/launch") -> str:
-    """The CSRF token of the page's launch form (the client keeps the session cookie it belongs to)."""
-    page = client.get(path).get_data(as_text=True)
-    match = re.search(r'<input type="hidden" name="csrf_token" value="([^"]+)">', page)
-    assert match, "no csrf_token input on the page"
-    return match.group(1)
 
 
 def field_error(page: str, field: str) -> str | None:
