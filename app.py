@@ -3,6 +3,7 @@
 `app` is a WSGI app for a server of your choice; such a server serves threads, so it is built in
 threading mode (each websocket holds one thread: `gunicorn -k gthread --threads 64 app:app`).
 """
+
 import sys
 
 if __name__ == "__main__":

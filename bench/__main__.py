@@ -3,6 +3,7 @@
 Prints one table (measured value, Flower's, ratio, target, PASS/FAIL) and writes every round's raw
 numbers to bench/results/latest.json. Benches report, they never assert: the machine is shared.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--quick", action="store_true", help="one short round of everything (a couple of minutes)")
     p.add_argument("--rounds", type=int, help="rounds per target and figure (default 3, --quick 1)")
     p.add_argument("--only", help=f"comma-separated figures among {','.join(FIGURES)}")
@@ -40,8 +42,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=8, help="simulated Celery workers (default 8)")
     p.add_argument("--burst-events", type=int, default=100_000, help="events of a burst (default 100000)")
     p.add_argument("--tasks", type=int, help="task lifecycles for memory/query (default 100000, --quick 30000)")
-    p.add_argument("--memory-rate", type=float, help="publish the memory figure's lifecycles paced at this many "
-                   "events/s instead of as one burst")
+    p.add_argument(
+        "--memory-rate",
+        type=float,
+        help="publish the memory figure's lifecycles paced at this many events/s instead of as one burst",
+    )
     p.add_argument("--sustained-seconds", type=float, help="seconds per sustained rate (default 60, --quick 10)")
     p.add_argument("--sustained-rates", help="events/s tried upward (default 20000,30000,40000,50000,60000,80000)")
     p.add_argument("--sustained-flower", action="store_true", help="also search Flower's sustained rate")
@@ -61,8 +66,10 @@ def _options(argv: list[str]) -> argparse.Namespace:
     a.rounds = a.rounds or (1 if q else 3)
     a.tasks = a.tasks or (30_000 if q else 100_000)
     a.sustained_seconds = a.sustained_seconds or (10.0 if q else 60.0)
-    a.sustained_rates = [float(r) for r in (a.sustained_rates or ("20000,40000" if q else
-                                                                  "20000,30000,40000,50000,60000,80000")).split(",")]
+    a.sustained_rates = [
+        float(r)
+        for r in (a.sustained_rates or ("20000,40000" if q else "20000,30000,40000,50000,60000,80000")).split(",")
+    ]
     a.query_requests = a.query_requests or (20 if q else 100)
     a.latency_seconds = a.latency_seconds or (8.0 if q else 30.0)
     a.figures = [f.strip() for f in (a.only or ",".join(FIGURES)).split(",") if f.strip()]
@@ -80,13 +87,15 @@ def _median(values: list[Any]) -> Any:
 def _versions() -> dict[str, Any]:
     out: dict[str, Any] = {"python": platform.python_version(), "cpus": os.cpu_count()}
     try:
-        out["git"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                    text=True, timeout=5).stdout.strip()
+        out["git"] = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         pass
     for dist in (ROOT / ".bench-venv" / "lib").glob("python*/site-packages/flower-*.dist-info"):
-        out["flower"] = dist.name[len("flower-"):-len(".dist-info")]
+        out["flower"] = dist.name[len("flower-") : -len(".dist-info")]
     import celery
+
     out["celery"] = celery.__version__
     return out
 
@@ -97,8 +106,9 @@ class Bench:
         self.raw: dict[str, Any] = {}
         self.targets: list[type[Target]] = [Dashboard] if opts.no_flower else [Dashboard, Flower]
 
-    def alternate(self, name: str, fn: Callable[[type[Target]], dict[str, Any]],
-                  targets: list[type[Target]] | None = None) -> dict[str, list[dict[str, Any]]]:
+    def alternate(
+        self, name: str, fn: Callable[[type[Target]], dict[str, Any]], targets: list[type[Target]] | None = None
+    ) -> dict[str, list[dict[str, Any]]]:
         """Rounds A B A B ...: each a fresh target; failures are recorded, not raised."""
         out: dict[str, list[dict[str, Any]]] = {}
         for r in range(self.o.rounds):
@@ -131,9 +141,17 @@ class Bench:
                 pools["burst"] = E.build_pool(workers, o.burst_events // 3 + 1, max_events=o.burst_events, seed=11)
             if {"memory", "query", "latency", "sustained"} & set(figs):
                 pools["life"] = E.build_pool(workers, o.tasks, seed=13)
-            self.raw["pools"] = {k: {"tasks": p.n_tasks, "events": p.events, "messages": len(p.templates),
-                                     "failed": p.stats["failed"], "retried": p.stats["retried"],
-                                     "rare_word_tasks": p.stats["rare"]} for k, p in pools.items()}
+            self.raw["pools"] = {
+                k: {
+                    "tasks": p.n_tasks,
+                    "events": p.events,
+                    "messages": len(p.templates),
+                    "failed": p.stats["failed"],
+                    "retried": p.stats["retried"],
+                    "rare_word_tasks": p.stats["rare"],
+                }
+                for k, p in pools.items()
+            }
             ctx = M.Context(redis_server, workers, pools, timeout=120 if o.quick else 300)
             if "burst" in figs:
                 self.alternate("burst", lambda cls: M.burst(ctx, cls))
@@ -181,11 +199,21 @@ class Bench:
     def table(self) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
 
-        def row(figure: str, unit: str, dash: Any, flower: Any, ratio: Any, target: str, ok: bool | None,
-                note: str = "") -> None:
-            rows.append({"figure": figure, "unit": unit, "dashboard": dash, "flower": flower, "ratio": ratio,
-                         "target": target, "result": "n/a" if ok is None else ("PASS" if ok else "FAIL"),
-                         "note": note})
+        def row(
+            figure: str, unit: str, dash: Any, flower: Any, ratio: Any, target: str, ok: bool | None, note: str = ""
+        ) -> None:
+            rows.append(
+                {
+                    "figure": figure,
+                    "unit": unit,
+                    "dashboard": dash,
+                    "flower": flower,
+                    "ratio": ratio,
+                    "target": target,
+                    "result": "n/a" if ok is None else ("PASS" if ok else "FAIL"),
+                    "note": note,
+                }
+            )
 
         figs = self.o.figures
         if "burst" in figs:
@@ -214,25 +242,50 @@ class Bench:
             g = _median(gens)
             fastest = max(v for v in (d, f) if v) if (d or f) else None
             gr = g / fastest if g and fastest else None
-            row("generator (burst publish)", "events/s", g, None, gr, ">= 5x fastest consumer",
-                None if gr is None else gr >= 5, "one publisher process, pre-packed pipelines of 500 PUBLISH")
+            row(
+                "generator (burst publish)",
+                "events/s",
+                g,
+                None,
+                gr,
+                ">= 5x fastest consumer",
+                None if gr is None else gr >= 5,
+                "one publisher process, pre-packed pipelines of 500 PUBLISH",
+            )
         if "sustained" in figs:
             s = self.raw.get("sustained", {})
             d = s.get("dashboard", {}).get("best")
             f = s.get("flower", {}).get("best")
             steps = s.get("dashboard", {}).get("steps", [])
-            note = "; ".join(f"{st['rate']:.0f}/s {'kept' if st['kept'] else 'lagged'} (lag {st['final_lag']})"
-                             for st in steps)
-            row("sustained", "events/s", d, f, d / f if d and f else None, ">= 30000",
-                None if d is None else d >= 30_000, note + f"; {self.o.sustained_seconds:.0f}s each" if note else "")
+            note = "; ".join(
+                f"{st['rate']:.0f}/s {'kept' if st['kept'] else 'lagged'} (lag {st['final_lag']})" for st in steps
+            )
+            row(
+                "sustained",
+                "events/s",
+                d,
+                f,
+                d / f if d and f else None,
+                ">= 30000",
+                None if d is None else d >= 30_000,
+                note + f"; {self.o.sustained_seconds:.0f}s each" if note else "",
+            )
         if "memory" in figs:
             d = self._med("memory", "dashboard", lambda r: r["bytes_per_task"])
             f = self._med("memory", "flower", lambda r: r["bytes_per_task"])
             ret = self._med("memory", "dashboard", lambda r: r["retained"])
-            row("memory per retained task", "bytes", d, f, f / d if d and f else None, "<= 1536 (1.5 KB)",
-                None if d is None else d <= 1536, f"{self.o.tasks} lifecycles "
+            row(
+                "memory per retained task",
+                "bytes",
+                d,
+                f,
+                f / d if d and f else None,
+                "<= 1536 (1.5 KB)",
+                None if d is None else d <= 1536,
+                f"{self.o.tasks} lifecycles "
                 + (f"paced at {self.o.memory_rate:.0f} ev/s" if self.o.memory_rate else "in one burst")
-                + f"; dashboard retained {_fmt(ret)}")
+                + f"; dashboard retained {_fmt(ret)}",
+            )
         if "responsiveness" in figs:
             paths = sorted(
                 {p for rs in self.raw.get("responsiveness", {}).values() for r in rs for p in r.get("paths", {})},
@@ -243,30 +296,60 @@ class Bench:
                 f = self._med("responsiveness", "flower", lambda r, p=path: r["paths"][p]["p99_ms"])
                 n = self._med("responsiveness", "dashboard", lambda r, p=path: r["paths"][p]["n"])
                 nf = self._med("responsiveness", "flower", lambda r, p=path: r["paths"][p]["n"])
-                errors = {t: sum(r.get("paths", {}).get(path, {}).get("errors", 0) for r in rs)
-                          for t, rs in self.raw.get("responsiveness", {}).items()}
+                errors = {
+                    t: sum(r.get("paths", {}).get(path, {}).get("errors", 0) for r in rs)
+                    for t, rs in self.raw.get("responsiveness", {}).items()
+                }
                 note = "requests per round: " + ", ".join(
-                    f"{t} {v:.0f}" for t, v in (("dashboard", n), ("flower", nf)) if v is not None)
+                    f"{t} {v:.0f}" for t, v in (("dashboard", n), ("flower", nf)) if v is not None
+                )
                 note += "".join(f"; {t}: {e} non-200" for t, e in errors.items() if e)
-                row(f"p99 GET {path} during burst", "ms", d, f, f / d if d and f else None, "<= 50",
-                    None if d is None else d <= 50, note)
+                row(
+                    f"p99 GET {path} during burst",
+                    "ms",
+                    d,
+                    f,
+                    f / d if d and f else None,
+                    "<= 50",
+                    None if d is None else d <= 50,
+                    note,
+                )
         if "query" in figs:
             rounds = [r for r in self.raw.get("query", {}).get("dashboard", []) if "error" not in r]
-            labels = [k for k in (rounds[0] if rounds else {}) if k not in ("load", "unfiltered_total",
-                                                                            "background_published")]
+            labels = [
+                k
+                for k in (rounds[0] if rounds else {})
+                if k not in ("load", "unfiltered_total", "background_published")
+            ]
             for label in labels:
                 d = self._med("query", "dashboard", lambda r, k=label: r[k]["p95_ms"])
                 notes = sorted({r[label].get("note", "") for r in rounds if r.get(label, {}).get("note")})
                 totals = [r[label].get("total") for r in rounds if r.get(label, {}).get("total") is not None]
                 note = "; ".join(notes) or (f"matches {_median(totals):.0f} of ~{self.o.tasks}" if totals else "")
-                row(f"p95 /api/tasks?{label}", "ms", d, None, None, "<= 20",
-                    None if d is None else d <= 20, note + f" ({self.o.query_rate:.0f} ev/s meanwhile)")
+                row(
+                    f"p95 /api/tasks?{label}",
+                    "ms",
+                    d,
+                    None,
+                    None,
+                    "<= 20",
+                    None if d is None else d <= 20,
+                    note + f" ({self.o.query_rate:.0f} ev/s meanwhile)",
+                )
         if "latency" in figs:
             d = self._med("latency", "dashboard", lambda r: r["p95_ms"])
             seen = sum(r.get("seen", 0) for r in self.raw.get("latency", {}).get("dashboard", []))
             sent = sum(r.get("markers", 0) for r in self.raw.get("latency", {}).get("dashboard", []))
-            row("p95 publish -> DOM row", "ms", d, None, None, "<= 300", None if d is None else d <= 300,
-                f"{seen}/{sent} markers seen, {self.o.latency_rate:.0f} ev/s background")
+            row(
+                "p95 publish -> DOM row",
+                "ms",
+                d,
+                None,
+                None,
+                "<= 300",
+                None if d is None else d <= 300,
+                f"{seen}/{sent} markers seen, {self.o.latency_rate:.0f} ev/s background",
+            )
         return rows
 
 
@@ -282,9 +365,19 @@ def _fmt(v: Any) -> str:
 
 def print_table(rows: list[dict[str, Any]]) -> None:
     head = ("figure", "unit", "dashboard", "flower", "ratio", "target", "result", "note")
-    cells = [[r["figure"], r["unit"], _fmt(r["dashboard"]), _fmt(r["flower"]),
-              f"{r['ratio']:.1f}x" if isinstance(r["ratio"], (int, float)) else "-", r["target"], r["result"],
-              r["note"]] for r in rows]
+    cells = [
+        [
+            r["figure"],
+            r["unit"],
+            _fmt(r["dashboard"]),
+            _fmt(r["flower"]),
+            f"{r['ratio']:.1f}x" if isinstance(r["ratio"], (int, float)) else "-",
+            r["target"],
+            r["result"],
+            r["note"],
+        ]
+        for r in rows
+    ]
     widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(head)]
     print("| " + " | ".join(h.ljust(w) for h, w in zip(head, widths)) + " |")  # noqa: T201 - the CLI's table
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")  # noqa: T201 - the CLI's table
@@ -318,10 +411,17 @@ def main(argv: list[str] | None = None) -> int:
         took = time.time() - started
         out = Path(opts.output)
         out.parent.mkdir(parents=True, exist_ok=True)
-        doc = {"command": command, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-               "seconds": round(took, 1), "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
-               "versions": _versions(), "options": dict(vars(opts)),
-               "table": rows, "raw": bench.raw}
+        doc = {
+            "command": command,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+            "seconds": round(took, 1),
+            "loadavg_before": load_before,
+            "loadavg_after": os.getloadavg(),
+            "versions": _versions(),
+            "options": dict(vars(opts)),
+            "table": rows,
+            "raw": bench.raw,
+        }
         out.write_text(json.dumps(doc, indent=1, default=str))
         log.info("raw results: %s; took %.0fs", out, took)
     print_table(rows)

@@ -11,6 +11,7 @@ To publish millions of events without re-encoding JSON while timing, a `Pool` ke
 `task.multi` body as a template whose uuids, timestamps and clocks are placeholders: rendering a
 pass only joins bytes and base64-encodes, so every pass has fresh uuids and current timestamps.
 """
+
 from __future__ import annotations
 
 import base64
@@ -35,12 +36,26 @@ HEARTBEAT_FREQ = 2.0
 SW = {"sw_ident": "py-celery", "sw_ver": "5.7.0", "sw_sys": "Linux"}
 
 TASK_NAMES = (
-    "shop.orders.create_order", "shop.orders.cancel_order", "shop.payments.charge_card",
-    "shop.payments.refund", "shop.inventory.reserve_stock", "mail.send_email", "mail.send_newsletter",
-    "media.thumbnails.resize_image", "media.video.transcode", "reports.build_daily_report",
-    "reports.export_csv", "search.index_document", "search.reindex_shard", "users.sync_profile",
-    "users.cleanup_sessions", "billing.invoices.generate", "billing.invoices.send",
-    "analytics.track_event", "notifications.push", "integrations.webhooks.deliver",
+    "shop.orders.create_order",
+    "shop.orders.cancel_order",
+    "shop.payments.charge_card",
+    "shop.payments.refund",
+    "shop.inventory.reserve_stock",
+    "mail.send_email",
+    "mail.send_newsletter",
+    "media.thumbnails.resize_image",
+    "media.video.transcode",
+    "reports.build_daily_report",
+    "reports.export_csv",
+    "search.index_document",
+    "search.reindex_shard",
+    "users.sync_profile",
+    "users.cleanup_sessions",
+    "billing.invoices.generate",
+    "billing.invoices.send",
+    "analytics.track_event",
+    "notifications.push",
+    "integrations.webhooks.deliver",
 )
 # Rare word in the args of about 0.5% of tasks (the free-text query figure looks for it).
 RARE_WORD = "zanzibar"
@@ -48,33 +63,59 @@ CITIES = ("lisbon", "berlin", "osaka", "lima", "oslo", "quito", "dakar", "perth"
 
 # A few real-looking failures: (exception class, message template, frames).
 _FAILURES = (
-    ("ConnectionResetError", "[Errno 104] Connection reset by peer (order {n})", (
-        ("/srv/app/shop/payments.py", 88, "charge_card", "resp = gateway.charge(card_token, amount_cents)"),
-        ("/srv/app/shop/gateway.py", 141, "charge", "return self._post('/v2/charges', payload)"),
-        ("/srv/app/shop/gateway.py", 63, "_post", "r = self.session.post(self.base + path, json=body, timeout=10)"),
-        ("/usr/lib/python3/dist-packages/requests/sessions.py", 637, "post",
-         "return self.request(\"POST\", url, data=data, json=json, **kwargs)"),
-        ("/usr/lib/python3/dist-packages/requests/adapters.py", 682, "send",
-         "raise ConnectionError(err, request=request)"),
-    )),
-    ("TimeoutError", "upstream did not answer within 30s (job {n})", (
-        ("/srv/app/media/video.py", 212, "transcode", "out = run_ffmpeg(src, profile, deadline=30)"),
-        ("/srv/app/media/ffmpeg.py", 47, "run_ffmpeg", "proc.wait(timeout=deadline)"),
-        ("/usr/lib/python3.11/subprocess.py", 1264, "wait", "return self._wait(timeout=timeout)"),
-    )),
-    ("KeyError", "'sku-{n}'", (
-        ("/srv/app/shop/inventory.py", 35, "reserve_stock", "row = stock_by_sku[item['sku']]"),
-    )),
-    ("ValueError", "invalid literal for int() with base 10: 'n/a' (row {n})", (
-        ("/srv/app/reports/export.py", 97, "export_csv", "writer.writerows(format_row(r) for r in rows)"),
-        ("/srv/app/reports/export.py", 97, "<genexpr>", "writer.writerows(format_row(r) for r in rows)"),
-        ("/srv/app/reports/format.py", 22, "format_row", "qty = int(row['quantity'])"),
-    )),
+    (
+        "ConnectionResetError",
+        "[Errno 104] Connection reset by peer (order {n})",
+        (
+            ("/srv/app/shop/payments.py", 88, "charge_card", "resp = gateway.charge(card_token, amount_cents)"),
+            ("/srv/app/shop/gateway.py", 141, "charge", "return self._post('/v2/charges', payload)"),
+            ("/srv/app/shop/gateway.py", 63, "_post", "r = self.session.post(self.base + path, json=body, timeout=10)"),
+            (
+                "/usr/lib/python3/dist-packages/requests/sessions.py",
+                637,
+                "post",
+                'return self.request("POST", url, data=data, json=json, **kwargs)',
+            ),
+            (
+                "/usr/lib/python3/dist-packages/requests/adapters.py",
+                682,
+                "send",
+                "raise ConnectionError(err, request=request)",
+            ),
+        ),
+    ),
+    (
+        "TimeoutError",
+        "upstream did not answer within 30s (job {n})",
+        (
+            ("/srv/app/media/video.py", 212, "transcode", "out = run_ffmpeg(src, profile, deadline=30)"),
+            ("/srv/app/media/ffmpeg.py", 47, "run_ffmpeg", "proc.wait(timeout=deadline)"),
+            ("/usr/lib/python3.11/subprocess.py", 1264, "wait", "return self._wait(timeout=timeout)"),
+        ),
+    ),
+    (
+        "KeyError",
+        "'sku-{n}'",
+        (("/srv/app/shop/inventory.py", 35, "reserve_stock", "row = stock_by_sku[item['sku']]"),),
+    ),
+    (
+        "ValueError",
+        "invalid literal for int() with base 10: 'n/a' (row {n})",
+        (
+            ("/srv/app/reports/export.py", 97, "export_csv", "writer.writerows(format_row(r) for r in rows)"),
+            ("/srv/app/reports/export.py", 97, "<genexpr>", "writer.writerows(format_row(r) for r in rows)"),
+            ("/srv/app/reports/format.py", 22, "format_row", "qty = int(row['quantity'])"),
+        ),
+    ),
 )
 _TRACE_HEAD = (
     ("/usr/lib/python3/dist-packages/celery/app/trace.py", 453, "trace_task", "R = retval = fun(*args, **kwargs)"),
-    ("/usr/lib/python3/dist-packages/celery/app/trace.py", 736, "__protected_call__",
-     "return self.run(*args, **kwargs)"),
+    (
+        "/usr/lib/python3/dist-packages/celery/app/trace.py",
+        736,
+        "__protected_call__",
+        "return self.run(*args, **kwargs)",
+    ),
 )
 EXCEPTION_WORD = "ConnectionResetError"
 
@@ -87,21 +128,32 @@ def channel(routing_key: str) -> bytes:
 def envelope(body: Any, hostname: str, routing_key: str, delivery_tag: str | None = None) -> bytes:
     """One kombu message as the Redis transport PUBLISHes it (the body JSON, then base64)."""
     raw = json.dumps(body).encode("utf-8")
-    return _envelope_raw(base64.b64encode(raw).decode("ascii"), hostname, routing_key,
-                         delivery_tag or str(uuidlib.uuid4()))
+    return _envelope_raw(
+        base64.b64encode(raw).decode("ascii"), hostname, routing_key, delivery_tag or str(uuidlib.uuid4())
+    )
 
 
 def _envelope_raw(b64: str, hostname: str, routing_key: str, delivery_tag: str) -> bytes:
-    return json.dumps({
-        "body": b64, "content-encoding": "utf-8", "content-type": "application/json",
-        "headers": {"hostname": hostname},
-        "properties": {"delivery_mode": 1, "delivery_info": {"exchange": "celeryev", "routing_key": routing_key},
-                       "priority": 0, "body_encoding": "base64", "delivery_tag": delivery_tag},
-    }).encode("utf-8")
+    return json.dumps(
+        {
+            "body": b64,
+            "content-encoding": "utf-8",
+            "content-type": "application/json",
+            "headers": {"hostname": hostname},
+            "properties": {
+                "delivery_mode": 1,
+                "delivery_info": {"exchange": "celeryev", "routing_key": routing_key},
+                "priority": 0,
+                "body_encoding": "base64",
+                "delivery_tag": delivery_tag,
+            },
+        }
+    ).encode("utf-8")
 
 
-def event(type_: str, hostname: str, pid: int, clock: Any, timestamp: Any, utcoffset: float = 0.0,
-          **fields: Any) -> dict[str, Any]:
+def event(
+    type_: str, hostname: str, pid: int, clock: Any, timestamp: Any, utcoffset: float = 0.0, **fields: Any
+) -> dict[str, Any]:
     """An event dict in celery.events.event()'s key order."""
     ev = {"hostname": hostname, "utcoffset": utcoffset, "pid": pid, "clock": clock}
     ev.update(fields)
@@ -135,9 +187,19 @@ def make_workers(n: int, seed: int = 1) -> list[Worker]:
 def worker_message(w: Worker, type_: str, now: float | None = None, active: int = 0) -> tuple[bytes, bytes]:
     """(channel, envelope) of a worker-online / worker-heartbeat from `w`, encoded now."""
     w.clock += 1
-    ev = event(type_, w.hostname, w.pid, w.clock, time.time() if now is None else now, utcoffset(),
-               freq=HEARTBEAT_FREQ, active=active, processed=w.processed,
-               loadavg=[0.52, 0.61, 0.58], **SW)
+    ev = event(
+        type_,
+        w.hostname,
+        w.pid,
+        w.clock,
+        time.time() if now is None else now,
+        utcoffset(),
+        freq=HEARTBEAT_FREQ,
+        active=active,
+        processed=w.processed,
+        loadavg=[0.52, 0.61, 0.58],
+        **SW,
+    )
     key = type_.replace("-", ".")
     return channel(key), envelope(ev, w.hostname, key)
 
@@ -161,6 +223,7 @@ class Heartbeats:
 
 
 # -- task lifecycles -----------------------------------------------------------------------------
+
 
 def _args_for(name: str, rng: random.Random, rare: bool) -> tuple[str, str, str]:
     """(args repr, kwargs repr, result repr) for one task, as Celery's safe_repr renders them."""
@@ -202,15 +265,14 @@ def _traceback(rng: random.Random) -> tuple[str, str, str]:
 
 @dataclass
 class _Ev:
-    t: float            # virtual time (s) from the pool start
+    t: float  # virtual time (s) from the pool start
     worker: int
-    order: int          # tie-break: a task's events stay in order
+    order: int  # tie-break: a task's events stay in order
     fields: dict[str, Any]
     type_: str
 
 
-def task_lifecycles(n_tasks: int, n_workers: int, rate: float, seed: int,
-                    stats: dict[str, Any]) -> list[_Ev]:
+def task_lifecycles(n_tasks: int, n_workers: int, rate: float, seed: int, stats: dict[str, Any]) -> list[_Ev]:
     """Events of n_tasks full lifecycles (virtual times at `rate` tasks/s), in time order.
 
     Task uuids are placeholders ("~U<index>~") and timestamps virtual; Pool renders both.
@@ -231,8 +293,17 @@ def task_lifecycles(n_tasks: int, n_workers: int, rate: float, seed: int,
         root = parent or me
         t = i / rate
         evs: list[tuple[float, str, dict[str, Any]]] = []
-        received = dict(uuid=me, name=name, args=args, kwargs=kwargs, root_id=root, parent_id=parent,
-                        retries=0, eta=None, expires=None)
+        received = dict(
+            uuid=me,
+            name=name,
+            args=args,
+            kwargs=kwargs,
+            root_id=root,
+            parent_id=parent,
+            retries=0,
+            eta=None,
+            expires=None,
+        )
         evs.append((t, "task-received", received))
         t += rng.uniform(0.0002, 0.003)
         evs.append((t, "task-started", dict(uuid=me)))
@@ -332,8 +403,9 @@ class Pool:
         return parts
 
 
-def build_pool(workers: list[Worker], n_tasks: int, *, max_events: int | None = None, rate: float = 20_000.0,
-               seed: int = 7) -> Pool:
+def build_pool(
+    workers: list[Worker], n_tasks: int, *, max_events: int | None = None, rate: float = 20_000.0, seed: int = 7
+) -> Pool:
     """Templates of n_tasks lifecycles (cut at max_events when given), batched per worker by 24."""
     t0 = time.perf_counter()
     stats: dict[str, Any] = {"failed": 0, "retried": 0, "rare": 0, "exceptions": {}, "names": {}, "workers": {}}
@@ -361,10 +433,24 @@ def build_pool(workers: list[Worker], n_tasks: int, *, max_events: int | None = 
         u = str(uuidlib.UUID(int=rng.getrandbits(128), version=4))
         suffixes.append(u[8:].encode())
     last = batches[-1][2][-1] if batches else None
-    pool = Pool(workers, templates, n_tasks, len(evs), evs[-1].t if evs else 0.0, stats, suffixes,
-                int(last.fields["uuid"][2:-1]) if last else 0, last.type_ if last else "")
-    log.info("pool: %d tasks, %d events in %d task.multi messages, built in %.1fs",
-             n_tasks, len(evs), len(templates), time.perf_counter() - t0)
+    pool = Pool(
+        workers,
+        templates,
+        n_tasks,
+        len(evs),
+        evs[-1].t if evs else 0.0,
+        stats,
+        suffixes,
+        int(last.fields["uuid"][2:-1]) if last else 0,
+        last.type_ if last else "",
+    )
+    log.info(
+        "pool: %d tasks, %d events in %d task.multi messages, built in %.1fs",
+        n_tasks,
+        len(evs),
+        len(templates),
+        time.perf_counter() - t0,
+    )
     return pool
 
 
@@ -400,8 +486,12 @@ class Renderer:
                 out.append(lits[j + 1])
             pre, mid, post = pool.envelope_parts(t.worker)
             # a uuid4-shaped delivery tag, unique per message (kombu's is a uuid4)
-            tag = prefix + b"-%04x-4%03x-8%03x-%012x" % (pass_no & 0xFFFF, t.worker & 0xFFF, (i >> 48) & 0xFFF,
-                                                            i & 0xFFFFFFFFFFFF)
+            tag = prefix + b"-%04x-4%03x-8%03x-%012x" % (
+                pass_no & 0xFFFF,
+                t.worker & 0xFFF,
+                (i >> 48) & 0xFFF,
+                i & 0xFFFFFFFFFFFF,
+            )
             yield t.n_events, b"".join((pre, b64(b"".join(out)), mid, tag, post))
 
 
@@ -413,9 +503,23 @@ def render_all(renderer: Renderer, pass_no: int = 0, time_scale: float = 1.0) ->
 def marker_message(w: Worker, marker_uuid: str, name: str = "bench.marker") -> tuple[bytes, bytes]:
     """A task.multi with one task-received (what a worker flushes at low load), encoded now."""
     w.clock += 1
-    ev = event("task-received", w.hostname, w.pid, w.clock, time.time(), utcoffset(), uuid=marker_uuid,
-               name=name, args="('marker',)", kwargs="{}", root_id=marker_uuid, parent_id=None, retries=0,
-               eta=None, expires=None)
+    ev = event(
+        "task-received",
+        w.hostname,
+        w.pid,
+        w.clock,
+        time.time(),
+        utcoffset(),
+        uuid=marker_uuid,
+        name=name,
+        args="('marker',)",
+        kwargs="{}",
+        root_id=marker_uuid,
+        parent_id=None,
+        retries=0,
+        eta=None,
+        expires=None,
+    )
     return channel(TASK_MULTI), envelope([ev], w.hostname, TASK_MULTI)
 
 

@@ -7,6 +7,7 @@
 3. A rendered sample (task.multi batches and heartbeats) is read by Celery's own `EventReceiver`
    over Redis and by `dashboard.ingest.decode_message` + `prepare`: both must yield the same events.
 """
+
 from __future__ import annotations
 
 import json
@@ -64,8 +65,18 @@ def check(url: str) -> list[str]:
         with app.connection_for_write() as conn:
             disp = app.events.Dispatcher(conn, hostname=host, buffer_group=["task"], buffer_limit=E.BUFFER_LIMIT)
             u = E.new_marker_uuid()
-            disp.send("task-received", uuid=u, name="shop.orders.create_order", args="(1, 'a')",
-                      kwargs="{'x': 1}", root_id=u, parent_id=None, retries=0, eta=None, expires=None)
+            disp.send(
+                "task-received",
+                uuid=u,
+                name="shop.orders.create_order",
+                args="(1, 'a')",
+                kwargs="{'x': 1}",
+                root_id=u,
+                parent_id=None,
+                retries=0,
+                eta=None,
+                expires=None,
+            )
             disp.send("task-started", uuid=u)
             disp.send(
                 "task-failed", uuid=u, exception="KeyError('sku-1')", traceback="Traceback ...\nKeyError: 'sku-1'\n"
@@ -163,8 +174,7 @@ def _compare_readers(app: Any, client: redis.Redis, sample: list[tuple[bytes, by
     for a, b in zip(got, ours):
         a = {k: v for k, v in a.items() if k != "local_received"}
         b = {k: v for k, v in b.items() if k != "local_received"}
-        if a.keys() != b.keys() or any(a[k] != b[k] and not (k == "timestamp" and abs(a[k] - b[k]) < 1e-6)
-                                       for k in a):
+        if a.keys() != b.keys() or any(a[k] != b[k] and not (k == "timestamp" and abs(a[k] - b[k]) < 1e-6) for k in a):
             problems.append(f"readers differ:\n  celery:    {a}\n  dashboard: {b}")
             break
     log.info("format check: %d events read identically by celery's EventReceiver and the dashboard", len(got))

@@ -5,6 +5,7 @@ The page is filtered on the marker task name: a busy unfiltered list shows only 
 second may rightly never be shown. With the filter, every marker must appear, through the same path
 (ingest -> state -> push tick -> Socket.IO -> tasks.js).
 """
+
 from __future__ import annotations
 
 import logging
@@ -21,8 +22,15 @@ from .targets import Target
 log = logging.getLogger(__name__)
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 MARKER_NAME = "bench.marker"
 MARKER_INTERVAL = 0.2
 
@@ -52,11 +60,11 @@ def latency(ctx: Context, cls: type[Target], background_rate: float, seconds: fl
             page = browser.new_page(bypass_csp=True)  # the bench injects its own observer script
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
-            with PacedPublisher(ctx.redis.url, pool, background_rate, duration=seconds + 60,
-                                salt=ctx.salt * 1000) as pub:
+            with PacedPublisher(
+                ctx.redis.url, pool, background_rate, duration=seconds + 60, salt=ctx.salt * 1000
+            ) as pub:
                 page.goto(f"{target.base}/tasks?name={MARKER_NAME}")
-                page.wait_for_function("document.getElementById('conn-status')?.textContent === 'live'",
-                                       timeout=20_000)
+                page.wait_for_function("document.getElementById('conn-status')?.textContent === 'live'", timeout=20_000)
                 page.evaluate(OBSERVER)
                 time.sleep(1.0)  # the subscription's snapshot is in; the load is steady
                 worker = ctx.workers[0]
@@ -75,9 +83,16 @@ def latency(ctx: Context, cls: type[Target], background_rate: float, seconds: fl
             client.close()
             browser.close()
     delays = [seen[u] - published[u] * 1000 for u in published if u in seen]
-    result = {"markers": len(published), "seen": len(delays), "background_rate": background_rate,
-              "background_published": background, "p50_ms": _r(percentile(delays, 50)),
-              "p95_ms": _r(percentile(delays, 95)), "max_ms": _r(max(delays) if delays else None),
-              "page_errors": errors[:5], "rss_kb": rss}
+    result = {
+        "markers": len(published),
+        "seen": len(delays),
+        "background_rate": background_rate,
+        "background_published": background,
+        "p50_ms": _r(percentile(delays, 50)),
+        "p95_ms": _r(percentile(delays, 95)),
+        "max_ms": _r(max(delays) if delays else None),
+        "page_errors": errors[:5],
+        "rss_kb": rss,
+    }
     log.info("latency %s: %s", cls.name, dict(result))
     return result

@@ -1,4 +1,5 @@
 """The figures: one function per figure and round, each on a fresh target and a flushed Redis."""
+
 from __future__ import annotations
 
 import logging
@@ -19,8 +20,13 @@ from .targets import Dashboard, Redis, Target
 log = logging.getLogger(__name__)
 
 # The state the last event of a stream leaves its task in (how we know the dashboard applied it).
-LAST_STATE = {"task-received": "RECEIVED", "task-started": "STARTED", "task-succeeded": "SUCCESS",
-              "task-failed": "FAILURE", "task-retried": "RETRY"}
+LAST_STATE = {
+    "task-received": "RECEIVED",
+    "task-started": "STARTED",
+    "task-succeeded": "SUCCESS",
+    "task-failed": "FAILURE",
+    "task-retried": "RETRY",
+}
 POLL = {"dashboard": 0.025, "flower": 0.1}  # counter polls: /metrics is heavier on Flower's loop
 STALL_SECONDS = 30.0  # a burst whose counter does not move this long is reported as stalled
 
@@ -107,15 +113,26 @@ class Burst:
             time.sleep(poll)
         elapsed = time.perf_counter() - t0
         got = counted - base - (beats.sent if target.counts_heartbeats else 0)
-        result = {"events": self.pool.events, "counted": got, "complete": done, "seconds": round(elapsed, 3),
-                  "rate": round(min(got, self.pool.events) / elapsed), "publish_seconds": round(publish_s, 4),
-                  "generator_rate": round(self.pool.events / publish_s)}
+        result = {
+            "events": self.pool.events,
+            "counted": got,
+            "complete": done,
+            "seconds": round(elapsed, 3),
+            "rate": round(min(got, self.pool.events) / elapsed),
+            "publish_seconds": round(publish_s, 4),
+            "generator_rate": round(self.pool.events / publish_s),
+        }
         if not done:
             result["stalled"] = stalled
             result["target_log"] = target.output()[-4000:]
-            log.warning("%s counted %d of %d events%s; its output ends with:\n%s", target.name, got,
-                        self.pool.events, f" and made no progress for {STALL_SECONDS:.0f}s" if stalled else "",
-                        result["target_log"][-2000:] or "(nothing)")
+            log.warning(
+                "%s counted %d of %d events%s; its output ends with:\n%s",
+                target.name,
+                got,
+                self.pool.events,
+                f" and made no progress for {STALL_SECONDS:.0f}s" if stalled else "",
+                result["target_log"][-2000:] or "(nothing)",
+            )
         return result
 
     def _applied(self) -> bool:
@@ -127,6 +144,7 @@ class Burst:
 
 # -- burst ingest ---------------------------------------------------------------------------------
 
+
 def burst(ctx: Context, cls: type[Target]) -> dict[str, Any]:
     with fresh(ctx, cls) as target:
         result = Burst(ctx, target, ctx.pools["burst"]).run()
@@ -136,6 +154,7 @@ def burst(ctx: Context, cls: type[Target]) -> dict[str, Any]:
 
 
 # -- memory ---------------------------------------------------------------------------------------
+
 
 def memory(ctx: Context, cls: type[Target], rate: float | None = None) -> dict[str, Any]:
     """RSS growth per retained task: the lifecycles as one burst, or paced at `rate` events/s (then
@@ -151,8 +170,15 @@ def memory(ctx: Context, cls: type[Target], rate: float | None = None) -> dict[s
         time.sleep(1.0)
         end = target.rss_kb()
         retained = target.retained()
-        result.update({"tasks": pool.n_tasks, "rss_start_kb": start, "rss_end_kb": end, "retained": retained,
-                       "bytes_per_task": round((end - start) * 1024 / pool.n_tasks)})
+        result.update(
+            {
+                "tasks": pool.n_tasks,
+                "rss_start_kb": start,
+                "rss_end_kb": end,
+                "retained": retained,
+                "bytes_per_task": round((end - start) * 1024 / pool.n_tasks),
+            }
+        )
     log.info("memory %s: %s", cls.name, result)
     return result
 
@@ -160,8 +186,15 @@ def memory(ctx: Context, cls: type[Target], rate: float | None = None) -> dict[s
 def _paced_load(ctx: Context, target: Target, pool: E.Pool, rate: float) -> dict[str, Any]:
     base = target.counter()
     t0 = time.perf_counter()
-    with PacedPublisher(ctx.redis.url, pool, rate, duration=pool.events / rate + 0.2, salt=ctx.salt * 1000,
-                        first_pass=0, heartbeats=False) as pub:
+    with PacedPublisher(
+        ctx.redis.url,
+        pool,
+        rate,
+        duration=pool.events / rate + 0.2,
+        salt=ctx.salt * 1000,
+        first_pass=0,
+        heartbeats=False,
+    ) as pub:
         while pub.alive() and time.perf_counter() - t0 < ctx.timeout:
             time.sleep(0.2)
         published = pub.published()
@@ -170,6 +203,7 @@ def _paced_load(ctx: Context, target: Target, pool: E.Pool, rate: float) -> dict
 
 
 # -- responsiveness -------------------------------------------------------------------------------
+
 
 class Requester(threading.Thread):
     """GETs the given paths one after another, in a loop, with its own session."""
@@ -214,8 +248,13 @@ def responsiveness(ctx: Context, cls: type[Target]) -> dict[str, Any]:
     for path in paths:
         during = [ms for p, s, ms, st in requester.samples if p == path and t0 <= s <= t_done]
         errors = sum(1 for p, s, ms, st in requester.samples if p == path and t0 <= s <= t_done and st != 200)
-        per_path[path] = {"n": len(during), "errors": errors, "p50_ms": _r(percentile(during, 50)),
-                          "p99_ms": _r(percentile(during, 99)), "max_ms": _r(max(during) if during else None)}
+        per_path[path] = {
+            "n": len(during),
+            "errors": errors,
+            "p50_ms": _r(percentile(during, 50)),
+            "p99_ms": _r(percentile(during, 99)),
+            "max_ms": _r(max(during) if during else None),
+        }
     result["paths"] = per_path
     log.info("responsiveness %s: %s", cls.name, result)
     return result
@@ -226,6 +265,7 @@ def _r(value: float | None) -> float | None:
 
 
 # -- query ----------------------------------------------------------------------------------------
+
 
 def queries(pool: E.Pool) -> dict[str, str]:
     """The /api/tasks filters measured (label -> query string)."""
@@ -246,8 +286,9 @@ def query(ctx: Context, cls: type[Target], requests_per_query: int, background_r
     with fresh(ctx, cls) as target:
         load = Burst(ctx, target, pool).run()
         out["load"] = load
-        with PacedPublisher(ctx.redis.url, pool, background_rate, duration=600, salt=ctx.salt * 1000,
-                            first_pass=1) as pub:
+        with PacedPublisher(
+            ctx.redis.url, pool, background_rate, duration=600, salt=ctx.salt * 1000, first_pass=1
+        ) as pub:
             time.sleep(1.0)
             session = target.session
             everything = session.get(target.base + "/api/tasks?limit=1", timeout=30).json()["total"]
@@ -269,8 +310,14 @@ def query(ctx: Context, cls: type[Target], requests_per_query: int, background_r
                     t = time.perf_counter()
                     session.get(url, timeout=30)
                     times.append((time.perf_counter() - t) * 1000)
-                entry.update({"n": len(times), "p50_ms": _r(percentile(times, 50)), "p95_ms": _r(percentile(times, 95)),
-                              "max_ms": _r(max(times))})
+                entry.update(
+                    {
+                        "n": len(times),
+                        "p50_ms": _r(percentile(times, 50)),
+                        "p95_ms": _r(percentile(times, 95)),
+                        "max_ms": _r(max(times)),
+                    }
+                )
                 out[label] = entry
             out["background_published"] = pub.published()
     log.info("query %s: %s", cls.name, out)
@@ -278,6 +325,7 @@ def query(ctx: Context, cls: type[Target], requests_per_query: int, background_r
 
 
 # -- sustained ------------------------------------------------------------------------------------
+
 
 def sustained_step(ctx: Context, cls: type[Target], rate: float, seconds: float) -> dict[str, Any]:
     """Publish at `rate` for `seconds`; lag = published - counted, sampled twice a second."""
@@ -313,12 +361,25 @@ def sustained_step(ctx: Context, cls: type[Target], rate: float, seconds: float)
     second_half = [lag for t, lag in samples if t >= seconds / 2]
     bound = rate * 1.0
     kept = bool(samples) and elapsed >= seconds * 0.98 and bool(second_half) and max(second_half) <= bound
-    result = {"rate": rate, "seconds": round(elapsed, 1), "published": published,
-              "publisher_rate": round(pub_rate), "final_lag": final_lag,
-              "max_lag_second_half": max(second_half) if second_half else None, "kept": kept,
-              "lag_samples": samples}
-    log.info("sustained %s at %d/s: kept=%s final lag %s, max lag (2nd half) %s, publisher %d/s", cls.name, rate,
-             kept, final_lag, result["max_lag_second_half"], pub_rate)
+    result = {
+        "rate": rate,
+        "seconds": round(elapsed, 1),
+        "published": published,
+        "publisher_rate": round(pub_rate),
+        "final_lag": final_lag,
+        "max_lag_second_half": max(second_half) if second_half else None,
+        "kept": kept,
+        "lag_samples": samples,
+    }
+    log.info(
+        "sustained %s at %d/s: kept=%s final lag %s, max lag (2nd half) %s, publisher %d/s",
+        cls.name,
+        rate,
+        kept,
+        final_lag,
+        result["max_lag_second_half"],
+        pub_rate,
+    )
     return result
 
 

@@ -3,6 +3,7 @@
 50 task names, 5 queues, 10 workers (the shape of a busy cluster), and at the 2000-name cap.
 Reports medians over 30 scrapes; asserts nothing (the machine is shared).
 """
+
 from __future__ import annotations
 
 import logging
@@ -57,8 +58,9 @@ def main() -> None:
     try:
         for names in (50, 2000):
             median, size = measure(names, url)
-            log.info("/metrics, 100k tasks, %d names: median %.1f ms over 30 scrapes, %d bytes", names,
-                     median * 1000, size)
+            log.info(
+                "/metrics, 100k tasks, %d names: median %.1f ms over 30 scrapes, %d bytes", names, median * 1000, size
+            )
     finally:
         stop_process(proc)
 

@@ -1,5 +1,6 @@
 """`--profile`: py-spy (from .bench-venv) samples the dashboard's worker process during a burst of
 full lifecycles and during filtered queries; the top functions go to the log and the JSON."""
+
 from __future__ import annotations
 
 import logging
@@ -55,8 +56,12 @@ def summarize(raw: Path, top: int = 15) -> dict[str, Any]:
     def share(c: Counter[str]) -> list[tuple[str, float]]:
         return [(f, round(100 * n / total, 1)) for f, n in c.most_common(top)]
 
-    return {"samples": total, "self_pct": share(own), "self_lines_pct": share(own_lines),
-            "inclusive_pct": share(inclusive)}
+    return {
+        "samples": total,
+        "self_pct": share(own),
+        "self_lines_pct": share(own_lines),
+        "inclusive_pct": share(inclusive),
+    }
 
 
 class _Spy:
@@ -64,8 +69,22 @@ class _Spy:
         RESULTS.mkdir(parents=True, exist_ok=True)
         self.out = RESULTS / f"profile-{name}.txt"
         # --gil: only samples of the thread holding the GIL, i.e. where the Python CPU time goes
-        cmd = [str(PY_SPY), "record", "--pid", str(pid), "--rate", "250", "--format", "raw", "--output",
-               str(self.out), "--nonblocking", "--gil", "--duration", "120"]
+        cmd = [
+            str(PY_SPY),
+            "record",
+            "--pid",
+            str(pid),
+            "--rate",
+            "250",
+            "--format",
+            "raw",
+            "--output",
+            str(self.out),
+            "--nonblocking",
+            "--gil",
+            "--duration",
+            "120",
+        ]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         time.sleep(1.0)  # py-spy attaches
 
@@ -93,8 +112,9 @@ def profile_burst(ctx: Context) -> dict[str, Any]:
         finally:
             out["ingest"] = spy.stop()
         if "life" in ctx.pools:
-            with PacedPublisher(ctx.redis.url, ctx.pools["life"], 10_000, duration=120, salt=ctx.salt * 1000,
-                                first_pass=1):
+            with PacedPublisher(
+                ctx.redis.url, ctx.pools["life"], 10_000, duration=120, salt=ctx.salt * 1000, first_pass=1
+            ):
                 spy = _Spy(_worker_pid(target), "query")
                 try:
                     for qs in queries(ctx.pools["life"]).values():
@@ -104,7 +124,11 @@ def profile_burst(ctx: Context) -> dict[str, Any]:
                     out["query"] = spy.stop()
     for name in ("ingest", "query"):
         if name in out and "self_pct" in out[name]:
-            log.info("profile %s (%d samples holding the GIL), self %%: %s", name, out[name]["samples"],
-                     out[name]["self_pct"][:10])
+            log.info(
+                "profile %s (%d samples holding the GIL), self %%: %s",
+                name,
+                out[name]["samples"],
+                out[name]["self_pct"][:10],
+            )
             log.info("profile %s inclusive %%: %s", name, out[name]["inclusive_pct"][:12])
     return out

@@ -1,4 +1,5 @@
 """Publishing: a pre-rendered burst as fast as Redis takes it, or a paced stream in a child process."""
+
 from __future__ import annotations
 
 import logging
@@ -20,8 +21,10 @@ def pack_burst(client: redis.Redis, messages: list[tuple[int, bytes]]) -> list[t
     """The PUBLISH pipelines of a burst, packed by redis-py before timing: (commands, packed bytes)."""
     conn = client.connection_pool.get_connection()
     try:
-        return [(len(chunk), conn.pack_commands([("PUBLISH", TASK_CHANNEL, msg) for _, msg in chunk]))
-                for chunk in (messages[i:i + PIPELINE] for i in range(0, len(messages), PIPELINE))]
+        return [
+            (len(chunk), conn.pack_commands([("PUBLISH", TASK_CHANNEL, msg) for _, msg in chunk]))
+            for chunk in (messages[i : i + PIPELINE] for i in range(0, len(messages), PIPELINE))
+        ]
     finally:
         client.connection_pool.release(conn)
 
@@ -64,8 +67,17 @@ class PacedPublisher:
 
     TICK = 0.01
 
-    def __init__(self, url: str, pool: E.Pool, rate: float, duration: float, *, salt: int = 0,
-                 first_pass: int = 1, heartbeats: bool = True) -> None:
+    def __init__(
+        self,
+        url: str,
+        pool: E.Pool,
+        rate: float,
+        duration: float,
+        *,
+        salt: int = 0,
+        first_pass: int = 1,
+        heartbeats: bool = True,
+    ) -> None:
         ctx = mp.get_context("fork")
         self.url, self.pool, self.rate, self.duration = url, pool, rate, duration
         self.salt, self.first_pass, self.heartbeats = salt, first_pass, heartbeats

@@ -7,6 +7,7 @@
 
 Reports, never asserts (the machine is shared); the tests check the limits.
 """
+
 from __future__ import annotations
 
 import base64
@@ -49,8 +50,10 @@ class _Dashboard:
     def __init__(self, url: str) -> None:
         self.base = f"http://127.0.0.1:{free_port()}"
         port = self.base.rsplit(":", 1)[1]
-        self.proc = subprocess.Popen([sys.executable, "-m", "dashboard.cli", "run", "--broker", url, "--port", port,
-                                      "--log-level", "ERROR"], cwd=ROOT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "dashboard.cli", "run", "--broker", url, "--port", port, "--log-level", "ERROR"],
+            cwd=ROOT,
+        )
         _wait(self.connected, 30)
 
     def health(self) -> dict[str, Any]:
@@ -78,8 +81,12 @@ def outages() -> None:
             proc, _ = start_redis(port)
             resumed.append(_wait(dash.connected, 30))
         log.info("outage of 30 s: ingest connected %.2f s after Redis returned", resumed[0])
-        log.info("outages of 5 s: median %.2f s, max %.2f s (%d)", statistics.median(resumed[1:]), max(resumed[1:]),
-                 len(resumed) - 1)
+        log.info(
+            "outages of 5 s: median %.2f s, max %.2f s (%d)",
+            statistics.median(resumed[1:]),
+            max(resumed[1:]),
+            len(resumed) - 1,
+        )
     finally:
         stop_process(dash.proc)
         stop_process(proc)
@@ -105,8 +112,11 @@ def dead_worker() -> None:
                 except ProcessLookupError:
                     pass
             worker.wait(5)
-        log.info("SIGKILLed worker offline after: median %.2f s, max %.2f s (limit: 2 heartbeats + a tick = 4.2 s)",
-                 statistics.median(took), max(took))
+        log.info(
+            "SIGKILLed worker offline after: median %.2f s, max %.2f s (limit: 2 heartbeats + a tick = 4.2 s)",
+            statistics.median(took),
+            max(took),
+        )
     finally:
         stop_process(dash.proc)
         stop_process(proc)
@@ -134,15 +144,26 @@ def million_events(every: int = 100_000) -> tuple[Any, Any, list[float], float]:
         for i in range(100):
             uid, n = str(uuidlib.uuid4()), n + 1
             common = {"uuid": uid, "hostname": f"w{i % 4}@h", "timestamp": now, "utcoffset": 0}
-            events += [dict(common, type="task-received", name=f"proj.t{i % 20}", args=f"({n},)", kwargs="{}"),
-                       dict(common, type="task-started"),
-                       dict(common, type="task-failed", exception=f"ValueError({n})", traceback=f"Traceback {n}\n" * 20)
-                       if i % 10 == 0 else dict(common, type="task-succeeded", result=f"'{n}'", runtime=0.1),
-                       dict(common, type="task-progress", current=1, total=2)]
-        ingest.apply_messages([orjson.dumps({"body": base64.b64encode(orjson.dumps(events[j:j + 50])).decode(),
-                                              "content-type": "application/json",
-                                              "properties": {"body_encoding": "base64"}})
-                                for j in range(0, len(events), 50)])
+            events += [
+                dict(common, type="task-received", name=f"proj.t{i % 20}", args=f"({n},)", kwargs="{}"),
+                dict(common, type="task-started"),
+                dict(common, type="task-failed", exception=f"ValueError({n})", traceback=f"Traceback {n}\n" * 20)
+                if i % 10 == 0
+                else dict(common, type="task-succeeded", result=f"'{n}'", runtime=0.1),
+                dict(common, type="task-progress", current=1, total=2),
+            ]
+        ingest.apply_messages(
+            [
+                orjson.dumps(
+                    {
+                        "body": base64.b64encode(orjson.dumps(events[j : j + 50])).decode(),
+                        "content-type": "application/json",
+                        "properties": {"body_encoding": "base64"},
+                    }
+                )
+                for j in range(0, len(events), 50)
+            ]
+        )
         if (batch + 1) * 400 % every == 0:
             gc.collect()
             levels.append(rss_mb())
@@ -152,8 +173,12 @@ def million_events(every: int = 100_000) -> tuple[Any, Any, list[float], float]:
 def flood() -> None:
     """One million events into a 10,000-task state: time, and memory as events go by."""
     state, _, levels, took = million_events()
-    log.info("1,000,000 events in %.1f s (%.0f events/s incl. building them); %d tasks kept", took, 1e6 / took,
-             len(state.tasks))
+    log.info(
+        "1,000,000 events in %.1f s (%.0f events/s incl. building them); %d tasks kept",
+        took,
+        1e6 / took,
+        len(state.tasks),
+    )
     log.info("RSS every 100k events (MB): %s", " ".join(f"{m:.0f}" for m in levels))
 
 

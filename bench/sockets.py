@@ -9,6 +9,7 @@ of its room. An anonymous socket opens the same URL and never connects a namespa
 pings, so only the server can end it). A slowloris connection sends a request's headers one byte
 at a time and never finishes them.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -65,14 +66,22 @@ def _ws_url(base: str) -> str:
     return f"{scheme}://{parts.netloc}{parts.path.rstrip('/')}/socket.io/?EIO=4&transport=websocket"
 
 
-async def _viewer(url: str, headers: dict[str, str], v: Viewer, stop: asyncio.Event, gate: asyncio.Semaphore,
-                  ready: list[int]) -> None:
+async def _viewer(
+    url: str, headers: dict[str, str], v: Viewer, stop: asyncio.Event, gate: asyncio.Semaphore, ready: list[int]
+) -> None:
     import websockets
 
     try:
         async with gate:
-            ws = await websockets.connect(url, additional_headers=headers, open_timeout=60, max_size=None,
-                                          compression=None, ping_interval=None, close_timeout=1)
+            ws = await websockets.connect(
+                url,
+                additional_headers=headers,
+                open_timeout=60,
+                max_size=None,
+                compression=None,
+                ping_interval=None,
+                close_timeout=1,
+            )
             opened = await asyncio.wait_for(ws.recv(), 30)
             if not str(opened).startswith("0"):
                 raise RuntimeError(f"unexpected open packet {str(opened)[:80]!r}")
@@ -110,7 +119,7 @@ async def _viewer(url: str, headers: dict[str, str], v: Viewer, stop: asyncio.Ev
                 await ws.send("3")
             elif msg.startswith("42"):
                 now = time.monotonic()
-                name = msg[4:msg.find('"', 4)]
+                name = msg[4 : msg.find('"', 4)]
                 v.events[name] = v.events.get(name, 0) + 1
                 v.bytes[name] = v.bytes.get(name, 0) + len(msg)
                 if name == "status":
@@ -135,8 +144,9 @@ async def _anonymous(url: str, a: Anonymous, stop: asyncio.Event, gate: asyncio.
 
     try:
         async with gate:
-            ws = await websockets.connect(url, open_timeout=60, max_size=None, compression=None,
-                                          ping_interval=None, close_timeout=1)
+            ws = await websockets.connect(
+                url, open_timeout=60, max_size=None, compression=None, ping_interval=None, close_timeout=1
+            )
         a.opened_at = time.monotonic()
         while not stop.is_set():
             try:
@@ -178,9 +188,17 @@ async def _slowloris(host: str, port: int, stop: asyncio.Event, period: float, o
         writer.close()
 
 
-async def run_clients(base: str, *, viewers: list[dict[str, Any]], anonymous: int = 0, slowloris: int = 0,
-                      slowloris_period: float = 0.2, user: str | None = None, ready_cb: Any = None,
-                      stop_after: Any = None) -> dict[str, Any]:
+async def run_clients(
+    base: str,
+    *,
+    viewers: list[dict[str, Any]],
+    anonymous: int = 0,
+    slowloris: int = 0,
+    slowloris_period: float = 0.2,
+    user: str | None = None,
+    ready_cb: Any = None,
+    stop_after: Any = None,
+) -> dict[str, Any]:
     """Open the clients, call ready_cb() once all viewers are subscribed, run until stop_after() is
     true (polled every 0.2 s), then close everything and return the figures."""
     url = _ws_url(base)
@@ -198,8 +216,10 @@ async def run_clients(base: str, *, viewers: list[dict[str, Any]], anonymous: in
     tasks += [asyncio.create_task(_anonymous(url, a, stop, gate)) for a in anons]
     slow = {"opened": 0, "refused": 0, "closed": 0, "finished": 0}
     parts = urlsplit(base)
-    tasks += [asyncio.create_task(_slowloris(parts.hostname or "127.0.0.1", parts.port or 80, stop,
-                                             slowloris_period, slow)) for _ in range(slowloris)]
+    tasks += [
+        asyncio.create_task(_slowloris(parts.hostname or "127.0.0.1", parts.port or 80, stop, slowloris_period, slow))
+        for _ in range(slowloris)
+    ]
     await asyncio.sleep(1.0 if anonymous or slowloris else 0)  # let them open before the clock starts
     measured_from = time.monotonic()
     if ready_cb is not None:
@@ -212,8 +232,9 @@ async def run_clients(base: str, *, viewers: list[dict[str, Any]], anonymous: in
     return summarize(vs, anons, slow, connect_seconds, measured_from, measured_to)
 
 
-def summarize(vs: list[Viewer], anons: list[Anonymous], slow: dict[str, int], connect_seconds: float,
-              t0: float, t1: float) -> dict[str, Any]:
+def summarize(
+    vs: list[Viewer], anons: list[Anonymous], slow: dict[str, int], connect_seconds: float, t0: float, t1: float
+) -> dict[str, Any]:
     """The figures of one run: how many viewers got their room's updates, the anonymous sockets' fate."""
     subscribed = [v for v in vs if v.subscribed_at is not None]
     live = [v for v in subscribed if v.last_update is not None and v.last_update >= t1 - 5 and not v.closed]
@@ -236,17 +257,27 @@ def summarize(vs: list[Viewer], anons: list[Anonymous], slow: dict[str, int], co
             agg[0] += n
             agg[1] += v.bytes.get(name, 0)
     return {
-        "viewers": len(vs), "subscribed": len(subscribed), "receiving": len(live),
-        "messages": {name: {"count": n, "mean_bytes": round(b / n) if n else 0}
-                     for name, (n, b) in sorted(per_event.items())},
+        "viewers": len(vs),
+        "subscribed": len(subscribed),
+        "receiving": len(live),
+        "messages": {
+            name: {"count": n, "mean_bytes": round(b / n) if n else 0} for name, (n, b) in sorted(per_event.items())
+        },
         "connect_seconds": round(connect_seconds, 2),
-        "subscribe_p95": _pct(subs, 95), "updates_median": _median([v.updates for v in subscribed]),
-        "max_gap_p95": _pct(gaps, 95), "max_gap_max": round(gaps[-1], 3) if gaps else None,
-        "measured_seconds": round(t1 - t0, 1), "viewer_errors": dict(sorted(errors.items(), key=lambda kv: -kv[1])[:5]),
-        "anonymous": {"tried": len(anons), "refused": refused, "closed": len(closed),
-                      "closed_after_max": round(closed[-1], 2) if closed else None,
-                      "still_open": len(open_anons),
-                      "errors": sum(1 for a in anons if a.error)},
+        "subscribe_p95": _pct(subs, 95),
+        "updates_median": _median([v.updates for v in subscribed]),
+        "max_gap_p95": _pct(gaps, 95),
+        "max_gap_max": round(gaps[-1], 3) if gaps else None,
+        "measured_seconds": round(t1 - t0, 1),
+        "viewer_errors": dict(sorted(errors.items(), key=lambda kv: -kv[1])[:5]),
+        "anonymous": {
+            "tried": len(anons),
+            "refused": refused,
+            "closed": len(closed),
+            "closed_after_max": round(closed[-1], 2) if closed else None,
+            "still_open": len(open_anons),
+            "errors": sum(1 for a in anons if a.error),
+        },
         "slowloris": slow,
     }
 

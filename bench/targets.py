@@ -1,4 +1,5 @@
 """The processes under test: a throwaway Redis, the dashboard and Flower; their counters and RSS."""
+
 from __future__ import annotations
 
 import logging
@@ -72,7 +73,7 @@ def _children(pid: int) -> list[int]:
         except OSError:
             continue
         # the command may hold spaces and parentheses: fields start after the last ')'
-        fields = stat[stat.rfind(b")") + 2:].split()
+        fields = stat[stat.rfind(b")") + 2 :].split()
         if int(fields[1]) == pid:
             kids.append(int(entry))
     return kids
@@ -179,8 +180,16 @@ class Dashboard(Target):
     counts_heartbeats = True
 
     def command(self) -> list[str]:
-        return [str(DASHBOARD_BIN), "run", "--broker", self.broker_url, "--port", str(self.port),
-                "--log-level", "WARNING"]
+        return [
+            str(DASHBOARD_BIN),
+            "run",
+            "--broker",
+            self.broker_url,
+            "--port",
+            str(self.port),
+            "--log-level",
+            "WARNING",
+        ]
 
     def environment(self) -> dict[str, str]:
         return {"DASHBOARD_MAX_TASKS": "100000", "DASHBOARD_ENABLE_EVENTS_INTERVAL": "0"}
@@ -214,8 +223,16 @@ class Flower(Target):
 
     def command(self) -> list[str]:
         # --enable_events=False: no enable_events broadcast every 5 s (there are no real workers).
-        return [str(CELERY_BIN), f"--broker={self.broker_url}", "flower", f"--port={self.port}",
-                "--address=127.0.0.1", "--max_tasks=100000", "--enable_events=False", "--logging=warning"]
+        return [
+            str(CELERY_BIN),
+            f"--broker={self.broker_url}",
+            "flower",
+            f"--port={self.port}",
+            "--address=127.0.0.1",
+            "--max_tasks=100000",
+            "--enable_events=False",
+            "--logging=warning",
+        ]
 
     def environment(self) -> dict[str, str]:
         # Flower 2 answers its API with 401 unless auth is configured or this is set.

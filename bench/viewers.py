@@ -6,6 +6,7 @@ a namespace, S slowloris connections; meanwhile a prober times `/`, `/tasks`, `/
 and `/healthz`. Then the burst ingest rate with the viewers connected against the same burst with
 none. Reports figures, never asserts (the machine is shared): read the medians.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,23 +42,49 @@ def views(n: int, mix: str) -> list[dict[str, Any]]:
     return [dict(cycle[i % len(cycle)]) for i in range(n)]
 
 
-def _client_process(base: str, viewer_views: list[dict[str, Any]], anonymous: int, slowloris: int, user: str | None,
-                    ready: Any, stop: Any, out: Any) -> None:
+def _client_process(
+    base: str,
+    viewer_views: list[dict[str, Any]],
+    anonymous: int,
+    slowloris: int,
+    user: str | None,
+    ready: Any,
+    stop: Any,
+    out: Any,
+) -> None:
     logging.basicConfig(level=logging.WARNING)
-    result = asyncio.run(run_clients(base, viewers=viewer_views, anonymous=anonymous, slowloris=slowloris, user=user,
-                                     ready_cb=ready.set, stop_after=stop.is_set))
+    result = asyncio.run(
+        run_clients(
+            base,
+            viewers=viewer_views,
+            anonymous=anonymous,
+            slowloris=slowloris,
+            user=user,
+            ready_cb=ready.set,
+            stop_after=stop.is_set,
+        )
+    )
     out.put(result)
 
 
 class Clients:
     """The client process: viewers, anonymous sockets, slowloris connections."""
 
-    def __init__(self, base: str, viewer_views: list[dict[str, Any]], anonymous: int = 0, slowloris: int = 0,
-                 user: str | None = None) -> None:
+    def __init__(
+        self,
+        base: str,
+        viewer_views: list[dict[str, Any]],
+        anonymous: int = 0,
+        slowloris: int = 0,
+        user: str | None = None,
+    ) -> None:
         ctx = mp.get_context("fork")
         self.ready, self.stop_event, self.out = ctx.Event(), ctx.Event(), ctx.Queue()
-        self.proc = ctx.Process(target=_client_process, args=(base, viewer_views, anonymous, slowloris, user,
-                                                               self.ready, self.stop_event, self.out), daemon=True)
+        self.proc = ctx.Process(
+            target=_client_process,
+            args=(base, viewer_views, anonymous, slowloris, user, self.ready, self.stop_event, self.out),
+            daemon=True,
+        )
 
     def __enter__(self) -> Clients:
         self.proc.start()
@@ -94,8 +121,12 @@ class Prober(threading.Thread):
             for path in PROBED:
                 t0 = time.perf_counter()
                 try:
-                    ok = requests.get(self.base + path, headers={**self.headers, "Connection": "close"},
-                                      timeout=15).status_code == 200
+                    ok = (
+                        requests.get(
+                            self.base + path, headers={**self.headers, "Connection": "close"}, timeout=15
+                        ).status_code
+                        == 200
+                    )
                 except requests.RequestException:
                     ok = False
                 dt = time.perf_counter() - t0
@@ -110,9 +141,13 @@ class Prober(threading.Thread):
         self.join(20)
         out = {}
         for path, times in self.times.items():
-            out[path] = {"n": len(times), "failed": self.failures[path],
-                         "p50_ms": _ms(percentile(times, 50)), "p95_ms": _ms(percentile(times, 95)),
-                         "max_ms": _ms(max(times) if times else None)}
+            out[path] = {
+                "n": len(times),
+                "failed": self.failures[path],
+                "p50_ms": _ms(percentile(times, 50)),
+                "p95_ms": _ms(percentile(times, 95)),
+                "max_ms": _ms(max(times) if times else None),
+            }
         return out
 
 
@@ -185,8 +220,10 @@ def ingest(ctx: Context, args: argparse.Namespace, with_viewers: bool) -> dict[s
     """Burst ingest rate, with N viewers connected or none, and the CPU seconds each process spent on it."""
     with fresh(ctx, DashboardUnderTest) as target:
         burst = Burst(ctx, target, ctx.pools["burst"])
-        pids = {("reader" if "dashboard.ingest.process" in Path(f"/proc/{p}/cmdline").read_text() else "dashboard"): p
-                for p in target.pids()}
+        pids = {
+            ("reader" if "dashboard.ingest.process" in Path(f"/proc/{p}/cmdline").read_text() else "dashboard"): p
+            for p in target.pids()
+        }
         if not with_viewers:
             before = _cpu(pids)
             result = burst.run()
@@ -197,8 +234,11 @@ def ingest(ctx: Context, args: argparse.Namespace, with_viewers: bool) -> dict[s
                 before = _cpu(pids)
                 result = burst.run()
                 after = _cpu(pids)
-                result["viewers"] = {k: v for k, v in clients.result().items()
-                                     if k in ("subscribed", "receiving", "messages", "max_gap_p95", "max_gap_max")}
+                result["viewers"] = {
+                    k: v
+                    for k, v in clients.result().items()
+                    if k in ("subscribed", "receiving", "messages", "max_gap_p95", "max_gap_max")
+                }
         result["cpu_seconds"] = {name: round(after[name] - before[name], 2) for name in pids}
         return result
 
@@ -226,8 +266,9 @@ class DashboardUnderTest(Dashboard):
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.viewers", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m bench.viewers", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--viewers", type=int, default=1000)
     p.add_argument("--anonymous", type=int, default=500)
     p.add_argument("--slowloris", type=int, default=500)
@@ -254,8 +295,10 @@ def main(argv: list[str] | None = None) -> int:
     redis_server = Redis()
     results: dict[str, Any] = {"args": vars(args), "live": [], "ingest_alone": [], "ingest_viewers": [], "tick": []}
     try:
-        pools = {"paced": E.build_pool(workers, 20_000, rate=args.rate),
-                 "burst": E.build_pool(workers, args.burst_events // 3, max_events=args.burst_events)}
+        pools = {
+            "paced": E.build_pool(workers, 20_000, rate=args.rate),
+            "burst": E.build_pool(workers, args.burst_events // 3, max_events=args.burst_events),
+        }
         ctx = Context(redis_server, workers, pools, timeout=300)
         for r in range(args.rounds):
             if "live" in only:
@@ -264,9 +307,14 @@ def main(argv: list[str] | None = None) -> int:
             if "ingest" in only:
                 results["ingest_alone"].append(ingest(ctx, args, False))
                 results["ingest_viewers"].append(ingest(ctx, args, True))
-                log.info("ingest round %d: alone %s (cpu %s), with viewers %s (cpu %s)", r + 1,
-                         results["ingest_alone"][-1]["rate"], results["ingest_alone"][-1]["cpu_seconds"],
-                         results["ingest_viewers"][-1]["rate"], results["ingest_viewers"][-1]["cpu_seconds"])
+                log.info(
+                    "ingest round %d: alone %s (cpu %s), with viewers %s (cpu %s)",
+                    r + 1,
+                    results["ingest_alone"][-1]["rate"],
+                    results["ingest_alone"][-1]["cpu_seconds"],
+                    results["ingest_viewers"][-1]["rate"],
+                    results["ingest_viewers"][-1]["cpu_seconds"],
+                )
             if "tick" in only:
                 results["tick"].append(tick_cost(ctx, args))
                 log.info("tick round %d: %s", r + 1, results["tick"][-1])

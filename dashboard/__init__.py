@@ -1,4 +1,5 @@
 """Celery Live Dashboard: create_app() builds the Flask app; `socketio` is bound in it."""
+
 from __future__ import annotations
 
 import logging

@@ -3,6 +3,7 @@
 Every option comes from dashboard/config.py's SETTINGS through `setting_options`, which any click command
 can reuse (e.g. a `celery dashboard` subcommand).
 """
+
 from __future__ import annotations
 
 import functools
@@ -57,17 +58,27 @@ def _option(setting: Setting) -> Callable[[Callable[..., Any]], Callable[..., An
     help_text = f"{setting.help} Env: {setting.env_var}."
     if isinstance(setting.default, bool):
         name = setting.option[2:]
-        return click.option(f"--{name}/--no-{name}", setting.file_key, default=setting.default, show_default=True,
-                            help=help_text)
+        return click.option(
+            f"--{name}/--no-{name}", setting.file_key, default=setting.default, show_default=True, help=help_text
+        )
     shown: bool | str = "random" if setting.name == "SECRET_KEY" else setting.default != ""
-    return click.option(setting.option, setting.file_key, type=SettingType(setting), default=setting.default,
-                        show_default=shown, help=help_text)
+    return click.option(
+        setting.option,
+        setting.file_key,
+        type=SettingType(setting),
+        default=setting.default,
+        show_default=shown,
+        help=help_text,
+    )
 
 
 def config_from_options(ctx: click.Context, values: dict[str, Any], config_file: str | None) -> dict[str, Any]:
     """The settings: defaults < config file < environment < the flags given on this command line."""
-    flags = {s.name: values[s.file_key] for s in SETTINGS
-             if ctx.get_parameter_source(s.file_key) is ParameterSource.COMMANDLINE}
+    flags = {
+        s.name: values[s.file_key]
+        for s in SETTINGS
+        if ctx.get_parameter_source(s.file_key) is ParameterSource.COMMANDLINE
+    }
     try:
         return load_config(flags, config_file=config_file)
     except ValueError as exc:
@@ -86,8 +97,12 @@ def setting_options(command: Callable[..., Any]) -> Callable[..., Any]:
     decorated: Callable[..., Any] = wrapper
     for setting in reversed(SETTINGS):
         decorated = _option(setting)(decorated)
-    return click.option("--config", "config_file", metavar="FILE",
-                        help=f"TOML file of settings (keys: the names in lower case). Env: {CONFIG_ENV}.")(decorated)
+    return click.option(
+        "--config",
+        "config_file",
+        metavar="FILE",
+        help=f"TOML file of settings (keys: the names in lower case). Env: {CONFIG_ENV}.",
+    )(decorated)
 
 
 def version() -> str:
@@ -122,19 +137,31 @@ def serve(cfg: dict[str, Any]) -> None:
 
     class Server(BaseApplication):  # one worker process: the state lives in memory, in one place
         def load_config(self) -> None:
-            settings = {"bind": f"{cfg['HOST']}:{cfg['PORT']}", "workers": 1, "worker_class": "gthread",
-                        "threads": int(cfg["THREADS"]), "graceful_timeout": 5, "keepalive": 5,
-                        "loglevel": str(cfg["LOG_LEVEL"]).lower(), "errorlog": "-", "proc_name": PROG,
-                        # Runs in the worker process on SIGTERM and SIGINT alike: stop ingest, save the snapshot.
-                        "worker_exit": lambda arbiter, worker: worker.wsgi.extensions["dashboard"].stop()}
+            settings = {
+                "bind": f"{cfg['HOST']}:{cfg['PORT']}",
+                "workers": 1,
+                "worker_class": "gthread",
+                "threads": int(cfg["THREADS"]),
+                "graceful_timeout": 5,
+                "keepalive": 5,
+                "loglevel": str(cfg["LOG_LEVEL"]).lower(),
+                "errorlog": "-",
+                "proc_name": PROG,
+                # Runs in the worker process on SIGTERM and SIGINT alike: stop ingest, save the snapshot.
+                "worker_exit": lambda arbiter, worker: worker.wsgi.extensions["dashboard"].stop(),
+            }
             for key, value in settings.items():
                 self.cfg.set(key, value)
 
         def load(self) -> Any:
             return create_app(cfg)
 
-    log.info("dashboard at http://%s:%s (threading mode: at most %s open websockets)", cfg["HOST"], cfg["PORT"],
-             cfg["THREADS"])
+    log.info(
+        "dashboard at http://%s:%s (threading mode: at most %s open websockets)",
+        cfg["HOST"],
+        cfg["PORT"],
+        cfg["THREADS"],
+    )
     Server().run()
 
 
@@ -170,20 +197,27 @@ def _demo(cfg: dict[str, Any]) -> int:
 
 def _start(cfg: dict[str, Any]) -> None:
     """Logging at LOG_LEVEL; SIGTERM ends the process through `finally` blocks, so children are stopped too."""
-    logging.basicConfig(level=str(cfg["LOG_LEVEL"]).upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=str(cfg["LOG_LEVEL"]).upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
-@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
-              help="Show the version and exit.")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Show the version and exit.",
+)
 def cli() -> None:
     """Live monitoring console for Celery. Settings: defaults < config file < environment < flags."""
 
 
-EPILOG = (f"Settings: defaults < config file (--config, {CONFIG_ENV}) < environment (DASHBOARD_*) < flags; "
-          "docs/configuration.md lists them.")
+EPILOG = (
+    f"Settings: defaults < config file (--config, {CONFIG_ENV}) < environment (DASHBOARD_*) < flags; "
+    "docs/configuration.md lists them."
+)
 
 
 @cli.command(epilog=EPILOG)

@@ -13,6 +13,7 @@ were imported first (`celery -A proj dashboard`), and nothing else changes behav
 threading (development): every request and websocket holds a server thread; the same code runs,
 with `pause` handing the GIL to requests in flight.
 """
+
 from __future__ import annotations
 
 import logging

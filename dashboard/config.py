@@ -1,5 +1,6 @@
 """Every setting in one place: defaults, then a TOML config file, then environment (DASHBOARD_*), then CLI/test
 overrides (docs/configuration.md)."""
+
 from __future__ import annotations
 
 import difflib
@@ -96,13 +97,28 @@ _BY_KEY = {s.file_key: s for s in SETTINGS}
 CHOICES: dict[str, tuple[str, ...]] = {"ASYNC_MODE": ("gevent", "threading"), "INGEST": ("auto", "redis", "kombu")}
 # name -> (lowest allowed, whether the lowest itself is allowed); NaN fails every comparison.
 _RANGES = {
-    "MAX_TASKS": (1, True), "MAX_WORKERS": (1, True), "THREADS": (1, True), "PORT": (0, True),
-    "PUSH_INTERVAL": (0.0, False), "RECONNECT_MIN": (0.0, False), "RECONNECT_MAX": (0.0, False),
-    "LAUNCH_TIMEOUT": (0.0, False), "ENABLE_EVENTS_INTERVAL": (0.0, True), "DEMO_WORKER_CONCURRENCY": (1, True),
-    "CONTROL_TIMEOUT": (0.0, False), "INSPECT_INTERVAL": (0.0, True), "INSPECT_TIMEOUT": (0.0, False),
-    "BULK_MAX": (1, True), "HIDE_OFFLINE_AFTER": (0.0, True), "QUEUE_POLL_INTERVAL": (0.0, False),
-    "SNAPSHOT_INTERVAL": (0.0, False), "MAX_CONNECTIONS": (16, True), "MAX_CONNECTIONS_PER_ADDRESS": (1, True),
-    "HEADER_TIMEOUT": (0.0, False), "SIGNIN_FAILURES_PER_MINUTE": (1, True), "MAX_REQUEST_BYTES": (1, True),
+    "MAX_TASKS": (1, True),
+    "MAX_WORKERS": (1, True),
+    "THREADS": (1, True),
+    "PORT": (0, True),
+    "PUSH_INTERVAL": (0.0, False),
+    "RECONNECT_MIN": (0.0, False),
+    "RECONNECT_MAX": (0.0, False),
+    "LAUNCH_TIMEOUT": (0.0, False),
+    "ENABLE_EVENTS_INTERVAL": (0.0, True),
+    "DEMO_WORKER_CONCURRENCY": (1, True),
+    "CONTROL_TIMEOUT": (0.0, False),
+    "INSPECT_INTERVAL": (0.0, True),
+    "INSPECT_TIMEOUT": (0.0, False),
+    "BULK_MAX": (1, True),
+    "HIDE_OFFLINE_AFTER": (0.0, True),
+    "QUEUE_POLL_INTERVAL": (0.0, False),
+    "SNAPSHOT_INTERVAL": (0.0, False),
+    "MAX_CONNECTIONS": (16, True),
+    "MAX_CONNECTIONS_PER_ADDRESS": (1, True),
+    "HEADER_TIMEOUT": (0.0, False),
+    "SIGNIN_FAILURES_PER_MINUTE": (1, True),
+    "MAX_REQUEST_BYTES": (1, True),
 }
 _HIGHEST = {"PORT": 65535}
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -117,8 +133,12 @@ def _problem(name: str, value: Any) -> str | None:
         return f"must be {', '.join(first)} or {last}"
     if name in _RANGES:
         low, inclusive = _RANGES[name]
-        ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
-              and (value >= low if inclusive else value > low) and value < float("inf"))
+        ok = (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and (value >= low if inclusive else value > low)
+            and value < float("inf")
+        )
         if not ok:
             return f"must be a finite number {'at least' if inclusive else 'more than'} {low}"
     if name in _HIGHEST and value > _HIGHEST[name]:
@@ -177,8 +197,9 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     if isinstance(data.get(FILE_TABLE), dict):  # other tables belong to other programs
         stray = [key for key, value in data.items() if not isinstance(value, dict)]
         if stray:
-            raise ValueError(f"config file {path}: {stray[0]!r} is outside the [{FILE_TABLE}] table, "
-                             "where this file's settings are")
+            raise ValueError(
+                f"config file {path}: {stray[0]!r} is outside the [{FILE_TABLE}] table, where this file's settings are"
+            )
         table = data[FILE_TABLE]
     values: dict[str, Any] = {}
     for key, raw in table.items():
@@ -194,8 +215,11 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     return values
 
 
-def load_config(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None,
-                config_file: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+def load_config(
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    config_file: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
     """Defaults, then the config file (config_file, else DASHBOARD_CONFIG), then DASHBOARD_* variables, then
     explicit overrides (CLI flags, tests); ValueError says which value is wrong and where it came from."""
     env = os.environ if environ is None else environ
@@ -259,8 +283,10 @@ def parse_users(raw: str) -> dict[str, str]:
         name, secret = name.strip(), secret.strip()  # "ada: pw" is what people type; hashes have no blanks
         # Never echo the entry: without a ':' it may well be a password.
         if not sep:
-            raise ValueError(f"DASHBOARD_AUTH_USERS: entry {number} has no ':' (expected name:password "
-                             "or name:<hash>, comma-separated)")
+            raise ValueError(
+                f"DASHBOARD_AUTH_USERS: entry {number} has no ':' (expected name:password "
+                "or name:<hash>, comma-separated)"
+            )
         if not name:
             raise ValueError(f"DASHBOARD_AUTH_USERS: entry {number} has an empty user name")
         if not secret:

@@ -4,6 +4,7 @@ The web process never imports this module: it launches these tasks by name.
 The tasks follow the Celery + Redis guide this project grew from, plus the cases a monitor
 must show well: a real traceback, retries with backoff, progress, and a chord workflow.
 """
+
 from __future__ import annotations
 
 import logging
@@ -74,8 +75,9 @@ def fail(card: str = "4000-0000-0000-0002", amount: float = 42) -> str:
     return _charge(card, amount)
 
 
-@app.task(bind=True, autoretry_for=(ConnectionError,), retry_backoff=1, retry_backoff_max=8,
-          retry_jitter=False, max_retries=3)
+@app.task(
+    bind=True, autoretry_for=(ConnectionError,), retry_backoff=1, retry_backoff_max=8, retry_jitter=False, max_retries=3
+)
 def flaky(self: Any, fail_times: int = 2) -> str:
     """Fails `fail_times` times with ConnectionError; autoretry_for retries it with backoff."""
     attempt = self.request.retries + 1

@@ -1,4 +1,5 @@
 """Child processes the demo command (and the test suite) starts: a local Redis and the demo worker."""
+
 from __future__ import annotations
 
 import logging
@@ -64,16 +65,33 @@ def redis_executable() -> str:
         found = shutil.which(candidate)
         if found:
             return found
-    raise ProcessError("redis-server is not installed: run `apt-get install redis-server` "
-                       "(or `make setup` as root), or pass --broker redis://HOST:PORT/0 of a running Redis")
+    raise ProcessError(
+        "redis-server is not installed: run `apt-get install redis-server` "
+        "(or `make setup` as root), or pass --broker redis://HOST:PORT/0 of a running Redis"
+    )
 
 
 def start_redis(port: int | None = None, pubsub_limit: str = "256mb 64mb 60") -> tuple[subprocess.Popen, str]:
     """Start a throwaway redis-server on a free loopback port; returns (process, broker URL)."""
     port = port or free_port()
     workdir = tempfile.mkdtemp(prefix="celery-dashboard-redis-")
-    cmd = [redis_executable(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-           "--dir", workdir, "--client-output-buffer-limit", f"pubsub {pubsub_limit}", "--loglevel", "warning"]
+    cmd = [
+        redis_executable(),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        workdir,
+        "--client-output-buffer-limit",
+        f"pubsub {pubsub_limit}",
+        "--loglevel",
+        "warning",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, preexec_fn=_die_with_parent)
     url = f"redis://127.0.0.1:{port}/0"
     deadline = time.monotonic() + 10
@@ -86,14 +104,34 @@ def start_redis(port: int | None = None, pubsub_limit: str = "256mb 64mb 60") ->
     return proc, url
 
 
-def start_worker(broker_url: str, concurrency: int = 2, hostname: str = "demo@%h",
-                 extra_env: dict[str, str] | None = None, quiet: bool = False) -> subprocess.Popen:
+def start_worker(
+    broker_url: str,
+    concurrency: int = 2,
+    hostname: str = "demo@%h",
+    extra_env: dict[str, str] | None = None,
+    quiet: bool = False,
+) -> subprocess.Popen:
     """Start the demo Celery worker (events on) against `broker_url`."""
     env = dict(os.environ, DASHBOARD_BROKER_URL=broker_url, **(extra_env or {}))
     env.pop("DASHBOARD_ASYNC_MODE", None)  # the worker never runs under the web server's eventlet
     events = ["-E"] if env.get("DASHBOARD_DEMO_EVENTS", "1") != "0" else []
-    cmd = [sys.executable, "-m", "celery", "-A", "dashboard.demo", "worker", *events, "--loglevel", "INFO",
-           "--concurrency", str(concurrency), "--hostname", hostname, "--without-mingle", "--without-gossip"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "dashboard.demo",
+        "worker",
+        *events,
+        "--loglevel",
+        "INFO",
+        "--concurrency",
+        str(concurrency),
+        "--hostname",
+        hostname,
+        "--without-mingle",
+        "--without-gossip",
+    ]
     out = subprocess.DEVNULL if quiet else None
     proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=out, preexec_fn=_die_with_parent)
     log.info("started demo worker %s (pid %d)", hostname, proc.pid)

@@ -1,6 +1,7 @@
 """What the tests share: the tier rule, helpers, the real parts (a redis-server on a free loopback port,
 the demo worker with events on, the dashboard server as a subprocess), the in-process app and its broker
 queue, and Debian's Chromium driven by Playwright."""
+
 from __future__ import annotations
 
 import os
@@ -20,8 +21,15 @@ from dashboard.processes import free_port, start_redis, start_worker, stop_proce
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 # The demo tasks sleep this long instead of 2 s, so the suite stays quick.
 WORK_SECONDS = "0.3"
 
@@ -60,13 +68,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         raise pytest.UsageError(
             "every test needs exactly one tier: @pytest.mark.unit, .integration or .browser on the test, or "
             "`pytestmark = pytest.mark.<tier>` in a module of one tier (tiers: tests/conftest.py)\n  "
-            + "\n  ".join(problems))
+            + "\n  ".join(problems)
+        )
 
 
 # -- helpers ---------------------------------------------------------------------------------------
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.1,
-             message: str = "condition") -> Any:
+
+def wait_for(
+    predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.1, message: str = "condition"
+) -> Any:
     """Poll until predicate() is truthy and return its value, or fail with `message`."""
     deadline = time.monotonic() + timeout
     last_exc: Exception | None = None
@@ -89,13 +100,23 @@ def event_envelope(*events: dict[str, Any]) -> str:
     import json
 
     body = base64.b64encode(json.dumps(list(events)).encode()).decode()
-    return json.dumps({"body": body, "content-type": "application/json", "content-encoding": "utf-8",
-                       "headers": {}, "properties": {"body_encoding": "base64", "delivery_tag": "t",
-                                                     "delivery_info": {"exchange": "celeryev",
-                                                                       "routing_key": "task.multi"}}})
+    return json.dumps(
+        {
+            "body": body,
+            "content-type": "application/json",
+            "content-encoding": "utf-8",
+            "headers": {},
+            "properties": {
+                "body_encoding": "base64",
+                "delivery_tag": "t",
+                "delivery_info": {"exchange": "celeryev", "routing_key": "task.multi"},
+            },
+        }
+    )
 
 
 # -- real parts: redis-server and the dashboard server as processes ---------------------------------
+
 
 class RedisServer:
     """A real redis-server we can stop and start again on the same port."""
@@ -123,8 +144,19 @@ class DashboardServer:
     def __init__(self, broker_url: str, *extra: str, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        cmd = [sys.executable, "-m", "dashboard.cli", "run", "--broker", broker_url, "--port", str(self.port),
-               "--log-level", "WARNING", *extra]
+        cmd = [
+            sys.executable,
+            "-m",
+            "dashboard.cli",
+            "run",
+            "--broker",
+            broker_url,
+            "--port",
+            str(self.port),
+            "--log-level",
+            "WARNING",
+            *extra,
+        ]
         full_env = dict(os.environ, **(env or {}))
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env)
         wait_for(lambda: self.health()["broker"]["connected"], timeout=30, message=f"dashboard on {self.base_url}")
@@ -159,8 +191,11 @@ class DashboardServer:
 
     def wait_task(self, uuid: str, state: str, timeout: float = 20.0) -> dict[str, Any]:
         """Wait until the task reaches `state` and return it."""
-        return wait_for(lambda: (t := self.task(uuid)) and t["state"] == state and t, timeout=timeout,
-                        message=f"task {uuid} to reach {state} (now: {self.task(uuid)})")
+        return wait_for(
+            lambda: (t := self.task(uuid)) and t["state"] == state and t,
+            timeout=timeout,
+            message=f"task {uuid} to reach {state} (now: {self.task(uuid)})",
+        )
 
     def stop(self) -> None:
         """Stop the server and everything it runs."""
@@ -168,6 +203,7 @@ class DashboardServer:
 
 
 # -- fixtures: real processes (integration and browser tiers) -------------------------------------
+
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
@@ -197,8 +233,9 @@ def dashboard(redis_server: RedisServer) -> Iterator[DashboardServer]:
 def worker(redis_server: RedisServer, dashboard: DashboardServer) -> Iterator[str]:
     """The demo worker with events on; yields its hostname once the dashboard sees it online."""
     hostname = f"pytest-{os.getpid()}@localhost"
-    proc = start_worker(redis_server.url, concurrency=2, hostname=hostname, quiet=True,
-                        extra_env={"DASHBOARD_DEMO_SLEEP": WORK_SECONDS})
+    proc = start_worker(
+        redis_server.url, concurrency=2, hostname=hostname, quiet=True, extra_env={"DASHBOARD_DEMO_SLEEP": WORK_SECONDS}
+    )
 
     wait_for(lambda: dashboard.worker_online(hostname), timeout=60, message=f"worker {hostname} online")
     yield hostname
@@ -206,6 +243,7 @@ def worker(redis_server: RedisServer, dashboard: DashboardServer) -> Iterator[st
 
 
 # -- fixtures: the app in-process, its broker queue (integration: db 1 of the session Redis) -------
+
 
 @pytest.fixture
 def app(redis_server: RedisServer) -> Iterator[Any]:
@@ -255,6 +293,7 @@ def csrf_token(client: Any, path: str = "/launch") -> str:
 
 
 # -- fixtures: Chromium (browser tier) -------------------------------------------------------------
+
 
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:

@@ -1,61 +1,88 @@
 """The JSON API and /healthz on a real app (ingest off) whose broker is db 1 of the session Redis."""
+
 from __future__ import annotations
 
 import base64
 import json
 import re
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis
-from conftest import RedisServer
+from conftest import RedisServer, feed
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dashboard.processes import free_port
 
 HOST = "w1@box"
-TRACEBACK = ('Traceback (most recent call last):\n  File "demo.py", line 60, in _authorize\n'
-             "PaymentDeclined: card 4000 was declined\n")
+TRACEBACK = (
+    'Traceback (most recent call last):\n  File "demo.py", line 60, in _authorize\n'
+    "PaymentDeclined: card 4000 was declined\n"
+)
 
 
 def ev(type_: str, uuid: str, ts: float, hostname: str = HOST, **fields: Any) -> dict[str, Any]:
     """A Celery task event as ingest hands it to the state."""
-    return {"type": type_, "uuid": uuid, "hostname": hostname, "timestamp": ts, "local_received": time.time(),
-            **fields}
+    return {"type": type_, "uuid": uuid, "hostname": hostname, "timestamp": ts, "local_received": time.time(), **fields}
 
 
 def heartbeat(hostname: str, received: float, freq: float = 2.0, **fields: Any) -> dict[str, Any]:
     """A worker-heartbeat event received at `received`."""
-    return {"type": "worker-heartbeat", "hostname": hostname, "timestamp": received, "local_received": received,
-            "freq": freq, "active": 0, "processed": 3, "sw_ident": "py-celery", "sw_ver": "5.4.0",
-            "sw_sys": "Linux", "loadavg": [0.1, 0.2, 0.3], **fields}
+    return {
+        "type": "worker-heartbeat",
+        "hostname": hostname,
+        "timestamp": received,
+        "local_received": received,
+        "freq": freq,
+        "active": 0,
+        "processed": 3,
+        "sw_ident": "py-celery",
+        "sw_ver": "5.4.0",
+        "sw_sys": "Linux",
+        "loadavg": [0.1, 0.2, 0.3],
+        **fields,
+    }
 
 
 def seed(app: Any) -> float:
     """Four tasks in first-seen order ok, bad, retry, kid (a child of ok) and two workers; returns t0."""
     t0 = time.time() - 30
-    feed(app,
-         heartbeat(HOST, time.time(), freq=30.0),
-         heartbeat("w2@box", time.time() - 120),
-         ev("task-sent", "ok", t0, hostname="client@box", name="dashboard.demo.add", args="(2, 3)", kwargs="{}"),
-         ev("task-received", "ok", t0 + 1, name="dashboard.demo.add", args="(2, 3)", kwargs="{}", retries=0),
-         ev("task-started", "ok", t0 + 2),
-         ev("task-succeeded", "ok", t0 + 3, result="5", runtime=1.0),
-         ev("task-received", "bad", t0 + 4, name="dashboard.demo.fail", args="()", kwargs="{'amount': 42}"),
-         ev("task-started", "bad", t0 + 5),
-         ev("task-failed", "bad", t0 + 6, exception="PaymentDeclined('card 4000 was declined')", traceback=TRACEBACK),
-         ev("task-received", "retry", t0 + 7, name="dashboard.demo.flaky", args="()", kwargs="{}", retries=0),
-         ev("task-started", "retry", t0 + 8),
-         ev("task-retried", "retry", t0 + 9, exception="ConnectionError('upstream unavailable on attempt 1')",
-            traceback="Traceback (most recent call last):\nConnectionError: upstream unavailable on attempt 1\n"),
-         ev("task-received", "retry", t0 + 10, name="dashboard.demo.flaky", args="()", kwargs="{}", retries=1),
-         ev("task-started", "retry", t0 + 11),
-         ev("task-succeeded", "retry", t0 + 12, result="'succeeded on attempt 2'", runtime=0.1),
-         ev("task-received", "kid", t0 + 13, name="dashboard.demo.add", args="(1, 1)", kwargs="{}",
-            parent_id="ok", root_id="ok"))
+    feed(
+        app,
+        heartbeat(HOST, time.time(), freq=30.0),
+        heartbeat("w2@box", time.time() - 120),
+        ev("task-sent", "ok", t0, hostname="client@box", name="dashboard.demo.add", args="(2, 3)", kwargs="{}"),
+        ev("task-received", "ok", t0 + 1, name="dashboard.demo.add", args="(2, 3)", kwargs="{}", retries=0),
+        ev("task-started", "ok", t0 + 2),
+        ev("task-succeeded", "ok", t0 + 3, result="5", runtime=1.0),
+        ev("task-received", "bad", t0 + 4, name="dashboard.demo.fail", args="()", kwargs="{'amount': 42}"),
+        ev("task-started", "bad", t0 + 5),
+        ev("task-failed", "bad", t0 + 6, exception="PaymentDeclined('card 4000 was declined')", traceback=TRACEBACK),
+        ev("task-received", "retry", t0 + 7, name="dashboard.demo.flaky", args="()", kwargs="{}", retries=0),
+        ev("task-started", "retry", t0 + 8),
+        ev(
+            "task-retried",
+            "retry",
+            t0 + 9,
+            exception="ConnectionError('upstream unavailable on attempt 1')",
+            traceback="Traceback (most recent call last):\nConnectionError: upstream unavailable on attempt 1\n",
+        ),
+        ev("task-received", "retry", t0 + 10, name="dashboard.demo.flaky", args="()", kwargs="{}", retries=1),
+        ev("task-started", "retry", t0 + 11),
+        ev("task-succeeded", "retry", t0 + 12, result="'succeeded on attempt 2'", runtime=0.1),
+        ev(
+            "task-received",
+            "kid",
+            t0 + 13,
+            name="dashboard.demo.add",
+            args="(1, 1)",
+            kwargs="{}",
+            parent_id="ok",
+            root_id="ok",
+        ),
+    )
     return t0
 
 
@@ -65,12 +92,20 @@ def queued(client: redis.Redis) -> list[dict[str, Any]]:
     for raw in reversed(client.lrange("celery", 0, -1)):  # kombu LPUSHes, the worker BRPOPs
         msg = json.loads(raw)
         args, kwargs, _embed = json.loads(base64.b64decode(msg["body"]))
-        out.append({"id": msg["headers"]["id"], "task": msg["headers"]["task"], "eta": msg["headers"]["eta"],
-                    "args": args, "kwargs": kwargs})
+        out.append(
+            {
+                "id": msg["headers"]["id"],
+                "task": msg["headers"]["task"],
+                "eta": msg["headers"]["eta"],
+                "args": args,
+                "kwargs": kwargs,
+            }
+        )
     return out
 
 
 # -- /healthz --------------------------------------------------------------------------------------
+
 
 @pytest.mark.integration
 def test_healthz_reports_broker_events_tasks_and_workers(app: Any) -> None:
@@ -97,6 +132,7 @@ def test_healthz_on_an_empty_state(app: Any) -> None:
 
 
 # -- /api/tasks ------------------------------------------------------------------------------------
+
 
 @pytest.mark.integration
 def test_task_list_is_newest_first(app: Any) -> None:
@@ -142,8 +178,18 @@ def test_task_list_name_filter_is_a_case_insensitive_substring(app: Any) -> None
 def test_task_list_worker_filter_and_free_text(app: Any) -> None:
     """?worker= keeps one worker's tasks; ?q= finds a word in uuid, args, kwargs, result or exception."""
     seed(app)
-    feed(app, ev("task-received", "other", time.time(), hostname="w2@box", name="dashboard.demo.add",
-                 args="('invoice-7731',)", kwargs="{}"))
+    feed(
+        app,
+        ev(
+            "task-received",
+            "other",
+            time.time(),
+            hostname="w2@box",
+            name="dashboard.demo.add",
+            args="('invoice-7731',)",
+            kwargs="{}",
+        ),
+    )
     client = app.test_client()
     assert [t["uuid"] for t in client.get("/api/tasks?worker=w2@box").get_json()["tasks"]] == ["other"]
     assert client.get(f"/api/tasks?worker={HOST}").get_json()["total"] == 4
@@ -179,8 +225,9 @@ def test_task_list_limit_and_offset(app: Any) -> None:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("query", ["limit=abc", "limit=0", "limit=501", "limit=-5", "limit=2.5", "limit=",
-                                   "offset=-1", "offset=x"])
+@pytest.mark.parametrize(
+    "query", ["limit=abc", "limit=0", "limit=501", "limit=-5", "limit=2.5", "limit=", "offset=-1", "offset=x"]
+)
 def test_task_list_refuses_bad_paging(app: Any, query: str) -> None:
     """A limit outside 1-500 or a negative/non-numeric offset is a 400 with a JSON error."""
     resp = app.test_client().get(f"/api/tasks?{query}")
@@ -200,6 +247,7 @@ def test_task_list_refuses_superscript_digits(app: Any, query: str) -> None:
 
 # -- /api/tasks/<uuid> -----------------------------------------------------------------------------
 
+
 @pytest.mark.integration
 def test_task_detail_of_a_failure_has_the_traceback_and_history(app: Any) -> None:
     """A failed task shows its exception, full traceback, worker and every event with its time."""
@@ -213,8 +261,11 @@ def test_task_detail_of_a_failure_has_the_traceback_and_history(app: Any) -> Non
     assert task["exception"] == "PaymentDeclined('card 4000 was declined')"
     assert task["worker"] == HOST
     assert task["kwargs"] == "{'amount': 42}"
-    assert task["history"] == [{"event": "received", "timestamp": t0 + 4}, {"event": "started", "timestamp": t0 + 5},
-                               {"event": "failed", "timestamp": t0 + 6}]
+    assert task["history"] == [
+        {"event": "received", "timestamp": t0 + 4},
+        {"event": "started", "timestamp": t0 + 5},
+        {"event": "failed", "timestamp": t0 + 6},
+    ]
     assert task["attempts"] == []
     assert task["children"] == []
 
@@ -231,8 +282,14 @@ def test_task_detail_lists_each_retry_attempt(app: Any) -> None:
     assert attempt["exception"] == "ConnectionError('upstream unavailable on attempt 1')"
     assert "ConnectionError: upstream unavailable" in attempt["traceback"]
     assert attempt["timestamp"] == t0 + 9
-    assert [h["event"] for h in task["history"]] == ["received", "started", "retried", "received", "started",
-                                                    "succeeded"]
+    assert [h["event"] for h in task["history"]] == [
+        "received",
+        "started",
+        "retried",
+        "received",
+        "started",
+        "succeeded",
+    ]
 
 
 @pytest.mark.integration
@@ -262,6 +319,7 @@ def test_unknown_task_is_a_json_404(app: Any) -> None:
 
 # -- /api/workers ----------------------------------------------------------------------------------
 
+
 @pytest.mark.integration
 def test_workers_with_heartbeat_status(app: Any) -> None:
     """Workers are listed by hostname: a fresh heartbeat is online, a stale one offline."""
@@ -283,8 +341,11 @@ def test_workers_with_heartbeat_status(app: Any) -> None:
 def test_worker_goes_offline_on_worker_offline_event(app: Any) -> None:
     """worker-offline marks a worker offline at once, even with a recent heartbeat."""
     now = time.time()
-    feed(app, heartbeat("a@box", now), {"type": "worker-offline", "hostname": "a@box", "timestamp": now + 1,
-                                        "local_received": now + 1})
+    feed(
+        app,
+        heartbeat("a@box", now),
+        {"type": "worker-offline", "hostname": "a@box", "timestamp": now + 1, "local_received": now + 1},
+    )
     (worker,) = app.test_client().get("/api/workers").get_json()["workers"]
     assert worker["online"] is False
     assert worker["offline_at"] == now + 1
@@ -300,6 +361,7 @@ def test_workers_count_their_finished_tasks(app: Any) -> None:
 
 
 # -- POST /api/launch ------------------------------------------------------------------------------
+
 
 @pytest.mark.integration
 def test_launch_queues_count_tasks(app: Any, queue: redis.Redis) -> None:
@@ -318,8 +380,10 @@ def test_launch_queues_count_tasks(app: Any, queue: redis.Redis) -> None:
 @pytest.mark.integration
 def test_launch_accepts_form_style_strings(app: Any, queue: redis.Redis) -> None:
     """The API also takes args/kwargs/count/countdown as strings, as the page's form sends them."""
-    resp = app.test_client().post("/api/launch", json={"task": "dashboard.demo.progress", "args": "",
-                                                       "kwargs": '{"steps": 2}', "count": "2", "countdown": "30"})
+    resp = app.test_client().post(
+        "/api/launch",
+        json={"task": "dashboard.demo.progress", "args": "", "kwargs": '{"steps": 2}', "count": "2", "countdown": "30"},
+    )
     assert resp.status_code == 200, resp.get_data(as_text=True)
     messages = queued(queue)
     assert [m["id"] for m in messages] == resp.get_json()["task_ids"]
@@ -331,8 +395,10 @@ def test_launch_accepts_form_style_strings(app: Any, queue: redis.Redis) -> None
 def test_launch_with_errors_queues_nothing(app: Any, queue: redis.Redis) -> None:
     """Any bad field is a 400 with per-field errors, and not one task is sent."""
     before = queue.llen("celery")
-    resp = app.test_client().post("/api/launch", json={"task": "dashboard.demo.add", "args": "[2, 3",
-                                                       "kwargs": [], "count": 5000, "countdown": -1})
+    resp = app.test_client().post(
+        "/api/launch",
+        json={"task": "dashboard.demo.add", "args": "[2, 3", "kwargs": [], "count": 5000, "countdown": -1},
+    )
     assert resp.status_code == 400
     errors = resp.get_json()["fields"]
     assert resp.get_json()["error"].startswith("nothing was sent: ")
@@ -346,8 +412,10 @@ def test_launch_arity_error_queues_nothing(app: Any, queue: redis.Redis) -> None
     """A call the worker would reject with TypeError is refused before anything is sent."""
     resp = app.test_client().post("/api/launch", json={"task": "dashboard.demo.add", "args": [1], "count": 10})
     assert resp.status_code == 400
-    assert resp.get_json() == {"error": "nothing was sent: args: missing required argument(s): y",
-                               "fields": {"args": "missing required argument(s): y"}}
+    assert resp.get_json() == {
+        "error": "nothing was sent: args: missing required argument(s): y",
+        "fields": {"args": "missing required argument(s): y"},
+    }
     assert queue.llen("celery") == 0
 
 
@@ -356,8 +424,7 @@ def test_launch_requires_json(app: Any, queue: redis.Redis) -> None:
     """A form-encoded or text body is a 415 that says to send JSON; nothing is queued."""
     client = app.test_client()
     form = client.post("/api/launch", data={"task": "dashboard.demo.add", "args": "[2, 3]"})
-    text = client.post("/api/launch", data='{"task": "dashboard.demo.add", "args": [2, 3]}',
-                       content_type="text/plain")
+    text = client.post("/api/launch", data='{"task": "dashboard.demo.add", "args": [2, 3]}', content_type="text/plain")
     for resp in (form, text):
         assert resp.status_code == 415
         assert "application/json" in resp.get_json()["error"]
@@ -365,41 +432,46 @@ def test_launch_requires_json(app: Any, queue: redis.Redis) -> None:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("payload", ['[{"task": "dashboard.demo.add"}]', '"dashboard.demo.add"', "42", "null",
-                                     "{not json"])
+@pytest.mark.parametrize(
+    "payload", ['[{"task": "dashboard.demo.add"}]', '"dashboard.demo.add"', "42", "null", "{not json"]
+)
 def test_launch_body_must_be_a_json_object(app: Any, queue: redis.Redis, payload: str) -> None:
     """JSON that is not an object (or broken JSON) is a 400 on the whole form; nothing is queued."""
     resp = app.test_client().post("/api/launch", data=payload, content_type="application/json")
     assert resp.status_code == 400
-    assert resp.get_json() == {"error": "the body must be a JSON object",
-                               "fields": {"form": "the body must be a JSON object"}}
+    assert resp.get_json() == {
+        "error": "the body must be a JSON object",
+        "fields": {"form": "the body must be a JSON object"},
+    }
     assert queue.llen("celery") == 0
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("headers", [
-    {"Origin": "https://evil.example"},
-    {"Origin": "http://localhost.evil.example"},
-    {"Origin": "null"},
-    {"Sec-Fetch-Site": "cross-site"},
-    {"Sec-Fetch-Site": "same-site"},
-])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Origin": "https://evil.example"},
+        {"Origin": "http://localhost.evil.example"},
+        {"Origin": "null"},
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "same-site"},
+    ],
+)
 def test_cross_origin_launch_is_refused(app: Any, queue: redis.Redis, headers: dict[str, str]) -> None:
     """Another site cannot make the browser launch tasks: 403 and nothing queued."""
-    resp = app.test_client().post("/api/launch", json={"task": "dashboard.demo.add", "args": [2, 3]},
-                                  headers=headers)
+    resp = app.test_client().post("/api/launch", json={"task": "dashboard.demo.add", "args": [2, 3]}, headers=headers)
     assert resp.status_code == 403
     assert "cross-origin" in resp.get_json()["error"]
     assert queue.llen("celery") == 0
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("headers", [{"Origin": "http://localhost"}, {"Sec-Fetch-Site": "same-origin"},
-                                     {"Sec-Fetch-Site": "none"}])
+@pytest.mark.parametrize(
+    "headers", [{"Origin": "http://localhost"}, {"Sec-Fetch-Site": "same-origin"}, {"Sec-Fetch-Site": "none"}]
+)
 def test_same_origin_launch_is_allowed(app: Any, queue: redis.Redis, headers: dict[str, str]) -> None:
     """The dashboard's own page (same Origin) and curl-like clients can launch."""
-    resp = app.test_client().post("/api/launch", json={"task": "dashboard.demo.add", "args": [2, 3]},
-                                  headers=headers)
+    resp = app.test_client().post("/api/launch", json={"task": "dashboard.demo.add", "args": [2, 3]}, headers=headers)
     assert resp.status_code == 200
     assert queue.llen("celery") == 1
 
@@ -410,8 +482,14 @@ def test_launch_when_the_broker_is_down_is_a_503(redis_server: RedisServer) -> N
     attempt is in the audit log with the error."""
     from dashboard import create_app
 
-    down = create_app({"ASYNC_MODE": "threading", "INGEST_ENABLED": False, "BROKER_URL": f"redis://127.0.0.1:{free_port()}/0",
-                       "LAUNCH_TIMEOUT": 1.0})
+    down = create_app(
+        {
+            "ASYNC_MODE": "threading",
+            "INGEST_ENABLED": False,
+            "BROKER_URL": f"redis://127.0.0.1:{free_port()}/0",
+            "LAUNCH_TIMEOUT": 1.0,
+        }
+    )
     try:
         started = time.monotonic()
         resp = down.test_client().post("/api/launch", json={"task": "dashboard.demo.add", "args": [2, 3]})
@@ -438,8 +516,10 @@ def test_launch_with_a_url_kombu_cannot_use_is_a_503_not_a_500(redis_server: Red
         resp = app.test_client().post("/api/launch", json={"task": "dashboard.demo.add", "args": [2, 3]})
         assert resp.status_code == 503
         error = resp.get_json()["error"]
-        assert error == ("sending to the broker failed: 0 of 1 task(s) sent "
-                         "(ValueError: Port could not be cast to integer value as '***')")
+        assert error == (
+            "sending to the broker failed: 0 of 1 task(s) sent "
+            "(ValueError: Port could not be cast to integer value as '***')"
+        )
         assert app.test_client().get("/api/audit").get_json()["entries"][0]["message"] == error
     finally:
         app.extensions["dashboard"].stop()
@@ -454,38 +534,63 @@ def test_api_launch_is_audited_once_with_who_where_what_and_the_task_ids(app: An
     """One entry per launch request: anonymous (no auth), the address, the task, the count and countdown, and
     exactly the ids that were queued; the answer links to it."""
     client = app.test_client()
-    resp = client.post("/api/launch", json={"task": "dashboard.demo.add", "args": [2, 3], "count": 3, "countdown": 60},
-                       environ_base={"REMOTE_ADDR": "203.0.113.7"})
+    resp = client.post(
+        "/api/launch",
+        json={"task": "dashboard.demo.add", "args": [2, 3], "count": 3, "countdown": 60},
+        environ_base={"REMOTE_ADDR": "203.0.113.7"},
+    )
     assert resp.status_code == 200
     ids, audit_id = resp.get_json()["task_ids"], resp.get_json()["audit_id"]
     assert [m["id"] for m in queued(queue)] == ids
     [entry] = _audit(client)
     assert abs(entry.pop("time") - time.time()) < 5
-    assert entry == {"id": audit_id, "user": None, "remote_addr": "203.0.113.7", "action": "launch",
-                     "target": "dashboard.demo.add", "ok": True, "replies": {},
-                     "params": {"count": 3, "countdown": 60.0, "via": "api", "task_ids": ids},
-                     "message": "sent 3 × dashboard.demo.add with a 60 s countdown"}
+    assert entry == {
+        "id": audit_id,
+        "user": None,
+        "remote_addr": "203.0.113.7",
+        "action": "launch",
+        "target": "dashboard.demo.add",
+        "ok": True,
+        "replies": {},
+        "params": {"count": 3, "countdown": 60.0, "via": "api", "task_ids": ids},
+        "message": "sent 3 × dashboard.demo.add with a 60 s countdown",
+    }
     client.post("/api/launch", json={"task": "dashboard.demo.fail"})
     assert [e["action"] for e in _audit(client)] == ["launch", "launch"]  # one per request
 
 
 @pytest.mark.integration
-def test_launch_by_a_signed_in_user_is_audited_under_their_name_and_in_the_file(redis_server: RedisServer,
-                                                                              queue: redis.Redis,
-                                                                              tmp_path: Any) -> None:
+def test_launch_by_a_signed_in_user_is_audited_under_their_name_and_in_the_file(
+    redis_server: RedisServer, queue: redis.Redis, tmp_path: Any
+) -> None:
     """With auth, the entry names the user (or "token"); AUDIT_LOG gets the same entry as a JSON line."""
     from dashboard import create_app
 
     path = tmp_path / "audit.jsonl"
-    app = create_app({"INGEST_ENABLED": False, "BROKER_URL": redis_server.url_db(1), "AUDIT_LOG": str(path),
-                      "AUTH_USERS": "ada:correct horse", "AUTH_TOKEN": "t0k3n-for-the-api"})
+    app = create_app(
+        {
+            "INGEST_ENABLED": False,
+            "BROKER_URL": redis_server.url_db(1),
+            "AUDIT_LOG": str(path),
+            "AUTH_USERS": "ada:correct horse",
+            "AUTH_TOKEN": "t0k3n-for-the-api",
+        }
+    )
     try:
         client = app.test_client()
         ada = {"Authorization": "Basic " + base64.b64encode(b"ada:correct horse").decode()}
-        assert client.post("/api/launch", json={"task": "dashboard.demo.add", "args": [1, 1]},
-                           headers=ada).status_code == 200
-        assert client.post("/api/launch", json={"task": "dashboard.demo.add", "args": [1, 2]},
-                           headers={"Authorization": "Bearer t0k3n-for-the-api"}).status_code == 200
+        assert (
+            client.post("/api/launch", json={"task": "dashboard.demo.add", "args": [1, 1]}, headers=ada).status_code
+            == 200
+        )
+        assert (
+            client.post(
+                "/api/launch",
+                json={"task": "dashboard.demo.add", "args": [1, 2]},
+                headers={"Authorization": "Bearer t0k3n-for-the-api"},
+            ).status_code
+            == 200
+        )
         entries = client.get("/api/audit", headers=ada).get_json()["entries"]
         assert [e["user"] for e in entries] == ["token", "ada"]
         assert [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] == entries[::-1]
@@ -495,14 +600,18 @@ def test_launch_by_a_signed_in_user_is_audited_under_their_name_and_in_the_file(
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("body, field", [
-    ({"task": "os.system", "args": ["rm -rf /"]}, "task"),
-    ({"task": "dashboard.demo.add", "args": "[1,"}, "args"),
-    ({"task": "dashboard.demo.add", "args": [1, 2], "count": 0}, "count"),
-    ({"task": "dashboard.demo.add", "args": [1]}, "args"),
-])
-def test_refused_launch_sends_nothing_says_why_and_is_not_audited(app: Any, queue: redis.Redis, body: dict[str, Any],
-                                                                   field: str) -> None:
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"task": "os.system", "args": ["rm -rf /"]}, "task"),
+        ({"task": "dashboard.demo.add", "args": "[1,"}, "args"),
+        ({"task": "dashboard.demo.add", "args": [1, 2], "count": 0}, "count"),
+        ({"task": "dashboard.demo.add", "args": [1]}, "args"),
+    ],
+)
+def test_refused_launch_sends_nothing_says_why_and_is_not_audited(
+    app: Any, queue: redis.Redis, body: dict[str, Any], field: str
+) -> None:
     """Bad input: 400 naming the field and why, nothing queued, no audit entry (nothing changed)."""
     client = app.test_client()
     resp = client.post("/api/launch", json=body)
@@ -514,6 +623,7 @@ def test_refused_launch_sends_nothing_says_why_and_is_not_audited(app: Any, queu
 
 # -- task data is data ---------------------------------------------------------------------------
 
+
 @pytest.mark.integration
 def test_html_in_task_data_comes_back_verbatim_as_json(app: Any) -> None:
     """Markup in task names, args, exceptions and tracebacks is returned unchanged, as JSON strings."""
@@ -521,8 +631,11 @@ def test_html_in_task_data_comes_back_verbatim_as_json(app: Any) -> None:
     args = "('<img src=x onerror=alert(1)>',)"
     exc = 'ValueError("</pre><script>alert(2)</script>")'
     tb = "Traceback (most recent call last):\n<b>bold</b> & <i>more</i>\n"
-    feed(app, ev("task-received", "xss", 1.0, name=name, args=args, kwargs="{'k': '\"&amp;'}"),
-         ev("task-failed", "xss", 2.0, exception=exc, traceback=tb))
+    feed(
+        app,
+        ev("task-received", "xss", 1.0, name=name, args=args, kwargs="{'k': '\"&amp;'}"),
+        ev("task-failed", "xss", 2.0, exception=exc, traceback=tb),
+    )
     client = app.test_client()
     listed = client.get("/api/tasks")
     detail = client.get("/api/tasks/xss")
@@ -531,8 +644,13 @@ def test_html_in_task_data_comes_back_verbatim_as_json(app: Any) -> None:
     row = listed.get_json()["tasks"][0]
     assert (row["name"], row["args"], row["exception"]) == (name, args, exc)
     task = detail.get_json()
-    assert (task["name"], task["args"], task["kwargs"], task["exception"], task["traceback"]) == \
-        (name, args, "{'k': '\"&amp;'}", exc, tb)
+    assert (task["name"], task["args"], task["kwargs"], task["exception"], task["traceback"]) == (
+        name,
+        args,
+        "{'k': '\"&amp;'}",
+        exc,
+        tb,
+    )
     assert "&lt;" not in detail.get_data(as_text=True)
     failures = client.get("/api/overview").get_json()["failures"]
     assert failures[0]["name"] == name
@@ -566,13 +684,15 @@ def test_cursor_pages_stay_put_while_new_tasks_arrive(app: Any) -> None:
 @pytest.mark.integration
 def test_sort_by_runtime_queue_and_time_filters(app: Any) -> None:
     t0 = time.time() - 3600
-    feed(app,
-         ev("task-sent", "slow", t0, hostname="client@box", name="proj.a", queue="video"),
-         ev("task-received", "slow", t0 + 1, name="proj.a"),
-         ev("task-succeeded", "slow", t0 + 9, runtime=8.0),
-         ev("task-received", "fast", t0 + 2000, name="proj.a"),
-         ev("task-succeeded", "fast", t0 + 2001, runtime=0.5),
-         ev("task-received", "unfinished", t0 + 3000, name="proj.a"))
+    feed(
+        app,
+        ev("task-sent", "slow", t0, hostname="client@box", name="proj.a", queue="video"),
+        ev("task-received", "slow", t0 + 1, name="proj.a"),
+        ev("task-succeeded", "slow", t0 + 9, runtime=8.0),
+        ev("task-received", "fast", t0 + 2000, name="proj.a"),
+        ev("task-succeeded", "fast", t0 + 2001, runtime=0.5),
+        ev("task-received", "unfinished", t0 + 3000, name="proj.a"),
+    )
     client = app.test_client()
     by_runtime = client.get("/api/tasks?sort=runtime").get_json()
     assert [t["uuid"] for t in by_runtime["tasks"]] == ["slow", "fast", "unfinished"]
@@ -587,10 +707,17 @@ def test_sort_by_runtime_queue_and_time_filters(app: Any) -> None:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("query, message", [
-    ("sort=name", "sort must be one of"), ("order=up", "order must be"), ("cursor=abc", "cursor must be"),
-    ("sort=runtime&cursor=5", "cursor must be"), ("since=yesterday", "since filter must be"),
-    ("until=nan", "until filter must be")])
+@pytest.mark.parametrize(
+    "query, message",
+    [
+        ("sort=name", "sort must be one of"),
+        ("order=up", "order must be"),
+        ("cursor=abc", "cursor must be"),
+        ("sort=runtime&cursor=5", "cursor must be"),
+        ("since=yesterday", "since filter must be"),
+        ("until=nan", "until filter must be"),
+    ],
+)
 def test_task_list_refuses_bad_order_and_time(app: Any, query: str, message: str) -> None:
     resp = app.test_client().get(f"/api/tasks?{query}")
     assert resp.status_code == 400 and message in resp.get_json()["error"]
@@ -603,8 +730,17 @@ def test_export_downloads_the_filtered_set_as_csv_and_json(app: Any) -> None:
     import io
 
     seed(app)
-    feed(app, ev("task-failed", "evil", time.time(), name="dashboard.demo.fail", args="('=HYPERLINK(1)',)",
-                 exception="=cmd|' /C calc'!A0"))
+    feed(
+        app,
+        ev(
+            "task-failed",
+            "evil",
+            time.time(),
+            name="dashboard.demo.fail",
+            args="('=HYPERLINK(1)',)",
+            exception="=cmd|' /C calc'!A0",
+        ),
+    )
     client = app.test_client()
     resp = client.get("/api/tasks/export?format=csv&state=FAILURE")
     assert resp.status_code == 200 and resp.mimetype == "text/csv"
@@ -626,7 +762,7 @@ FORMULA_START = re.compile(r'(?:\A|(?<=[,;\t\r\n]))"*[=+\-@]|\A[\t\r]')
 HOSTILE = {
     "args": "('a;=1+1', 'b,+2', 'c\t@SUM(A1)', 'd\n-2+3+cmd', 'e;\"=1+1\"')",
     "kwargs": "{'note': 'line\\r\\n=ok', 'x': 'y;-1'}",
-    "result": "total;=HYPERLINK(\"http://evil.example\",\"x\")",
+    "result": 'total;=HYPERLINK("http://evil.example","x")',
     "exception": "=cmd|' /C calc'!A0",
 }
 
@@ -668,14 +804,14 @@ def test_export_csv_quotes_every_separator_and_stays_readable(app: Any) -> None:
     [row] = list(csv.DictReader(io.StringIO(body, newline="")))
     assert row["args"] == "('a;'=1+1', 'b,'+2', 'c\t'@SUM(A1)', 'd\n'-2+3+cmd', 'e;\"'=1+1\"')"
     assert row["kwargs"] == "{'note': 'line\\r\\n=ok', 'x': 'y;'-1'}"  # an escaped \\r\\n is text, not a line break
-    assert row["result"] == "total;'=HYPERLINK(\"http://evil.example\",\"x\")"
+    assert row["result"] == 'total;\'=HYPERLINK("http://evil.example","x")'
     assert row["exception"] == "'=cmd|' /C calc'!A0"
     assert row["name"] == "dashboard.demo.fail" and row["state"] == "FAILURE" and row["uuid"] == "hostile"
 
 
 @pytest.mark.unit
 @settings(max_examples=300, deadline=None)
-@given(st.text(alphabet=st.sampled_from('=+-@;,\t\r\n"\' aZ1(|'), max_size=30))
+@given(st.text(alphabet=st.sampled_from("=+-@;,\t\r\n\"' aZ1(|"), max_size=30))
 def test_a_csv_cell_only_ever_gains_apostrophes(text: str) -> None:
     """Any text: read back (',' CSV) it is one cell, equal to the text but for apostrophes put before formula
     starts, and none of its segments starts a formula."""
@@ -692,25 +828,48 @@ def test_a_csv_cell_only_ever_gains_apostrophes(text: str) -> None:
 
 
 def _tb(frame_line: int, func: str, exc: str) -> str:
-    return ("Traceback (most recent call last):\n"
-            '  File "/usr/lib/python3/dist-packages/celery/app/trace.py", line 453, in trace_task\n'
-            "    R = retval = fun(*args, **kwargs)\n"
-            f'  File "/srv/app/shop/payments.py", line {frame_line}, in {func}\n'
-            "    gateway.charge(card)\n"
-            f"{exc}\n")
+    return (
+        "Traceback (most recent call last):\n"
+        '  File "/usr/lib/python3/dist-packages/celery/app/trace.py", line 453, in trace_task\n'
+        "    R = retval = fun(*args, **kwargs)\n"
+        f'  File "/srv/app/shop/payments.py", line {frame_line}, in {func}\n'
+        "    gateway.charge(card)\n"
+        f"{exc}\n"
+    )
 
 
 @pytest.mark.integration
 def test_failures_are_grouped_and_listed_with_their_tasks(app: Any) -> None:
     """Same exception type, message shape and app frame: one group, whose tasks the task list filters to."""
     now = time.time()
-    feed(app,
-         ev("task-failed", "f1", now - 30, name="shop.charge", exception="CardDeclined('card 4000-0002 for 42 EUR')",
-            traceback=_tb(88, "charge", "CardDeclined: card 4000-0002 for 42 EUR")),
-         ev("task-failed", "f2", now - 20, name="shop.charge", exception="CardDeclined('card 4111-9999 for 7 EUR')",
-            traceback=_tb(91, "charge", "CardDeclined: card 4111-9999 for 7 EUR"), hostname="w2@box"),
-         ev("task-failed", "f3", now - 10, name="shop.refund", exception="KeyError('sku-1')",
-            traceback=_tb(12, "refund", "KeyError: 'sku-1'")))
+    feed(
+        app,
+        ev(
+            "task-failed",
+            "f1",
+            now - 30,
+            name="shop.charge",
+            exception="CardDeclined('card 4000-0002 for 42 EUR')",
+            traceback=_tb(88, "charge", "CardDeclined: card 4000-0002 for 42 EUR"),
+        ),
+        ev(
+            "task-failed",
+            "f2",
+            now - 20,
+            name="shop.charge",
+            exception="CardDeclined('card 4111-9999 for 7 EUR')",
+            traceback=_tb(91, "charge", "CardDeclined: card 4111-9999 for 7 EUR"),
+            hostname="w2@box",
+        ),
+        ev(
+            "task-failed",
+            "f3",
+            now - 10,
+            name="shop.refund",
+            exception="KeyError('sku-1')",
+            traceback=_tb(12, "refund", "KeyError: 'sku-1'"),
+        ),
+    )
     client = app.test_client()
     body = client.get("/api/failures?sort=count").get_json()
     assert body["outcomes"]["FAILURE"] == 3
@@ -730,14 +889,22 @@ def test_failures_are_grouped_and_listed_with_their_tasks(app: Any) -> None:
 def test_recovered_and_gave_up_outcomes_are_counted_and_filterable(app: Any) -> None:
     t0 = time.time() - 60
     retried = dict(exception="ConnectionError('down')", traceback=_tb(5, "call", "ConnectionError: down"))
-    feed(app,
-         ev("task-received", "rec", t0, name="api.call"), ev("task-started", "rec", t0 + 1),
-         ev("task-retried", "rec", t0 + 2, **retried), ev("task-received", "rec", t0 + 3, retries=1),
-         ev("task-started", "rec", t0 + 4), ev("task-succeeded", "rec", t0 + 5, result="1", runtime=0.1),
-         ev("task-received", "gave", t0, name="api.call"), ev("task-started", "gave", t0 + 1),
-         ev("task-retried", "gave", t0 + 2, **retried), ev("task-received", "gave", t0 + 3, retries=1),
-         ev("task-started", "gave", t0 + 4), ev("task-failed", "gave", t0 + 5, **retried),
-         ev("task-succeeded", "plain", t0 + 5, name="api.call"))
+    feed(
+        app,
+        ev("task-received", "rec", t0, name="api.call"),
+        ev("task-started", "rec", t0 + 1),
+        ev("task-retried", "rec", t0 + 2, **retried),
+        ev("task-received", "rec", t0 + 3, retries=1),
+        ev("task-started", "rec", t0 + 4),
+        ev("task-succeeded", "rec", t0 + 5, result="1", runtime=0.1),
+        ev("task-received", "gave", t0, name="api.call"),
+        ev("task-started", "gave", t0 + 1),
+        ev("task-retried", "gave", t0 + 2, **retried),
+        ev("task-received", "gave", t0 + 3, retries=1),
+        ev("task-started", "gave", t0 + 4),
+        ev("task-failed", "gave", t0 + 5, **retried),
+        ev("task-succeeded", "plain", t0 + 5, name="api.call"),
+    )
     client = app.test_client()
     outcomes = client.get("/api/failures").get_json()["outcomes"]
     assert outcomes == {"FAILURE": 1, "RETRY": 2, "RECOVERED": 1, "GAVE_UP": 1}
@@ -753,8 +920,10 @@ def test_stats_per_task_name(app: Any) -> None:
     events = []
     for i in range(20):
         uid = f"s{i}"
-        events += [ev("task-received", uid, now - 50 + i, name="img.resize"),
-                   ev("task-started", uid, now - 49.5 + i)]  # 0.5 s in the queue
+        events += [
+            ev("task-received", uid, now - 50 + i, name="img.resize"),
+            ev("task-started", uid, now - 49.5 + i),
+        ]  # 0.5 s in the queue
         if i % 4 == 3:
             events.append(ev("task-failed", uid, now - 49 + i, exception="OSError('disk full')"))
         else:
@@ -779,8 +948,11 @@ def test_oversized_fields_are_shortened_for_display_and_whole_on_request(app: An
     from dashboard.core.records import DISPLAY_CHARS
 
     tb = "Traceback (most recent call last):\n" + "  <script>alert(1)</script> frame\n" * 3000
-    feed(app, ev("task-received", "big", 1.0, name="t.big", args="('x',)"),
-         ev("task-failed", "big", 2.0, exception="ValueError('big')", traceback=tb))
+    feed(
+        app,
+        ev("task-received", "big", 1.0, name="t.big", args="('x',)"),
+        ev("task-failed", "big", 2.0, exception="ValueError('big')", traceback=tb),
+    )
     client = app.test_client()
     detail = client.get("/api/tasks/big").get_json()
     assert len(detail["traceback"]) == DISPLAY_CHARS + 1 and detail["truncated"] == {"traceback": len(tb)}

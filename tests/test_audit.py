@@ -1,4 +1,5 @@
 """Audit log: a ring of the latest actions, mirrored line by line to AUDIT_LOG."""
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,18 @@ def test_entries_newest_first_with_every_field() -> None:
     assert (first["id"], second["id"]) == (1, 2)
     entries = audit.entries()
     assert [e["id"] for e in entries] == [2, 1]
-    assert set(entries[1]) == {"id", "time", "user", "remote_addr", "action", "target", "params", "ok", "message",
-                               "replies"}
+    assert set(entries[1]) == {
+        "id",
+        "time",
+        "user",
+        "remote_addr",
+        "action",
+        "target",
+        "params",
+        "ok",
+        "message",
+        "replies",
+    }
     assert entries[1]["user"] == "ada" and entries[1]["replies"] == {"w1@host": {"ok": "pool will grow"}}
     assert entries[0]["user"] is None and entries[0]["ok"] is False and entries[0]["replies"] == {}
     assert audit.entries(limit=1) == [entries[0]]

@@ -1,5 +1,6 @@
 """Broker URL secrets masked in every URL form, and on every surface the URL (or an error about it) reaches:
 /healthz, the websocket status, pages, the queues API, launch and audit answers, and the log."""
+
 from __future__ import annotations
 
 import json
@@ -32,17 +33,32 @@ FORMS = [
     ("redis://cache:6379/0", "redis://cache:6379/0", []),
     ("redis://cache:6379/0?password=hunter22&db=2", "redis://cache:6379/0?password=***&db=2", ["hunter22"]),
     ("redis://cache/0?PassWord=hunter22", "redis://cache/0?PassWord=***", ["hunter22"]),
-    ("redis://cache/0?client_secret=hunter22&x_auth=lemon88&api_token=kiwi99&apikey=fig777",
-     "redis://cache/0?client_secret=***&x_auth=***&api_token=***&apikey=***",
-     ["hunter22", "lemon88", "kiwi99", "fig777"]),
-    ("sentinel://:hunter22@s1:26379;sentinel://:lemon888@s2:26379",
-     "sentinel://:***@s1:26379;sentinel://:***@s2:26379", ["hunter22", "lemon888"]),
-    (("rediss://:hunter22@cache:6380/0?ssl_cert_reqs=required&ssl_keyfile=/etc/tls/key.pem"
-      "&ssl_certfile=/etc/tls/cert.pem&ssl_ca_certs=/etc/tls/ca.pem&ssl_password=lemon888"),
-     ("rediss://:***@cache:6380/0?ssl_cert_reqs=required&ssl_keyfile=/etc/tls/key.pem"
-      "&ssl_certfile=/etc/tls/cert.pem&ssl_ca_certs=/etc/tls/ca.pem&ssl_password=***"), ["hunter22", "lemon888"]),
-    ("rediss://cache:6380/0?ssl_keyfile_password=lemon888", "rediss://cache:6380/0?ssl_keyfile_password=***",
-     ["lemon888"]),
+    (
+        "redis://cache/0?client_secret=hunter22&x_auth=lemon88&api_token=kiwi99&apikey=fig777",
+        "redis://cache/0?client_secret=***&x_auth=***&api_token=***&apikey=***",
+        ["hunter22", "lemon88", "kiwi99", "fig777"],
+    ),
+    (
+        "sentinel://:hunter22@s1:26379;sentinel://:lemon888@s2:26379",
+        "sentinel://:***@s1:26379;sentinel://:***@s2:26379",
+        ["hunter22", "lemon888"],
+    ),
+    (
+        (
+            "rediss://:hunter22@cache:6380/0?ssl_cert_reqs=required&ssl_keyfile=/etc/tls/key.pem"
+            "&ssl_certfile=/etc/tls/cert.pem&ssl_ca_certs=/etc/tls/ca.pem&ssl_password=lemon888"
+        ),
+        (
+            "rediss://:***@cache:6380/0?ssl_cert_reqs=required&ssl_keyfile=/etc/tls/key.pem"
+            "&ssl_certfile=/etc/tls/cert.pem&ssl_ca_certs=/etc/tls/ca.pem&ssl_password=***"
+        ),
+        ["hunter22", "lemon888"],
+    ),
+    (
+        "rediss://cache:6380/0?ssl_keyfile_password=lemon888",
+        "rediss://cache:6380/0?ssl_keyfile_password=***",
+        ["lemon888"],
+    ),
     ("amqp://guest:hunter22@rabbit:5672//prod", "amqp://guest:***@rabbit:5672//prod", ["hunter22"]),
     ("redis://:hunter22@[::1]:6379/0", "redis://:***@[::1]:6379/0", ["hunter22"]),
     ("redis://bob:hunter22@[fe80::1%25eth0]:6379/0", "redis://bob:***@[fe80::1%25eth0]:6379/0", ["hunter22"]),
@@ -79,8 +95,10 @@ def test_every_url_form_shows_no_secret(url: str, shown: str, secrets: list[str]
 
 
 @pytest.mark.unit
-@pytest.mark.parametrize("url", ["redis://:hunt/er22@cache:6379/0", "redis://bob:hunter22;lemon888@cache/0",
-                                 "redis://cache:port/0", "not a url"])
+@pytest.mark.parametrize(
+    "url",
+    ["redis://:hunt/er22@cache:6379/0", "redis://bob:hunter22;lemon888@cache/0", "redis://cache:port/0", "not a url"],
+)
 def test_a_url_that_does_not_parse_cleanly_is_said_to(url: str) -> None:
     assert not well_formed(url)
 
@@ -109,9 +127,15 @@ def test_mask_url_never_raises(value: Any) -> None:
     well_formed(value)
 
 
-TEMPLATES = ["redis://bob:{pw}@cache.local:6379/0", "redis://:{pw}@cache.local:6379/0", "amqp://bob:{pw}@mq.local//vh",
-             "redis://cache.local:6379/0?password={pw}&db=1", "sentinel://:{pw}@s1:1;sentinel://:{pw}@s2:2",
-             "redis://:{pw}@[::1]:6379/0", "rediss://cache.local/0?ssl_keyfile=/k.pem&ssl_password={pw}"]
+TEMPLATES = [
+    "redis://bob:{pw}@cache.local:6379/0",
+    "redis://:{pw}@cache.local:6379/0",
+    "amqp://bob:{pw}@mq.local//vh",
+    "redis://cache.local:6379/0?password={pw}&db=1",
+    "sentinel://:{pw}@s1:1;sentinel://:{pw}@s2:2",
+    "redis://:{pw}@[::1]:6379/0",
+    "rediss://cache.local/0?ssl_keyfile=/k.pem&ssl_password={pw}",
+]
 PASSWORD_CHARS = "abcdefXYZ0123456789/?#@;:%&=+ -_.~![]"
 
 
@@ -160,15 +184,32 @@ def test_log_lines_of_any_library_are_scrubbed(caplog: pytest.LogCaptureFixture)
 
 # -- a real dashboard ----------------------------------------------------------------------------------
 
+
 class RedisWithPassword:
     """A redis-server that requires a password (the session Redis has none)."""
 
     def __init__(self, password: str) -> None:
         self.port = free_port()
-        self.proc = subprocess.Popen([redis_executable(), "--port", str(self.port), "--bind", "127.0.0.1",
-                                      "--save", "", "--appendonly", "no", "--requirepass", password,
-                                      "--dir", tempfile.mkdtemp(prefix="redis-pw-"), "--loglevel", "warning"],
-                                     stdout=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [
+                redis_executable(),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--requirepass",
+                password,
+                "--dir",
+                tempfile.mkdtemp(prefix="redis-pw-"),
+                "--loglevel",
+                "warning",
+            ],
+            stdout=subprocess.DEVNULL,
+        )
         client = redis.Redis(port=self.port, password=password, socket_connect_timeout=0.2)
         wait_for(client.ping, timeout=10, message="redis-server with a password")
         client.close()
@@ -185,9 +226,23 @@ class LoggedDashboard:
         self.base_url = f"http://127.0.0.1:{free_port()}"
         self.log_path = log_path
         self._log = log_path.open("w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "dashboard.cli", "run", "--broker", broker_url,
-                                      "--port", self.base_url.rsplit(":", 1)[1], "--log-level", "INFO"],
-                                     cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "dashboard.cli",
+                "run",
+                "--broker",
+                broker_url,
+                "--port",
+                self.base_url.rsplit(":", 1)[1],
+                "--log-level",
+                "INFO",
+            ],
+            cwd=ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
         wait_for(lambda: self.get("/healthz").status_code == 200, timeout=30, message="the dashboard")
 
     def get(self, path: str) -> requests.Response:
@@ -207,17 +262,39 @@ class LoggedDashboard:
 LIVE_PASSWORD = "Liv3-Passw0rd"
 CASES = {
     # No broker there: every error path runs (ingest reconnects, queue reads fail, a launch fails).
-    "unreachable": ("redis://dash:Us3rinfo-S3cret@127.0.0.1:{free}/0?password=Qu3ry-S3cret",
-                    "redis://dash:***@127.0.0.1:{free}/0?password=***", ["Us3rinfo-S3cret", "Qu3ry-S3cret"]),
+    "unreachable": (
+        "redis://dash:Us3rinfo-S3cret@127.0.0.1:{free}/0?password=Qu3ry-S3cret",
+        "redis://dash:***@127.0.0.1:{free}/0?password=***",
+        ["Us3rinfo-S3cret", "Qu3ry-S3cret"],
+    ),
     # An unencoded '/' in the password: redis-py's and kombu's parse errors quote the part before it.
-    "malformed": ("redis://:Fr4gment/Tail5ecret@127.0.0.1:{free}/0", "redis://***@127.0.0.1:{free}/0",
-                  ["Fr4gment", "Tail5ecret"]),
+    "malformed": (
+        "redis://:Fr4gment/Tail5ecret@127.0.0.1:{free}/0",
+        "redis://***@127.0.0.1:{free}/0",
+        ["Fr4gment", "Tail5ecret"],
+    ),
     # A Redis that needs the password: connected, workers asked, queues read, a task launched.
-    "live": ("redis://default:" + LIVE_PASSWORD + "@127.0.0.1:{live}/0", "redis://default:***@127.0.0.1:{live}/0",
-             [LIVE_PASSWORD]),
+    "live": (
+        "redis://default:" + LIVE_PASSWORD + "@127.0.0.1:{live}/0",
+        "redis://default:***@127.0.0.1:{live}/0",
+        [LIVE_PASSWORD],
+    ),
 }
-PAGES = ["/", "/tasks", "/tasks/6b1e7c52-0000-4000-8000-00000000abcd", "/failures", "/stats", "/workers",
-         "/workers/celery@nowhere", "/queues", "/audit", "/launch", "/metrics", "/api/overview", "/api/workers"]
+PAGES = [
+    "/",
+    "/tasks",
+    "/tasks/6b1e7c52-0000-4000-8000-00000000abcd",
+    "/failures",
+    "/stats",
+    "/workers",
+    "/workers/celery@nowhere",
+    "/queues",
+    "/audit",
+    "/launch",
+    "/metrics",
+    "/api/overview",
+    "/api/workers",
+]
 
 
 @pytest.fixture
@@ -262,8 +339,9 @@ def test_no_surface_shows_the_broker_secrets(case: str, request: pytest.FixtureR
             answers[path] = server.get(path).text
         queues = server.get("/api/queues").json()
         answers["queues"] = json.dumps(queues)
-        launch = requests.post(server.base_url + "/api/launch", json={"task": "dashboard.demo.add", "args": [1, 2]},
-                               timeout=30)
+        launch = requests.post(
+            server.base_url + "/api/launch", json={"task": "dashboard.demo.add", "args": [1, 2]}, timeout=30
+        )
         answers["launch"] = launch.text
         answers["audit"] = server.get("/api/audit").text
         assert json.loads(answers["audit"])["entries"][0]["action"] == "launch"  # audited, sent or not

@@ -1,4 +1,5 @@
 """In Debian's Chromium: what a user sees and does, against the real server and worker."""
+
 from __future__ import annotations
 
 import re
@@ -7,7 +8,7 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import DashboardServer, RedisServer, event_envelope, wait_for
+from conftest import DashboardServer, RedisServer, event_envelope, open_live, wait_for
 from playwright.sync_api import expect
 
 pytestmark = pytest.mark.browser
@@ -29,8 +30,9 @@ def test_overview_counts_and_failures_update_live(page: Any, dashboard: Dashboar
     assert page.evaluate("window.__sameDocument") is True, "the page was not reloaded"
 
 
-def test_launch_failing_task_from_the_form_and_read_its_traceback(page: Any, dashboard: DashboardServer,
-                                                                   worker: str) -> None:
+def test_launch_failing_task_from_the_form_and_read_its_traceback(
+    page: Any, dashboard: DashboardServer, worker: str
+) -> None:
     """Launch fail() from the form, watch it turn FAILURE in the live list, open it, read the traceback."""
     open_live(page, dashboard, "/tasks")
     page.evaluate("window.__sameDocument = true")
@@ -87,8 +89,9 @@ def test_task_page_follows_a_running_task_live(page: Any, dashboard: DashboardSe
     expect(page.locator('#task-fields dd[data-field="result"]')).to_contain_text("'steps': 6")
 
 
-def test_timeline_shows_events_in_the_order_they_happened(page: Any, dashboard: DashboardServer,
-                                                         redis_server: RedisServer) -> None:
+def test_timeline_shows_events_in_the_order_they_happened(
+    page: Any, dashboard: DashboardServer, redis_server: RedisServer
+) -> None:
     """task-sent (from the client) delivered after task-received (from the worker), and stamped a
     moment after it (the client stamps it once the task is published), still comes first."""
     import uuid as uuidlib
@@ -97,11 +100,25 @@ def test_timeline_shows_events_in_the_order_they_happened(page: Any, dashboard: 
 
     uid, t0 = str(uuidlib.uuid4()), time.time() - 5
     raw = redis.Redis.from_url(redis_server.url)
-    for event in ({"type": "task-received", "uuid": uid, "name": "proj.late_sent", "hostname": "w@h",
-                   "timestamp": t0 + 1, "utcoffset": 0},
-                  {"type": "task-sent", "uuid": uid, "name": "proj.late_sent", "hostname": "client@h",
-                   "timestamp": t0 + 1.002, "utcoffset": 0},
-                  {"type": "task-started", "uuid": uid, "hostname": "w@h", "timestamp": t0 + 2, "utcoffset": 0}):
+    for event in (
+        {
+            "type": "task-received",
+            "uuid": uid,
+            "name": "proj.late_sent",
+            "hostname": "w@h",
+            "timestamp": t0 + 1,
+            "utcoffset": 0,
+        },
+        {
+            "type": "task-sent",
+            "uuid": uid,
+            "name": "proj.late_sent",
+            "hostname": "client@h",
+            "timestamp": t0 + 1.002,
+            "utcoffset": 0,
+        },
+        {"type": "task-started", "uuid": uid, "hostname": "w@h", "timestamp": t0 + 2, "utcoffset": 0},
+    ):
         raw.publish("/0.celeryev/task.multi", event_envelope(event))
     wait_for(lambda: (t := dashboard.task(uid)) and len(t["history"]) == 3, message="the three events")
     open_live(page, dashboard, f"/tasks/{uid}")
@@ -151,8 +168,9 @@ def test_broker_outage_shows_a_banner_then_the_missed_window(page: Any, own_redi
         dash.stop()
 
 
-def test_chord_workflow_view_shows_every_node_with_its_final_state(page: Any, dashboard: DashboardServer,
-                                                                   worker: str) -> None:
+def test_chord_workflow_view_shows_every_node_with_its_final_state(
+    page: Any, dashboard: DashboardServer, worker: str
+) -> None:
     """From the chord's callback, the task page shows the whole workflow from its root, every node
     finished, and leads back to the root."""
     (root,) = dashboard.launch("dashboard.demo.workflow", kwargs={"n": 3})
@@ -177,8 +195,9 @@ def test_chord_workflow_view_shows_every_node_with_its_final_state(page: Any, da
     expect(page.locator("#workflow-tree li")).to_have_count(6)
 
 
-def test_failures_page_groups_alike_failures_and_lists_their_tasks(page: Any, dashboard: DashboardServer,
-                                                                   worker: str) -> None:
+def test_failures_page_groups_alike_failures_and_lists_their_tasks(
+    page: Any, dashboard: DashboardServer, worker: str
+) -> None:
     """Failures with different cards and amounts are one group; its count leads to exactly its tasks."""
     ids = [dashboard.launch("dashboard.demo.fail", kwargs={"card": f"4000-{i}", "amount": i})[0] for i in (3, 17, 250)]
     for uid in ids:
@@ -186,7 +205,8 @@ def test_failures_page_groups_alike_failures_and_lists_their_tasks(page: Any, da
     open_live(page, dashboard, "/failures")
     # Other tests' cards ("form-card", 16-digit numbers) have other shapes, hence other groups.
     row = page.locator("#failure-groups tbody tr[data-group]").filter(
-        has_text="card <n>-<n> was declined for amount <n>: insufficient funds")
+        has_text="card <n>-<n> was declined for amount <n>: insufficient funds"
+    )
     expect(row).to_have_count(1)
     expect(row.locator(".exc-type")).to_have_text("PaymentDeclined")
     expect(row.locator(".frame")).to_contain_text("dashboard/demo.py:_authorize")
@@ -199,8 +219,9 @@ def test_failures_page_groups_alike_failures_and_lists_their_tasks(page: Any, da
     table = page.locator("#task-table tbody tr[data-uuid]")
     expect(table.first).to_be_visible()
     shown = set(table.evaluate_all("rows => rows.map(r => r.dataset.uuid)"))
-    assert set(ids) <= shown and all(r == "FAILURE" for r in
-                                     table.evaluate_all("rows => rows.map(r => r.dataset.state)"))
+    assert set(ids) <= shown and all(
+        r == "FAILURE" for r in table.evaluate_all("rows => rows.map(r => r.dataset.state)")
+    )
 
 
 def test_stats_page_shows_failure_rate_and_runtimes(page: Any, dashboard: DashboardServer, worker: str) -> None:
@@ -214,8 +235,7 @@ def test_stats_page_shows_failure_rate_and_runtimes(page: Any, dashboard: Dashbo
     expect(cells.nth(5)).to_contain_text("ms")  # runtime p50 of a 0.3 s sleep
 
 
-def test_flaky_task_shows_each_attempt_and_copies_its_uuid(page: Any, dashboard: DashboardServer,
-                                                           worker: str) -> None:
+def test_flaky_task_shows_each_attempt_and_copies_its_uuid(page: Any, dashboard: DashboardServer, worker: str) -> None:
     """A task retried by autoretry_for shows each attempt's own exception, and its uuid is copyable."""
     (uuid,) = dashboard.launch("dashboard.demo.flaky", kwargs={"fail_times": 2})
     dashboard.wait_task(uuid, "SUCCESS", timeout=40)

@@ -2,6 +2,7 @@
 so pool changes and revokes never disturb the session worker): pool shrink and grow from the worker page,
 revoke, re-run (and why not), bulk re-run of a failure group, the audit log, read-only mode, and markup
 in hostnames, queue names and task names shown as text."""
+
 from __future__ import annotations
 
 import json
@@ -15,7 +16,7 @@ from urllib.parse import quote
 
 import pytest
 import requests
-from conftest import WORK_SECONDS, DashboardServer, RedisServer, event_envelope, wait_for
+from conftest import WORK_SECONDS, DashboardServer, RedisServer, event_envelope, open_live, wait_for
 from playwright.sync_api import expect
 
 from dashboard.processes import start_worker, stop_process
@@ -39,8 +40,13 @@ def ctl(redis_server: RedisServer) -> Iterator[DashboardServer]:
 def ctl_worker(redis_server: RedisServer, ctl: DashboardServer) -> Iterator[str]:
     """A demo worker (prefork, 2 processes) of this module; yields its hostname once it is online."""
     hostname = f"ctl-{os.getpid()}@localhost"
-    proc = start_worker(redis_server.url_db(DB), concurrency=2, hostname=hostname, quiet=True,
-                        extra_env={"DASHBOARD_DEMO_SLEEP": WORK_SECONDS})
+    proc = start_worker(
+        redis_server.url_db(DB),
+        concurrency=2,
+        hostname=hostname,
+        quiet=True,
+        extra_env={"DASHBOARD_DEMO_SLEEP": WORK_SECONDS},
+    )
     wait_for(lambda: ctl.worker_online(hostname), timeout=60, message=f"worker {hostname} online")
     yield hostname
     stop_process(proc)
@@ -138,7 +144,8 @@ def test_a_worker_never_seen_says_so(page: Any, ctl: DashboardServer) -> None:
 
 
 def test_revoke_a_task_waiting_for_its_countdown_and_find_it_in_the_audit_log(
-        page: Any, ctl: DashboardServer, ctl_worker: str) -> None:
+    page: Any, ctl: DashboardServer, ctl_worker: str
+) -> None:
     """A task held by the worker for its countdown is revoked from its page and turns REVOKED without ever
     starting (a worker reports the revoke when the countdown ends); the result's audit link leads to its
     highlighted entry."""
@@ -197,14 +204,18 @@ def test_rate_limit_a_registered_task_from_the_worker_page(page: Any, ctl: Dashb
         expect(result).to_have_attribute("data-ok", "true", timeout=10_000)
         expect(result.locator(f'.replies li[data-hostname="{ctl_worker}"] .reply-text')).to_contain_text("rate limit")
         expect(page.locator('#inspect-registered li[data-task="dashboard.demo.add"]')).to_contain_text(
-            "rate_limit=10/m", timeout=20_000)
+            "rate_limit=10/m", timeout=20_000
+        )
     finally:
-        requests.post(ctl.base_url + "/api/task-types/control", timeout=10,
-                      json={"action": "rate_limit", "task": "dashboard.demo.add", "rate": "0"})
+        requests.post(
+            ctl.base_url + "/api/task-types/control",
+            timeout=10,
+            json={"action": "rate_limit", "task": "dashboard.demo.add", "rate": "0"},
+        )
 
 
 def test_bulk_revoke_from_the_filtered_task_list(page: Any, ctl: DashboardServer, ctl_worker: str) -> None:
-    """"Act on these N tasks…" uses the list's filters: the dry run finds exactly the two waiting tasks,
+    """ "Act on these N tasks…" uses the list's filters: the dry run finds exactly the two waiting tasks,
     and the run revokes those two."""
     marker = f"bulkrv{uuidlib.uuid4().hex[:8]}"
     ids = ctl.launch("dashboard.demo.send_email", args=[f"{marker}@x", "hi"], count=2, countdown=60)
@@ -247,12 +258,23 @@ def test_rerun_a_failed_task_from_its_page(page: Any, ctl: DashboardServer, ctl_
 
 
 def test_rerun_is_disabled_with_a_visible_reason_when_args_are_not_literal(
-        page: Any, ctl: DashboardServer, redis_server: RedisServer) -> None:
+    page: Any, ctl: DashboardServer, redis_server: RedisServer
+) -> None:
     """A task whose args repr is not a literal cannot be re-run exactly: the button says why, as text."""
     uid = str(uuidlib.uuid4())
-    _publish(redis_server, {"type": "task-received", "uuid": uid, "name": "proj.opaque",
-                            "args": "(<object object at 0x7f3a2c1b0>,)", "kwargs": "{}",
-                            "hostname": "crafted@host", "timestamp": time.time(), "utcoffset": 0})
+    _publish(
+        redis_server,
+        {
+            "type": "task-received",
+            "uuid": uid,
+            "name": "proj.opaque",
+            "args": "(<object object at 0x7f3a2c1b0>,)",
+            "kwargs": "{}",
+            "hostname": "crafted@host",
+            "timestamp": time.time(),
+            "utcoffset": 0,
+        },
+    )
     wait_for(lambda: ctl.task(uid), message="the crafted task")
     open_live(page, ctl, f"/tasks/{uid}")
     expect(page.locator("#task-rerun")).to_be_disabled()
@@ -287,12 +309,15 @@ def test_bulk_rerun_of_a_failure_group_counts_first(page: Any, ctl: DashboardSer
         assert "bulk-nobody" in str(task["args"])
 
 
-def test_read_only_mode_shows_data_but_no_control(page: Any, redis_server: RedisServer, ctl_worker: str,
-                                                  ctl: DashboardServer) -> None:
+def test_read_only_mode_shows_data_but_no_control(
+    page: Any, redis_server: RedisServer, ctl_worker: str, ctl: DashboardServer
+) -> None:
     """DASHBOARD_READ_ONLY=1: the workers list (pool, uptime, hidden offline workers), worker, task,
     failures and tasks pages show their data and not one control."""
-    ro = DashboardServer(redis_server.url_db(DB), env={"DASHBOARD_READ_ONLY": "1", "DASHBOARD_INSPECT_INTERVAL": "1",
-                                                       "DASHBOARD_HIDE_OFFLINE_AFTER": "2"})
+    ro = DashboardServer(
+        redis_server.url_db(DB),
+        env={"DASHBOARD_READ_ONLY": "1", "DASHBOARD_INSPECT_INTERVAL": "1", "DASHBOARD_HIDE_OFFLINE_AFTER": "2"},
+    )
     try:
         gone = f"gone-{uuidlib.uuid4().hex[:6]}@host"
         now = time.time()
@@ -301,21 +326,22 @@ def test_read_only_mode_shows_data_but_no_control(page: Any, redis_server: Redis
             {"type": "worker-online", "hostname": gone, "timestamp": now - 5, "utcoffset": 0, "freq": 2.0},
             {"type": "worker-offline", "hostname": gone, "timestamp": now - 4, "utcoffset": 0, "freq": 2.0},
         )
-        _live(page, ro, "/workers")
+        open_live(page, ro, "/workers")
         row = page.locator(f'#worker-table tbody tr[data-hostname="{ctl_worker}"]')
         expect(row.locator(".pool")).to_have_text(re.compile(r"prefork · \d"), timeout=20_000)
         expect(row.locator(".uptime")).to_have_text(re.compile(r"\d+ (s|min)"))
         expect(row.locator("a.worker-link")).to_have_attribute("href", _worker_path(ctl_worker))
         expect(row.locator("a.tasks-link")).to_have_attribute("href", f"/tasks?worker={quote(ctl_worker, safe='')}")
-        expect(page.locator("#workers-hidden")).to_have_text("· 1 offline worker hidden (offline for more than 2 s)",
-                                                             timeout=10_000)
+        expect(page.locator("#workers-hidden")).to_have_text(
+            "· 1 offline worker hidden (offline for more than 2 s)", timeout=10_000
+        )
         assert page.locator(f'#worker-table tr[data-hostname="{gone}"]').count() == 0
 
         (uid,) = ctl.launch("dashboard.demo.add", args=[1, 1], countdown=60)
         wait_for(
             lambda: (t := ro.task(uid)) and t["state"] == "RECEIVED", message="the task on the read-only dashboard"
         )
-        _live(page, ro, _worker_path(ctl_worker))
+        open_live(page, ro, _worker_path(ctl_worker))
         expect(page.locator("#worker-pool")).to_have_text(re.compile(r"prefork · \d"), timeout=20_000)
         expect(page.locator("#inspect-registered")).to_contain_text("dashboard.demo.add", timeout=20_000)
         assert page.locator("#worker-controls").count() == 0
@@ -340,7 +366,8 @@ def test_read_only_mode_shows_data_but_no_control(page: Any, redis_server: Redis
 
 
 def test_markup_in_queue_hostname_and_task_names_is_shown_as_text(
-        page: Any, ctl: DashboardServer, ctl_worker: str, redis_server: RedisServer) -> None:
+    page: Any, ctl: DashboardServer, ctl_worker: str, redis_server: RedisServer
+) -> None:
     """A queue named like an <img> tag is added and cancelled from the worker page, a worker whose hostname
     is markup is controlled, a rate limit names a markup task: results and the audit log show it all as
     text, and no script runs."""
@@ -361,27 +388,44 @@ def test_markup_in_queue_hostname_and_task_names_is_shown_as_text(
     expect(result.locator(".reply-text")).to_contain_text(XSS_QUEUE)
 
     evil = f"{XSS}@evil"
-    _publish(redis_server, {"type": "worker-heartbeat", "hostname": evil, "timestamp": time.time(), "utcoffset": 0,
-                            "freq": 2.0, "active": 0, "processed": 0, "loadavg": [0.1, 0.1, 0.1],
-                            "sw_ident": "py-celery", "sw_ver": "5.7.0", "sw_sys": "Linux", "pid": 1})
+    _publish(
+        redis_server,
+        {
+            "type": "worker-heartbeat",
+            "hostname": evil,
+            "timestamp": time.time(),
+            "utcoffset": 0,
+            "freq": 2.0,
+            "active": 0,
+            "processed": 0,
+            "loadavg": [0.1, 0.1, 0.1],
+            "sw_ident": "py-celery",
+            "sw_ver": "5.7.0",
+            "sw_sys": "Linux",
+            "pid": 1,
+        },
+    )
     wait_for(
         lambda: any(w["hostname"] == evil for w in ctl.get("/api/workers").json()["workers"]), message="evil worker"
     )
-    _live(page, ctl, _worker_path(evil))
+    open_live(page, ctl, _worker_path(evil))
     expect(page.locator("#worker-name")).to_have_text(evil)
     page.locator('form[data-action="pool_restart"] button').click()
     _confirm(page, f"Worker {evil} will replace every pool process")
     expect(result).to_have_attribute("data-ok", "false", timeout=15_000)
     assert page.locator("img").count() == 0
 
-    resp = requests.post(ctl.base_url + "/api/task-types/control", timeout=10,
-                         json={"action": "rate_limit", "task": XSS_QUEUE, "rate": "1/m", "workers": [ctl_worker]})
+    resp = requests.post(
+        ctl.base_url + "/api/task-types/control",
+        timeout=10,
+        json={"action": "rate_limit", "task": XSS_QUEUE, "rate": "1/m", "workers": [ctl_worker]},
+    )
     assert resp.status_code == 200, resp.text
     open_live(page, ctl, "/audit")
     table = page.locator("#audit-table")
     expect(table.locator(".target", has_text=evil).first).to_be_visible()
     expect(table.locator(".target", has_text=XSS_QUEUE).first).to_be_visible()
-    added = table.locator('tbody tr[data-id]', has=page.locator(".action", has_text="add_consumer")).first
+    added = table.locator("tbody tr[data-id]", has=page.locator(".action", has_text="add_consumer")).first
     added.locator(".toggle button").click()
     detail = page.locator("tr.audit-detail")
     expect(detail).to_contain_text(XSS_QUEUE)

@@ -1,10 +1,12 @@
 """The Content-Security-Policy in Chromium: every page of a real dashboard with a worker runs, draws its
 charts and gets live rows over the websocket without a single policy violation."""
+
 from __future__ import annotations
 
 from typing import Any
 from urllib.parse import quote
 
+import pytest
 from conftest import DashboardServer
 from playwright.sync_api import expect
 
@@ -27,8 +29,9 @@ def _visit(page: Any, url: str, console: list[str]) -> list[str]:
     return page.evaluate("window.__csp") + [m for m in console if "Content Security Policy" in m]
 
 
-def test_every_page_runs_under_the_policy_with_charts_and_live_rows(page: Any, dashboard: DashboardServer,
-                                                                    worker: str) -> None:
+def test_every_page_runs_under_the_policy_with_charts_and_live_rows(
+    page: Any, dashboard: DashboardServer, worker: str
+) -> None:
     """Overview (uPlot chart), tasks, a task, failures (sparklines), stats, workers, a worker, queues, audit and
     launch: no securitypolicyviolation, no "Content Security Policy" console message; the charts draw and a task
     launched meanwhile shows up in the list over the websocket."""
@@ -41,8 +44,18 @@ def test_every_page_runs_under_the_policy_with_charts_and_live_rows(page: Any, d
     dashboard.wait_task(failed, "FAILURE")
 
     problems: dict[str, list[str]] = {}
-    paths = ["/", "/tasks", f"/tasks/{done}", "/failures", "/stats", "/workers",
-             f"/workers/{quote(worker, safe='@')}", "/queues", "/audit", "/launch"]
+    paths = [
+        "/",
+        "/tasks",
+        f"/tasks/{done}",
+        "/failures",
+        "/stats",
+        "/workers",
+        f"/workers/{quote(worker, safe='@')}",
+        "/queues",
+        "/audit",
+        "/launch",
+    ]
     for path in paths:
         response = page.request.get(dashboard.base_url + path)
         assert "script-src 'self'" in response.headers["content-security-policy"], path

@@ -1,6 +1,7 @@
 """Hostile data on every page, in Chromium: markup and script in task names, args, kwargs, results,
 exceptions, tracebacks, worker hostnames and queue names is shown as text, never run or rendered;
 an oversized traceback is shortened with its whole value one click away, as plain text."""
+
 from __future__ import annotations
 
 import time
@@ -36,17 +37,51 @@ def hostile(redis_server: RedisServer) -> Iterator[tuple[DashboardServer, str]]:
     events = [
         dict(common, type="worker-online", timestamp=now, freq=60.0, sw_ident=PAYLOAD, sw_ver=PAYLOAD, sw_sys=PAYLOAD),
         dict(common, type="worker-heartbeat", timestamp=now, freq=60.0, active=0, processed=1, loadavg=[PAYLOAD]),
-        {"type": "task-sent", "uuid": uid, "name": NAME, "args": f"({PAYLOAD!r},)", "kwargs": repr({PAYLOAD: PAYLOAD}),
-         "queue": QUEUE, "routing_key": QUEUE, "exchange": PAYLOAD, "hostname": f"client {PAYLOAD}",
-         "timestamp": now - 1, "utcoffset": 0},
-        dict(common, type="task-received", uuid=uid, name=NAME, args=f"({PAYLOAD!r},)", kwargs=repr({PAYLOAD: PAYLOAD}),
-             timestamp=now - 0.9),
+        {
+            "type": "task-sent",
+            "uuid": uid,
+            "name": NAME,
+            "args": f"({PAYLOAD!r},)",
+            "kwargs": repr({PAYLOAD: PAYLOAD}),
+            "queue": QUEUE,
+            "routing_key": QUEUE,
+            "exchange": PAYLOAD,
+            "hostname": f"client {PAYLOAD}",
+            "timestamp": now - 1,
+            "utcoffset": 0,
+        },
+        dict(
+            common,
+            type="task-received",
+            uuid=uid,
+            name=NAME,
+            args=f"({PAYLOAD!r},)",
+            kwargs=repr({PAYLOAD: PAYLOAD}),
+            timestamp=now - 0.9,
+        ),
         dict(common, type="task-started", uuid=uid, timestamp=now - 0.8),
         dict(common, type="task-progress", uuid=uid, timestamp=now - 0.7, current=PAYLOAD, total=PAYLOAD),
-        dict(common, type="task-failed", uuid=uid, timestamp=now - 0.5, exception=f"ValueError({PAYLOAD!r})",
-             traceback=BIG_TB, result=PAYLOAD),
-        {"type": "task-sent", "uuid": queued, "name": NAME, "args": "()", "kwargs": "{}", "queue": QUEUE,
-         "routing_key": QUEUE, "hostname": "client", "timestamp": now, "utcoffset": 0},
+        dict(
+            common,
+            type="task-failed",
+            uuid=uid,
+            timestamp=now - 0.5,
+            exception=f"ValueError({PAYLOAD!r})",
+            traceback=BIG_TB,
+            result=PAYLOAD,
+        ),
+        {
+            "type": "task-sent",
+            "uuid": queued,
+            "name": NAME,
+            "args": "()",
+            "kwargs": "{}",
+            "queue": QUEUE,
+            "routing_key": QUEUE,
+            "hostname": "client",
+            "timestamp": now,
+            "utcoffset": 0,
+        },
     ]
     for ev in events:
         raw.publish("/13.celeryev/task.multi", event_envelope(ev))
@@ -66,22 +101,27 @@ def _check(page: Any, dash: DashboardServer, path: str, *visible: str) -> None:
     assert page.locator("#injected, main img[src='x'], main script").count() == 0, f"markup injected on {path}"
 
 
-@pytest.mark.parametrize("path, visible", [
-    ("/", ["onerror="]),
-    ("/tasks", ["onerror="]),
-    ("/failures", ["onerror="]),
-    ("/stats", ["onerror="]),
-    ("/workers", ["onerror="]),
-    ("/queues", ["onerror="]),
-])
-def test_payloads_are_text_on_every_list_page(page: Any, hostile: tuple[DashboardServer, str], path: str,
-                                               visible: list[str]) -> None:
+@pytest.mark.parametrize(
+    "path, visible",
+    [
+        ("/", ["onerror="]),
+        ("/tasks", ["onerror="]),
+        ("/failures", ["onerror="]),
+        ("/stats", ["onerror="]),
+        ("/workers", ["onerror="]),
+        ("/queues", ["onerror="]),
+    ],
+)
+def test_payloads_are_text_on_every_list_page(
+    page: Any, hostile: tuple[DashboardServer, str], path: str, visible: list[str]
+) -> None:
     dash, _ = hostile
     _check(page, dash, path, *visible)
 
 
 def test_payloads_are_text_on_the_task_page_and_the_long_traceback_is_one_click_away(
-        page: Any, hostile: tuple[DashboardServer, str]) -> None:
+    page: Any, hostile: tuple[DashboardServer, str]
+) -> None:
     dash, uid = hostile
     _check(page, dash, f"/tasks/{uid}", "<script>window.__pwned=2</script>")
     expect(page.locator("#task-name")).to_have_text(NAME)

@@ -1,9 +1,11 @@
 """In Debian's Chromium: the queues page against a real Redis and the real dashboard server."""
+
 from __future__ import annotations
 
 import re
 from typing import Any
 
+import pytest
 from conftest import DashboardServer, RedisServer
 from playwright.sync_api import expect
 

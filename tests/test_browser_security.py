@@ -1,5 +1,6 @@
 """Security in Chromium: signing in with basic auth (pages and live updates), refusal without it,
 read-only pages, and a real cross-site attack from a page on another origin."""
+
 from __future__ import annotations
 
 import threading
@@ -24,8 +25,11 @@ ATTACK_ARGS = [97531, 24680]  # marks the attacker's tasks (no uuid can hold ", 
 @pytest.fixture(scope="module")
 def server(redis_server: RedisServer) -> Iterator[AuthedServer]:
     """A real dashboard with a basic user and a token, watching db 9."""
-    srv = AuthedServer(redis_server.url_db(DB), auth=(USER, PASSWORD),
-                       env={"DASHBOARD_AUTH_USERS": f"{USER}:{PASSWORD}", "DASHBOARD_AUTH_TOKEN": TOKEN})
+    srv = AuthedServer(
+        redis_server.url_db(DB),
+        auth=(USER, PASSWORD),
+        env={"DASHBOARD_AUTH_USERS": f"{USER}:{PASSWORD}", "DASHBOARD_AUTH_TOKEN": TOKEN},
+    )
     yield srv
     srv.stop()
 
@@ -69,10 +73,12 @@ def test_signed_in_browser_gets_pages_and_live_updates(server: AuthedServer, sig
     assert all(h.get("Authorization", "").startswith("Basic ") for h in handshakes), handshakes
 
 
-@pytest.mark.parametrize("credentials", [None, {"username": USER, "password": "wrong"},
-                                         {"username": "mallory", "password": PASSWORD}])
-def test_browser_without_credentials_gets_401_and_nothing_else(server: AuthedServer, browser: Any,
-                                                               credentials: Any) -> None:
+@pytest.mark.parametrize(
+    "credentials", [None, {"username": USER, "password": "wrong"}, {"username": "mallory", "password": PASSWORD}]
+)
+def test_browser_without_credentials_gets_401_and_nothing_else(
+    server: AuthedServer, browser: Any, credentials: Any
+) -> None:
     """No or wrong credentials: the page is a 401 and the browser loads nothing of the dashboard."""
     context = browser.new_context(http_credentials=credentials) if credentials else browser.new_context()
     page = context.new_page()
@@ -144,8 +150,7 @@ class AttackerSite:
     """A page served from another origin (another port), like a site the user visits while signed in."""
 
     def __init__(self, target: str) -> None:
-        html = ATTACK_PAGE.format(target=target, ws=target.replace("http://", "ws://"),
-                                  args=str(ATTACK_ARGS)).encode()
+        html = ATTACK_PAGE.format(target=target, ws=target.replace("http://", "ws://"), args=str(ATTACK_ARGS)).encode()
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # http.server's name
@@ -187,8 +192,9 @@ def test_cross_site_attack_launches_nothing(server: AuthedServer, signed_in: Any
         # was refused as cross-origin, not for want of credentials. (Read from the network: the dashboard
         # refuses to be framed, so the attacker's frames show nothing at all.)
         for path in ("/launch", "/api/launch"):
-            answer = wait_for(lambda p=path: answers.get(server.base_url + p),
-                              message=f"the answer to the forged {path}")
+            answer = wait_for(
+                lambda p=path: answers.get(server.base_url + p), message=f"the answer to the forged {path}"
+            )
             # 403 is the cross-origin refusal: not 401 (the credentials were sent), not 400 (refused before
             # the CSRF check), not 200. (Its body is not readable: Chromium shows its framing-blocked page.)
             assert answer.status == 403, (path, answer.status)

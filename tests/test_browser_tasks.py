@@ -4,6 +4,7 @@ A dashboard of its own (and its own Redis) is filled with 10 000 finished tasks 
 pre-built Celery events straight into Redis, as a prefork worker batches them (task.multi); then a
 user filters, searches, shares a link, pages, exports and picks columns, while new tasks arrive.
 """
+
 from __future__ import annotations
 
 import csv
@@ -23,11 +24,21 @@ pytestmark = pytest.mark.browser
 
 N = 10_000
 WORD = "zebracorn"  # in the args of exactly a few tasks
-NAMES = ("proj.media.resize_image", "proj.billing.send_invoice", "proj.accounts.sync_account",
-         "proj.billing.charge_card")
+NAMES = (
+    "proj.media.resize_image",
+    "proj.billing.send_invoice",
+    "proj.accounts.sync_account",
+    "proj.billing.charge_card",
+)
 # index -> (state, runtime): the tasks whose args hold WORD
-SPECIAL = {1230: ("FAILURE", 4.5), 3141: ("SUCCESS", 1.1), 5925: ("FAILURE", 0.7), 7777: ("SUCCESS", 3.3),
-           8888: ("FAILURE", 2.0), 9995: ("FAILURE", 9.1)}
+SPECIAL = {
+    1230: ("FAILURE", 4.5),
+    3141: ("SUCCESS", 1.1),
+    5925: ("FAILURE", 0.7),
+    7777: ("SUCCESS", 3.3),
+    8888: ("FAILURE", 2.0),
+    9995: ("FAILURE", 9.1),
+}
 SPAN = 48 * 3600  # the tasks were first seen over the last two days, oldest first
 CHANNEL = "/0.celeryev/task.multi"
 NS = uuidlib.UUID("6b1e7c52-0000-4000-8000-00000000beef")
@@ -50,19 +61,48 @@ class Task:
 def _task(i: int, t0: float) -> Task:
     state, runtime = SPECIAL.get(i, ("FAILURE" if i % 10 == 0 else "SUCCESS", round(0.01 + (i * 7919 % 997) / 100, 2)))
     args = f"({i}, '{WORD}-{i}')" if i in SPECIAL else f"({i}, 'user-{i}')"
-    return Task(i=i, uuid=str(uuidlib.uuid5(NS, f"task-{i}")), name=NAMES[i % 4], state=state,
-                queue="priority" if i % 5 == 0 else "default", sent=t0 + i * SPAN / N, runtime=runtime, args=args)
+    return Task(
+        i=i,
+        uuid=str(uuidlib.uuid5(NS, f"task-{i}")),
+        name=NAMES[i % 4],
+        state=state,
+        queue="priority" if i % 5 == 0 else "default",
+        sent=t0 + i * SPAN / N,
+        runtime=runtime,
+        args=args,
+    )
 
 
 def _events(t: Task) -> list[dict[str, Any]]:
     worker = f"w{t.i % 3}@host"
-    end = {"type": "task-succeeded", "result": f"'ok {t.i}'"} if t.state == "SUCCESS" else {
-        "type": "task-failed", "exception": f"ValueError('bad input {t.i}')", "traceback": "Traceback ..."}
+    end = (
+        {"type": "task-succeeded", "result": f"'ok {t.i}'"}
+        if t.state == "SUCCESS"
+        else {"type": "task-failed", "exception": f"ValueError('bad input {t.i}')", "traceback": "Traceback ..."}
+    )
     return [
-        {"type": "task-sent", "uuid": t.uuid, "name": t.name, "args": t.args, "kwargs": "{}", "retries": 0,
-         "queue": t.queue, "routing_key": t.queue, "exchange": "", "hostname": "client@host", "timestamp": t.sent},
-        {"type": "task-received", "uuid": t.uuid, "name": t.name, "args": t.args, "kwargs": "{}",
-         "hostname": worker, "timestamp": t.sent + 0.05},
+        {
+            "type": "task-sent",
+            "uuid": t.uuid,
+            "name": t.name,
+            "args": t.args,
+            "kwargs": "{}",
+            "retries": 0,
+            "queue": t.queue,
+            "routing_key": t.queue,
+            "exchange": "",
+            "hostname": "client@host",
+            "timestamp": t.sent,
+        },
+        {
+            "type": "task-received",
+            "uuid": t.uuid,
+            "name": t.name,
+            "args": t.args,
+            "kwargs": "{}",
+            "hostname": worker,
+            "timestamp": t.sent + 0.05,
+        },
         {"type": "task-started", "uuid": t.uuid, "hostname": worker, "timestamp": t.sent + 0.1},
         {**end, "uuid": t.uuid, "hostname": worker, "runtime": t.runtime, "timestamp": t.sent + 0.1 + t.runtime},
     ]
@@ -71,7 +111,7 @@ def _events(t: Task) -> list[dict[str, Any]]:
 def _publish(client: redis.Redis, events: list[dict[str, Any]], batch: int = 24) -> None:
     pipe = client.pipeline(transaction=False)
     for start in range(0, len(events), batch):
-        pipe.publish(CHANNEL, event_envelope(*events[start:start + batch]))
+        pipe.publish(CHANNEL, event_envelope(*events[start : start + batch]))
         if len(pipe) >= 500:
             pipe.execute()
     pipe.execute()
@@ -88,20 +128,40 @@ class Cluster:
         self.tasks = [_task(i, t0) for i in range(N)]
         _publish(self.client, [ev for t in self.tasks for ev in _events(t)])
         last = self.tasks[-1]
-        wait_for(lambda: (t := self.dash.task(last.uuid)) and t["state"] == last.state, timeout=60,
-                 message="the 10 000 tasks to be ingested")
+        wait_for(
+            lambda: (t := self.dash.task(last.uuid)) and t["state"] == last.state,
+            timeout=60,
+            message="the 10 000 tasks to be ingested",
+        )
         assert self.dash.get("/api/tasks?limit=1").json()["total"] == N
 
-    def add(self, name: str, count: int, state: str = "RECEIVED", args: str = "('new',)", queue: str = "default",
-            runtime: float = 0.2) -> list[str]:
+    def add(
+        self,
+        name: str,
+        count: int,
+        state: str = "RECEIVED",
+        args: str = "('new',)",
+        queue: str = "default",
+        runtime: float = 0.2,
+    ) -> list[str]:
         """Publish `count` new tasks, first seen now (RECEIVED: sent and received only; SUCCESS or FAILURE:
         their whole lifecycle); they join `tasks`. Returns their uuids, newest first."""
         now = time.time()
         new = []
         for k in range(count):
             i = len(self.tasks) + k
-            new.append(Task(i=i, uuid=str(uuidlib.uuid5(NS, f"task-{i}")), name=name, state=state, queue=queue,
-                            sent=now + k * 0.001, runtime=runtime, args=args))
+            new.append(
+                Task(
+                    i=i,
+                    uuid=str(uuidlib.uuid5(NS, f"task-{i}")),
+                    name=name,
+                    state=state,
+                    queue=queue,
+                    sent=now + k * 0.001,
+                    runtime=runtime,
+                    args=args,
+                )
+            )
         self.tasks.extend(new)
         _publish(self.client, [ev for t in new for ev in (_events(t)[:2] if state == "RECEIVED" else _events(t))])
         return [t.uuid for t in reversed(new)]
@@ -178,8 +238,14 @@ def test_a_copied_url_restores_the_view(page: Any, cluster: Cluster) -> None:
     path = f"/tasks?state=FAILURE&q={WORD}&queue=priority&since=24h&sort=runtime&order=asc"
     _open(page, cluster, path)
     cutoff = time.time() - 24 * 3600
-    want = sorted((t for t in cluster.tasks if WORD in t.args and t.state == "FAILURE" and t.queue == "priority"
-                   and t.sent >= cutoff), key=lambda t: t.runtime)
+    want = sorted(
+        (
+            t
+            for t in cluster.tasks
+            if WORD in t.args and t.state == "FAILURE" and t.queue == "priority" and t.sent >= cutoff
+        ),
+        key=lambda t: t.runtime,
+    )
     assert len(want) >= 2 and want != sorted(want, key=lambda t: -t.i)  # the sort is visible
     expect(page.locator("#task-table tbody tr[data-uuid]")).to_have_count(len(want))
     assert _uuids(page) == [t.uuid for t in want]
@@ -194,8 +260,9 @@ def test_a_copied_url_restores_the_view(page: Any, cluster: Cluster) -> None:
     expect(page.locator("#task-summary")).to_contain_text("by runtime (shortest first)")
     # Sorted, the list never inserts live rows: a new matching task is announced, and Show puts it in place.
     page.evaluate("window.__sameDocument = true")
-    (late,) = cluster.add("proj.reports.build", 1, state="FAILURE", args=f"('{WORD}-late',)", queue="priority",
-                          runtime=5.0)
+    (late,) = cluster.add(
+        "proj.reports.build", 1, state="FAILURE", args=f"('{WORD}-late',)", queue="priority", runtime=5.0
+    )
     expect(page.locator("#new-tasks-text")).to_have_text("1 new task —")
     assert _uuids(page) == [t.uuid for t in want]
     page.locator("#new-tasks-show").click()
@@ -245,7 +312,8 @@ def test_older_pages_by_cursor_and_stay_put(page: Any, cluster: Cluster) -> None
     page.locator("#pager-top [data-page=older]").click()
     expect(page.locator("#task-shown")).to_have_text("101–200")
     expect(page.locator("#task-table tbody tr[data-uuid]").first).to_have_attribute(
-        "data-uuid", second["tasks"][0]["uuid"])
+        "data-uuid", second["tasks"][0]["uuid"]
+    )
     assert _uuids(page) == [t["uuid"] for t in second["tasks"]]
     expect(page.locator("#pager-bottom .pager-range")).to_have_text(f"101–200 of {first['total']:,}")
 
@@ -271,8 +339,19 @@ def test_at_the_top_a_new_task_appears_live(page: Any, cluster: Cluster) -> None
     expect(first).to_have_attribute("data-state", "RECEIVED")
     expect(page.locator("#task-table tbody tr[data-uuid]")).to_have_count(100)  # still one page
     expect(page.locator("#new-tasks")).to_be_hidden()
-    _publish(cluster.client, [{"type": "task-succeeded", "uuid": uid, "hostname": "w9@host", "runtime": 0.25,
-                               "result": "'fine'", "timestamp": time.time()}])
+    _publish(
+        cluster.client,
+        [
+            {
+                "type": "task-succeeded",
+                "uuid": uid,
+                "hostname": "w9@host",
+                "runtime": 0.25,
+                "result": "'fine'",
+                "timestamp": time.time(),
+            }
+        ],
+    )
     expect(first).to_have_attribute("data-state", "SUCCESS")
     expect(first.locator(".info")).to_have_text("'fine'")
     # Pointing at the table freezes it: the next task is announced instead.

@@ -1,5 +1,6 @@
 """The command line: settings from flags, environment and config file (click's CliRunner), `--version`, and
 `celery-dashboard demo` as `make run` starts it: local Redis, demo worker, web; Ctrl-C ends it all."""
+
 from __future__ import annotations
 
 import os
@@ -57,6 +58,7 @@ def test_version_is_the_package_version() -> None:
 
 def test_version_without_package_metadata(monkeypatch: pytest.MonkeyPatch) -> None:
     """From a source tree that was never installed, `--version` says so instead of failing."""
+
     def missing(name: str) -> str:
         raise metadata.PackageNotFoundError(name)
 
@@ -74,19 +76,26 @@ def test_help_lists_every_setting_once_with_its_default(command: str) -> None:
     text = " ".join(result.stdout.split())  # click wraps lines
     for s in SETTINGS:
         assert s.option in text and s.env_var in text, s.name
-    for shown in ("--max-tasks INTEGER", "[default: 100000]", "--broker TEXT", "[default: redis://127.0.0.1:6379/0]",
-                  "--read-only / --no-read-only", "--async-mode [gevent|threading]", "--config FILE",
-                  "DASHBOARD_CONFIG"):
+    for shown in (
+        "--max-tasks INTEGER",
+        "[default: 100000]",
+        "--broker TEXT",
+        "[default: redis://127.0.0.1:6379/0]",
+        "--read-only / --no-read-only",
+        "--async-mode [gevent|threading]",
+        "--config FILE",
+        "DASHBOARD_CONFIG",
+    ):
         assert shown in text
     assert text.count("[default: 100000]") == 1
 
 
 def test_flags_environment_and_file_in_that_order(served: list[dict[str, Any]], tmp_path: Path) -> None:
     """defaults < config file < environment < flags, setting by setting."""
-    path = toml(tmp_path, 'port = 6001\nmax_tasks = 500\nhost = "10.0.0.1"\nread_only = true\n'
-                          'push_interval = 1\n')
-    result = invoke("run", "--config", path, "--port", "6003",
-                    env={"DASHBOARD_PORT": "6002", "DASHBOARD_MAX_TASKS": "600"})
+    path = toml(tmp_path, 'port = 6001\nmax_tasks = 500\nhost = "10.0.0.1"\nread_only = true\npush_interval = 1\n')
+    result = invoke(
+        "run", "--config", path, "--port", "6003", env={"DASHBOARD_PORT": "6002", "DASHBOARD_MAX_TASKS": "600"}
+    )
     assert result.exit_code == 0, result.output
     (cfg,) = served
     assert cfg["PORT"] == 6003  # flag over environment and file
@@ -97,8 +106,7 @@ def test_flags_environment_and_file_in_that_order(served: list[dict[str, Any]], 
     assert cfg["THREADS"] == 64  # default
 
 
-def test_boolean_flag_turns_off_what_environment_and_file_turn_on(served: list[dict[str, Any]],
-                                                                   tmp_path: Path) -> None:
+def test_boolean_flag_turns_off_what_environment_and_file_turn_on(served: list[dict[str, Any]], tmp_path: Path) -> None:
     """`--no-read-only` wins over `read_only = true` and DASHBOARD_READ_ONLY=1; `--read-only` turns it on."""
     path = toml(tmp_path, "read_only = true\n")
     assert invoke("run", "--config", path, "--no-read-only", env={"DASHBOARD_READ_ONLY": "1"}).exit_code == 0
@@ -123,20 +131,24 @@ def test_settings_under_a_dashboard_table(served: list[dict[str, Any]], tmp_path
     assert served[0]["BROKER_URL"] == "redis://cache:6379/3"
 
 
-@pytest.mark.parametrize("text, message", [
-    ("max_task = 5\n", "unknown key 'max_task' (did you mean 'max_tasks'?)"),
-    ("MAX_TASKS = 5\n", "unknown key 'MAX_TASKS' (did you mean 'max_tasks'?)"),
-    ("colour = 'blue'\n", "unknown key 'colour' (keys are setting names in lower case)"),
-    ('port = "http"\n', 'port = "http" is not a valid int'),
-    ("read_only = 1\n", "read_only = 1 must be true or false"),
-    ("host = 5\n", "host = 5 must be a string (in quotes)"),
-    ("max_tasks = 0\n", "max_tasks = 0 must be a finite number at least 1"),
-    ('async_mode = "eventlet"\n', "async_mode = \"eventlet\" must be 'gevent' or 'threading'"),
-    ("port = 1\n[dashboard]\nhost = 'x'\n", "'port' is outside the [dashboard] table"),
-    ("port = [\n", "not valid TOML"),
-])
-def test_bad_config_file_names_the_file_and_the_key(served: list[dict[str, Any]], tmp_path: Path, text: str,
-                                                    message: str) -> None:
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("max_task = 5\n", "unknown key 'max_task' (did you mean 'max_tasks'?)"),
+        ("MAX_TASKS = 5\n", "unknown key 'MAX_TASKS' (did you mean 'max_tasks'?)"),
+        ("colour = 'blue'\n", "unknown key 'colour' (keys are setting names in lower case)"),
+        ('port = "http"\n', 'port = "http" is not a valid int'),
+        ("read_only = 1\n", "read_only = 1 must be true or false"),
+        ("host = 5\n", "host = 5 must be a string (in quotes)"),
+        ("max_tasks = 0\n", "max_tasks = 0 must be a finite number at least 1"),
+        ('async_mode = "eventlet"\n', "async_mode = \"eventlet\" must be 'gevent' or 'threading'"),
+        ("port = 1\n[dashboard]\nhost = 'x'\n", "'port' is outside the [dashboard] table"),
+        ("port = [\n", "not valid TOML"),
+    ],
+)
+def test_bad_config_file_names_the_file_and_the_key(
+    served: list[dict[str, Any]], tmp_path: Path, text: str, message: str
+) -> None:
     """An unknown key, a value of the wrong type or out of range: one line naming the file and key, exit 2."""
     path = toml(tmp_path, text)
     result = invoke("run", "--config", path)
@@ -160,14 +172,17 @@ def test_secrets_in_a_bad_config_file_are_not_echoed(served: list[dict[str, Any]
     assert "auth_token = (hidden) must be a string" in result.stderr and "98765431" not in result.stderr
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--port", "http"], "--port='http' is not a valid int"),
-    (["--max-tasks", "0"], "--max-tasks='0' must be a finite number at least 1"),
-    (["--push-interval", "nan"], "--push-interval='nan' must be a finite number more than 0.0"),
-    (["--async-mode", "eventlet"], "--async-mode='eventlet' must be 'gevent' or 'threading'"),
-    (["--log-level", "verbose"], "--log-level='verbose' must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL"),
-    (["--reconnect-min", "5", "--reconnect-max", "1"], "DASHBOARD_RECONNECT_MAX must be at least"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--port", "http"], "--port='http' is not a valid int"),
+        (["--max-tasks", "0"], "--max-tasks='0' must be a finite number at least 1"),
+        (["--push-interval", "nan"], "--push-interval='nan' must be a finite number more than 0.0"),
+        (["--async-mode", "eventlet"], "--async-mode='eventlet' must be 'gevent' or 'threading'"),
+        (["--log-level", "verbose"], "--log-level='verbose' must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL"),
+        (["--reconnect-min", "5", "--reconnect-max", "1"], "DASHBOARD_RECONNECT_MAX must be at least"),
+    ],
+)
 def test_bad_flag_value_is_one_line_and_exit_2(served: list[dict[str, Any]], args: list[str], message: str) -> None:
     """A bad flag value names the flag on one line; nothing is served."""
     result = invoke("run", *args)
@@ -194,11 +209,13 @@ def test_options_decorate_any_click_command(monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_version_of_the_console_script_and_app_py() -> None:
     """`python -m dashboard.cli --version` prints it; `python app.py` takes the flags of `run`."""
-    result = subprocess.run([sys.executable, "-m", "dashboard.cli", "--version"], cwd=ROOT, capture_output=True,
-                            text=True, timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-m", "dashboard.cli", "--version"], cwd=ROOT, capture_output=True, text=True, timeout=30
+    )
     assert result.returncode == 0 and result.stdout.startswith("celery-dashboard ")
-    result = subprocess.run([sys.executable, "app.py", "--port", "http"], cwd=ROOT, capture_output=True,
-                            text=True, timeout=30)
+    result = subprocess.run(
+        [sys.executable, "app.py", "--port", "http"], cwd=ROOT, capture_output=True, text=True, timeout=30
+    )
     assert result.returncode == 2
     assert result.stderr == "Error: --port='http' is not a valid int\n"
 
@@ -225,17 +242,26 @@ def test_demo_starts_everything_and_leaves_nothing_running(how: str) -> None:
         start_new_session=True,
     )  # its own group, like a terminal job
     try:
-        health = wait_for(lambda: (h := requests.get(base + "/healthz", timeout=2).json())["broker"]["connected"] and h,
-                          timeout=30, message="the demo dashboard")
+        health = wait_for(
+            lambda: (h := requests.get(base + "/healthz", timeout=2).json())["broker"]["connected"] and h,
+            timeout=30,
+            message="the demo dashboard",
+        )
         used = health["broker"]["url"]
         assert used != dead_broker, "a local Redis on a free port replaced the unreachable one"
         assert redis_answers(used)
-        wait_for(lambda: requests.get(base + "/healthz", timeout=2).json()["workers"]["online"] == 1, timeout=60,
-                 message="the demo worker online")
+        wait_for(
+            lambda: requests.get(base + "/healthz", timeout=2).json()["workers"]["online"] == 1,
+            timeout=60,
+            message="the demo worker online",
+        )
         resp = requests.post(base + "/api/launch", json={"task": "dashboard.demo.add", "args": [4, 5]}, timeout=10)
         (uid,) = resp.json()["task_ids"]
-        wait_for(lambda: requests.get(f"{base}/api/tasks/{uid}", timeout=2).json().get("result") == "9", timeout=30,
-                 message="the launched task to succeed")
+        wait_for(
+            lambda: requests.get(f"{base}/api/tasks/{uid}", timeout=2).json().get("result") == "9",
+            timeout=30,
+            message="the launched task to succeed",
+        )
         if how == "ctrl-c":
             os.killpg(proc.pid, signal.SIGINT)  # what a terminal does on Ctrl-C
         else:
@@ -252,8 +278,13 @@ def test_demo_explains_an_unreachable_remote_broker() -> None:
     """A broker URL the demo did not start Redis for (not localhost/127.0.0.1) that does not answer is an
     error with a message, not a local Redis. (127.0.0.2 is such a URL that sends nothing off this machine.)"""
     url = f"redis://127.0.0.2:{free_port()}/0"
-    result = subprocess.run([sys.executable, "-m", "dashboard.cli", "demo", "--broker", url,
-                             "--port", str(free_port())], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-m", "dashboard.cli", "demo", "--broker", url, "--port", str(free_port())],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 2
     assert f"no Redis answers at {url}" in result.stderr
 
@@ -261,8 +292,9 @@ def test_demo_explains_an_unreachable_remote_broker() -> None:
 def test_bad_setting_is_a_clear_error() -> None:
     """A malformed environment setting stops the command with the variable's name."""
     env = dict(os.environ, DASHBOARD_MAX_TASKS="lots")
-    result = subprocess.run([sys.executable, "-m", "dashboard.cli", "run"], cwd=ROOT, env=env, capture_output=True,
-                            text=True, timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-m", "dashboard.cli", "run"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=30
+    )
     assert result.returncode == 2
     assert "DASHBOARD_MAX_TASKS='lots' is not a valid int" in result.stderr
 
@@ -284,8 +316,11 @@ def test_threading_mode_serves_live_updates(redis_server, worker) -> None:  # un
         (uid,) = dash.launch("dashboard.demo.fail")
         snap = client.call("subscribe", {"view": "task", "uuid": uid}, timeout=5)
         assert snap["status"]["broker"]["connected"] is True
-        wait_for(lambda: any(u["state"] == "FAILURE" for u in updates) or
-                 (snap["task"] or {}).get("state") == "FAILURE", timeout=20, message="FAILURE pushed in threading mode")
+        wait_for(
+            lambda: any(u["state"] == "FAILURE" for u in updates) or (snap["task"] or {}).get("state") == "FAILURE",
+            timeout=20,
+            message="FAILURE pushed in threading mode",
+        )
         assert dash.wait_task(uid, "FAILURE")["traceback"].startswith("Traceback")
     finally:
         client.disconnect()

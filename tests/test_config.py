@@ -1,4 +1,5 @@
 """Settings: defaults, then the config file, then DASHBOARD_* environment variables, then explicit overrides."""
+
 from __future__ import annotations
 
 import re
@@ -36,19 +37,22 @@ def test_default_environment_is_the_process_environment(monkeypatch: pytest.Monk
     assert cfg["BROKER_URL"] == "redis://10.0.0.5:6380/2"
 
 
-@pytest.mark.parametrize("name, raw, expected", [
-    ("PORT", "8080", 8080),
-    ("MAX_TASKS", " 250 ", 250),
-    ("THREADS", "8", 8),
-    ("PUSH_INTERVAL", "0.5", 0.5),
-    ("ENABLE_EVENTS_INTERVAL", "0", 0.0),
-    ("RECONNECT_MAX", "3", 3.0),
-    ("LAUNCH_TIMEOUT", "1.25", 1.25),
-    ("HOST", "0.0.0.0", "0.0.0.0"),
-    ("LOG_LEVEL", "debug", "debug"),
-    ("ASYNC_MODE", "threading", "threading"),
-    ("INGEST", "kombu", "kombu"),
-])
+@pytest.mark.parametrize(
+    "name, raw, expected",
+    [
+        ("PORT", "8080", 8080),
+        ("MAX_TASKS", " 250 ", 250),
+        ("THREADS", "8", 8),
+        ("PUSH_INTERVAL", "0.5", 0.5),
+        ("ENABLE_EVENTS_INTERVAL", "0", 0.0),
+        ("RECONNECT_MAX", "3", 3.0),
+        ("LAUNCH_TIMEOUT", "1.25", 1.25),
+        ("HOST", "0.0.0.0", "0.0.0.0"),
+        ("LOG_LEVEL", "debug", "debug"),
+        ("ASYNC_MODE", "threading", "threading"),
+        ("INGEST", "kombu", "kombu"),
+    ],
+)
 def test_environment_overrides_defaults_with_the_default_type(name: str, raw: str, expected: Any) -> None:
     """DASHBOARD_<NAME> replaces the default, converted to the default's type."""
     cfg = load_config(environ={f"DASHBOARD_{name}": raw})
@@ -56,10 +60,22 @@ def test_environment_overrides_defaults_with_the_default_type(name: str, raw: st
     assert type(cfg[name]) is type(expected)
 
 
-@pytest.mark.parametrize("raw, expected", [
-    ("1", True), ("true", True), ("TRUE", True), ("yes", True), ("on", True), (" On ", True),
-    ("0", False), ("false", False), ("False", False), ("no", False), ("off", False),
-])
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("1", True),
+        ("true", True),
+        ("TRUE", True),
+        ("yes", True),
+        ("on", True),
+        (" On ", True),
+        ("0", False),
+        ("false", False),
+        ("False", False),
+        ("no", False),
+        ("off", False),
+    ],
+)
 def test_boolean_environment_values(raw: str, expected: bool) -> None:
     """Booleans accept the usual spellings, in any case."""
     assert load_config(environ={"DASHBOARD_INGEST_ENABLED": raw})["INGEST_ENABLED"] is expected
@@ -77,9 +93,10 @@ def test_variables_without_the_prefix_are_ignored() -> None:
 
 def test_overrides_beat_the_environment() -> None:
     """A CLI flag wins over the environment variable of the same setting."""
-    cfg = load_config({"PORT": 7000, "BROKER_URL": "redis://cli/0"},
-                      environ={"DASHBOARD_PORT": "8000", "DASHBOARD_BROKER_URL": "redis://env/0",
-                               "DASHBOARD_HOST": "10.1.1.1"})
+    cfg = load_config(
+        {"PORT": 7000, "BROKER_URL": "redis://cli/0"},
+        environ={"DASHBOARD_PORT": "8000", "DASHBOARD_BROKER_URL": "redis://env/0", "DASHBOARD_HOST": "10.1.1.1"},
+    )
     assert cfg["PORT"] == 7000
     assert cfg["BROKER_URL"] == "redis://cli/0"
     assert cfg["HOST"] == "10.1.1.1"
@@ -91,10 +108,18 @@ def test_override_of_none_keeps_the_environment() -> None:
     assert cfg["PORT"] == 8000
 
 
-@pytest.mark.parametrize("name, raw", [
-    ("PORT", "http"), ("PORT", "80.5"), ("MAX_TASKS", "lots"), ("PUSH_INTERVAL", "fast"),
-    ("INGEST_ENABLED", "maybe"), ("INGEST_ENABLED", "2"), ("THREADS", "1e3"),
-])
+@pytest.mark.parametrize(
+    "name, raw",
+    [
+        ("PORT", "http"),
+        ("PORT", "80.5"),
+        ("MAX_TASKS", "lots"),
+        ("PUSH_INTERVAL", "fast"),
+        ("INGEST_ENABLED", "maybe"),
+        ("INGEST_ENABLED", "2"),
+        ("THREADS", "1e3"),
+    ],
+)
 def test_invalid_environment_values_name_the_variable(name: str, raw: str) -> None:
     """A value of the wrong type raises ValueError naming the variable and the bad value."""
     with pytest.raises(ValueError) as info:
@@ -107,8 +132,11 @@ def test_invalid_environment_values_name_the_variable(name: str, raw: str) -> No
 def test_async_mode_is_validated(source: str) -> None:
     """Only gevent and threading are async modes (eventlet was measured and dropped); anything else names
     ASYNC_MODE."""
-    kwargs: dict[str, Any] = ({"environ": {"DASHBOARD_ASYNC_MODE": "eventlet"}} if source == "environment"
-                              else {"overrides": {"ASYNC_MODE": "eventlet"}, "environ": {}})
+    kwargs: dict[str, Any] = (
+        {"environ": {"DASHBOARD_ASYNC_MODE": "eventlet"}}
+        if source == "environment"
+        else {"overrides": {"ASYNC_MODE": "eventlet"}, "environ": {}}
+    )
     with pytest.raises(ValueError, match=r"ASYNC_MODE.*'eventlet'"):
         load_config(**kwargs)
 
@@ -116,8 +144,11 @@ def test_async_mode_is_validated(source: str) -> None:
 @pytest.mark.parametrize("source", ["environment", "override"])
 def test_ingest_is_validated(source: str) -> None:
     """INGEST is auto, redis or kombu; anything else names INGEST."""
-    kwargs: dict[str, Any] = ({"environ": {"DASHBOARD_INGEST": "amqp"}} if source == "environment"
-                              else {"overrides": {"INGEST": "amqp"}, "environ": {}})
+    kwargs: dict[str, Any] = (
+        {"environ": {"DASHBOARD_INGEST": "amqp"}}
+        if source == "environment"
+        else {"overrides": {"INGEST": "amqp"}, "environ": {}}
+    )
     with pytest.raises(ValueError, match=r"INGEST.*'amqp'"):
         load_config(**kwargs)
 
@@ -126,8 +157,11 @@ def test_ingest_is_validated(source: str) -> None:
 def test_log_level_is_validated(source: str) -> None:
     """LOG_LEVEL is a level name of the logging module, in any case; a typo is an error, not a traceback later."""
     assert load_config(environ={"DASHBOARD_LOG_LEVEL": "warning"})["LOG_LEVEL"] == "warning"
-    kwargs: dict[str, Any] = ({"environ": {"DASHBOARD_LOG_LEVEL": "verbose"}} if source == "environment"
-                              else {"overrides": {"LOG_LEVEL": "verbose"}, "environ": {}})
+    kwargs: dict[str, Any] = (
+        {"environ": {"DASHBOARD_LOG_LEVEL": "verbose"}}
+        if source == "environment"
+        else {"overrides": {"LOG_LEVEL": "verbose"}, "environ": {}}
+    )
     with pytest.raises(ValueError, match="LOG_LEVEL='verbose' must be one of DEBUG, INFO"):
         load_config(**kwargs)
 
@@ -167,10 +201,13 @@ def test_settings_table_lists_every_setting() -> None:
     assert lines[0] == "| setting | flag | environment variable | file key | default | meaning |"
     assert len(lines) == 2 + len(SETTINGS)
     rows = {line.split(" | ")[0].strip("| `"): line for line in lines[2:]}
-    assert rows["MAX_TASKS"] == ("| `MAX_TASKS` | `--max-tasks` | `DASHBOARD_MAX_TASKS` | `max_tasks` | `100000` | "
-                                 "Tasks kept in memory; the oldest is evicted first. |")
-    assert rows["BROKER_URL"].startswith("| `BROKER_URL` | `--broker` | `DASHBOARD_BROKER_URL` | `broker_url` | "
-                                         "`redis://127.0.0.1:6379/0` |")
+    assert rows["MAX_TASKS"] == (
+        "| `MAX_TASKS` | `--max-tasks` | `DASHBOARD_MAX_TASKS` | `max_tasks` | `100000` | "
+        "Tasks kept in memory; the oldest is evicted first. |"
+    )
+    assert rows["BROKER_URL"].startswith(
+        "| `BROKER_URL` | `--broker` | `DASHBOARD_BROKER_URL` | `broker_url` | `redis://127.0.0.1:6379/0` |"
+    )
     assert "| `--read-only/--no-read-only` |" in rows["READ_ONLY"] and "| `false` |" in rows["READ_ONLY"]
     assert "| `--snapshot` |" in rows["SNAPSHOT_PATH"] and "| empty |" in rows["SNAPSHOT_PATH"]
     assert "| random |" in rows["SECRET_KEY"]
@@ -190,7 +227,8 @@ def test_settings_table_is_the_one_in_the_docs() -> None:
     documented = text.split(TABLE_START)[1].split(TABLE_END)[0].strip()
     assert documented == settings_table(), (
         "docs/configuration.md is out of date: replace its table with the output of "
-        "python -c 'from dashboard.config import settings_table; print(settings_table())'")
+        "python -c 'from dashboard.config import settings_table; print(settings_table())'"
+    )
 
 
 def _write(tmp_path: Path, text: str) -> Path:

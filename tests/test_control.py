@@ -1,4 +1,5 @@
 """Control commands: input validation (clear 400 messages), reply judging, broker failures."""
+
 from __future__ import annotations
 
 import time
@@ -53,11 +54,15 @@ def test_task_type_actions_are_validated() -> None:
     assert (args["soft"], args["hard"]) == (None, 86400)
     for value in (0, -1, 86401, "5", True, float("inf")):
         bad(control.task_type_command, {"action": "time_limit", "task": "t", "hard": value}, "hard must")
-    bad(control.task_type_command, {"action": "time_limit", "task": "t", "soft": 20, "hard": 10},
-        "soft time limit must not be longer than the hard one")
+    bad(
+        control.task_type_command,
+        {"action": "time_limit", "task": "t", "soft": 20, "hard": 10},
+        "soft time limit must not be longer than the hard one",
+    )
 
-    _, _, workers = control.task_type_command({"action": "rate_limit", "task": "t", "rate": "1/s",
-                                               "workers": ["b@h", "a@h", "a@h"]})
+    _, _, workers = control.task_type_command(
+        {"action": "rate_limit", "task": "t", "rate": "1/s", "workers": ["b@h", "a@h", "a@h"]}
+    )
     assert workers == ["a@h", "b@h"]
     bad(
         control.task_type_command,

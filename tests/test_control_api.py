@@ -1,5 +1,6 @@
 """Control API: every action against a real worker and Redis does what it says, shows the workers'
 replies and lands in the audit log (and its file); bad input gets a clear 400 and is not audited."""
+
 from __future__ import annotations
 
 import json
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import WORK_SECONDS, DashboardServer, RedisServer, wait_for
+from conftest import WORK_SECONDS, DashboardServer, RedisServer, feed, wait_for
 
 from dashboard import create_app
 from dashboard.processes import free_port, start_worker, stop_process
@@ -23,11 +24,30 @@ BULK_MAX = 4
 # -- without a worker: validation, 404, 503, refusals ------------------------------------------------
 def _known(app: Any) -> None:
     now = time.time()
-    feed(app, {"type": "worker-heartbeat", "hostname": "w1@h", "timestamp": now, "local_received": now, "freq": 2.0},
-          {"type": "task-received", "uuid": "t-1", "name": "dashboard.demo.add", "args": "(1, 2)", "kwargs": "{}",
-           "hostname": "w1@h", "timestamp": now, "local_received": now},
-          {"type": "task-received", "uuid": "t-2", "name": "x.y", "args": "(<Foo object at 0x1>,)", "kwargs": "{}",
-           "hostname": "w1@h", "timestamp": now, "local_received": now})
+    feed(
+        app,
+        {"type": "worker-heartbeat", "hostname": "w1@h", "timestamp": now, "local_received": now, "freq": 2.0},
+        {
+            "type": "task-received",
+            "uuid": "t-1",
+            "name": "dashboard.demo.add",
+            "args": "(1, 2)",
+            "kwargs": "{}",
+            "hostname": "w1@h",
+            "timestamp": now,
+            "local_received": now,
+        },
+        {
+            "type": "task-received",
+            "uuid": "t-2",
+            "name": "x.y",
+            "args": "(<Foo object at 0x1>,)",
+            "kwargs": "{}",
+            "hostname": "w1@h",
+            "timestamp": now,
+            "local_received": now,
+        },
+    )
 
 
 @pytest.mark.parametrize(
@@ -81,8 +101,9 @@ def _known(app: Any) -> None:
         ("/api/bulk", {"action": "revoke", "filters": {}, "dry_run": True, "cursor": "x"}, 400, "cursor must be"),
     ],
 )
-def test_bad_requests_get_clear_errors_and_are_not_audited(app: Any, path: str, body: Any, status: int,
-                                                           fragment: str) -> None:
+def test_bad_requests_get_clear_errors_and_are_not_audited(
+    app: Any, path: str, body: Any, status: int, fragment: str
+) -> None:
     _known(app)
     client = app.test_client()
     resp = client.post(path, json=body)
@@ -101,10 +122,29 @@ def test_a_bulk_run_acts_on_the_tasks_its_dry_run_counted(app: Any) -> None:
     ).get_json()
     assert dry["will_act_on"] == 2 and isinstance(dry["cursor"], int)
     now = time.time()
-    feed(app, {"type": "task-received", "uuid": "t-late", "name": "dashboard.demo.add", "args": "(3, 4)",
-                "kwargs": "{}", "hostname": "w1@h", "timestamp": now, "local_received": now})
-    run = client.post("/api/bulk", json={"action": "revoke", "filters": {"state": "RECEIVED"}, "dry_run": False,
-                                         "limit": dry["will_act_on"], "cursor": dry["cursor"]}).get_json()
+    feed(
+        app,
+        {
+            "type": "task-received",
+            "uuid": "t-late",
+            "name": "dashboard.demo.add",
+            "args": "(3, 4)",
+            "kwargs": "{}",
+            "hostname": "w1@h",
+            "timestamp": now,
+            "local_received": now,
+        },
+    )
+    run = client.post(
+        "/api/bulk",
+        json={
+            "action": "revoke",
+            "filters": {"state": "RECEIVED"},
+            "dry_run": False,
+            "limit": dry["will_act_on"],
+            "cursor": dry["cursor"],
+        },
+    ).get_json()
     assert sorted(run["revoked"]) == ["t-1", "t-2"], run
 
 
@@ -113,8 +153,11 @@ def test_refusals_before_anything_else(app: Any) -> None:
     _known(app)
     client = app.test_client()
     assert client.post("/api/bulk", data="action=rerun").status_code == 415
-    cross = client.post("/api/bulk", json={"action": "rerun", "filters": {}},
-                        headers={"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"})
+    cross = client.post(
+        "/api/bulk",
+        json={"action": "rerun", "filters": {}},
+        headers={"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"},
+    )
     assert cross.status_code == 403
     assert client.get("/api/audit?limit=0").status_code == 400
     assert client.get("/api/audit?limit=abc").status_code == 400
@@ -137,10 +180,13 @@ def test_read_only_refuses_every_control(redis_server: RedisServer) -> None:
     try:
         _known(ro)
         client = ro.test_client()
-        for path, body in (("/api/workers/w1@h/control", {"action": "shutdown"}),
-                           ("/api/task-types/control", {"action": "rate_limit", "task": "t", "rate": "1/s"}),
-                           ("/api/tasks/t-1/revoke", {}), ("/api/tasks/t-1/rerun", {}),
-                           ("/api/bulk", {"action": "revoke", "filters": {}, "dry_run": True})):
+        for path, body in (
+            ("/api/workers/w1@h/control", {"action": "shutdown"}),
+            ("/api/task-types/control", {"action": "rate_limit", "task": "t", "rate": "1/s"}),
+            ("/api/tasks/t-1/revoke", {}),
+            ("/api/tasks/t-1/rerun", {}),
+            ("/api/bulk", {"action": "revoke", "filters": {}, "dry_run": True}),
+        ):
             resp = client.post(path, json=body)
             assert resp.status_code == 403 and "read-only" in resp.get_json()["error"], path
         assert client.get("/api/audit").get_json() == {"entries": []}
@@ -150,12 +196,17 @@ def test_read_only_refuses_every_control(redis_server: RedisServer) -> None:
 
 @pytest.mark.unit
 def test_unreachable_broker_is_503_and_audited() -> None:
-    down = create_app({"ASYNC_MODE": "threading", "INGEST_ENABLED": False, "BROKER_URL": f"redis://127.0.0.1:{free_port()}/0"})
+    down = create_app(
+        {"ASYNC_MODE": "threading", "INGEST_ENABLED": False, "BROKER_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    )
     try:
         _known(down)
         client = down.test_client()
-        for path, body in (("/api/workers/w1@h/control", {"action": "pool_grow", "n": 1}),
-                           ("/api/tasks/t-1/revoke", {}), ("/api/tasks/t-1/rerun", {})):
+        for path, body in (
+            ("/api/workers/w1@h/control", {"action": "pool_grow", "n": 1}),
+            ("/api/tasks/t-1/revoke", {}),
+            ("/api/tasks/t-1/rerun", {}),
+        ):
             started = time.monotonic()
             resp = client.post(path, json=body)
             assert resp.status_code == 503 and "unreachable" in resp.get_json()["error"], path
@@ -195,6 +246,7 @@ class Ctl:
         def check() -> Any:
             entry = self.worker(refresh=True)["inspect"][method]
             return entry["status"] == "ok" and predicate(entry["reply"]) and entry
+
         return wait_for(check, timeout=timeout, interval=0.5, message=message)
 
 
@@ -202,8 +254,14 @@ class Ctl:
 def ctl(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ctl]:
     url = redis_server.url_db(11)
     audit_path = tmp_path_factory.mktemp("audit") / "audit.jsonl"
-    server = DashboardServer(url, env={"DASHBOARD_INSPECT_INTERVAL": "1", "DASHBOARD_AUDIT_LOG": str(audit_path),
-                                       "DASHBOARD_BULK_MAX": str(BULK_MAX)})
+    server = DashboardServer(
+        url,
+        env={
+            "DASHBOARD_INSPECT_INTERVAL": "1",
+            "DASHBOARD_AUDIT_LOG": str(audit_path),
+            "DASHBOARD_BULK_MAX": str(BULK_MAX),
+        },
+    )
     hostname = f"ctl-{os.getpid()}@localhost"
     proc = start_worker(
         url, concurrency=2, hostname=hostname, quiet=True, extra_env={"DASHBOARD_DEMO_SLEEP": WORK_SECONDS}
@@ -253,15 +311,20 @@ def test_add_and_cancel_a_consumer(ctl: Ctl) -> None:
 
 @pytest.mark.integration
 def test_rate_and_time_limits(ctl: Ctl) -> None:
-    rate = ctl.post("/api/task-types/control", {"action": "rate_limit", "task": "dashboard.demo.tsum", "rate": "10/m",
-                                                "workers": [ctl.hostname]}).json()
+    rate = ctl.post(
+        "/api/task-types/control",
+        {"action": "rate_limit", "task": "dashboard.demo.tsum", "rate": "10/m", "workers": [ctl.hostname]},
+    ).json()
     assert rate["ok"] and rate["replies"] == {ctl.hostname: {"ok": "new rate limit set successfully"}}
-    limits = ctl.post("/api/task-types/control", {"action": "time_limit", "task": "dashboard.demo.tsum",
-                                                  "soft": 5, "hard": 10}).json()  # every worker
+    limits = ctl.post(
+        "/api/task-types/control", {"action": "time_limit", "task": "dashboard.demo.tsum", "soft": 5, "hard": 10}
+    ).json()  # every worker
     assert limits["ok"] and limits["replies"] == {ctl.hostname: {"ok": "time limits set successfully"}}
-    ctl.inspect_until("registered",
-                      lambda r: "dashboard.demo.tsum [rate_limit=10/m time_limit=10 soft_time_limit=5]" in r,
-                      "registered shows the new limits")
+    ctl.inspect_until(
+        "registered",
+        lambda r: "dashboard.demo.tsum [rate_limit=10/m time_limit=10 soft_time_limit=5]" in r,
+        "registered shows the new limits",
+    )
     unknown = ctl.post(
         "/api/task-types/control", {"action": "rate_limit", "task": "no.such.task", "rate": "1/s"}
     ).json()
@@ -301,8 +364,14 @@ def test_rerun_a_failure_and_a_success(ctl: Ctl) -> None:
     [failed] = ctl.server.launch("dashboard.demo.send_email", args=["no-at-sign", "hello"])
     original = ctl.server.wait_task(failed, "FAILURE")
     plan = ctl.server.get(f"/api/tasks/{failed}/rerun").json()
-    assert plan == {"possible": True, "reason": None, "name": "dashboard.demo.send_email",
-                    "args": ["no-at-sign", "hello"], "kwargs": {}, "queue": "celery"}
+    assert plan == {
+        "possible": True,
+        "reason": None,
+        "name": "dashboard.demo.send_email",
+        "args": ["no-at-sign", "hello"],
+        "kwargs": {},
+        "queue": "celery",
+    }
     resp = ctl.post(f"/api/tasks/{failed}/rerun", {})
     assert resp.status_code == 200 and resp.json()["ok"]
     again = ctl.server.wait_task(resp.json()["task_id"], "FAILURE")
@@ -326,8 +395,14 @@ def test_bulk_dry_run_then_rerun_within_the_cap(ctl: Ctl) -> None:
     listed = ctl.server.get("/api/tasks", params=filters).json()["total"]
     dry = ctl.post("/api/bulk", {"action": "rerun", "filters": filters, "dry_run": True}).json()
     assert isinstance(dry.pop("cursor"), int)
-    assert dry == {"matched": listed, "eligible": 5, "cap": BULK_MAX, "will_act_on": BULK_MAX, "skipped": {},
-                   "sample": ids[::-1]}
+    assert dry == {
+        "matched": listed,
+        "eligible": 5,
+        "cap": BULK_MAX,
+        "will_act_on": BULK_MAX,
+        "skipped": {},
+        "sample": ids[::-1],
+    }
     over = ctl.post("/api/bulk", {"action": "rerun", "filters": filters, "dry_run": False, "limit": BULK_MAX + 1})
     assert over.status_code == 400 and f"from 1 to {BULK_MAX}" in over.json()["error"]
 
@@ -354,8 +429,9 @@ def test_bulk_dry_run_then_rerun_within_the_cap(ctl: Ctl) -> None:
 @pytest.mark.integration
 def test_bulk_revoke_in_one_broadcast(ctl: Ctl) -> None:
     marker = f"later-{uuid.uuid4().hex[:8]}"
-    ids = [ctl.server.launch("dashboard.demo.send_email", args=[f"{marker}@x", "hi"], countdown=60)[0]
-           for _ in range(3)]
+    ids = [
+        ctl.server.launch("dashboard.demo.send_email", args=[f"{marker}@x", "hi"], countdown=60)[0] for _ in range(3)
+    ]
     wait_for(lambda: all(ctl.server.task(t) for t in ids), timeout=10, message="the tasks are seen")
     body = {"action": "revoke", "filters": {"q": marker}}
     dry = ctl.post("/api/bulk", dict(body, dry_run=True)).json()
@@ -369,8 +445,21 @@ def test_bulk_revoke_in_one_broadcast(ctl: Ctl) -> None:
 def test_audit_lists_every_action_and_the_file_matches(ctl: Ctl) -> None:
     entries = ctl.server.get("/api/audit", params={"limit": 1000}).json()["entries"]
     actions = [e["action"] for e in entries][::-1]
-    for expected in ("pool_shrink", "pool_grow", "pool_restart", "autoscale", "add_consumer", "cancel_consumer",
-                     "rate_limit", "time_limit", "revoke", "terminate", "rerun", "bulk_rerun", "bulk_revoke"):
+    for expected in (
+        "pool_shrink",
+        "pool_grow",
+        "pool_restart",
+        "autoscale",
+        "add_consumer",
+        "cancel_consumer",
+        "rate_limit",
+        "time_limit",
+        "revoke",
+        "terminate",
+        "rerun",
+        "bulk_rerun",
+        "bulk_revoke",
+    ):
         assert expected in actions
     assert actions.index("pool_shrink") < actions.index("pool_grow") < actions.index("bulk_revoke")
     for e in entries:
@@ -391,6 +480,7 @@ def test_shutdown_takes_the_worker_offline(ctl: Ctl) -> None:
     hostname = f"doomed-{os.getpid()}@localhost"
     proc = start_worker(ctl.url, concurrency=1, hostname=hostname, quiet=True)
     try:
+
         def row() -> dict[str, Any] | None:
             return next(
                 (w for w in ctl.server.get("/api/workers").json()["workers"] if w["hostname"] == hostname), None

@@ -1,4 +1,5 @@
 """The one error contract: every endpoint answers {"error", "fields"?, ...context}, rendered in one place."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -31,9 +32,14 @@ def test_a_task_never_seen_reads_the_same_everywhere(app: Any) -> None:
     """Detail, workflow, a long field, re-run plan, re-run and revoke: one 404 sentence for an unknown task."""
     client = app.test_client()
     expected = {"error": f"task {UUID} has not been seen (or was evicted)"}
-    answers = [client.get(f"/api/tasks/{UUID}"), client.get(f"/api/tasks/{UUID}/workflow"),
-               client.get(f"/api/tasks/{UUID}/fields/args"), client.get(f"/api/tasks/{UUID}/rerun"),
-               client.post(f"/api/tasks/{UUID}/rerun", json={}), client.post(f"/api/tasks/{UUID}/revoke", json={})]
+    answers = [
+        client.get(f"/api/tasks/{UUID}"),
+        client.get(f"/api/tasks/{UUID}/workflow"),
+        client.get(f"/api/tasks/{UUID}/fields/args"),
+        client.get(f"/api/tasks/{UUID}/rerun"),
+        client.post(f"/api/tasks/{UUID}/rerun", json={}),
+        client.post(f"/api/tasks/{UUID}/revoke", json={}),
+    ]
     assert [(r.status_code, r.get_json()) for r in answers] == [(404, expected)] * len(answers)
 
 
@@ -54,8 +60,21 @@ def test_a_worker_never_seen_is_a_404_for_its_page_and_its_controls(app: Any) ->
     assert [(got.status_code, got.get_json()), (control.status_code, control.get_json())] == [(404, expected)] * 2
 
 
-@pytest.mark.parametrize(("raw", "expected"), [("7", 7), (7, 7), (7.0, 7), ("0", None), ("²", None), (True, None),
-                                               ("", None), ("1e3", None), (12, None), (None, None)])
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("7", 7),
+        (7, 7),
+        (7.0, 7),
+        ("0", None),
+        ("²", None),
+        (True, None),
+        ("", None),
+        ("1e3", None),
+        (12, None),
+        (None, None),
+    ],
+)
 def test_whole_number_takes_query_text_and_json_numbers_within_bounds(raw: Any, expected: int | None) -> None:
     """Decimal text or a JSON whole number in range; anything else names the parameter."""
     if expected is None:
@@ -66,10 +85,22 @@ def test_whole_number_takes_query_text_and_json_numbers_within_bounds(raw: Any, 
         assert whole_number(raw, "limit", 1, 10) == expected
 
 
-@pytest.mark.parametrize(("raw", "integer", "expected"), [
-    ("7", True, 7), (" 7 ", True, 7), (7.0, True, 7), (7.5, True, None), ("1_000", True, None), ("+5", True, None),
-    ("nan", False, None), (float("inf"), False, None), ("2.5", False, 2.5), (False, False, None), ([], True, None),
-])
+@pytest.mark.parametrize(
+    ("raw", "integer", "expected"),
+    [
+        ("7", True, 7),
+        (" 7 ", True, 7),
+        (7.0, True, 7),
+        (7.5, True, None),
+        ("1_000", True, None),
+        ("+5", True, None),
+        ("nan", False, None),
+        (float("inf"), False, None),
+        ("2.5", False, 2.5),
+        (False, False, None),
+        ([], True, None),
+    ],
+)
 def test_numbers_from_outside_are_parsed_one_way(raw: Any, integer: bool, expected: float | None) -> None:
     """Query text, form text and JSON numbers: finite, booleans refused, whole only when asked."""
     from dashboard.core.numbers import number

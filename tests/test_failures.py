@@ -1,5 +1,6 @@
 """Failure grouping (`dashboard.failures`): signatures, normalization, tracebacks, and the bounded
 incremental `FailureGroups` aggregate, fed realistic Celery exception reprs and tracebacks."""
+
 from __future__ import annotations
 
 import json
@@ -45,46 +46,71 @@ def block(frames: list[str], last_line: str) -> str:
 
 def celery_frames() -> list[str]:
     """The frames Celery's worker puts above every task (trace_task -> __protected_call__)."""
-    return [frame(TRACE, 453, "trace_task", "R = retval = fun(*args, **kwargs)"),
-            frame(TRACE, 736, "__protected_call__", "return self.run(*args, **kwargs)")]
+    return [
+        frame(TRACE, 453, "trace_task", "R = retval = fun(*args, **kwargs)"),
+        frame(TRACE, 736, "__protected_call__", "return self.run(*args, **kwargs)"),
+    ]
 
 
 def payment_tb(card: str = "4000-0000-0000-0002", amount: Any = 42, line: int = 62) -> str:
     """The demo's fail() traceback: fail -> _charge -> _authorize raises."""
-    return block(celery_frames() + [
-        frame(DEMO, 73, "fail", "return _charge(card, amount)"),
-        frame(DEMO, 66, "_charge", "_authorize(card, amount)"),
-        frame(DEMO, line, "_authorize", "raise PaymentDeclined(...)"),
-    ], f"dashboard.demo.PaymentDeclined: card {card} was declined for amount {amount}: insufficient funds")
+    return block(
+        celery_frames()
+        + [
+            frame(DEMO, 73, "fail", "return _charge(card, amount)"),
+            frame(DEMO, 66, "_charge", "_authorize(card, amount)"),
+            frame(DEMO, line, "_authorize", "raise PaymentDeclined(...)"),
+        ],
+        f"dashboard.demo.PaymentDeclined: card {card} was declined for amount {amount}: insufficient funds",
+    )
 
 
 def autoretry_tb(attempt: int) -> str:
     """A task-retried traceback for the demo's flaky() under autoretry_for: the ConnectionError
     block, then Celery raising Retry from its own code (no app frame in the last block)."""
-    first = block([
-        frame(AUTORETRY, 38, "run", "return task._orig_run(*args, **kwargs)"),
-        frame(DEMO, 82, "flaky", 'raise ConnectionError(f"upstream unavailable on attempt {attempt}")'),
-    ], f"ConnectionError: upstream unavailable on attempt {attempt}")
-    last = block(celery_frames() + [
-        frame(AUTORETRY, 60, "run", "ret = task.retry(exc=exc, **retry_kwargs_for_attempt)"),
-        frame(TASK, 955, "retry", "raise ret"),
-    ], f"celery.exceptions.Retry: Retry in {2 ** attempt}s: ConnectionError('upstream unavailable on "
-       f"attempt {attempt}')")
+    first = block(
+        [
+            frame(AUTORETRY, 38, "run", "return task._orig_run(*args, **kwargs)"),
+            frame(DEMO, 82, "flaky", 'raise ConnectionError(f"upstream unavailable on attempt {attempt}")'),
+        ],
+        f"ConnectionError: upstream unavailable on attempt {attempt}",
+    )
+    last = block(
+        celery_frames()
+        + [
+            frame(AUTORETRY, 60, "run", "ret = task.retry(exc=exc, **retry_kwargs_for_attempt)"),
+            frame(TASK, 955, "retry", "raise ret"),
+        ],
+        f"celery.exceptions.Retry: Retry in {2**attempt}s: ConnectionError('upstream unavailable on "
+        f"attempt {attempt}')",
+    )
     return first + CHAINED + last
 
 
 def exhausted_tb(attempt: int) -> str:
     """flaky()'s final task-failed traceback: retry() re-raises the ConnectionError itself."""
-    return block(celery_frames() + [
-        frame(AUTORETRY, 60, "run", "ret = task.retry(exc=exc, **retry_kwargs_for_attempt)"),
-        frame(TASK, 942, "retry", "raise_with_context(exc)"),
-        frame(AUTORETRY, 38, "run", "return task._orig_run(*args, **kwargs)"),
-        frame(DEMO, 82, "flaky", 'raise ConnectionError(f"upstream unavailable on attempt {attempt}")'),
-    ], f"ConnectionError: upstream unavailable on attempt {attempt}")
+    return block(
+        celery_frames()
+        + [
+            frame(AUTORETRY, 60, "run", "ret = task.retry(exc=exc, **retry_kwargs_for_attempt)"),
+            frame(TASK, 942, "retry", "raise_with_context(exc)"),
+            frame(AUTORETRY, 38, "run", "return task._orig_run(*args, **kwargs)"),
+            frame(DEMO, 82, "flaky", 'raise ConnectionError(f"upstream unavailable on attempt {attempt}")'),
+        ],
+        f"ConnectionError: upstream unavailable on attempt {attempt}",
+    )
 
 
-def add(fg: FailureGroups, uuid: str, ts: float, exception: Any = None, traceback: Any = None,
-        name: Any = "dashboard.demo.fail", hostname: Any = "celery@w1", outcome: str = "FAILURE") -> str:
+def add(
+    fg: FailureGroups,
+    uuid: str,
+    ts: float,
+    exception: Any = None,
+    traceback: Any = None,
+    name: Any = "dashboard.demo.fail",
+    hostname: Any = "celery@w1",
+    outcome: str = "FAILURE",
+) -> str:
     """FailureGroups.add with the demo payment failure as the default."""
     if exception is None and traceback is None:
         exception, traceback = PAYMENT_EXC.format(card="4000-0000-0000-0002", amount=42), payment_tb()
@@ -93,23 +119,33 @@ def add(fg: FailureGroups, uuid: str, ts: float, exception: Any = None, tracebac
 
 # --- signatures: messages of the same shape ---------------------------------------------------
 
-@pytest.mark.parametrize("first, second", [
-    (PAYMENT_EXC.format(card="4000-0000-0000-0002", amount=42),
-     PAYMENT_EXC.format(card="4000-0000-0000-0119", amount=7)),
-    (PAYMENT_EXC.format(card="4000-0000-0000-0002", amount=42.5),
-     PAYMENT_EXC.format(card="5555-4444-3333-1111", amount=1e3)),
-    ('ValueError("invalid email address \'bob\'")', 'ValueError("invalid email address \'alice.smith\'")'),
-    ("ValueError('no mailbox for bob@example.com')", "ValueError('no mailbox for a.b+c@mail.example.org')"),
-    ("KeyError('3f2a1b4c-1234-5678-9abc-def012345678')", "KeyError('0b7e9c1a-aaaa-4bbb-8ccc-0123456789ab')"),
-    ("TimeoutError('timed out after 30 seconds')", "TimeoutError('timed out after 5.5 seconds')"),
-    ("RuntimeError('bad object at 0x7f3a1c2d')", "RuntimeError('bad object at 0xdeadbeef')"),
-    ("RuntimeError('digest 9f86d081884c7d659a2feaa0c55ad015 mismatch')",
-     "RuntimeError('digest 2c26b46b68ffc68ff99b453c1d304134 mismatch')"),
-    ("ConnectionError('cannot reach 10.0.0.12:6379')", "ConnectionError('cannot reach 192.168.1.1:16379')"),
-    ("ConnectionError('cannot reach fe80::1ff:fe23:4567:890a')", "ConnectionError('cannot reach ::1')"),
-    ("ValueError('expired at 2024-05-01T12:30:00.123456+00:00')", "ValueError('expired at 2025-01-31 08:00:59Z')"),
-    ("ValueError('order_17 missing   field\\n x')", "ValueError('order_91234 missing field x')"),
-])
+
+@pytest.mark.parametrize(
+    "first, second",
+    [
+        (
+            PAYMENT_EXC.format(card="4000-0000-0000-0002", amount=42),
+            PAYMENT_EXC.format(card="4000-0000-0000-0119", amount=7),
+        ),
+        (
+            PAYMENT_EXC.format(card="4000-0000-0000-0002", amount=42.5),
+            PAYMENT_EXC.format(card="5555-4444-3333-1111", amount=1e3),
+        ),
+        ("ValueError(\"invalid email address 'bob'\")", "ValueError(\"invalid email address 'alice.smith'\")"),
+        ("ValueError('no mailbox for bob@example.com')", "ValueError('no mailbox for a.b+c@mail.example.org')"),
+        ("KeyError('3f2a1b4c-1234-5678-9abc-def012345678')", "KeyError('0b7e9c1a-aaaa-4bbb-8ccc-0123456789ab')"),
+        ("TimeoutError('timed out after 30 seconds')", "TimeoutError('timed out after 5.5 seconds')"),
+        ("RuntimeError('bad object at 0x7f3a1c2d')", "RuntimeError('bad object at 0xdeadbeef')"),
+        (
+            "RuntimeError('digest 9f86d081884c7d659a2feaa0c55ad015 mismatch')",
+            "RuntimeError('digest 2c26b46b68ffc68ff99b453c1d304134 mismatch')",
+        ),
+        ("ConnectionError('cannot reach 10.0.0.12:6379')", "ConnectionError('cannot reach 192.168.1.1:16379')"),
+        ("ConnectionError('cannot reach fe80::1ff:fe23:4567:890a')", "ConnectionError('cannot reach ::1')"),
+        ("ValueError('expired at 2024-05-01T12:30:00.123456+00:00')", "ValueError('expired at 2025-01-31 08:00:59Z')"),
+        ("ValueError('order_17 missing   field\\n x')", "ValueError('order_91234 missing field x')"),
+    ],
+)
 def test_messages_of_the_same_shape_share_a_signature(first: str, second: str) -> None:
     assert signature(first, None) == signature(second, None)
     fg = FailureGroups()
@@ -117,33 +153,43 @@ def test_messages_of_the_same_shape_share_a_signature(first: str, second: str) -
     assert len(fg) == 1
 
 
-@pytest.mark.parametrize("exception, exc_type, message", [
-    (PAYMENT_EXC.format(card="4000-0000-0000-0002", amount=42), "PaymentDeclined",
-     "card <n>-<n>-<n>-<n> was declined for amount <n>: insufficient funds"),
-    ('ValueError("invalid email address \'bob\'")', "ValueError", "invalid email address <str>"),
-    ("KeyError('3f2a1b4c-1234-5678-9abc-def012345678')", "KeyError", "<uuid>"),
-    ("KeyError('x')", "KeyError", "x"),
-    ("TimeoutError()", "TimeoutError", ""),
-    ("OSError(2, 'No such file or directory')", "OSError", "<n>, No such file or directory"),
-    ("app.errors.QuotaExceeded('user 12 over quota')", "app.errors.QuotaExceeded", "user <n> over quota"),
-    ("Oops(<Widget object at 0x7f3a1c2d9e10>)", "Oops", "<Widget object at <hex>>"),
-    ("TimeoutError", "TimeoutError", ""),
-    ("something broke on attempt 3", "Unknown", "something broke on attempt <n>"),
-])
+@pytest.mark.parametrize(
+    "exception, exc_type, message",
+    [
+        (
+            PAYMENT_EXC.format(card="4000-0000-0000-0002", amount=42),
+            "PaymentDeclined",
+            "card <n>-<n>-<n>-<n> was declined for amount <n>: insufficient funds",
+        ),
+        ("ValueError(\"invalid email address 'bob'\")", "ValueError", "invalid email address <str>"),
+        ("KeyError('3f2a1b4c-1234-5678-9abc-def012345678')", "KeyError", "<uuid>"),
+        ("KeyError('x')", "KeyError", "x"),
+        ("TimeoutError()", "TimeoutError", ""),
+        ("OSError(2, 'No such file or directory')", "OSError", "<n>, No such file or directory"),
+        ("app.errors.QuotaExceeded('user 12 over quota')", "app.errors.QuotaExceeded", "user <n> over quota"),
+        ("Oops(<Widget object at 0x7f3a1c2d9e10>)", "Oops", "<Widget object at <hex>>"),
+        ("TimeoutError", "TimeoutError", ""),
+        ("something broke on attempt 3", "Unknown", "something broke on attempt <n>"),
+    ],
+)
 def test_type_and_normalized_message(exception: str, exc_type: str, message: str) -> None:
     assert signature(exception, None) == (exc_type, message, None)
 
 
 def test_normalization_placeholders() -> None:
-    text = ("at 2024-01-02T03:04:05Z from 10.0.0.1 by bob@x.com id 550e8400-e29b-41d4-a716-446655440000 "
-            "ptr 0x7f3a blob deadbeef12345678 n=3.5e10 'quoted' \"dq\" can't md5 utf8")
+    text = (
+        "at 2024-01-02T03:04:05Z from 10.0.0.1 by bob@x.com id 550e8400-e29b-41d4-a716-446655440000 "
+        "ptr 0x7f3a blob deadbeef12345678 n=3.5e10 'quoted' \"dq\" can't md5 utf8"
+    )
     assert normalize_message(text) == (
-        "at <time> from <ip> by <email> id <uuid> ptr <hex> blob <hex> n=<n> <str> <str> can't md5 utf8")
+        "at <time> from <ip> by <email> id <uuid> ptr <hex> blob <hex> n=<n> <str> <str> can't md5 utf8"
+    )
     assert normalize_message("a \t\n  b") == "a b"
     assert len(normalize_message("word " * 1000)) == MAX_MESSAGE_CHARS
 
 
 # --- signatures: what splits groups ---------------------------------------------------------
+
 
 def test_different_types_with_the_same_message_are_different_groups() -> None:
     fg = FailureGroups()
@@ -154,7 +200,7 @@ def test_different_types_with_the_same_message_are_different_groups() -> None:
 
 def test_same_type_and_message_from_different_app_frames_are_different_groups() -> None:
     exc = PAYMENT_EXC.format(card="4000-0000-0000-0002", amount=42)
-    other = payment_tb().replace('line 62, in _authorize', 'line 90, in _authorize_3ds')
+    other = payment_tb().replace("line 62, in _authorize", "line 90, in _authorize_3ds")
     assert signature(exc, payment_tb())[2] == "dashboard/demo.py:_authorize"
     assert signature(exc, other)[2] == "dashboard/demo.py:_authorize_3ds"
     fg = FailureGroups()
@@ -168,30 +214,50 @@ def test_line_numbers_do_not_split_groups() -> None:
 
 def test_same_app_frame_through_different_library_frames_is_one_group() -> None:
     exc = "ConnectionError('upstream unavailable')"
-    via_requests = block(celery_frames() + [
-        frame(DEMO, 20, "sync", "requests.get(url)"),
-        frame(REQUESTS, 73, "get", "return request('get', url, params=params, **kwargs)"),
-        frame(ADAPTERS, 519, "send", "raise ConnectionError(e, request=request)"),
-    ], "requests.exceptions.ConnectionError: upstream unavailable")
-    via_socket = block([frame("/opt/celery/lib/python3.12/site-packages/celery/app/trace.py", 460,
-                              "trace_task")] + [
-        frame(DEMO, 20, "sync", "sock.connect(addr)"),
-        frame(SOCKET, 851, "create_connection", "raise exceptions[0]"),
-    ], "ConnectionError: upstream unavailable")
-    assert signature(exc, via_requests) == signature(exc, via_socket) == (
-        "ConnectionError", "upstream unavailable", "dashboard/demo.py:sync")
+    via_requests = block(
+        celery_frames()
+        + [
+            frame(DEMO, 20, "sync", "requests.get(url)"),
+            frame(REQUESTS, 73, "get", "return request('get', url, params=params, **kwargs)"),
+            frame(ADAPTERS, 519, "send", "raise ConnectionError(e, request=request)"),
+        ],
+        "requests.exceptions.ConnectionError: upstream unavailable",
+    )
+    via_socket = block(
+        [frame("/opt/celery/lib/python3.12/site-packages/celery/app/trace.py", 460, "trace_task")]
+        + [
+            frame(DEMO, 20, "sync", "sock.connect(addr)"),
+            frame(SOCKET, 851, "create_connection", "raise exceptions[0]"),
+        ],
+        "ConnectionError: upstream unavailable",
+    )
+    assert (
+        signature(exc, via_requests)
+        == signature(exc, via_socket)
+        == ("ConnectionError", "upstream unavailable", "dashboard/demo.py:sync")
+    )
 
 
 def test_chained_traceback_uses_the_raised_last_block() -> None:
     # An explicit `raise self.retry(exc=exc)`: both blocks have app frames; the last one is raised.
-    first = block(celery_frames() + [frame(DEMO, 40, "fetch", "return client.get()"),
-                                     frame("/srv/app/dashboard/client.py", 12, "get", "raise ConnectionError()")],
-                  "ConnectionError: upstream unavailable")
-    last = block(celery_frames() + [frame(DEMO, 44, "fetch", "raise self.retry(exc=exc, countdown=2)"),
-                                    frame(TASK, 955, "retry", "raise ret")],
-                 "celery.exceptions.Retry: Retry in 2s: ConnectionError('upstream unavailable')")
+    first = block(
+        celery_frames()
+        + [
+            frame(DEMO, 40, "fetch", "return client.get()"),
+            frame("/srv/app/dashboard/client.py", 12, "get", "raise ConnectionError()"),
+        ],
+        "ConnectionError: upstream unavailable",
+    )
+    last = block(
+        celery_frames()
+        + [frame(DEMO, 44, "fetch", "raise self.retry(exc=exc, countdown=2)"), frame(TASK, 955, "retry", "raise ret")],
+        "celery.exceptions.Retry: Retry in 2s: ConnectionError('upstream unavailable')",
+    )
     assert signature(None, first + CHAINED + last) == (
-        "celery.exceptions.Retry", "Retry in <n>s: ConnectionError(<str>)", "dashboard/demo.py:fetch")
+        "celery.exceptions.Retry",
+        "Retry in <n>s: ConnectionError(<str>)",
+        "dashboard/demo.py:fetch",
+    )
     assert signature(None, first + CAUSED + last)[2] == "dashboard/demo.py:fetch"
     assert signature(None, first)[2] == "dashboard/client.py:get"
 
@@ -200,10 +266,15 @@ def test_autoretry_retries_and_the_final_failure_share_a_group() -> None:
     # autoretry_for raises Retry from Celery's own code: the app frame comes from the earlier block.
     exc = "ConnectionError('upstream unavailable on attempt {}')"
     assert signature(exc.format(1), autoretry_tb(1)) == (
-        "ConnectionError", "upstream unavailable on attempt <n>", "dashboard/demo.py:flaky")
+        "ConnectionError",
+        "upstream unavailable on attempt <n>",
+        "dashboard/demo.py:flaky",
+    )
     fg = FailureGroups()
-    gids = {fg.add("t1", "dashboard.demo.flaky", "celery@w1", exc.format(i), autoretry_tb(i), 10.0 + i, "RETRY")
-            for i in (1, 2, 3)}
+    gids = {
+        fg.add("t1", "dashboard.demo.flaky", "celery@w1", exc.format(i), autoretry_tb(i), 10.0 + i, "RETRY")
+        for i in (1, 2, 3)
+    }
     gids.add(fg.add("t1", "dashboard.demo.flaky", "celery@w1", exc.format(4), exhausted_tb(4), 20.0, "FAILURE"))
     assert len(gids) == 1
     g = fg.group(gids.pop())
@@ -213,15 +284,28 @@ def test_autoretry_retries_and_the_final_failure_share_a_group() -> None:
 
 
 def test_all_library_traceback_uses_the_innermost_frame() -> None:
-    tb = block([frame(TRACE, 453, "trace_task"), frame("<frozen importlib._bootstrap>", 1204, "_gcd_import"),
-                frame("C:\\Python311\\Lib\\site-packages\\kombu\\connection.py", 447, "ensure")],
-               "kombu.exceptions.OperationalError: Error 111 connecting to 127.0.0.1:6379.")
+    tb = block(
+        [
+            frame(TRACE, 453, "trace_task"),
+            frame("<frozen importlib._bootstrap>", 1204, "_gcd_import"),
+            frame("C:\\Python311\\Lib\\site-packages\\kombu\\connection.py", 447, "ensure"),
+        ],
+        "kombu.exceptions.OperationalError: Error 111 connecting to 127.0.0.1:6379.",
+    )
     # A checkout of Celery's stack (no site-packages in the path) is library code too.
-    checkout = block([frame("/home/dev/src/celery/celery/app/trace.py", 453, "trace_task"),
-                      frame("/home/dev/src/kombu/kombu/connection.py", 447, "ensure")], "OSError: x")
+    checkout = block(
+        [
+            frame("/home/dev/src/celery/celery/app/trace.py", 453, "trace_task"),
+            frame("/home/dev/src/kombu/kombu/connection.py", 447, "ensure"),
+        ],
+        "OSError: x",
+    )
     assert signature(None, checkout)[2] == "kombu/connection.py:ensure"
-    assert signature(None, tb) == ("kombu.exceptions.OperationalError",
-                                   "Error <n> connecting to <ip>:<n>.", "kombu/connection.py:ensure")
+    assert signature(None, tb) == (
+        "kombu.exceptions.OperationalError",
+        "Error <n> connecting to <ip>:<n>.",
+        "kombu/connection.py:ensure",
+    )
 
 
 def test_no_traceback_means_no_frame_and_type_falls_back_to_the_traceback() -> None:
@@ -230,8 +314,10 @@ def test_no_traceback_means_no_frame_and_type_falls_back_to_the_traceback() -> N
     assert signature("ValueError('x')", "no frames here")[2] is None
     # Not a repr: the traceback's last line names the type.
     assert signature("Retry in 5s: boom", payment_tb(card="1", amount=2)) == (
-        "dashboard.demo.PaymentDeclined", "card <n> was declined for amount <n>: insufficient funds",
-        "dashboard/demo.py:_authorize")
+        "dashboard.demo.PaymentDeclined",
+        "card <n> was declined for amount <n>: insufficient funds",
+        "dashboard/demo.py:_authorize",
+    )
     assert signature(None, None) == ("Unknown", "", None)
 
 
@@ -254,6 +340,7 @@ def test_signature_is_cached_by_text() -> None:
 
 # --- untrusted input -------------------------------------------------------------------------
 
+
 class Hostile:
     """An object whose str() raises."""
 
@@ -269,13 +356,43 @@ class WeirdStr(str):
 
 
 GARBAGE: list[Any] = [
-    None, 0, -1, 10 ** 100, 3.5, float("nan"), float("inf"), True, b"\xff\xfe KeyError('x')",
-    bytearray(b"abc"), ["ValueError('x')"], {"a": 1}, object(), Hostile(), WeirdStr("ValueError('w')"),
-    "", " ", "(", ")", "Type(", "Type(((((((", "X(" + "(" * 5000 + ")" * 5000 + ")",
-    "X(" + "[" * 300 + "]" * 300 + ")", "X('\\d')", "X('\x00')", "\ud800\udfff", "Ünïcødé(☃ 'ß' 😀)",
-    "E(" + "9" * 5000 + ")", "x" * 1_000_000, "ValueError('" + "a" * 1_000_000 + "')",
-    'File "/a.py", line 1, in f\n' * 50_000, "Traceback (most recent call last):\n" * 10_000,
-    "a@" * 5000, "1." * 50_000, "'" * 100_000, "::" * 10_000, "0x" * 10_000,
+    None,
+    0,
+    -1,
+    10**100,
+    3.5,
+    float("nan"),
+    float("inf"),
+    True,
+    b"\xff\xfe KeyError('x')",
+    bytearray(b"abc"),
+    ["ValueError('x')"],
+    {"a": 1},
+    object(),
+    Hostile(),
+    WeirdStr("ValueError('w')"),
+    "",
+    " ",
+    "(",
+    ")",
+    "Type(",
+    "Type(((((((",
+    "X(" + "(" * 5000 + ")" * 5000 + ")",
+    "X(" + "[" * 300 + "]" * 300 + ")",
+    "X('\\d')",
+    "X('\x00')",
+    "\ud800\udfff",
+    "Ünïcødé(☃ 'ß' 😀)",
+    "E(" + "9" * 5000 + ")",
+    "x" * 1_000_000,
+    "ValueError('" + "a" * 1_000_000 + "')",
+    'File "/a.py", line 1, in f\n' * 50_000,
+    "Traceback (most recent call last):\n" * 10_000,
+    "a@" * 5000,
+    "1." * 50_000,
+    "'" * 100_000,
+    "::" * 10_000,
+    "0x" * 10_000,
 ]
 
 
@@ -312,6 +429,7 @@ def test_huge_fields_are_capped() -> None:
 
 # --- FailureGroups aggregates ----------------------------------------------------------------
 
+
 def test_group_aggregates() -> None:
     fg = FailureGroups(buckets=5, bucket_seconds=10.0)
     exc = PAYMENT_EXC.format(card="4000-0000-0000-0119", amount=7)
@@ -327,8 +445,12 @@ def test_group_aggregates() -> None:
     assert (g["count"], g["retained"], g["first_seen"], g["last_seen"]) == (5, 5, 995.0, 1033.0)
     assert g["task_names"] == {"dashboard.demo.fail": 3, "dashboard.demo.charge": 1}
     assert list(g["workers"].items()) == [("celery@w1", 3), ("celery@w2", 1)]  # most frequent first
-    assert g["sample"] == {"exception": PAYMENT_EXC.format(card="4000-0000-0000-0002", amount=42),
-                           "traceback": payment_tb(), "uuid": "t5", "timestamp": 1033.0}
+    assert g["sample"] == {
+        "exception": PAYMENT_EXC.format(card="4000-0000-0000-0002", amount=42),
+        "traceback": payment_tb(),
+        "uuid": "t5",
+        "timestamp": 1033.0,
+    }
     assert g["outcomes"] == {"FAILURE": 4, "RETRY": 1}
     # Buckets of 10 s ending at the newest event (bucket 103): 99, 100, 101, 102, 103.
     assert g["sparkline"] == [1, 1, 1, 0, 2]
@@ -444,8 +566,20 @@ def test_group_dict_has_the_documented_keys() -> None:
     fg = FailureGroups()
     gid = add(fg, "a", 1.0)
     assert set(fg.group(gid) or {}) == {  # the integrator relies on these
-        "id", "exc_type", "message", "frame", "count", "retained", "first_seen", "last_seen",
-        "task_names", "workers", "sample", "sparkline", "outcomes"}
+        "id",
+        "exc_type",
+        "message",
+        "frame",
+        "count",
+        "retained",
+        "first_seen",
+        "last_seen",
+        "task_names",
+        "workers",
+        "sample",
+        "sparkline",
+        "outcomes",
+    }
     assert len(fg.group(gid)["sparkline"]) == 60  # type: ignore[index]
 
 

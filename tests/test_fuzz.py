@@ -2,15 +2,16 @@
 missing fields, huge strings, odd unicode, duplicates, out-of-order and clock-skewed events never raise
 out of ingest, every event is either applied or counted as rejected, and the state stays consistent
 (indexes, bounds, JSON-serialisable answers)."""
+
 from __future__ import annotations
 
 import base64
 import json
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-import pytest
 
 from dashboard.core.query import Filters, TextIndex, find, workflow_tree
 from dashboard.core.records import task_detail, task_summary, worker_summary
@@ -21,16 +22,31 @@ pytestmark = pytest.mark.unit
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-TASK_TYPES = ["task-sent", "task-received", "task-started", "task-succeeded", "task-failed", "task-retried",
-              "task-revoked", "task-rejected", "task-progress"]
+TASK_TYPES = [
+    "task-sent",
+    "task-received",
+    "task-started",
+    "task-succeeded",
+    "task-failed",
+    "task-retried",
+    "task-revoked",
+    "task-rejected",
+    "task-progress",
+]
 WORKER_TYPES = ["worker-online", "worker-heartbeat", "worker-offline"]
 ODD_TEXT = st.text(alphabet=st.characters(codec="utf-8"), max_size=40) | st.sampled_from(
-    ["", "<script>alert(1)</script>", "\u202e\u0000\ud7ff", "🎉" * 50, "' OR 1=1 --", "\\x00"])
+    ["", "<script>alert(1)</script>", "\u202e\u0000\ud7ff", "🎉" * 50, "' OR 1=1 --", "\\x00"]
+)
 # Few distinct ids and hosts, so duplicates, reorderings and collisions happen constantly.
 UUIDS = st.sampled_from([f"u{i}" for i in range(12)]) | ODD_TEXT
 HOSTS = st.sampled_from(["w1@h", "w2@h", "<b>w3</b>@h"]) | ODD_TEXT
-TIMES = st.sampled_from([0.0, 1e9, 1.7e9, 1.7e9 + 1, 1.7e9 - 3600, 4e9, -5.0]) | st.floats(
-    min_value=-1e12, max_value=1e12, allow_nan=False) | st.integers(-2**63, 2**63) | st.none() | st.text(max_size=5)
+TIMES = (
+    st.sampled_from([0.0, 1e9, 1.7e9, 1.7e9 + 1, 1.7e9 - 3600, 4e9, -5.0])
+    | st.floats(min_value=-1e12, max_value=1e12, allow_nan=False)
+    | st.integers(-(2**63), 2**63)
+    | st.none()
+    | st.text(max_size=5)
+)
 JSON_SCALARS = (
     st.none()
     | st.booleans()
@@ -56,14 +72,36 @@ def events(draw: Any) -> Any:
         return draw(JSON_VALUES)  # not even an event
     if kind <= 6:
         ev: dict[str, Any] = {"type": draw(st.sampled_from(TASK_TYPES) | ODD_TEXT), "uuid": draw(UUIDS)}
-        for key in ("name", "args", "kwargs", "result", "exception", "traceback", "retries", "eta", "expires",
-                    "root_id", "parent_id", "routing_key", "queue", "runtime", "current", "total"):
+        for key in (
+            "name",
+            "args",
+            "kwargs",
+            "result",
+            "exception",
+            "traceback",
+            "retries",
+            "eta",
+            "expires",
+            "root_id",
+            "parent_id",
+            "routing_key",
+            "queue",
+            "runtime",
+            "current",
+            "total",
+        ):
             if draw(st.booleans()):
                 ev[key] = draw(FIELD_VALUES if key in ("args", "kwargs", "result", "traceback") else JSON_VALUES)
     else:
-        ev = {"type": draw(st.sampled_from(WORKER_TYPES)), "freq": draw(JSON_VALUES),
-              "active": draw(JSON_VALUES), "processed": draw(JSON_VALUES), "loadavg": draw(JSON_VALUES),
-              "sw_ident": draw(ODD_TEXT), "sw_ver": draw(JSON_VALUES)}
+        ev = {
+            "type": draw(st.sampled_from(WORKER_TYPES)),
+            "freq": draw(JSON_VALUES),
+            "active": draw(JSON_VALUES),
+            "processed": draw(JSON_VALUES),
+            "loadavg": draw(JSON_VALUES),
+            "sw_ident": draw(ODD_TEXT),
+            "sw_ver": draw(JSON_VALUES),
+        }
     if draw(st.integers(0, 5)):
         ev["hostname"] = draw(HOSTS)
     if draw(st.integers(0, 5)):
@@ -123,9 +161,13 @@ def envelope(payload: Any, *, b64: bool = True) -> bytes:
     """A kombu envelope around a JSON payload, as a worker publishes it."""
     # The stdlib encoder: it also writes integers beyond 64 bits, which the decoder must survive.
     body = json.dumps(payload).encode() if not isinstance(payload, bytes) else payload
-    data = {"body": base64.b64encode(body).decode() if b64 else body.decode("utf-8", "replace"),
-            "content-type": "application/json", "content-encoding": "utf-8", "headers": {},
-            "properties": {"body_encoding": "base64" if b64 else "utf-8", "delivery_tag": "t"}}
+    data = {
+        "body": base64.b64encode(body).decode() if b64 else body.decode("utf-8", "replace"),
+        "content-type": "application/json",
+        "content-encoding": "utf-8",
+        "headers": {},
+        "properties": {"body_encoding": "base64" if b64 else "utf-8", "delivery_tag": "t"},
+    }
     return json.dumps(data).encode()
 
 

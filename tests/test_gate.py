@@ -1,4 +1,5 @@
 """The gate in front of every request: Host allowlist (DNS rebinding), throttled sign-in, protective headers."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -10,28 +11,31 @@ from dashboard.web.gate import HostAllowlist, Throttle
 
 
 @pytest.mark.unit
-@pytest.mark.parametrize("bind, configured, host, allowed", [
-    ("127.0.0.1", "", "127.0.0.1:5000", True),
-    ("127.0.0.1", "", "localhost:5000", True),
-    ("127.0.0.1", "", "[::1]:5000", True),
-    ("127.0.0.1", "", "LOCALHOST", True),
-    ("127.0.0.1", "", "rebind.evil.example:5000", False),
-    ("127.0.0.1", "", "192.168.1.20:5000", False),  # loopback-bound: no other address reaches it
-    ("127.0.0.1", "", None, False),
-    ("127.0.0.1", "", "", False),
-    ("127.0.0.1", "", "localhost:notaport", False),
-    ("127.0.0.1", "dash.example.com", "dash.example.com", True),
-    ("127.0.0.1", "dash.example.com", "evil.dash.example.com", False),
-    ("127.0.0.1", ".example.com", "dash.example.com:443", True),
-    ("127.0.0.1", ".example.com", "example.com", True),
-    ("127.0.0.1", ".example.com", "example.com.evil.net", False),
-    ("127.0.0.1", "*", "anything.example", True),
-    ("0.0.0.0", "", "192.168.1.20:5000", True),  # every interface: an address cannot be rebound
-    ("0.0.0.0", "", "[fd00::2]:5000", True),
-    ("0.0.0.0", "", "rebind.evil.example", False),
-    ("192.168.1.20", "", "192.168.1.20:5000", True),
-    ("192.168.1.20", "", "10.0.0.1:5000", False),
-])
+@pytest.mark.parametrize(
+    "bind, configured, host, allowed",
+    [
+        ("127.0.0.1", "", "127.0.0.1:5000", True),
+        ("127.0.0.1", "", "localhost:5000", True),
+        ("127.0.0.1", "", "[::1]:5000", True),
+        ("127.0.0.1", "", "LOCALHOST", True),
+        ("127.0.0.1", "", "rebind.evil.example:5000", False),
+        ("127.0.0.1", "", "192.168.1.20:5000", False),  # loopback-bound: no other address reaches it
+        ("127.0.0.1", "", None, False),
+        ("127.0.0.1", "", "", False),
+        ("127.0.0.1", "", "localhost:notaport", False),
+        ("127.0.0.1", "dash.example.com", "dash.example.com", True),
+        ("127.0.0.1", "dash.example.com", "evil.dash.example.com", False),
+        ("127.0.0.1", ".example.com", "dash.example.com:443", True),
+        ("127.0.0.1", ".example.com", "example.com", True),
+        ("127.0.0.1", ".example.com", "example.com.evil.net", False),
+        ("127.0.0.1", "*", "anything.example", True),
+        ("0.0.0.0", "", "192.168.1.20:5000", True),  # every interface: an address cannot be rebound
+        ("0.0.0.0", "", "[fd00::2]:5000", True),
+        ("0.0.0.0", "", "rebind.evil.example", False),
+        ("192.168.1.20", "", "192.168.1.20:5000", True),
+        ("192.168.1.20", "", "10.0.0.1:5000", False),
+    ],
+)
 def test_host_allowlist(bind: str, configured: str, host: str | None, allowed: bool) -> None:
     """Loopback names always; IP addresses the server listens on; configured names and domains; nothing else."""
     assert HostAllowlist(configured, bind).allows(host) is allowed
@@ -64,8 +68,9 @@ def test_throttle_forgets_the_oldest_keys_beyond_its_bound() -> None:
 def _app(redis_server: RedisServer, **config: Any) -> Any:
     from dashboard import create_app
 
-    return create_app({"ASYNC_MODE": "threading", "INGEST_ENABLED": False, "BROKER_URL": redis_server.url_db(1),
-                       **config})
+    return create_app(
+        {"ASYNC_MODE": "threading", "INGEST_ENABLED": False, "BROKER_URL": redis_server.url_db(1), **config}
+    )
 
 
 @pytest.mark.integration
@@ -98,8 +103,12 @@ def test_failed_sign_ins_are_throttled_with_a_clear_429(redis_server: RedisServe
         assert "too many failed sign-ins" in resp.get_json()["error"]
         assert 1 <= int(resp.headers["Retry-After"]) <= 60
         # The user name is throttled too: guessing ada's password from many addresses is as slow.
-        assert client.get("/api/tasks", auth=("ada", "right-password"),
-                          environ_base={"REMOTE_ADDR": "198.51.100.1"}).status_code == 429
+        assert (
+            client.get(
+                "/api/tasks", auth=("ada", "right-password"), environ_base={"REMOTE_ADDR": "198.51.100.1"}
+            ).status_code
+            == 429
+        )
         assert (
             client.get("/api/tasks", auth=("bob", "x"), environ_base={"REMOTE_ADDR": "198.51.100.1"}).status_code == 401
         )

@@ -1,4 +1,5 @@
 """The GC policy: long-lived objects leave the collector's reach; cyclic garbage is still freed."""
+
 from __future__ import annotations
 
 import gc

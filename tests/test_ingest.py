@@ -1,4 +1,5 @@
 """The event consumer against a real redis-server: real kombu envelopes, garbage, outages."""
+
 from __future__ import annotations
 
 import base64
@@ -46,16 +47,31 @@ def publish_lifecycle(app: Celery, n: int, hostname: str = "w1@host", batched: b
     """Publish n task lifecycles as a prefork worker does (task events batched in task.multi)."""
     ids = [str(uuidlib.uuid4()) for _ in range(n)]
     with app.connection_for_write() as conn:
-        dispatcher = app.events.Dispatcher(conn, hostname=hostname, buffer_group=["task"] if batched else None,
-                                           buffer_limit=25 if batched else None)
+        dispatcher = app.events.Dispatcher(
+            conn, hostname=hostname, buffer_group=["task"] if batched else None, buffer_limit=25 if batched else None
+        )
         dispatcher.send("worker-heartbeat", freq=2.0, active=1, processed=0)
         for i, uid in enumerate(ids):
-            dispatcher.send("task-received", uuid=uid, name="proj.tasks.add", args=f"({i}, 1)", kwargs="{}",
-                            retries=0, eta=None, expires=None, root_id=uid, parent_id=None)
+            dispatcher.send(
+                "task-received",
+                uuid=uid,
+                name="proj.tasks.add",
+                args=f"({i}, 1)",
+                kwargs="{}",
+                retries=0,
+                eta=None,
+                expires=None,
+                root_id=uid,
+                parent_id=None,
+            )
             dispatcher.send("task-started", uuid=uid)
             if i % 5 == 4:
-                dispatcher.send("task-failed", uuid=uid, exception="ValueError('boom')",
-                                traceback="Traceback (most recent call last):\nValueError: boom\n")
+                dispatcher.send(
+                    "task-failed",
+                    uuid=uid,
+                    exception="ValueError('boom')",
+                    traceback="Traceback (most recent call last):\nValueError: boom\n",
+                )
             else:
                 dispatcher.send("task-succeeded", uuid=uid, result=str(i + 1), runtime=0.01)
         dispatcher.flush()
@@ -82,21 +98,39 @@ def test_real_envelopes_decode_including_task_multi(own_redis: RedisServer, cele
     assert "/0.celeryev/task.multi" in channels
     assert "/0.celeryev/worker.heartbeat" in channels
     assert len(events) == 31
-    assert {e["type"] for e in events} == {"worker-heartbeat", "task-received", "task-started",
-                                           "task-succeeded", "task-failed"}
+    assert {e["type"] for e in events} == {
+        "worker-heartbeat",
+        "task-received",
+        "task-started",
+        "task-succeeded",
+        "task-failed",
+    }
     assert all(e["hostname"] == "w1@host" for e in events)
 
 
 @pytest.mark.unit
-@pytest.mark.parametrize("data, why", [
-    (b"not json", "not JSON"),
-    (b'{"no": "body"}', "no body"),
-    (b'{"body": "%%%", "properties": {"body_encoding": "base64"}}', "base64"),
-    (json.dumps({"body": base64.b64encode(b"\x80\x03}q").decode(), "content-type": "application/x-python-serialize",
-                 "properties": {"body_encoding": "base64"}}).encode(), "unsupported content type"),
-    (json.dumps({"body": base64.b64encode(b"42").decode(), "properties": {"body_encoding": "base64"}}).encode(),
-     "neither an event"),
-])
+@pytest.mark.parametrize(
+    "data, why",
+    [
+        (b"not json", "not JSON"),
+        (b'{"no": "body"}', "no body"),
+        (b'{"body": "%%%", "properties": {"body_encoding": "base64"}}', "base64"),
+        (
+            json.dumps(
+                {
+                    "body": base64.b64encode(b"\x80\x03}q").decode(),
+                    "content-type": "application/x-python-serialize",
+                    "properties": {"body_encoding": "base64"},
+                }
+            ).encode(),
+            "unsupported content type",
+        ),
+        (
+            json.dumps({"body": base64.b64encode(b"42").decode(), "properties": {"body_encoding": "base64"}}).encode(),
+            "neither an event",
+        ),
+    ],
+)
 def test_malformed_envelopes_are_refused_with_a_reason(data: bytes, why: str) -> None:
     """Each kind of broken message raises DecodeError saying what is wrong."""
     with pytest.raises(DecodeError, match=why):
@@ -120,22 +154,27 @@ def test_mask_url_hides_the_password() -> None:
 
 
 @pytest.mark.integration
-def test_ingest_applies_events_and_survives_garbage(own_redis: RedisServer, celery_app: Celery,
-                                                    ingests: list[Ingest]) -> None:
+def test_ingest_applies_events_and_survives_garbage(
+    own_redis: RedisServer, celery_app: Celery, ingests: list[Ingest]
+) -> None:
     """Garbage on the event channels is counted as rejected; events before and after still land."""
     state = State()
     ingest = Ingest(state, own_redis.url)
     ingests.append(ingest)
     start(ingest)
     first = publish_lifecycle(celery_app, 5)
-    wait_for(lambda: all(u in state.tasks and state.tasks[u].state in ("SUCCESS", "FAILURE") for u in first),
-             message="first batch")
+    wait_for(
+        lambda: all(u in state.tasks and state.tasks[u].state in ("SUCCESS", "FAILURE") for u in first),
+        message="first batch",
+    )
     raw = redis.Redis.from_url(own_redis.url)
     raw.publish("/0.celeryev/task.multi", b"{garbage")
     raw.publish("/0.celeryev/task.multi", json.dumps({"body": json.dumps([{"type": "task-started"}, 5, {"type": 7}])}))
     second = publish_lifecycle(celery_app, 5)
-    wait_for(lambda: all(u in state.tasks and state.tasks[u].state in ("SUCCESS", "FAILURE") for u in second),
-             message="second batch")
+    wait_for(
+        lambda: all(u in state.tasks and state.tasks[u].state in ("SUCCESS", "FAILURE") for u in second),
+        message="second batch",
+    )
     assert ingest.rejected == 4  # one undecodable message + three unusable events
     assert ingest.connected
     assert state.counts["FAILURE"] == 2 and state.counts["SUCCESS"] == 8
@@ -143,8 +182,9 @@ def test_ingest_applies_events_and_survives_garbage(own_redis: RedisServer, cele
 
 
 @pytest.mark.integration
-def test_redis_reader_and_celery_receiver_build_the_same_state(own_redis: RedisServer, celery_app: Celery,
-                                                               ingests: list[Ingest]) -> None:
+def test_redis_reader_and_celery_receiver_build_the_same_state(
+    own_redis: RedisServer, celery_app: Celery, ingests: list[Ingest]
+) -> None:
     """The direct Redis fast path and Celery's generic EventReceiver yield identical task state."""
     fast, generic = State(), State()
     for state, mode in ((fast, "redis"), (generic, "kombu")):
@@ -154,8 +194,10 @@ def test_redis_reader_and_celery_receiver_build_the_same_state(own_redis: RedisS
     assert ingests[1].mode == "kombu"
     ids = publish_lifecycle(celery_app, 40)
     for state in (fast, generic):
-        wait_for(lambda s=state: all(u in s.tasks and s.tasks[u].state in ("SUCCESS", "FAILURE") for u in ids),
-                 message="all tasks finished")
+        wait_for(
+            lambda s=state: all(u in s.tasks and s.tasks[u].state in ("SUCCESS", "FAILURE") for u in ids),
+            message="all tasks finished",
+        )
 
     def comparable(state: State, uid: str) -> dict[str, Any]:
         detail = task_detail(state.tasks[uid], [])
@@ -168,8 +210,9 @@ def test_redis_reader_and_celery_receiver_build_the_same_state(own_redis: RedisS
 
 
 @pytest.mark.integration
-def test_outage_is_reported_and_ingest_reconnects(own_redis: RedisServer, celery_app: Celery,
-                                                  ingests: list[Ingest]) -> None:
+def test_outage_is_reported_and_ingest_reconnects(
+    own_redis: RedisServer, celery_app: Celery, ingests: list[Ingest]
+) -> None:
     """Redis stops: the consumer reports the error, keeps retrying, and resumes when Redis is back."""
     state = State()
     calls: list[float] = []
@@ -192,8 +235,9 @@ def test_outage_is_reported_and_ingest_reconnects(own_redis: RedisServer, celery
 
 
 @pytest.mark.integration
-def test_celery_receiver_path_survives_garbage(own_redis: RedisServer, celery_app: Celery,
-                                               ingests: list[Ingest]) -> None:
+def test_celery_receiver_path_survives_garbage(
+    own_redis: RedisServer, celery_app: Celery, ingests: list[Ingest]
+) -> None:
     """On the generic (non-Redis) path too, garbage is counted and skipped without dropping the stream."""
     state = State()
     ingest = Ingest(state, own_redis.url, mode="kombu")
@@ -201,22 +245,32 @@ def test_celery_receiver_path_survives_garbage(own_redis: RedisServer, celery_ap
     start(ingest)
     raw = redis.Redis.from_url(own_redis.url)
     raw.publish("/0.celeryev/task.multi", b"{garbage")
-    envelope = {"body": base64.b64encode(json.dumps([{"type": "task-started"}, 5, {"no": "type"}]).encode()).decode(),
-                "content-type": "application/json", "content-encoding": "utf-8", "headers": {},
-                "properties": {"body_encoding": "base64", "delivery_tag": "x1",
-                               "delivery_info": {"exchange": "celeryev", "routing_key": "task.multi"}}}
+    envelope = {
+        "body": base64.b64encode(json.dumps([{"type": "task-started"}, 5, {"no": "type"}]).encode()).decode(),
+        "content-type": "application/json",
+        "content-encoding": "utf-8",
+        "headers": {},
+        "properties": {
+            "body_encoding": "base64",
+            "delivery_tag": "x1",
+            "delivery_info": {"exchange": "celeryev", "routing_key": "task.multi"},
+        },
+    }
     raw.publish("/0.celeryev/task.multi", json.dumps(envelope))
     ids = publish_lifecycle(celery_app, 3)
-    wait_for(lambda: all(u in state.tasks and state.tasks[u].state in ("SUCCESS", "FAILURE") for u in ids),
-             message="events after the garbage")
+    wait_for(
+        lambda: all(u in state.tasks and state.tasks[u].state in ("SUCCESS", "FAILURE") for u in ids),
+        message="events after the garbage",
+    )
     assert ingest.reconnects == 0, "the stream was never dropped"
     assert ingest.rejected >= 3
 
 
 @pytest.mark.integration
 @pytest.mark.parametrize("mode", ["redis", "kombu"])
-def test_a_new_or_restarted_worker_triggers_the_arrival_callback(own_redis: RedisServer, celery_app: Celery,
-                                                                 ingests: list[Ingest], mode: str) -> None:
+def test_a_new_or_restarted_worker_triggers_the_arrival_callback(
+    own_redis: RedisServer, celery_app: Celery, ingests: list[Ingest], mode: str
+) -> None:
     """Workers that appear (or say hello again after a restart) are announced; plain heartbeats are not."""
     state = State()
     arrivals: list[int] = []

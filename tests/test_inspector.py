@@ -1,5 +1,6 @@
 """Inspector: cached inspect replies fetched in the background; a silent worker is "no reply" while
 every request stays fast; a broker outage is recorded, not fatal; offline workers hide after a while."""
+
 from __future__ import annotations
 
 import os
@@ -21,19 +22,32 @@ from dashboard.processes import free_port, start_worker, stop_process
 def heartbeat(state: State, hostname: str, at: float | None = None, kind: str = "heartbeat") -> None:
     """A worker event as ingest applies it."""
     at = time.time() if at is None else at
-    state.events([{"type": f"worker-{kind}", "hostname": hostname, "timestamp": at, "local_received": at,
-                   "freq": 2.0}])
+    state.events([{"type": f"worker-{kind}", "hostname": hostname, "timestamp": at, "local_received": at, "freq": 2.0}])
 
 
 @pytest.mark.unit
 def test_pool_summary_from_stats() -> None:
-    stats = {"pool": {"implementation": "celery.concurrency.prefork:TaskPool", "max-concurrency": 4,
-                      "processes": [11, 12, 13]}, "autoscaler": {"max": 8, "min": 2, "qty": 3}}
-    assert pool_summary(stats) == {"implementation": "prefork", "max_concurrency": 4, "processes": 3,
-                                   "autoscaler": {"max": 8, "min": 2}}
+    stats = {
+        "pool": {
+            "implementation": "celery.concurrency.prefork:TaskPool",
+            "max-concurrency": 4,
+            "processes": [11, 12, 13],
+        },
+        "autoscaler": {"max": 8, "min": 2, "qty": 3},
+    }
+    assert pool_summary(stats) == {
+        "implementation": "prefork",
+        "max_concurrency": 4,
+        "processes": 3,
+        "autoscaler": {"max": 8, "min": 2},
+    }
     threads = {"pool": {"implementation": "celery.concurrency.thread:TaskPool", "max-concurrency": 10, "threads": 10}}
-    assert pool_summary(threads) == {"implementation": "thread", "max_concurrency": 10, "processes": None,
-                                     "autoscaler": None}
+    assert pool_summary(threads) == {
+        "implementation": "thread",
+        "max_concurrency": 10,
+        "processes": None,
+        "autoscaler": None,
+    }
     assert pool_summary({"pool": "garbage"}) is None
     assert pool_summary(None) is None
 
@@ -103,6 +117,7 @@ def test_stopped_worker_is_no_reply_and_requests_stay_fast(own_worker: tuple[str
     url, hostname, proc = own_worker
     server = DashboardServer(url, env={"DASHBOARD_INSPECT_INTERVAL": "1", "DASHBOARD_INSPECT_TIMEOUT": "1"})
     try:
+
         def fresh_ok() -> bool:
             body = server.get(f"/api/workers/{hostname}?refresh=1").json()
             return all(e["status"] == "ok" for e in body["inspect"].values())

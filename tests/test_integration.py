@@ -1,4 +1,5 @@
 """End to end with real parts: redis-server, the demo worker (-E) and `celery-dashboard run`."""
+
 from __future__ import annotations
 
 import threading
@@ -135,22 +136,35 @@ def test_websocket_pushes_live_updates(dashboard: DashboardServer, worker: str) 
 def test_ingest_resumes_after_redis_restart(own_redis: RedisServer) -> None:
     """Redis goes away mid-run: the dashboard reports it, reconnects, and sees new tasks again."""
     dash = DashboardServer(own_redis.url)
-    proc = start_worker(own_redis.url, concurrency=1, hostname="restart@localhost", quiet=True,
-                        extra_env={"DASHBOARD_DEMO_SLEEP": WORK_SECONDS})
+    proc = start_worker(
+        own_redis.url,
+        concurrency=1,
+        hostname="restart@localhost",
+        quiet=True,
+        extra_env={"DASHBOARD_DEMO_SLEEP": WORK_SECONDS},
+    )
     try:
         (first,) = dash.launch("dashboard.demo.add", args=[1, 1])
         dash.wait_task(first, "SUCCESS", timeout=30)
         own_redis.stop()
-        down = wait_for(lambda: (h := dash.health()) and not h["broker"]["connected"] and h, timeout=10,
-                        message="/healthz to report the broker down")
+        down = wait_for(
+            lambda: (h := dash.health()) and not h["broker"]["connected"] and h,
+            timeout=10,
+            message="/healthz to report the broker down",
+        )
         assert down["broker"]["error"]
         own_redis.start()
-        up = wait_for(lambda: (h := dash.health()) and h["broker"]["connected"] and h, timeout=20,
-                      message="/healthz to report the broker back")
+        up = wait_for(
+            lambda: (h := dash.health()) and h["broker"]["connected"] and h,
+            timeout=20,
+            message="/healthz to report the broker back",
+        )
         assert up["broker"]["outages"] == 1
         lost, back = up["broker"]["last_outage"]
         assert back > lost > 0
-        second = wait_for(lambda: dash.try_launch("dashboard.demo.add", args=[2, 2]), timeout=30, message="a launch after the restart")
+        second = wait_for(
+            lambda: dash.try_launch("dashboard.demo.add", args=[2, 2]), timeout=30, message="a launch after the restart"
+        )
         dash.wait_task(second, "SUCCESS", timeout=40)
         assert dash.task(first)["state"] == "SUCCESS", "state from before the outage is kept"
     finally:
@@ -163,8 +177,13 @@ def test_worker_started_without_events_is_asked_to_send_them(own_redis: RedisSer
     enable_events broadcasts (the periodic one is an hour away here, so only the arrival can do it)."""
     dash = DashboardServer(own_redis.url, env={"DASHBOARD_ENABLE_EVENTS_INTERVAL": "3600"})
     time.sleep(EventsEnabler.FAST_WINDOW + 1)  # past the broadcasts that follow the dashboard's own connect
-    proc = start_worker(own_redis.url, concurrency=1, hostname="silent@localhost", quiet=True,
-                        extra_env={"DASHBOARD_DEMO_SLEEP": WORK_SECONDS, "DASHBOARD_DEMO_EVENTS": "0"})
+    proc = start_worker(
+        own_redis.url,
+        concurrency=1,
+        hostname="silent@localhost",
+        quiet=True,
+        extra_env={"DASHBOARD_DEMO_SLEEP": WORK_SECONDS, "DASHBOARD_DEMO_EVENTS": "0"},
+    )
     try:
         wait_for(lambda: dash.worker_online("silent@localhost"), timeout=60, message="the silent worker's heartbeat")
 
@@ -177,8 +196,9 @@ def test_worker_started_without_events_is_asked_to_send_them(own_redis: RedisSer
             except AssertionError:
                 return None
 
-        task = wait_for(launched_and_reported, timeout=20, interval=0,
-                        message="a task of the silent worker to be reported")
+        task = wait_for(
+            launched_and_reported, timeout=20, interval=0, message="a task of the silent worker to be reported"
+        )
         assert task["result"] == "7"
         assert task["hostname"] == "silent@localhost"
     finally:
@@ -201,11 +221,21 @@ def test_subscriber_cut_off_by_redis_reconnects_and_says_events_were_missed() ->
     dash = DashboardServer(url, env={"DASHBOARD_ENABLE_EVENTS_INTERVAL": "0"})
     try:
         raw = redis.Redis.from_url(url)
-        flood = event_envelope({"type": "task-received", "uuid": str(uuidlib.uuid4()), "name": "flood",
-                                 "args": "x" * 2000, "hostname": "w@h", "timestamp": time.time(), "utcoffset": 0})
+        flood = event_envelope(
+            {
+                "type": "task-received",
+                "uuid": str(uuidlib.uuid4()),
+                "name": "flood",
+                "args": "x" * 2000,
+                "hostname": "w@h",
+                "timestamp": time.time(),
+                "utcoffset": 0,
+            }
+        )
         # Freeze the dashboard (gunicorn's master and its worker, which holds the subscription).
-        frozen = [dash.proc.pid] + [int(p) for p in Path(f"/proc/{dash.proc.pid}/task/{dash.proc.pid}/children")
-                                    .read_text().split()]
+        frozen = [dash.proc.pid] + [
+            int(p) for p in Path(f"/proc/{dash.proc.pid}/task/{dash.proc.pid}/children").read_text().split()
+        ]
         for pid in frozen:
             os.kill(pid, signal.SIGSTOP)
         try:
@@ -216,15 +246,28 @@ def test_subscriber_cut_off_by_redis_reconnects_and_says_events_were_missed() ->
         finally:
             for pid in frozen:
                 os.kill(pid, signal.SIGCONT)
-        health = wait_for(lambda: (h := dash.health())["broker"]["outages"] == 1 and h["broker"]["connected"] and h,
-                          timeout=30, message="the dashboard to notice it was cut off and reconnect")
+        health = wait_for(
+            lambda: (h := dash.health())["broker"]["outages"] == 1 and h["broker"]["connected"] and h,
+            timeout=30,
+            message="the dashboard to notice it was cut off and reconnect",
+        )
         lost, back = health["broker"]["last_outage"]
         assert back >= lost > 0, "the window in which events may have been missed is reported"
         assert health["events"]["received"] < 2000, "Redis really dropped events (the test's premise)"
         uid = str(uuidlib.uuid4())
-        raw.publish("/0.celeryev/task.multi", event_envelope({
-            "type": "task-received", "uuid": uid, "name": "after", "hostname": "w@h",
-            "timestamp": time.time(), "utcoffset": 0}))
+        raw.publish(
+            "/0.celeryev/task.multi",
+            event_envelope(
+                {
+                    "type": "task-received",
+                    "uuid": uid,
+                    "name": "after",
+                    "hostname": "w@h",
+                    "timestamp": time.time(),
+                    "utcoffset": 0,
+                }
+            ),
+        )
         wait_for(lambda: dash.task(uid), timeout=10, message="events after the reconnect")
     finally:
         dash.stop()

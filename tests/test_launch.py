@@ -1,4 +1,5 @@
 """Validation of the launch form and of POST /api/launch: what is accepted, and where each error lands."""
+
 from __future__ import annotations
 
 import inspect
@@ -30,8 +31,15 @@ def errors_of(data: dict[str, Any]) -> dict[str, str]:
 def test_every_catalogue_task_accepts_its_example_as_the_form_sends_it(task: Any) -> None:
     """The example args/kwargs the form pre-fills (JSON text) are accepted for every task."""
     shown = task.as_dict()
-    req, errors = validate({"task": task.name, "args": shown["example_args"], "kwargs": shown["example_kwargs"],
-                            "count": "1", "countdown": "0"})
+    req, errors = validate(
+        {
+            "task": task.name,
+            "args": shown["example_args"],
+            "kwargs": shown["example_kwargs"],
+            "count": "1",
+            "countdown": "0",
+        }
+    )
     assert errors == {}
     assert req == LaunchRequest(task.name, list(task.example_args), dict(task.example_kwargs or {}), 1, 0.0)
 
@@ -39,8 +47,15 @@ def test_every_catalogue_task_accepts_its_example_as_the_form_sends_it(task: Any
 @pytest.mark.parametrize("task", CATALOGUE, ids=lambda t: t.name)
 def test_every_catalogue_task_accepts_its_example_as_the_api_sends_it(task: Any) -> None:
     """The same example as already-parsed JSON values (the API body) is accepted too."""
-    req, errors = validate({"task": task.name, "args": list(task.example_args),
-                            "kwargs": dict(task.example_kwargs or {}), "count": 2, "countdown": 1.5})
+    req, errors = validate(
+        {
+            "task": task.name,
+            "args": list(task.example_args),
+            "kwargs": dict(task.example_kwargs or {}),
+            "count": 2,
+            "countdown": 1.5,
+        }
+    )
     assert errors == {}
     assert req == LaunchRequest(task.name, list(task.example_args), dict(task.example_kwargs or {}), 2, 1.5)
 
@@ -70,16 +85,19 @@ def test_missing_task_is_refused() -> None:
     assert set(errors) == {"task"}
 
 
-@pytest.mark.parametrize("raw, fragment", [
-    ("[2, 3", "not valid JSON"),
-    ("two, three", "not valid JSON: Expecting value at line 1 column 1"),
-    ('{"x": 2}', "must be a JSON array"),
-    ("2", "must be a JSON array"),
-    ('"[2, 3]"', "must be a JSON array"),
-    ("null", "must be a JSON array"),
-    ({"x": 2}, "must be a JSON array"),
-    (7, "must be a JSON array"),
-])
+@pytest.mark.parametrize(
+    "raw, fragment",
+    [
+        ("[2, 3", "not valid JSON"),
+        ("two, three", "not valid JSON: Expecting value at line 1 column 1"),
+        ('{"x": 2}', "must be a JSON array"),
+        ("2", "must be a JSON array"),
+        ('"[2, 3]"', "must be a JSON array"),
+        ("null", "must be a JSON array"),
+        ({"x": 2}, "must be a JSON array"),
+        (7, "must be a JSON array"),
+    ],
+)
 def test_args_that_are_not_a_json_array_are_refused(raw: Any, fragment: str) -> None:
     """args must be a JSON array (text or parsed); the error is on args and says why."""
     errors = errors_of(body(args=raw))
@@ -108,16 +126,18 @@ def test_kwargs_that_are_not_a_json_object_are_refused(raw: Any) -> None:
     assert "JSON" in errors["kwargs"]
 
 
-@pytest.mark.parametrize("count", [0, "0", 1001, "1001", "abc", True, False, 2.5, "2.5", -1, float("nan"),
-                                   float("inf"), [3], {"n": 3}])
+@pytest.mark.parametrize(
+    "count", [0, "0", 1001, "1001", "abc", True, False, 2.5, "2.5", -1, float("nan"), float("inf"), [3], {"n": 3}]
+)
 def test_bad_count_is_refused(count: Any) -> None:
     """count must be a whole number from 1 to 1000 (booleans and fractions are not counts)."""
     errors = errors_of(body(count=count))
     assert errors == {"count": f"a whole number from 1 to {MAX_COUNT}"}
 
 
-@pytest.mark.parametrize("count, expected", [(1, 1), ("7", 7), (" 7 ", 7), (1000, 1000), ("1000", 1000),
-                                             (3.0, 3), ("", 1), (None, 1)])
+@pytest.mark.parametrize(
+    "count, expected", [(1, 1), ("7", 7), (" 7 ", 7), (1000, 1000), ("1000", 1000), (3.0, 3), ("", 1), (None, 1)]
+)
 def test_good_count_is_accepted(count: Any, expected: int) -> None:
     """Whole numbers as text or JSON are accepted; an empty count means one."""
     req, errors = validate(body(count=count))
@@ -131,16 +151,34 @@ def test_count_defaults_to_one_when_absent() -> None:
     assert req is not None and req.count == 1 and req.countdown == 0.0
 
 
-@pytest.mark.parametrize("countdown", [-1, "-1", "-0.5", "x", "NaN", float("nan"), "inf", float("inf"),
-                                       MAX_COUNTDOWN + 1, "86401", "1e400", 10**400, True, [1]])
+@pytest.mark.parametrize(
+    "countdown",
+    [
+        -1,
+        "-1",
+        "-0.5",
+        "x",
+        "NaN",
+        float("nan"),
+        "inf",
+        float("inf"),
+        MAX_COUNTDOWN + 1,
+        "86401",
+        "1e400",
+        10**400,
+        True,
+        [1],
+    ],
+)
 def test_bad_countdown_is_refused(countdown: Any) -> None:
     """countdown must be a finite number of seconds from 0 to one day."""
     errors = errors_of(body(countdown=countdown))
     assert errors == {"countdown": f"seconds from 0 to {int(MAX_COUNTDOWN)}"}
 
 
-@pytest.mark.parametrize("countdown, expected", [(0, 0.0), ("2.5", 2.5), (10, 10.0), ("", 0.0), (None, 0.0),
-                                                 (MAX_COUNTDOWN, MAX_COUNTDOWN)])
+@pytest.mark.parametrize(
+    "countdown, expected", [(0, 0.0), ("2.5", 2.5), (10, 10.0), ("", 0.0), (None, 0.0), (MAX_COUNTDOWN, MAX_COUNTDOWN)]
+)
 def test_good_countdown_is_accepted(countdown: Any, expected: float) -> None:
     """Fractions of seconds are fine; an empty countdown means now."""
     req, errors = validate(body(countdown=countdown))

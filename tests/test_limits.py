@@ -1,5 +1,6 @@
 """Request limits: bodies over MAX_REQUEST_BYTES are a 413, JSON nested too deep is a 400 (never a 500),
 and at most two exports run at once (a third is a 429 with Retry-After)."""
+
 from __future__ import annotations
 
 import json
@@ -8,7 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import RedisServer
+from conftest import RedisServer, csrf_token
 from test_security import ACTION_BODY, BrokerWatch, rule_requests
 
 from dashboard import create_app
@@ -55,18 +56,30 @@ def test_every_json_endpoint_answers_deep_nesting_with_a_400(redis_server: Redis
     try:
         client = app.test_client()
         posts = [(url, endpoint) for _m, url, endpoint in rule_requests(app, {"POST"}) if url.startswith("/api/")]
-        assert {"api.launch", "control.bulk", "control.worker_control", "control.task_type_control",
-                "control.revoke", "control.rerun_task"} <= {endpoint for _url, endpoint in posts}
+        assert {
+            "api.launch",
+            "control.bulk",
+            "control.worker_control",
+            "control.task_type_control",
+            "control.revoke",
+            "control.rerun_task",
+        } <= {endpoint for _url, endpoint in posts}
         token = csrf_token(client)
         for url, _endpoint in [*posts, ("/launch", "views.launch")]:
             for body in (DEEP, DEEP_40):
-                resp = client.post(url, data=body, content_type="application/json",
-                                   headers={"X-CSRFToken": token, "Accept": "application/json"})
+                resp = client.post(
+                    url,
+                    data=body,
+                    content_type="application/json",
+                    headers={"X-CSRFToken": token, "Accept": "application/json"},
+                )
                 assert resp.status_code == 400, (url, resp.status_code)
                 assert resp.get_json() == {"error": TOO_DEEP}, url
         # The same nesting inside a valid body (a control's filters, launch args) is refused the same way.
-        for url, body in (("/api/bulk", {"action": "revoke", "filters": nested(40), "dry_run": False, "limit": 1}),
-                          ("/api/launch", {**ACTION_BODY, "args": [nested(40), 1]})):
+        for url, body in (
+            ("/api/bulk", {"action": "revoke", "filters": nested(40), "dry_run": False, "limit": 1}),
+            ("/api/launch", {**ACTION_BODY, "args": [nested(40), 1]}),
+        ):
             resp = client.post(url, json=body)
             assert (resp.status_code, resp.get_json()) == (400, {"error": TOO_DEEP}), url
         time.sleep(0.3)  # a broadcast would have arrived by now
@@ -102,7 +115,7 @@ def test_deep_json_in_a_launch_field_is_a_field_error(limited: Any, watch: Broke
     api = client.post("/api/launch", json={"task": "dashboard.demo.add", "args": text})
     assert api.status_code == 400
     assert api.get_json()["fields"] == {"args": f"nested too deeply: at most {MAX_DEPTH} levels"}
-    form = client.post("/launch", data={"csrf_token": _csrf(client), "task": "dashboard.demo.add", "args": text})
+    form = client.post("/launch", data={"csrf_token": csrf_token(client), "task": "dashboard.demo.add", "args": text})
     assert form.status_code == 400 and f"nested too deeply: at most {MAX_DEPTH} levels" in form.get_data(as_text=True)
     assert watch.snapshot() == {}
 
@@ -117,8 +130,15 @@ def test_an_oversized_body_is_a_413_that_says_why(limited: Any, watch: BrokerWat
     assert (api.status_code, api.get_json()) == (413, {"error": message})
     control = client.post("/api/bulk", json={"action": "revoke", "filters": {"q": "x" * 5000}})
     assert (control.status_code, control.get_json()) == (413, {"error": message})
-    form = client.post("/launch", data={"csrf_token": csrf_token(client), "task": "dashboard.demo.add", "args": "[1, 2]",
-                                        "kwargs": json.dumps({"pad": "x" * 5000})})
+    form = client.post(
+        "/launch",
+        data={
+            "csrf_token": csrf_token(client),
+            "task": "dashboard.demo.add",
+            "args": "[1, 2]",
+            "kwargs": json.dumps({"pad": "x" * 5000}),
+        },
+    )
     assert form.status_code == 413 and form.mimetype == "text/plain"
     assert form.get_data(as_text=True) == message[0].upper() + message[1:] + ".\n"
     assert watch.snapshot() == {}
@@ -142,9 +162,11 @@ def test_a_form_field_under_the_body_limit_is_read(app: Any) -> None:
     """A 600 kB multipart form field in a body under 1 MiB is read (werkzeug's own 500 kB limit on a multipart
     field is lifted to the body's): the launch form answers with its field error, not a misleading 413."""
     client = app.test_client()
-    resp = client.post("/launch", content_type="multipart/form-data",
-                       data={"csrf_token": csrf_token(client), "task": "dashboard.demo.add",
-                             "args": "[" + "1," * 300_000 + "1]"})
+    resp = client.post(
+        "/launch",
+        content_type="multipart/form-data",
+        data={"csrf_token": csrf_token(client), "task": "dashboard.demo.add", "args": "[" + "1," * 300_000 + "1]"},
+    )
     assert resp.status_code == 400 and "too long (at most 100000 characters)" in resp.get_data(as_text=True)
 
 
@@ -172,8 +194,9 @@ def test_a_third_concurrent_export_is_told_to_retry(app: Any) -> None:
     slots.release()
 
 
-def test_the_real_server_answers_oversized_and_deep_bodies_and_carries_on(redis_server: RedisServer,
-                                                                          watch: BrokerWatch) -> None:
+def test_the_real_server_answers_oversized_and_deep_bodies_and_carries_on(
+    redis_server: RedisServer, watch: BrokerWatch
+) -> None:
     """Through gunicorn, as a user runs it: 2 MiB of JSON is a 413 and a 100,000-deep array a 400, both with
     the reason; nothing is launched and the server keeps serving."""
     import requests

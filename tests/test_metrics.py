@@ -1,5 +1,6 @@
 """/metrics: parsed with prometheus_client's own parsers; counters from scripted replays and a real
 worker; exact histogram buckets; bounded labels; scrape time with 100k retained tasks."""
+
 from __future__ import annotations
 
 import time
@@ -53,12 +54,21 @@ def small_app(redis_server: RedisServer) -> Iterator[Any]:
     flask_app.extensions["dashboard"].stop()
 
 
-def run(uuid: str, t: float, runtime: float, name: str = "app.add", queue: str = "q1", wait: float = 0.5,
-        outcome: str = "succeeded") -> list[dict[str, Any]]:
+def run(
+    uuid: str,
+    t: float,
+    runtime: float,
+    name: str = "app.add",
+    queue: str = "q1",
+    wait: float = 0.5,
+    outcome: str = "succeeded",
+) -> list[dict[str, Any]]:
     """A task's events: sent, received, started after `wait`, then its outcome after `runtime`."""
-    events = [task_ev("sent", uuid, t, name=name, queue=queue),
-              task_ev("received", uuid, t + wait / 2, name=name),
-              task_ev("started", uuid, t + wait)]
+    events = [
+        task_ev("sent", uuid, t, name=name, queue=queue),
+        task_ev("received", uuid, t + wait / 2, name=name),
+        task_ev("started", uuid, t + wait),
+    ]
     extra = {"runtime": runtime} if outcome == "succeeded" else {"exception": "Boom()"}
     events.append(task_ev(outcome, uuid, t + wait + runtime, **extra))
     for ev in events:
@@ -114,8 +124,11 @@ def test_buckets_are_cumulative_and_never_decrease(app: Any) -> None:
     for i in range(200):
         state.events(run(f"c{i}", T0 + i, (i % 37) * 0.37, queue="qc"))
     parsed = scrape(app.test_client())
-    buckets = sorted((float(dict(labels)["le"]), v) for (sample, labels), v in parsed.items()
-                     if sample == "celery_task_runtime_bucket")
+    buckets = sorted(
+        (float(dict(labels)["le"]), v)
+        for (sample, labels), v in parsed.items()
+        if sample == "celery_task_runtime_bucket"
+    )
     assert [le for le, _ in buckets] == [*EXPORT_BUCKETS, float("inf")]
     counts = [v for _, v in buckets]
     assert counts == sorted(counts) and counts[-1] == 200
@@ -213,6 +226,7 @@ def test_scrape_with_100k_retained_tasks_counts_them_all(app: Any) -> None:
 def test_counters_rise_after_a_real_task_runs(dashboard: DashboardServer, worker: str) -> None:
     """Against the real server and worker: a task run raises its counters and runtime histogram;
     the worker is up; the queue it consumes has a length."""
+
     def get() -> dict:
         resp = dashboard.get("/metrics")
         assert resp.status_code == 200
@@ -223,13 +237,18 @@ def test_counters_rise_after_a_real_task_runs(dashboard: DashboardServer, worker
     (uuid,) = dashboard.launch(name, args=[2, 3])
     dashboard.wait_task(uuid, "SUCCESS")
     # The queue monitor reads lengths in the background: wait for its first read.
-    after = wait_for(lambda: (m := get()) and value(m, "celery_queue_length", queue_name="celery") is not None and m,
-                     message="celery_queue_length of the celery queue")
+    after = wait_for(
+        lambda: (m := get()) and value(m, "celery_queue_length", queue_name="celery") is not None and m,
+        message="celery_queue_length of the celery queue",
+    )
     for event in ("sent", "received", "started", "succeeded"):
-        assert (value(after, f"celery_task_{event}_total", name=name) or 0) >= \
-            (value(before, f"celery_task_{event}_total", name=name) or 0) + 1, event
-    assert value(after, "celery_task_runtime_count", name=name) >= (value(before, "celery_task_runtime_count",
-                                                                          name=name) or 0) + 1
+        assert (value(after, f"celery_task_{event}_total", name=name) or 0) >= (
+            value(before, f"celery_task_{event}_total", name=name) or 0
+        ) + 1, event
+    assert (
+        value(after, "celery_task_runtime_count", name=name)
+        >= (value(before, "celery_task_runtime_count", name=name) or 0) + 1
+    )
     assert value(after, "celery_worker_up", hostname=worker) == 1
     assert value(after, "celery_dashboard_broker_connected") == 1
     assert value(after, "celery_dashboard_events_received_total") > value(

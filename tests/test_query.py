@@ -1,5 +1,6 @@
 """Task queries (`dashboard.query`): filters, free text, paging, newest first — and the same answers as
 a brute-force scan over randomized states, so the indexes and the text cache never go stale."""
+
 from __future__ import annotations
 
 import random
@@ -19,8 +20,16 @@ _clock = count(1)
 
 def ev(subject: str, uuid: str, timestamp: float, hostname: str = "w1@host", **fields: Any) -> dict[str, Any]:
     """A task event as a worker publishes it, stamped as received at its own timestamp."""
-    return {"type": f"task-{subject}", "uuid": uuid, "hostname": hostname, "timestamp": timestamp,
-            "local_received": timestamp, "clock": next(_clock), "utcoffset": 0, **fields}
+    return {
+        "type": f"task-{subject}",
+        "uuid": uuid,
+        "hostname": hostname,
+        "timestamp": timestamp,
+        "local_received": timestamp,
+        "clock": next(_clock),
+        "utcoffset": 0,
+        **fields,
+    }
 
 
 def replay(state: State, events: Iterable[dict[str, Any]]) -> State:
@@ -39,14 +48,17 @@ def uuids(result: tuple[int, list[Any]]) -> tuple[int, list[str]]:
 @pytest.fixture
 def six() -> State:
     """Six tasks of mixed names, states and workers, first seen in order q0..q5."""
-    return replay(State(), [
-        ev("succeeded", "q0", 1.0, name="tasks.Add", result="3", args="(1, 2)"),
-        ev("failed", "q1", 2.0, name="tasks.mul", exception="ValueError('bad factor 7')", hostname="w2@host"),
-        ev("succeeded", "q2", 3.0, name="proj.add_many", result="'done'", args="([4, 5],)"),
-        ev("received", "q3", 4.0, name="tasks.add", args="('invoice-991',)", kwargs="{'mode': 'fast'}"),
-        ev("started", "q4", 5.0, hostname="w2@host"),  # no name yet
-        ev("succeeded", "q5", 6.0, name="tasks.ADD", result="42"),
-    ])
+    return replay(
+        State(),
+        [
+            ev("succeeded", "q0", 1.0, name="tasks.Add", result="3", args="(1, 2)"),
+            ev("failed", "q1", 2.0, name="tasks.mul", exception="ValueError('bad factor 7')", hostname="w2@host"),
+            ev("succeeded", "q2", 3.0, name="proj.add_many", result="'done'", args="([4, 5],)"),
+            ev("received", "q3", 4.0, name="tasks.add", args="('invoice-991',)", kwargs="{'mode': 'fast'}"),
+            ev("started", "q4", 5.0, hostname="w2@host"),  # no name yet
+            ev("succeeded", "q5", 6.0, name="tasks.ADD", result="42"),
+        ],
+    )
 
 
 def test_no_filter_pages_newest_first(six: State) -> None:
@@ -129,16 +141,32 @@ def _random_events(rng: random.Random, n_tasks: int) -> list[dict[str, Any]]:
         host = rng.choice(HOSTS)
         if rng.random() < 0.5:  # only some tasks are seen sent (task_send_sent_event), with their queue
             events.append(ev("sent", uid, t - 0.5, hostname="client@web", queue=rng.choice(QUEUES)))
-        events.append(ev("received", uid, t, hostname=host, name=rng.choice(NAMES),
-                         args=f"('{rng.choice(WORDS)}', {rng.randrange(100)})", kwargs="{}"))
+        events.append(
+            ev(
+                "received",
+                uid,
+                t,
+                hostname=host,
+                name=rng.choice(NAMES),
+                args=f"('{rng.choice(WORDS)}', {rng.randrange(100)})",
+                kwargs="{}",
+            )
+        )
         if rng.random() < 0.8:
             events.append(ev("started", uid, t + rng.random(), hostname=host))
             if rng.random() < 0.2:
-                events.append(ev("failed", uid, t + 2, hostname=host,
-                                 exception=f"ValueError('{rng.choice(WORDS)}')"))
+                events.append(ev("failed", uid, t + 2, hostname=host, exception=f"ValueError('{rng.choice(WORDS)}')"))
             elif rng.random() < 0.9:
-                events.append(ev("succeeded", uid, t + 2, hostname=host, result=repr(rng.choice(WORDS)),
-                                 runtime=rng.choice([0.5, 1.0, rng.random()])))
+                events.append(
+                    ev(
+                        "succeeded",
+                        uid,
+                        t + 2,
+                        hostname=host,
+                        result=repr(rng.choice(WORDS)),
+                        runtime=rng.choice([0.5, 1.0, rng.random()]),
+                    )
+                )
     return events
 
 
@@ -159,28 +187,30 @@ def _brute(state: State, f: Filters, sort: str | None, ascending: bool) -> list[
 def test_find_equals_a_brute_force_scan(seed: int) -> None:
     rng = random.Random(seed)
     n = rng.choice([50, 700, 3000])  # across chunk boundaries (chunks of 2**CHUNK_BITS tasks)
-    state = State(max_tasks=rng.choice([n, n // 2, 2 ** CHUNK_BITS + 3]))
+    state = State(max_tasks=rng.choice([n, n // 2, 2**CHUNK_BITS + 3]))
     index = TextIndex()
     events = _random_events(rng, n)
     wave = max(1, len(events) // rng.choice([4, 15]))
     for start in range(0, len(events), wave):  # query between ingest waves: caches must follow
-        replay(state, events[start:start + wave])
+        replay(state, events[start : start + wave])
         for _ in range(20):
             since = rng.choice([None, None, 1000.0 + rng.random() * n])
-            f = Filters(state=rng.choice([None, "SUCCESS", "FAILURE", "STARTED", "RECEIVED"]),
-                        name=rng.choice([None, "add", "MUL", "proj.", "nothing"]),
-                        worker=rng.choice([None, *HOSTS]),
-                        text=rng.choice([None, None, *WORDS, "u1"]),
-                        queue=rng.choice([None, None, None, *QUEUES]),
-                        since=since, until=rng.choice([None, None, (since or 1000.0) + rng.random() * n / 2]))
+            f = Filters(
+                state=rng.choice([None, "SUCCESS", "FAILURE", "STARTED", "RECEIVED"]),
+                name=rng.choice([None, "add", "MUL", "proj.", "nothing"]),
+                worker=rng.choice([None, *HOSTS]),
+                text=rng.choice([None, None, *WORDS, "u1"]),
+                queue=rng.choice([None, None, None, *QUEUES]),
+                since=since,
+                until=rng.choice([None, None, (since or 1000.0) + rng.random() * n / 2]),
+            )
             limit, offset = rng.choice([1, 5, 50]), rng.choice([0, 0, 3, 40])
             sort = rng.choice([None, None, "received", "started", "runtime"])
             ascending = sort is not None and rng.random() < 0.5
             expected = _brute(state, f, sort, ascending)
-            total, page = find(state, f, limit=limit, offset=offset, text_index=index, sort=sort,
-                               ascending=ascending)
+            total, page = find(state, f, limit=limit, offset=offset, text_index=index, sort=sort, ascending=ascending)
             assert total == len(expected), (f, sort)
-            assert [r.uuid for r in page] == [r.uuid for r in expected[offset:offset + limit]], (f, sort, ascending)
+            assert [r.uuid for r in page] == [r.uuid for r in expected[offset : offset + limit]], (f, sort, ascending)
             if sort is None and expected:  # a cursor from the middle pages below it, total unchanged
                 before = rng.choice(expected).seq
                 total, page = find(state, f, limit=limit, text_index=index, before=before)
@@ -189,6 +219,7 @@ def test_find_equals_a_brute_force_scan(seed: int) -> None:
 
 
 # -- workflow tree -----------------------------------------------------------------------------------
+
 
 def _chord_workflow() -> State:
     """workflow -> add(1,1) -> group of 3 adds -> tsum, as Celery links them (root_id everywhere)."""
@@ -207,8 +238,9 @@ def test_workflow_tree_from_any_member_shows_the_whole_workflow() -> None:
     tree = workflow_tree(state, "g1")  # asked from a child: the tree still starts at the root
     assert tree is not None and tree["root"] == "wf" and not tree["truncated"]
     parents = {n["uuid"]: n["parent"] for n in tree["nodes"]}
-    assert parents == {"wf": None, "a1": "wf", "g0": "a1", "g1": "a1", "g2": "a1", "sum": "g2",
-                       "lost": "wf"}, "a member whose parent is unknown hangs from the root"
+    assert parents == {"wf": None, "a1": "wf", "g0": "a1", "g1": "a1", "g2": "a1", "sum": "g2", "lost": "wf"}, (
+        "a member whose parent is unknown hangs from the root"
+    )
     states = {n["uuid"]: n["state"] for n in tree["nodes"]}
     assert states["sum"] == "STARTED" and states["g0"] == "SUCCESS"
     assert workflow_tree(state, "wf") == tree
@@ -220,15 +252,24 @@ def test_workflow_tree_from_any_member_shows_the_whole_workflow() -> None:
 
 def test_workflow_tree_survives_the_eviction_of_its_root() -> None:
     state = State(max_tasks=3)
-    replay(state, [ev("succeeded", "root", 1.0, root_id="root"),
-                   ev("succeeded", "c1", 2.0, root_id="root", parent_id="root"),
-                   ev("succeeded", "c2", 3.0, root_id="root", parent_id="c1"),
-                   ev("received", "c3", 4.0, root_id="root", parent_id="c1")])
+    replay(
+        state,
+        [
+            ev("succeeded", "root", 1.0, root_id="root"),
+            ev("succeeded", "c1", 2.0, root_id="root", parent_id="root"),
+            ev("succeeded", "c2", 3.0, root_id="root", parent_id="c1"),
+            ev("received", "c3", 4.0, root_id="root", parent_id="c1"),
+        ],
+    )
     assert "root" not in state.tasks
     tree = workflow_tree(state, "c2")
     nodes = {n["uuid"]: (n["parent"], n["state"]) for n in tree["nodes"]}
-    assert nodes == {"root": (None, None), "c1": ("root", "SUCCESS"), "c2": ("c1", "SUCCESS"),
-                     "c3": ("c1", "RECEIVED")}, "the evicted root stays as an unseen node"
+    assert nodes == {
+        "root": (None, None),
+        "c1": ("root", "SUCCESS"),
+        "c2": ("c1", "SUCCESS"),
+        "c3": ("c1", "RECEIVED"),
+    }, "the evicted root stays as an unseen node"
     assert tree["root"] == "root"
     replay(state, [ev("received", "x", 5.0), ev("received", "y", 6.0), ev("received", "z", 7.0)])
     assert state.by_root == {}, "evicted tasks leave the root index"

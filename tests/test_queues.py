@@ -1,5 +1,6 @@
 """Queues: per-queue wait stats and counters from scripted replays, and lengths, consumers and the
 task_send_sent_event hint against a real Redis, a real worker and the real dashboard server."""
+
 from __future__ import annotations
 
 import types
@@ -26,17 +27,21 @@ T0 = 1_700_000_000.0
 FAST = {"DASHBOARD_QUEUE_POLL_INTERVAL": "0.3"}
 
 
-def lifecycle(uuid: str, sent: float, wait: float, queue: str | None = "q1", routing_key: str | None = None,
-              name: str = "app.add") -> list[dict[str, Any]]:
+def lifecycle(
+    uuid: str, sent: float, wait: float, queue: str | None = "q1", routing_key: str | None = None, name: str = "app.add"
+) -> list[dict[str, Any]]:
     """sent -> received -> started -> succeeded, started `wait` seconds after sent."""
     fields = {k: v for k, v in (("queue", queue), ("routing_key", routing_key)) if v is not None}
-    return [task_ev("sent", uuid, sent, name=name, **fields),
-            task_ev("received", uuid, sent + wait / 2, name=name),
-            task_ev("started", uuid, sent + wait),
-            task_ev("succeeded", uuid, sent + wait + 0.1, runtime=0.1)]
+    return [
+        task_ev("sent", uuid, sent, name=name, **fields),
+        task_ev("received", uuid, sent + wait / 2, name=name),
+        task_ev("started", uuid, sent + wait),
+        task_ev("succeeded", uuid, sent + wait + 0.1, runtime=0.1),
+    ]
 
 
 # -- per-queue stats from events --------------------------------------------------------------------
+
 
 @pytest.mark.unit
 def test_queue_wait_is_sent_to_started_per_queue() -> None:
@@ -81,16 +86,29 @@ def test_lifetime_event_counters_survive_eviction() -> None:
     state = State(max_tasks=3)
     for i in range(10):
         replay(state, lifecycle(f"t{i}", T0 + i, wait=0.5))
-    replay(state, [task_ev("sent", "f1", T0 + 20, name="app.fail", queue="q1"),
-                   task_ev("received", "f1", T0 + 21, name="app.fail"),
-                   task_ev("started", "f1", T0 + 22),
-                   task_ev("retried", "f1", T0 + 23, exception="Boom()"),
-                   task_ev("started", "f1", T0 + 24),
-                   task_ev("failed", "f1", T0 + 25, exception="Boom()")])
+    replay(
+        state,
+        [
+            task_ev("sent", "f1", T0 + 20, name="app.fail", queue="q1"),
+            task_ev("received", "f1", T0 + 21, name="app.fail"),
+            task_ev("started", "f1", T0 + 22),
+            task_ev("retried", "f1", T0 + 23, exception="Boom()"),
+            task_ev("started", "f1", T0 + 24),
+            task_ev("failed", "f1", T0 + 25, exception="Boom()"),
+        ],
+    )
     assert len(state.tasks) == 3
     counts = state.stats.event_counts()
-    assert counts["app.add"] == {"sent": 10, "received": 10, "started": 10, "succeeded": 10, "failed": 0,
-                                 "rejected": 0, "revoked": 0, "retried": 0}
+    assert counts["app.add"] == {
+        "sent": 10,
+        "received": 10,
+        "started": 10,
+        "succeeded": 10,
+        "failed": 0,
+        "rejected": 0,
+        "revoked": 0,
+        "retried": 0,
+    }
     assert counts["app.fail"]["retried"] == 1 and counts["app.fail"]["started"] == 2
     assert counts["app.fail"]["failed"] == 1
     assert state.queue_stats.event_counts()["q1"]["sent"] == 11
@@ -117,6 +135,7 @@ def test_events_of_an_unnamed_task_count_under_unknown() -> None:
 
 # -- the monitor, without a broker ------------------------------------------------------------------
 
+
 def other_broker_monitor(state: State, **kwargs: Any) -> QueueMonitor:
     """A monitor on a non-Redis broker: no broker I/O at all."""
     return QueueMonitor(state, "amqp://guest@127.0.0.1:1//", **kwargs)
@@ -126,11 +145,16 @@ def other_broker_monitor(state: State, **kwargs: Any) -> QueueMonitor:
 def test_oldest_waiting_is_the_earliest_sent_task_not_yet_received() -> None:
     """Per queue, the PENDING task sent first; tasks a worker received no longer wait."""
     state = State()
-    replay(state, [task_ev("sent", "first", T0, name="a", queue="q1"),
-                   task_ev("sent", "second", T0 + 5, name="a", queue="q1"),
-                   task_ev("sent", "other-q", T0 + 1, name="a", queue="q2"),
-                   task_ev("sent", "early", T0 - 10, name="a", queue="q2"),
-                   task_ev("received", "early", T0 + 2, name="a")])
+    replay(
+        state,
+        [
+            task_ev("sent", "first", T0, name="a", queue="q1"),
+            task_ev("sent", "second", T0 + 5, name="a", queue="q1"),
+            task_ev("sent", "other-q", T0 + 1, name="a", queue="q2"),
+            task_ev("sent", "early", T0 - 10, name="a", queue="q2"),
+            task_ev("received", "early", T0 + 2, name="a"),
+        ],
+    )
     snap = other_broker_monitor(state).snapshot(now=T0 + 60)
     rows = {q["name"]: q for q in snap["queues"]}
     assert rows["q1"]["oldest_waiting"] == {"uuid": "first", "sent": T0, "age": 60.0}
@@ -163,8 +187,14 @@ def test_other_brokers_get_no_lengths_but_everything_else() -> None:
 @pytest.mark.unit
 def test_consumers_come_from_active_queues_of_online_workers() -> None:
     """Consumers per queue from the inspector's replies; offline workers and junk are left out."""
-    replies = {"w1@h": [{"name": "celery"}, {"name": "q1"}], "w2@h": [{"name": "q1"}], "gone@h": [{"name": "q1"}],
-               "junk@h": "not a list", 7: [{"name": "x"}], "w3@h": [{"nom": "y"}, "z"]}
+    replies = {
+        "w1@h": [{"name": "celery"}, {"name": "q1"}],
+        "w2@h": [{"name": "q1"}],
+        "gone@h": [{"name": "q1"}],
+        "junk@h": "not a list",
+        7: [{"name": "x"}],
+        "w3@h": [{"nom": "y"}, "z"],
+    }
     assert consumers_from(replies, lambda h: h != "gone@h") == {"celery": ["w1@h"], "q1": ["w1@h", "w2@h"]}
     assert consumers_from(None, lambda h: True) == {}
 
@@ -172,8 +202,9 @@ def test_consumers_come_from_active_queues_of_online_workers() -> None:
 @pytest.mark.unit
 def test_monitor_reads_consumers_from_the_inspector_and_lists_their_queues() -> None:
     """svc.inspector.replies("active_queues") names consumers; a queue only a worker consumes is listed."""
-    inspector = types.SimpleNamespace(replies=lambda method: {"w1@h": [{"name": "only-consumed"}]}
-                                      if method == "active_queues" else None)
+    inspector = types.SimpleNamespace(
+        replies=lambda method: {"w1@h": [{"name": "only-consumed"}]} if method == "active_queues" else None
+    )
     monitor = other_broker_monitor(State(), inspector=inspector)
     rows = {q["name"]: q for q in monitor.snapshot()["queues"]}
     assert rows["only-consumed"]["consumers"] == ["w1@h"]
@@ -183,11 +214,11 @@ def test_monitor_reads_consumers_from_the_inspector_and_lists_their_queues() -> 
 @pytest.mark.unit
 def test_an_inspector_without_data_leaves_consumers_empty() -> None:
     """An inspector that has nothing yet (or raises), or none at all, must not break the page."""
+
     def broken(method: str) -> Any:
         raise RuntimeError("not refreshed yet")
 
-    for inspector in (types.SimpleNamespace(replies=lambda m: None), types.SimpleNamespace(replies=broken),
-                      None):
+    for inspector in (types.SimpleNamespace(replies=lambda m: None), types.SimpleNamespace(replies=broken), None):
         snap = other_broker_monitor(State(), inspector=inspector).snapshot()
         assert [q["consumers"] for q in snap["queues"]] == [[]]
 
@@ -222,6 +253,7 @@ def test_api_queues_hint_flag_follows_task_sent_events(app: Any) -> None:
 
 # -- real Redis, real worker ------------------------------------------------------------------------
 
+
 def queues_of(dashboard: DashboardServer) -> dict[str, Any]:
     """GET /api/queues as {name: row}, with the body under the key None."""
     body = dashboard.get("/api/queues").json()
@@ -236,8 +268,9 @@ def test_lengths_include_priority_sub_queues(redis_server: RedisServer) -> None:
     client = make_celery(url)
     try:
         ids = [client.send_task("queues.never_run", queue="q-prio", priority=p).id for p in (0, 0, 3, 5, 6, 9, 9, 9)]
-        row = wait_for(lambda: (q := queues_of(server).get("q-prio")) and q["length"] == 8 and q,
-                       message="q-prio with 8 waiting")
+        row = wait_for(
+            lambda: (q := queues_of(server).get("q-prio")) and q["length"] == 8 and q, message="q-prio with 8 waiting"
+        )
         assert row["priorities"] == {"0": 2, "3": 2, "6": 1, "9": 3}
         assert row["consumers"] == []
         assert row["oldest_waiting"]["uuid"] == ids[0]
@@ -277,8 +310,11 @@ def test_consumers_and_queue_wait_from_a_real_worker(dashboard: DashboardServer,
     """The session worker consumes "celery": it is listed as a consumer, and a task it runs gives a wait."""
     (uuid,) = dashboard.launch("dashboard.demo.add", args=[1, 2])
     dashboard.wait_task(uuid, "SUCCESS")
-    row = wait_for(lambda: (q := queues_of(dashboard)["celery"])["consumers"] and q["wait"] and q, timeout=40,
-                   message=f"{worker} consuming celery, with a measured wait")
+    row = wait_for(
+        lambda: (q := queues_of(dashboard)["celery"])["consumers"] and q["wait"] and q,
+        timeout=40,
+        message=f"{worker} consuming celery, with a measured wait",
+    )
     assert worker in row["consumers"]
     assert row["wait"]["count"] >= 1 and row["wait"]["p50"] >= 0
     assert row["length"] is not None

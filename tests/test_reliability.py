@@ -1,12 +1,12 @@
 """Reliability scenarios of issue #6, each against real parts: broker outages (a 30 s one, and ten in a
 row without leaking threads or connections), a worker killed with SIGKILL."""
+
 from __future__ import annotations
 
 import itertools
 import os
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
@@ -52,27 +52,37 @@ def test_thirty_second_outage_banner_then_resume_within_five_seconds(own_redis: 
     its next heartbeats and its tasks are seen again."""
     dash = DashboardServer(own_redis.url)
     host = "outage@localhost"
-    proc = start_worker(own_redis.url, concurrency=1, hostname=host, quiet=True,
-                        extra_env={"DASHBOARD_DEMO_SLEEP": WORK_SECONDS})
+    proc = start_worker(
+        own_redis.url, concurrency=1, hostname=host, quiet=True, extra_env={"DASHBOARD_DEMO_SLEEP": WORK_SECONDS}
+    )
     try:
         wait_for(lambda: dash.worker_online(host), timeout=60, message="the worker online")
         own_redis.stop()
-        down = wait_for(lambda: (h := dash.health()) and not h["broker"]["connected"] and h, timeout=10,
-                        message="the broker reported down")
+        down = wait_for(
+            lambda: (h := dash.health()) and not h["broker"]["connected"] and h,
+            timeout=10,
+            message="the broker reported down",
+        )
         assert down["broker"]["error"]
         time.sleep(30)
         assert not dash.health()["broker"]["connected"]
         own_redis.start()
         back_at = time.monotonic()
-        up = wait_for(lambda: (h := dash.health()) and h["broker"]["connected"] and h, timeout=10, interval=0.05,
-                      message="ingest connected again")
+        up = wait_for(
+            lambda: (h := dash.health()) and h["broker"]["connected"] and h,
+            timeout=10,
+            interval=0.05,
+            message="ingest connected again",
+        )
         resumed = time.monotonic() - back_at
         assert resumed <= 5.0, f"ingest resumed {resumed:.1f} s after Redis came back"
         lost, back = up["broker"]["last_outage"]
         assert back - lost >= 30, "the reported window covers the whole outage"
         # The worker reconnects on its own; its heartbeats bring it back online, and its tasks show.
         wait_for(lambda: dash.worker_online(host), timeout=30, message="the worker online again after the outage")
-        uid = wait_for(lambda: dash.try_launch("dashboard.demo.add", args=[2, 3]), timeout=30, message="a launch after the outage")
+        uid = wait_for(
+            lambda: dash.try_launch("dashboard.demo.add", args=[2, 3]), timeout=30, message="a launch after the outage"
+        )
         dash.wait_task(uid, "SUCCESS", timeout=30)
     finally:
         stop_process(proc)
@@ -183,16 +193,34 @@ def test_a_stalled_browser_does_not_hold_up_the_others(own_redis: RedisServer) -
             while not stop.is_set():
                 pipe = raw.pipeline(transaction=False)
                 for _ in range(20):
-                    pipe.publish("/0.celeryev/task.multi", event_envelope(*[
-                        {"type": "task-received", "uuid": str(uuidlib.uuid4()), "name": "flood", "args": "x" * 2000,
-                         "hostname": "w@h", "timestamp": time.time(), "utcoffset": 0} for _ in range(10)]))
+                    pipe.publish(
+                        "/0.celeryev/task.multi",
+                        event_envelope(
+                            *[
+                                {
+                                    "type": "task-received",
+                                    "uuid": str(uuidlib.uuid4()),
+                                    "name": "flood",
+                                    "args": "x" * 2000,
+                                    "hostname": "w@h",
+                                    "timestamp": time.time(),
+                                    "utcoffset": 0,
+                                }
+                                for _ in range(10)
+                            ]
+                        ),
+                    )
                 pipe.execute()
                 time.sleep(0.05)
 
         flooder = threading.Thread(target=flood, daemon=True)
         flooder.start()
-        lagged = wait_for(lambda: dash.health()["clients"]["times_lagged"] >= 1, timeout=40, interval=0.5,
-                          message="the frozen client to be found lagging")
+        lagged = wait_for(
+            lambda: dash.health()["clients"]["times_lagged"] >= 1,
+            timeout=40,
+            interval=0.5,
+            message="the frozen client to be found lagging",
+        )
         assert lagged
         start = len(arrivals)
         time.sleep(5)

@@ -1,4 +1,5 @@
 """Re-run: the args and kwargs are recovered from Celery's reprs only when that is exact."""
+
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -31,7 +32,9 @@ def test_plain_literals_are_recovered() -> None:
     assert recover("(2, 3)", "{}") == ([2, 3], {})
     assert recover("[1, 'a']", "{'card': '4000', 'amount': 42.5}") == ([1, "a"], {"card": "4000", "amount": 42.5})
     assert recover(celery_repr((None, True, -0.5, "it's", [1, {"k": 2}])), "{}") == (
-        [None, True, -0.5, "it's", [1, {"k": 2}]], {})
+        [None, True, -0.5, "it's", [1, {"k": 2}]],
+        {},
+    )
 
 
 def test_missing_arguments() -> None:
@@ -98,10 +101,17 @@ def test_reprs_celery_does_not_print_exactly() -> None:
 
 
 def test_plan_of_a_record() -> None:
-    rec = SimpleNamespace(name="dashboard.demo.add", args="(1, 2)", kwargs="{}", queue="celery",
-                          exchange="", routing_key="celery")
-    assert plan(rec).as_dict() == {"possible": True, "reason": None, "name": "dashboard.demo.add",
-                                   "args": [1, 2], "kwargs": {}, "queue": "celery"}
+    rec = SimpleNamespace(
+        name="dashboard.demo.add", args="(1, 2)", kwargs="{}", queue="celery", exchange="", routing_key="celery"
+    )
+    assert plan(rec).as_dict() == {
+        "possible": True,
+        "reason": None,
+        "name": "dashboard.demo.add",
+        "args": [1, 2],
+        "kwargs": {},
+        "queue": "celery",
+    }
     rec.name = None
     p = plan(rec)
     assert not p.possible and p.code == rerun.NO_NAME and p.args is None
@@ -112,14 +122,17 @@ def test_plan_of_a_record() -> None:
 # -- properties ---------------------------------------------------------------------------------
 # Strings as people pass them: any printable text without backslashes or line breaks (Celery does
 # not escape those), and not ending in Celery's truncation mark.
-texts = st.text(st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="\\\u2028\u2029\x85"),
-                max_size=12).filter(lambda s: not s.endswith("...") and MASK not in s)
-scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12),
-                    st.floats(allow_nan=False, allow_infinity=False), texts)
+texts = st.text(
+    st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="\\\u2028\u2029\x85"), max_size=12
+).filter(lambda s: not s.endswith("...") and MASK not in s)
+scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(-(10**12), 10**12), st.floats(allow_nan=False, allow_infinity=False), texts
+)
 # Containers nest at most two levels inside args (Celery's maxlevels=3 counts the args tuple).
 inner = st.one_of(scalars, st.lists(scalars, max_size=4), st.dictionaries(texts, scalars, max_size=3))
-values = st.one_of(scalars, st.lists(inner, max_size=4), st.tuples(inner, inner),
-                   st.dictionaries(texts, inner, max_size=3))
+values = st.one_of(
+    scalars, st.lists(inner, max_size=4), st.tuples(inner, inner), st.dictionaries(texts, inner, max_size=3)
+)
 arg_lists = st.lists(values, max_size=5).map(tuple)
 kwarg_dicts = st.dictionaries(texts, values, max_size=4)
 
@@ -135,12 +148,17 @@ def test_round_trip_of_literal_arguments(args: tuple[Any, ...], kwargs: dict[str
 
 # Anything at all: deep, long, backslashes, bytes, control characters, sets.
 anything = st.recursive(
-    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False),
-              st.text(max_size=40), st.binary(max_size=8)),
-    lambda children: st.one_of(st.lists(children, max_size=6), st.tuples(children, children),
-                               st.dictionaries(st.text(max_size=5), children, max_size=4),
-                               st.frozensets(st.integers(), max_size=3)),
-    max_leaves=40)
+    st.one_of(
+        st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=40), st.binary(max_size=8)
+    ),
+    lambda children: st.one_of(
+        st.lists(children, max_size=6),
+        st.tuples(children, children),
+        st.dictionaries(st.text(max_size=5), children, max_size=4),
+        st.frozensets(st.integers(), max_size=3),
+    ),
+    max_leaves=40,
+)
 
 
 @settings(max_examples=600, deadline=None)

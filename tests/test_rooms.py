@@ -1,4 +1,5 @@
 """Live push: snapshots on subscribe, one batched diff per room per tick, only what a page shows."""
+
 from __future__ import annotations
 
 import time
@@ -6,8 +7,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-
 from conftest import feed
+
 from dashboard import create_app, socketio
 from dashboard.core.query import Filters
 from dashboard.live.rooms import tasks_room
@@ -42,10 +43,16 @@ def received(client: Any, name: str) -> list[Any]:
 
 def lifecycle(uuid: str, ts: float, ok: bool = True) -> list[dict[str, Any]]:
     """received, started, then succeeded or failed."""
-    end = ev("task-succeeded", uuid, ts + 2, result="3", runtime=1.0) if ok else \
-        ev("task-failed", uuid, ts + 2, exception="KeyError('x')", traceback="Traceback...\nKeyError: 'x'")
-    return [ev("task-received", uuid, ts, name="proj.add", args="(1, 2)", kwargs="{}"),
-            ev("task-started", uuid, ts + 1), end]
+    end = (
+        ev("task-succeeded", uuid, ts + 2, result="3", runtime=1.0)
+        if ok
+        else ev("task-failed", uuid, ts + 2, exception="KeyError('x')", traceback="Traceback...\nKeyError: 'x'")
+    )
+    return [
+        ev("task-received", uuid, ts, name="proj.add", args="(1, 2)", kwargs="{}"),
+        ev("task-started", uuid, ts + 1),
+        end,
+    ]
 
 
 @pytest.mark.integration
@@ -118,16 +125,20 @@ def test_search_room_gets_tasks_whose_text_matches(push_app: Any) -> None:
     (diff,) = received(client, "tasks")
     assert [t["uuid"] for t in diff["tasks"]] == ["bad"] and diff["total"] == 1
     assert client.emit("subscribe", {"view": "tasks", "q": 5}, callback=True) == {
-        "error": "the q filter must be a string"}
+        "error": "the q filter must be a string"
+    }
     client.disconnect()
 
 
 @pytest.mark.integration
 def test_task_room_follows_its_whole_workflow(push_app: Any) -> None:
     """A task page shows its workflow: a sibling finishing updates it; an unrelated task does not."""
-    feed(push_app, ev("task-succeeded", "root", 1.0, root_id="root"),
-         ev("task-received", "a", 2.0, root_id="root", parent_id="root"),
-         ev("task-received", "b", 3.0, root_id="root", parent_id="root"))
+    feed(
+        push_app,
+        ev("task-succeeded", "root", 1.0, root_id="root"),
+        ev("task-received", "a", 2.0, root_id="root", parent_id="root"),
+        ev("task-received", "b", 3.0, root_id="root", parent_id="root"),
+    )
     client = socketio.test_client(push_app)
     snap = client.emit("subscribe", {"view": "task", "uuid": "a"}, callback=True)
     assert {n["uuid"] for n in snap["tree"]["nodes"]} == {"root", "a", "b"}
@@ -185,8 +196,18 @@ def test_worker_going_silent_is_pushed_offline(push_app: Any) -> None:
     """A worker whose heartbeats stop is pushed as offline without any new event."""
     client = socketio.test_client(push_app)
     now = time.time()
-    feed(push_app, {"type": "worker-heartbeat", "hostname": "w9@h", "timestamp": now, "local_received": now,
-                    "freq": 0.1, "active": 0, "processed": 3})
+    feed(
+        push_app,
+        {
+            "type": "worker-heartbeat",
+            "hostname": "w9@h",
+            "timestamp": now,
+            "local_received": now,
+            "freq": 0.1,
+            "active": 0,
+            "processed": 3,
+        },
+    )
     snap = client.emit("subscribe", {"view": "workers"}, callback=True)
     assert [(w["hostname"], w["online"]) for w in snap["workers"]] == [("w9@h", True)]
     client.get_received()
@@ -300,8 +321,9 @@ def test_resubscribing_to_the_same_list_keeps_its_updates(push_app: Any) -> None
 
 @pytest.mark.integration
 @pytest.mark.parametrize("viewers", [1, 25])
-def test_a_tick_encodes_each_room_once_however_many_watch_it(push_app: Any, viewers: int,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_tick_encodes_each_room_once_however_many_watch_it(
+    push_app: Any, viewers: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The cost of a tick grows with the rooms that changed, not with their viewers: one JSON encoding of
     each room's update, the same packet handed to every socket in the room."""
     from dashboard.web.limits import SocketIOJSON
@@ -319,8 +341,11 @@ def test_a_tick_encodes_each_room_once_however_many_watch_it(push_app: Any, view
     real = SocketIOJSON.dumps
     # Record what the server hands each socket (the test client would decode and re-encode it per client).
     monkeypatch.setattr(SocketIOJSON, "dumps", staticmethod(lambda obj, **kw: encoded.append(obj) or real(obj)))
-    monkeypatch.setattr(socketio.server, "_send_eio_packet",
-                        lambda eio_sid, pkt: sent.setdefault(pkt.data.split(",")[0], []).append(pkt))
+    monkeypatch.setattr(
+        socketio.server,
+        "_send_eio_packet",
+        lambda eio_sid, pkt: sent.setdefault(pkt.data.split(",")[0], []).append(pkt),
+    )
     tick(push_app)
     assert [obj[0] for obj in encoded] == ["overview", "tasks"]
     for event in ('2["overview"', '2["tasks"'):

@@ -1,4 +1,5 @@
 """Auth (basic users, bearer token, websocket), read-only mode, cross-site refusal, the bind warning."""
+
 from __future__ import annotations
 
 import base64
@@ -30,10 +31,27 @@ HASHED_PASSWORD = "battery staple"
 TOKEN = "t0k3n-for-the-api"
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 # A body that would make any control endpoint act if it were not refused first.
-ACTION_BODY = {"task": "dashboard.demo.add", "args": [1, 2], "kwargs": {}, "count": 1, "countdown": 0,
-               "action": "shutdown", "n": 1, "max": 2, "min": 1, "queue": "celery", "rate": "1/m",
-               "soft": 1, "hard": 2, "terminate": True, "signal": "SIGKILL", "filters": {},
-               "dry_run": False, "limit": 1, "workers": None}
+ACTION_BODY = {
+    "task": "dashboard.demo.add",
+    "args": [1, 2],
+    "kwargs": {},
+    "count": 1,
+    "countdown": 0,
+    "action": "shutdown",
+    "n": 1,
+    "max": 2,
+    "min": 1,
+    "queue": "celery",
+    "rate": "1/m",
+    "soft": 1,
+    "hard": 2,
+    "terminate": True,
+    "signal": "SIGKILL",
+    "filters": {},
+    "dry_run": False,
+    "limit": 1,
+    "workers": None,
+}
 
 
 def basic(user: str, password: str) -> dict[str, str]:
@@ -114,6 +132,7 @@ class BrokerWatch:
 
 # -- configuration --------------------------------------------------------------------------------
 
+
 @pytest.mark.unit
 def test_users_parse_plain_and_hashed_entries() -> None:
     """Users are `name:password` or `name:<hash>` (a hash has ':' in it too), comma-separated."""
@@ -123,13 +142,16 @@ def test_users_parse_plain_and_hashed_entries() -> None:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("raw, fragment", [
-    ("ada", "entry 1 has no ':'"),
-    ("ada:x,hunter2", "entry 2 has no ':'"),
-    (":x", "entry 1 has an empty user name"),
-    ("ada:", "user 'ada' has an empty password"),
-    ("ada:x,ada:y", "user 'ada' is listed twice"),
-])
+@pytest.mark.parametrize(
+    "raw, fragment",
+    [
+        ("ada", "entry 1 has no ':'"),
+        ("ada:x,hunter2", "entry 2 has no ':'"),
+        (":x", "entry 1 has an empty user name"),
+        ("ada:", "user 'ada' has an empty password"),
+        ("ada:x,ada:y", "user 'ada' is listed twice"),
+    ],
+)
 def test_malformed_users_are_refused_at_startup(redis_server: RedisServer, raw: str, fragment: str) -> None:
     """A typo in AUTH_USERS stops the app from starting with a message that names the setting."""
     with pytest.raises(ValueError) as info:
@@ -141,21 +163,36 @@ def test_malformed_users_are_refused_at_startup(redis_server: RedisServer, raw: 
 @pytest.mark.integration
 def test_malformed_users_stop_the_command_line_server(redis_server: RedisServer) -> None:
     """`celery-dashboard run` with a bad DASHBOARD_AUTH_USERS exits with an error that names it."""
-    proc = subprocess.run([sys.executable, "-m", "dashboard.cli", "run", "--broker", redis_server.url_db(1),
-                           "--port", "0"], cwd=ROOT, capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "DASHBOARD_AUTH_USERS": "ada:ok,s3cr3t"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "dashboard.cli", "run", "--broker", redis_server.url_db(1), "--port", "0"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "DASHBOARD_AUTH_USERS": "ada:ok,s3cr3t"},
+    )
     assert proc.returncode != 0
     assert "DASHBOARD_AUTH_USERS: entry 2 has no ':'" in proc.stderr
     assert "s3cr3t" not in proc.stderr
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("host, warned", [
-    ("0.0.0.0", True), ("::", True), ("192.168.1.20", True), ("dashboard.example.com", True),
-    ("127.0.0.1", False), ("localhost", False), ("::1", False), ("127.0.0.2", False),
-])
-def test_a_public_bind_without_auth_is_warned_about(redis_server: RedisServer, caplog: Any, host: str,
-                                                     warned: bool) -> None:
+@pytest.mark.parametrize(
+    "host, warned",
+    [
+        ("0.0.0.0", True),
+        ("::", True),
+        ("192.168.1.20", True),
+        ("dashboard.example.com", True),
+        ("127.0.0.1", False),
+        ("localhost", False),
+        ("::1", False),
+        ("127.0.0.2", False),
+    ],
+)
+def test_a_public_bind_without_auth_is_warned_about(
+    redis_server: RedisServer, caplog: Any, host: str, warned: bool
+) -> None:
     """Binding beyond loopback with no auth logs a WARNING at startup; loopback does not."""
     with caplog.at_level(logging.INFO, logger="dashboard.web.security"):
         app = build_app(redis_server, 1, HOST=host)
@@ -176,6 +213,7 @@ def test_a_public_bind_with_auth_is_not_warned_about(redis_server: RedisServer, 
 
 
 # -- auth on a Flask app ---------------------------------------------------------------------------
+
 
 @pytest.fixture
 def auth_app(redis_server: RedisServer) -> Iterator[Any]:
@@ -219,11 +257,14 @@ def test_every_state_change_needs_credentials(auth_app: Any, redis_server: Redis
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("headers, user", [
-    (basic("ada", PASSWORD), "ada"),
-    (basic("bob", HASHED_PASSWORD), "bob"),
-    (bearer(TOKEN), "token"),
-])
+@pytest.mark.parametrize(
+    "headers, user",
+    [
+        (basic("ada", PASSWORD), "ada"),
+        (basic("bob", HASHED_PASSWORD), "bob"),
+        (bearer(TOKEN), "token"),
+    ],
+)
 def test_valid_credentials_open_everything(auth_app: Any, headers: dict[str, str], user: str) -> None:
     """Basic auth (plain or hashed password) or the bearer token: every GET route answers as without auth."""
     client = auth_app.test_client()
@@ -234,11 +275,21 @@ def test_valid_credentials_open_everything(auth_app: Any, headers: dict[str, str
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("headers", [
-    basic("ada", "wrong"), basic("ada", PASSWORD.upper()), basic("bob", PASSWORD), basic("nobody", PASSWORD),
-    basic("", ""), bearer("wrong"), bearer(TOKEN + "x"), {"Authorization": f"Token {TOKEN}"},
-    {"Authorization": "Basic !!!not-base64"}, basic("token", TOKEN),
-])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        basic("ada", "wrong"),
+        basic("ada", PASSWORD.upper()),
+        basic("bob", PASSWORD),
+        basic("nobody", PASSWORD),
+        basic("", ""),
+        bearer("wrong"),
+        bearer(TOKEN + "x"),
+        {"Authorization": f"Token {TOKEN}"},
+        {"Authorization": "Basic !!!not-base64"},
+        basic("token", TOKEN),
+    ],
+)
 def test_wrong_credentials_are_refused(auth_app: Any, headers: dict[str, str]) -> None:
     """Wrong passwords, unknown users, wrong tokens and other schemes get 401."""
     resp = auth_app.test_client().get("/api/tasks", headers=headers)
@@ -250,8 +301,9 @@ def test_wrong_credentials_are_refused(auth_app: Any, headers: dict[str, str]) -
 def test_failed_sign_ins_are_logged_with_the_address_not_the_password(auth_app: Any, caplog: Any) -> None:
     """Each refused attempt is an INFO line with the remote address; the password is not in the log."""
     with caplog.at_level(logging.INFO, logger="dashboard.web.security"):
-        auth_app.test_client().get("/", headers=basic("ada", "hunter2-guess"),
-                                   environ_base={"REMOTE_ADDR": "203.0.113.9"})
+        auth_app.test_client().get(
+            "/", headers=basic("ada", "hunter2-guess"), environ_base={"REMOTE_ADDR": "203.0.113.9"}
+        )
         auth_app.test_client().get("/", headers=bearer("hunter2-token"), environ_base={"REMOTE_ADDR": "203.0.113.9"})
     lines = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
     assert any("'ada'" in line and "203.0.113.9" in line for line in lines), lines
@@ -318,6 +370,7 @@ def test_refusal_time_does_not_reveal_which_users_exist() -> None:
 
 # -- websocket --------------------------------------------------------------------------------------
 
+
 class AuthedServer(DashboardServer):
     """A DashboardServer whose own requests carry credentials."""
 
@@ -340,9 +393,15 @@ class AuthedServer(DashboardServer):
 def auth_server(redis_server: RedisServer) -> Iterator[AuthedServer]:
     """A real dashboard (gunicorn) with a basic user and a token, on db 8 of the session Redis."""
     # Many refusals from this one address follow: the sign-in throttle is tested on its own below.
-    server = AuthedServer(redis_server.url_db(8), auth=("ada", PASSWORD),
-                          env={"DASHBOARD_AUTH_USERS": f"ada:{PASSWORD}", "DASHBOARD_AUTH_TOKEN": TOKEN,
-                               "DASHBOARD_SIGNIN_FAILURES_PER_MINUTE": "1000"})
+    server = AuthedServer(
+        redis_server.url_db(8),
+        auth=("ada", PASSWORD),
+        env={
+            "DASHBOARD_AUTH_USERS": f"ada:{PASSWORD}",
+            "DASHBOARD_AUTH_TOKEN": TOKEN,
+            "DASHBOARD_SIGNIN_FAILURES_PER_MINUTE": "1000",
+        },
+    )
     yield server
     server.stop()
 
@@ -355,16 +414,21 @@ def _socket(server: DashboardServer, **connect: Any) -> socketio.Client:
 
 @pytest.mark.integration
 @pytest.mark.parametrize("transport", ["polling", "websocket"])
-@pytest.mark.parametrize("connect", [
-    {},
-    {"headers": basic("ada", "wrong")},
-    {"headers": bearer("wrong")},
-    {"auth": {"token": TOKEN}},
-    {"auth": {"user": "ada", "password": PASSWORD}},
-    {"auth": "not a dict"},
-], ids=["nothing", "wrong-password", "wrong-bearer", "token-payload", "password-payload", "junk"])
-def test_websocket_without_valid_credentials_is_refused(auth_server: AuthedServer, transport: str,
-                                                        connect: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    "connect",
+    [
+        {},
+        {"headers": basic("ada", "wrong")},
+        {"headers": bearer("wrong")},
+        {"auth": {"token": TOKEN}},
+        {"auth": {"user": "ada", "password": PASSWORD}},
+        {"auth": "not a dict"},
+    ],
+    ids=["nothing", "wrong-password", "wrong-bearer", "token-payload", "password-payload", "junk"],
+)
+def test_websocket_without_valid_credentials_is_refused(
+    auth_server: AuthedServer, transport: str, connect: dict[str, Any]
+) -> None:
     """The Socket.IO connection is refused at its handshake (credentials in the CONNECT payload come too late):
     no engine.io session, no snapshot, no live updates."""
     client = socketio.Client(reconnection=False)
@@ -375,11 +439,20 @@ def test_websocket_without_valid_credentials_is_refused(auth_server: AuthedServe
 
 @pytest.mark.integration
 @pytest.mark.parametrize("transport", ["polling", "websocket"])
-def test_socketio_handshake_without_credentials_is_a_401_before_any_session(auth_server: AuthedServer,
-                                                                            transport: str) -> None:
+def test_socketio_handshake_without_credentials_is_a_401_before_any_session(
+    auth_server: AuthedServer, transport: str
+) -> None:
     """The engine.io handshake itself answers 401 with a message: nothing is upgraded, nothing long-polls."""
-    headers = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
-               "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="} if transport == "websocket" else {}
+    headers = (
+        {
+            "Connection": "Upgrade",
+            "Upgrade": "websocket",
+            "Sec-WebSocket-Version": "13",
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+        }
+        if transport == "websocket"
+        else {}
+    )
     resp = requests.get(f"{auth_server.base_url}/socket.io/?EIO=4&transport={transport}", headers=headers, timeout=5)
     assert resp.status_code == 401
     assert "authentication required" in resp.json()["error"]
@@ -389,12 +462,17 @@ def test_socketio_handshake_without_credentials_is_a_401_before_any_session(auth
 
 @pytest.mark.integration
 @pytest.mark.parametrize("transport", ["polling", "websocket"])
-@pytest.mark.parametrize("connect", [
-    {"headers": basic("ada", PASSWORD)},
-    {"headers": bearer(TOKEN)},
-], ids=["basic", "bearer"])
-def test_websocket_with_credentials_gets_live_data(auth_server: AuthedServer, transport: str,
-                                                   connect: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    "connect",
+    [
+        {"headers": basic("ada", PASSWORD)},
+        {"headers": bearer(TOKEN)},
+    ],
+    ids=["basic", "bearer"],
+)
+def test_websocket_with_credentials_gets_live_data(
+    auth_server: AuthedServer, transport: str, connect: dict[str, Any]
+) -> None:
     """With basic auth or the bearer header on the handshake, subscribing returns the snapshot."""
     client = _socket(auth_server, transports=[transport], **connect)
     try:
@@ -407,8 +485,16 @@ def test_websocket_with_credentials_gets_live_data(auth_server: AuthedServer, tr
 @pytest.mark.integration
 def test_real_server_refuses_every_kind_of_request_without_credentials(auth_server: AuthedServer) -> None:
     """Against the real server: page, API, health, metrics, static file all 401; with a token all 200."""
-    for path in ("/", "/tasks", "/api/tasks", "/healthz", "/metrics", "/static/css/dashboard.css",
-                 "/static/js/live.js", "/static/vendor/socket.io.esm.min.js"):
+    for path in (
+        "/",
+        "/tasks",
+        "/api/tasks",
+        "/healthz",
+        "/metrics",
+        "/static/css/dashboard.css",
+        "/static/js/live.js",
+        "/static/vendor/socket.io.esm.min.js",
+    ):
         assert auth_server.get(path, auth=None).status_code == 401, path
         assert auth_server.get(path, auth=None, headers=bearer(TOKEN)).status_code == 200, path
     resp = auth_server.post("/api/launch", auth=None, json={"task": "dashboard.demo.add", "args": [1, 2]})
@@ -420,8 +506,9 @@ def test_cross_origin_websocket_is_refused(dashboard: DashboardServer) -> None:
     """A page on another origin cannot open the dashboard's socket (auth off: only Origin protects it)."""
     import websocket
 
-    resp = requests.get(f"{dashboard.base_url}/socket.io/?EIO=4&transport=polling",
-                        headers={"Origin": "http://evil.example"}, timeout=5)
+    resp = requests.get(
+        f"{dashboard.base_url}/socket.io/?EIO=4&transport=polling", headers={"Origin": "http://evil.example"}, timeout=5
+    )
     assert resp.status_code == 400 and "sid" not in resp.text  # no engine.io session was opened
     url = dashboard.base_url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
     with pytest.raises(websocket.WebSocketBadStatusException):
@@ -431,6 +518,7 @@ def test_cross_origin_websocket_is_refused(dashboard: DashboardServer) -> None:
 
 
 # -- read-only ---------------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def ro_app(redis_server: RedisServer) -> Iterator[Any]:
@@ -481,8 +569,11 @@ def test_read_only_refuses_the_launch_form_even_with_a_valid_token(ro_app: Any, 
 def test_every_state_changing_api_endpoint_is_a_control_endpoint(app: Any) -> None:
     """Each JSON POST/PUT/PATCH/DELETE view is wrapped by security.control_endpoint (read-only, cross-site
     and content-type checks at the endpoint too, not only in the app-wide guard)."""
-    missing = [url for _method, url, endpoint in rule_requests(app, MUTATING)
-               if url.startswith("/api/") and not getattr(app.view_functions[endpoint], "control_endpoint", False)]
+    missing = [
+        url
+        for _method, url, endpoint in rule_requests(app, MUTATING)
+        if url.startswith("/api/") and not getattr(app.view_functions[endpoint], "control_endpoint", False)
+    ]
     assert missing == []
 
 
@@ -499,17 +590,20 @@ def test_read_only_pages_offer_no_launch(ro_app: Any) -> None:
 
 # -- cross-site -------------------------------------------------------------------------------------
 
+
 @pytest.mark.integration
-@pytest.mark.parametrize("headers", [
-    {"Origin": "http://evil.example"},
-    {"Origin": "http://localhost.evil.example"},
-    {"Origin": "null"},
-    {"Sec-Fetch-Site": "cross-site"},
-    {"Sec-Fetch-Site": "same-site"},  # another port or subdomain is another origin
-    {"Origin": "http://localhost", "Sec-Fetch-Site": "cross-site"},
-])
-def test_cross_site_json_is_refused_on_every_endpoint(app: Any, queue: redis.Redis,
-                                                      headers: dict[str, str]) -> None:
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Origin": "http://evil.example"},
+        {"Origin": "http://localhost.evil.example"},
+        {"Origin": "null"},
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "same-site"},  # another port or subdomain is another origin
+        {"Origin": "http://localhost", "Sec-Fetch-Site": "cross-site"},
+    ],
+)
+def test_cross_site_json_is_refused_on_every_endpoint(app: Any, queue: redis.Redis, headers: dict[str, str]) -> None:
     """A JSON state change from another origin is a 403 on every state-changing route; nothing launched."""
     client = app.test_client()
     for method, url, _endpoint in rule_requests(app, MUTATING):
@@ -520,14 +614,18 @@ def test_cross_site_json_is_refused_on_every_endpoint(app: Any, queue: redis.Red
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("headers", [
-    {}, {"Origin": "http://localhost"}, {"Sec-Fetch-Site": "same-origin"},
-    {"Origin": "http://proxy.example", "Sec-Fetch-Site": "same-origin"},  # Host rewritten by a proxy
-])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Origin": "http://localhost"},
+        {"Sec-Fetch-Site": "same-origin"},
+        {"Origin": "http://proxy.example", "Sec-Fetch-Site": "same-origin"},  # Host rewritten by a proxy
+    ],
+)
 def test_same_origin_json_launches(app: Any, queue: redis.Redis, headers: dict[str, str]) -> None:
     """The same request from the dashboard's own origin (or curl, which sends neither header) works."""
-    resp = app.test_client().post("/api/launch", json={"task": "dashboard.demo.add", "args": [1, 2]},
-                                  headers=headers)
+    resp = app.test_client().post("/api/launch", json={"task": "dashboard.demo.add", "args": [1, 2]}, headers=headers)
     assert resp.status_code == 200, resp.get_json()
     assert queue.llen("celery") == 1
 
@@ -535,8 +633,9 @@ def test_same_origin_json_launches(app: Any, queue: redis.Redis, headers: dict[s
 @pytest.mark.integration
 def test_a_text_plain_body_is_not_taken_for_json(app: Any, queue: redis.Redis) -> None:
     """A form can post a JSON-looking text/plain body cross-site without a preflight: it is refused (415)."""
-    resp = app.test_client().post("/api/launch", data='{"task": "dashboard.demo.add", "args": [1, 2]}',
-                                  content_type="text/plain")
+    resp = app.test_client().post(
+        "/api/launch", data='{"task": "dashboard.demo.add", "args": [1, 2]}', content_type="text/plain"
+    )
     assert resp.status_code == 415
     assert queue.llen("celery") == 0
 
@@ -552,8 +651,9 @@ def test_form_post_without_csrf_token_is_refused(app: Any, queue: redis.Redis) -
 @pytest.mark.integration
 def test_auth_does_not_replace_csrf(auth_app: Any, queue: redis.Redis) -> None:
     """A browser resends basic credentials on a forged form post: the CSRF token still stops it."""
-    resp = auth_app.test_client().post("/launch", data={"task": "dashboard.demo.add", "args": "[2, 3]"},
-                                       headers=basic("ada", PASSWORD))
+    resp = auth_app.test_client().post(
+        "/launch", data={"task": "dashboard.demo.add", "args": "[2, 3]"}, headers=basic("ada", PASSWORD)
+    )
     assert resp.status_code == 400
     assert queue.llen("celery") == 0
 
@@ -571,8 +671,10 @@ def test_pages_cannot_be_framed_or_sniffed(app: Any) -> None:
 
 # -- content security policy and the session cookie ---------------------------------------------------
 
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-       "font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
 
 
 @pytest.mark.integration
@@ -582,20 +684,34 @@ def test_every_response_carries_the_content_security_policy(app: Any, auth_app: 
     text keeps its stricter own policy."""
     client = app.test_client()
     responses = [(url, client.get(url)) for _method, url, _endpoint in rule_requests(app, {"GET"})]
-    responses += [("/no/such/page", client.get("/no/such/page")), ("/api/nope", client.get("/api/nope")),
-                  ("POST /launch without CSRF", client.post("/launch", data={"task": "x"})),
-                  ("401", auth_app.test_client().get("/")),
-                  ("read-only 403", ro_app.test_client().post("/api/launch", json={})),
-                  ("Socket.IO handshake", client.get("/socket.io/?EIO=4&transport=polling")),
-                  ("Socket.IO 401", auth_app.test_client().get("/socket.io/?EIO=4&transport=polling")),
-                  ("Host refused", client.get("/", headers={"Host": "rebind.evil.example"}))]
+    responses += [
+        ("/no/such/page", client.get("/no/such/page")),
+        ("/api/nope", client.get("/api/nope")),
+        ("POST /launch without CSRF", client.post("/launch", data={"task": "x"})),
+        ("401", auth_app.test_client().get("/")),
+        ("read-only 403", ro_app.test_client().post("/api/launch", json={})),
+        ("Socket.IO handshake", client.get("/socket.io/?EIO=4&transport=polling")),
+        ("Socket.IO 401", auth_app.test_client().get("/socket.io/?EIO=4&transport=polling")),
+        ("Host refused", client.get("/", headers={"Host": "rebind.evil.example"})),
+    ]
     for name, resp in responses:
         assert resp.headers["Content-Security-Policy"] == CSP, name
         assert resp.headers["X-Frame-Options"] == "DENY" and resp.headers["X-Content-Type-Options"] == "nosniff"
         assert resp.headers["Referrer-Policy"] == "same-origin", name
     now = time.time()
-    app.extensions["dashboard"].state.events([{"type": "task-received", "uuid": "t1", "name": "x", "args": "(1,)",
-                                               "hostname": "w", "timestamp": now, "local_received": now}])
+    app.extensions["dashboard"].state.events(
+        [
+            {
+                "type": "task-received",
+                "uuid": "t1",
+                "name": "x",
+                "args": "(1,)",
+                "hostname": "w",
+                "timestamp": now,
+                "local_received": now,
+            }
+        ]
+    )
     field = client.get("/api/tasks/t1/fields/args")
     assert field.status_code == 200
     assert field.headers["Content-Security-Policy"] == "default-src 'none'; frame-ancestors 'none'"
@@ -639,14 +755,22 @@ def test_no_page_has_inline_script_handlers_or_styles(app: Any, ro_app: Any) -> 
     """Every page, in every state the server renders (read-only, a form with errors, a launch result): scripts
     come from files, no on*= handler, no style attribute or element: nothing the policy would block."""
     client = app.test_client()
-    pages = {url: client.get(url).get_data(as_text=True) for _m, url, endpoint in rule_requests(app, {"GET"})
-             if endpoint.startswith("views.")}
-    pages.update({f"read-only {url}": ro_app.test_client().get(url).get_data(as_text=True)
-                  for url in ("/", "/tasks", "/launch", "/workers/w@h")})
+    pages = {
+        url: client.get(url).get_data(as_text=True)
+        for _m, url, endpoint in rule_requests(app, {"GET"})
+        if endpoint.startswith("views.")
+    }
+    pages.update(
+        {
+            f"read-only {url}": ro_app.test_client().get(url).get_data(as_text=True)
+            for url in ("/", "/tasks", "/launch", "/workers/w@h")
+        }
+    )
     form = client.get("/launch").get_data(as_text=True)
     token = re.search(r'name="csrf_token" value="([^"]+)"', form).group(1)  # type: ignore[union-attr]
-    pages["form errors"] = client.post("/launch", data={"csrf_token": token, "task": "nope", "args": "[",
-                                                        "count": "x"}).get_data(as_text=True)
+    pages["form errors"] = client.post(
+        "/launch", data={"csrf_token": token, "task": "nope", "args": "[", "count": "x"}
+    ).get_data(as_text=True)
     pages["csrf error"] = client.post("/launch", data={"task": "nope"}).get_data(as_text=True)
     assert len(pages) >= 14
     for name, html_text in pages.items():

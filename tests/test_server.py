@@ -1,6 +1,7 @@
 """The server as `celery-dashboard run` starts it (gevent), with real clients: many live viewers over
 websockets, anonymous engine.io sockets and slowloris connections held open meanwhile, connection
 limits per client address, the header deadline."""
+
 from __future__ import annotations
 
 import asyncio
@@ -20,8 +21,9 @@ from bench.sockets import auth_headers, run_clients
 class Clients(threading.Thread):
     """bench/sockets.py's asyncio clients in a thread: viewers, anonymous sockets, slowloris."""
 
-    def __init__(self, base: str, viewers: list[dict[str, Any]], anonymous: int = 0, slowloris: int = 0,
-                 user: str | None = None) -> None:
+    def __init__(
+        self, base: str, viewers: list[dict[str, Any]], anonymous: int = 0, slowloris: int = 0, user: str | None = None
+    ) -> None:
         super().__init__(daemon=True)
         self.kwargs = dict(viewers=viewers, anonymous=anonymous, slowloris=slowloris, slowloris_period=0.3, user=user)
         self.base = base
@@ -30,8 +32,9 @@ class Clients(threading.Thread):
         self.result: dict[str, Any] = {}
 
     def run(self) -> None:
-        self.result = asyncio.run(run_clients(self.base, ready_cb=self.ready.set, stop_after=self.done.is_set,
-                                              **self.kwargs))
+        self.result = asyncio.run(
+            run_clients(self.base, ready_cb=self.ready.set, stop_after=self.done.is_set, **self.kwargs)
+        )
 
     def finish(self) -> dict[str, Any]:
         self.done.set()
@@ -54,7 +57,8 @@ def tight(redis_server: RedisServer) -> Iterator[DashboardServer]:
 
 @pytest.mark.integration
 def test_viewers_get_live_updates_while_anonymous_and_slowloris_clients_hold_nothing(
-        tight: DashboardServer, dashboard: DashboardServer, worker: str) -> None:
+    tight: DashboardServer, dashboard: DashboardServer, worker: str
+) -> None:
     """200 viewers in four rooms all receive their rooms' updates while tasks run; 100 engine.io sockets
     that never connect the namespace are closed within seconds; 100 slowloris connections are cut at the
     header deadline; ordinary requests keep answering all along."""
@@ -85,6 +89,7 @@ def test_viewers_get_live_updates_while_anonymous_and_slowloris_clients_hold_not
 @pytest.fixture(scope="module")
 def locked(redis_server: RedisServer) -> Iterator[DashboardServer]:
     """A dashboard with basic auth and a low sign-in throttle."""
+
     class Authed(DashboardServer):
         def get(self, path: str, **kwargs: Any) -> requests.Response:
             kwargs.setdefault("auth", ("ada", "pw"))
@@ -96,8 +101,9 @@ def locked(redis_server: RedisServer) -> Iterator[DashboardServer]:
 
 
 @pytest.mark.integration
-def test_with_auth_anonymous_sockets_are_refused_at_the_handshake(locked: DashboardServer, worker: str,
-                                                                   dashboard: DashboardServer) -> None:
+def test_with_auth_anonymous_sockets_are_refused_at_the_handshake(
+    locked: DashboardServer, worker: str, dashboard: DashboardServer
+) -> None:
     """Auth on: 100 anonymous engine.io websockets each get 401 at the handshake (no session, nothing held),
     while 50 signed-in viewers get their updates."""
     clients = Clients(locked.base_url, _views(50), anonymous=100, user="ada:pw")
@@ -150,9 +156,11 @@ def test_a_websocket_that_never_connects_the_namespace_is_closed_connection_and_
     """An engine.io websocket that never sends the namespace CONNECT gets a close frame within seconds, and
     its TCP connection ends with it (it does not linger as an idle keep-alive connection)."""
     sock = socket.create_connection(("127.0.0.1", tight.port), timeout=10)
-    sock.sendall(b"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-                 b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                 b"Sec-WebSocket-Version: 13\r\n\r\n")
+    sock.sendall(
+        b"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"Sec-WebSocket-Version: 13\r\n\r\n"
+    )
     t0 = time.monotonic()
     said = _closed(sock, 15)
     assert said is not None, "still open after 15 s"
@@ -169,8 +177,7 @@ def capped(redis_server: RedisServer) -> Iterator[DashboardServer]:
 
 
 @pytest.mark.integration
-def test_a_client_address_at_its_cap_loses_its_slowest_connection_not_its_next_request(
-        capped: DashboardServer) -> None:
+def test_a_client_address_at_its_cap_loses_its_slowest_connection_not_its_next_request(capped: DashboardServer) -> None:
     """At the per-address cap, a new connection closes the oldest one still sending headers (slowloris);
     when every connection is busy (websockets), a new one gets 503 until one closes."""
     half = [_half_request(capped.port) for _ in range(10)]
@@ -185,8 +192,11 @@ def test_a_client_address_at_its_cap_loses_its_slowest_connection_not_its_next_r
     wait_for(lambda: _busy_refused(capped), timeout=10, message="a 503 at the cap")
     result = clients.finish()
     assert result["subscribed"] == 10
-    wait_for(lambda: requests.get(capped.base_url + "/healthz", timeout=5).status_code == 200, timeout=10,
-             message="room again once the viewers left")
+    wait_for(
+        lambda: requests.get(capped.base_url + "/healthz", timeout=5).status_code == 200,
+        timeout=10,
+        message="room again once the viewers left",
+    )
     counts = requests.get(capped.base_url + "/healthz", timeout=5).json()["server"]["connections"]
     assert counts["refused"] >= 1 and counts["evicted"] >= 1
 

@@ -1,5 +1,6 @@
 """The state snapshot: a faithful round trip, atomic saves, bad files kept aside with a warning, restore
 across a real restart (SIGTERM and SIGINT); and, without a snapshot, tasks in flight asked from workers."""
+
 from __future__ import annotations
 
 import gzip
@@ -27,21 +28,33 @@ TB = 'Traceback (most recent call last):\n  File "app/pay.py", line 3, in charge
 
 def _busy_state(max_tasks: int = 100) -> State:
     state = State(max_tasks=max_tasks)
-    replay(state, [
-        worker_ev("online", "celery@w1", 100.0, sw_ident="py-celery", sw_ver="5.5"),
-        task_ev("sent", "root", 100.0, name="proj.flow", args="(1,)", kwargs="{}", queue="celery"),
-        task_ev("received", "root", 100.1, name="proj.flow", args="(1,)", kwargs="{}"),
-        task_ev("started", "root", 100.2),
-        task_ev("succeeded", "root", 100.5, result="'ok'", runtime=0.3),
-        task_ev("received", "kid", 100.6, name="proj.pay", args="('4000',)", kwargs="{'amount': 42}",
-                parent_id="root", root_id="root"),
-        task_ev("started", "kid", 100.7),
-        task_ev("retried", "kid", 100.8, exception="ValueError('card 42 declined')", traceback=TB),
-        task_ev("started", "kid", 101.0),
-        task_ev("failed", "kid", 101.2, exception="ValueError('card 43 declined')", traceback=TB, runtime=0.2),
-        task_ev("received", "prog", 101.3, name="proj.progress"), task_ev("started", "prog", 101.4),
-        task_ev("progress", "prog", 101.5, current=3, total=10),
-    ])
+    replay(
+        state,
+        [
+            worker_ev("online", "celery@w1", 100.0, sw_ident="py-celery", sw_ver="5.5"),
+            task_ev("sent", "root", 100.0, name="proj.flow", args="(1,)", kwargs="{}", queue="celery"),
+            task_ev("received", "root", 100.1, name="proj.flow", args="(1,)", kwargs="{}"),
+            task_ev("started", "root", 100.2),
+            task_ev("succeeded", "root", 100.5, result="'ok'", runtime=0.3),
+            task_ev(
+                "received",
+                "kid",
+                100.6,
+                name="proj.pay",
+                args="('4000',)",
+                kwargs="{'amount': 42}",
+                parent_id="root",
+                root_id="root",
+            ),
+            task_ev("started", "kid", 100.7),
+            task_ev("retried", "kid", 100.8, exception="ValueError('card 42 declined')", traceback=TB),
+            task_ev("started", "kid", 101.0),
+            task_ev("failed", "kid", 101.2, exception="ValueError('card 43 declined')", traceback=TB, runtime=0.2),
+            task_ev("received", "prog", 101.3, name="proj.progress"),
+            task_ev("started", "prog", 101.4),
+            task_ev("progress", "prog", 101.5, current=3, total=10),
+        ],
+    )
     return state
 
 
@@ -105,14 +118,19 @@ def test_save_is_atomic_and_load_restores(tmp_path: Path) -> None:
 
 
 @pytest.mark.unit
-@pytest.mark.parametrize("content, why", [
-    (b"not gzip at all", "unreadable"),
-    (gzip.compress(b"{truncated"), "unreadable"),
-    (gzip.compress(b'{"format": "celery-live-dashboard-snapshot", "version": 99}'), "version 99"),
-    (gzip.compress(b'{"format": "something-else"}'), "not a Celery Live Dashboard snapshot"),
-], ids=["garbage", "bad-json", "other-version", "other-format"])
+@pytest.mark.parametrize(
+    "content, why",
+    [
+        (b"not gzip at all", "unreadable"),
+        (gzip.compress(b"{truncated"), "unreadable"),
+        (gzip.compress(b'{"format": "celery-live-dashboard-snapshot", "version": 99}'), "version 99"),
+        (gzip.compress(b'{"format": "something-else"}'), "not a Celery Live Dashboard snapshot"),
+    ],
+    ids=["garbage", "bad-json", "other-version", "other-format"],
+)
 def test_bad_snapshot_is_kept_aside_with_a_warning_and_the_dashboard_starts_empty(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture, content: bytes, why: str) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, content: bytes, why: str
+) -> None:
     path = tmp_path / "state.snap"
     path.write_bytes(content)
     snaps = Snapshots(State(), str(path), 60)
@@ -154,6 +172,7 @@ def test_failed_save_is_reported_and_keeps_the_previous_file(tmp_path: Path) -> 
 
 
 # -- end to end: a real dashboard restarted -----------------------------------------------------------
+
 
 @pytest.mark.integration
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
@@ -205,10 +224,21 @@ def test_without_snapshot_tasks_in_flight_show_at_start(redis_server: RedisServe
 
 @pytest.mark.unit
 def test_inspect_replies_become_events() -> None:
-    request = {"id": "a1", "name": "t.add", "args": [1, 2], "kwargs": {"x": 1}, "hostname": "w@h",
-               "time_start": 50.0, "delivery_info": {"routing_key": "celery", "exchange": ""}}
-    evs = events_from_inspect({"w@h": [request]}, {"w@h": [dict(request, id="r1", time_start=None)]},
-                              {"w@h": [{"eta": "2030-01-01T00:00:00", "request": dict(request, id="s1")}]}, 60.0)
+    request = {
+        "id": "a1",
+        "name": "t.add",
+        "args": [1, 2],
+        "kwargs": {"x": 1},
+        "hostname": "w@h",
+        "time_start": 50.0,
+        "delivery_info": {"routing_key": "celery", "exchange": ""},
+    }
+    evs = events_from_inspect(
+        {"w@h": [request]},
+        {"w@h": [dict(request, id="r1", time_start=None)]},
+        {"w@h": [{"eta": "2030-01-01T00:00:00", "request": dict(request, id="s1")}]},
+        60.0,
+    )
     state = State()
     assert state.events(evs) == 0
     assert state.tasks["a1"].state == "STARTED" and state.tasks["a1"].args == "(1, 2)"

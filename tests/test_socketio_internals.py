@@ -1,6 +1,7 @@
 """dashboard/live/socketio_internals.py against the installed python-socketio and python-engineio.
 
 These functions read the libraries' internals; an upgrade that changes them must fail here."""
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,9 @@ pytestmark = pytest.mark.unit
 
 
 def _request(server: socketio.Server, method: str = "GET", query: str = "", body: str | None = None) -> str:
-    environ = EnvironBuilder(path="/socket.io/", method=method, query_string=f"EIO=4&transport=polling{query}",
-                             data=body).get_environ()
+    environ = EnvironBuilder(
+        path="/socket.io/", method=method, query_string=f"EIO=4&transport=polling{query}", data=body
+    ).get_environ()
     status: list[str] = []
     out = b"".join(server.handle_request(environ, lambda s, h: status.append(s)))
     assert status and status[0].startswith("200"), (status, out)

@@ -1,5 +1,6 @@
 """Scripted event replays into `dashboard.core.state.State`, in the style of Celery's
 t/unit/events/test_state.py: small helpers build event dicts, `replay` feeds them, tests assert."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -18,21 +19,34 @@ CLIENT = "client@web"
 _clock = count(1)
 
 
-def task_ev(subject: str, uuid: str, timestamp: float, hostname: str | None = None,
-            **fields: Any) -> dict[str, Any]:
+def task_ev(subject: str, uuid: str, timestamp: float, hostname: str | None = None, **fields: Any) -> dict[str, Any]:
     """A task event as a worker (or, for task-sent, a client) publishes it."""
     if hostname is None:
         hostname = CLIENT if subject == "sent" else WORKER  # task-sent comes from the producer
-    ev = {"type": f"task-{subject}", "uuid": uuid, "hostname": hostname, "timestamp": timestamp,
-          "clock": next(_clock), "pid": 4242, "utcoffset": 0}
+    ev = {
+        "type": f"task-{subject}",
+        "uuid": uuid,
+        "hostname": hostname,
+        "timestamp": timestamp,
+        "clock": next(_clock),
+        "pid": 4242,
+        "utcoffset": 0,
+    }
     ev.update(fields)
     return ev
 
 
 def worker_ev(subject: str, hostname: str, timestamp: float, **fields: Any) -> dict[str, Any]:
     """A worker event (online, heartbeat, offline)."""
-    ev = {"type": f"worker-{subject}", "hostname": hostname, "timestamp": timestamp,
-          "clock": next(_clock), "pid": 99, "utcoffset": 0, "freq": 2.0}
+    ev = {
+        "type": f"worker-{subject}",
+        "hostname": hostname,
+        "timestamp": timestamp,
+        "clock": next(_clock),
+        "pid": 99,
+        "utcoffset": 0,
+        "freq": 2.0,
+    }
     ev.update(fields)
     return ev
 
@@ -59,17 +73,32 @@ def history(state: State, uuid: str) -> list[tuple[str, float]]:
 
 # -- lifecycle --------------------------------------------------------------------------------------
 
+
 def test_full_lifecycle_states_times_history_and_counts() -> None:
     state = State()
     events = [
-        task_ev("sent", "t1", 100.0, name="tasks.add", args="(2, 2)", kwargs="{}", retries=0,
-                queue="celery", routing_key="celery", exchange=""),
+        task_ev(
+            "sent",
+            "t1",
+            100.0,
+            name="tasks.add",
+            args="(2, 2)",
+            kwargs="{}",
+            retries=0,
+            queue="celery",
+            routing_key="celery",
+            exchange="",
+        ),
         task_ev("received", "t1", 101.0, name="tasks.add", args="(2, 2)", kwargs="{}", retries=0),
         task_ev("started", "t1", 102.0),
         task_ev("succeeded", "t1", 103.5, result="4", runtime=1.5),
     ]
-    expected = [("PENDING", zero_counts(PENDING=1)), ("RECEIVED", zero_counts(RECEIVED=1)),
-                ("STARTED", zero_counts(STARTED=1)), ("SUCCESS", zero_counts(SUCCESS=1))]
+    expected = [
+        ("PENDING", zero_counts(PENDING=1)),
+        ("RECEIVED", zero_counts(RECEIVED=1)),
+        ("STARTED", zero_counts(STARTED=1)),
+        ("SUCCESS", zero_counts(SUCCESS=1)),
+    ]
     for ev, (want_state, want_counts) in zip(events, expected):
         replay(state, [ev])
         rec = state.tasks["t1"]
@@ -83,8 +112,7 @@ def test_full_lifecycle_states_times_history_and_counts() -> None:
     assert rec.result == "4" and rec.runtime == 1.5
     assert rec.name == "tasks.add" and rec.args == "(2, 2)" and rec.queue == "celery"
     assert rec.client == CLIENT and rec.hostname == WORKER
-    assert history(state, "t1") == [("sent", 100.0), ("received", 101.0), ("started", 102.0),
-                                    ("succeeded", 103.5)]
+    assert history(state, "t1") == [("sent", 100.0), ("received", 101.0), ("started", 102.0), ("succeeded", 103.5)]
     assert state.task_names == {"tasks.add": 1}
     assert state.event_count == 4 and state.task_event_count == 4
     assert list(state.throughput) == [[103.0, 1, 0]]
@@ -93,12 +121,20 @@ def test_full_lifecycle_states_times_history_and_counts() -> None:
 
 
 def test_failure_keeps_exception_traceback_and_counts_it() -> None:
-    state = replay(State(), [
-        task_ev("received", "f1", 10.0, name="tasks.boom"),
-        task_ev("started", "f1", 11.0),
-        task_ev("failed", "f1", 12.25, exception="KeyError('x')",
-                traceback="Traceback (most recent call last):\n  ...\nKeyError: 'x'\n"),
-    ])
+    state = replay(
+        State(),
+        [
+            task_ev("received", "f1", 10.0, name="tasks.boom"),
+            task_ev("started", "f1", 11.0),
+            task_ev(
+                "failed",
+                "f1",
+                12.25,
+                exception="KeyError('x')",
+                traceback="Traceback (most recent call last):\n  ...\nKeyError: 'x'\n",
+            ),
+        ],
+    )
     rec = state.tasks["f1"]
     assert rec.state == "FAILURE"
     assert rec.failed == 12.25
@@ -117,6 +153,7 @@ def test_failure_keeps_exception_traceback_and_counts_it() -> None:
 
 # -- out of order ---------------------------------------------------------------------------------
 
+
 def test_out_of_order_never_moves_backwards_but_late_events_add_fields() -> None:
     state = State()
     replay(state, [task_ev("succeeded", "o1", 103.0, result=42, runtime=0.5)])
@@ -127,9 +164,20 @@ def test_out_of_order_never_moves_backwards_but_late_events_add_fields() -> None
     assert rec.state == "SUCCESS"
     assert rec.started == 102.0
 
-    received = task_ev("received", "o1", 101.0, name="tasks.late", args="(1,)", kwargs="{'a': 1}",
-                       retries=0, eta="2030-01-01T00:00:00", expires=200.0, root_id="r", parent_id="p",
-                       exchange="should-not-stick")
+    received = task_ev(
+        "received",
+        "o1",
+        101.0,
+        name="tasks.late",
+        args="(1,)",
+        kwargs="{'a': 1}",
+        retries=0,
+        eta="2030-01-01T00:00:00",
+        expires=200.0,
+        root_id="r",
+        parent_id="p",
+        exchange="should-not-stick",
+    )
     replay(state, [received])
     assert rec.state == "SUCCESS"
     assert (rec.name, rec.args, rec.kwargs) == ("tasks.late", "(1,)", "{'a': 1}")
@@ -146,8 +194,14 @@ def test_out_of_order_never_moves_backwards_but_late_events_add_fields() -> None
 
 
 def test_failed_then_late_started_stays_failed() -> None:
-    state = replay(State(), [task_ev("failed", "o2", 5.0, exception="E"), task_ev("started", "o2", 4.0),
-                             task_ev("received", "o2", 3.0, name="n")])
+    state = replay(
+        State(),
+        [
+            task_ev("failed", "o2", 5.0, exception="E"),
+            task_ev("started", "o2", 4.0),
+            task_ev("received", "o2", 3.0, name="n"),
+        ],
+    )
     assert state.tasks["o2"].state == "FAILURE"
     assert state.tasks["o2"].exception == "E"
     assert state.counts == zero_counts(FAILURE=1)
@@ -170,6 +224,7 @@ def test_every_delivery_order_ends_in_success_and_state_only_advances(order: tup
 
 # -- retries --------------------------------------------------------------------------------------
 
+
 def test_retries_end_in_success_with_one_attempt_per_retry() -> None:
     state = State()
     script = [
@@ -178,8 +233,7 @@ def test_retries_end_in_success_with_one_attempt_per_retry() -> None:
         (task_ev("retried", "r1", 3.0, exception="ValueError('a')", traceback="tb a"), "RETRY"),
         (task_ev("received", "r1", 5.0, name="tasks.flaky", retries=1), "RECEIVED"),
         (task_ev("started", "r1", 6.0, hostname="celery@w2"), "STARTED"),
-        (task_ev("retried", "r1", 7.0, exception="ValueError('b')", traceback="tb b",
-                 hostname="celery@w2"), "RETRY"),
+        (task_ev("retried", "r1", 7.0, exception="ValueError('b')", traceback="tb b", hostname="celery@w2"), "RETRY"),
         (task_ev("received", "r1", 9.0, name="tasks.flaky", retries=2), "RECEIVED"),
         (task_ev("started", "r1", 10.0), "STARTED"),
         (task_ev("succeeded", "r1", 11.0, result="ok", runtime=1.0), "SUCCESS"),
@@ -194,10 +248,8 @@ def test_retries_end_in_success_with_one_attempt_per_retry() -> None:
     assert rec.retried == 7.0  # the latest retry
     assert rec.result == "ok"
     assert task_detail(rec, [])["attempts"] == [
-        {"retries": 0, "timestamp": 3.0, "exception": "ValueError('a')", "traceback": "tb a",
-         "hostname": WORKER},
-        {"retries": 1, "timestamp": 7.0, "exception": "ValueError('b')", "traceback": "tb b",
-         "hostname": "celery@w2"},
+        {"retries": 0, "timestamp": 3.0, "exception": "ValueError('a')", "traceback": "tb a", "hostname": WORKER},
+        {"retries": 1, "timestamp": 7.0, "exception": "ValueError('b')", "traceback": "tb b", "hostname": "celery@w2"},
     ]
     assert [s for s, _ in history(state, "r1")].count("retried") == 2
     assert list(state.failures) == []  # retries are not failures
@@ -206,17 +258,19 @@ def test_retries_end_in_success_with_one_attempt_per_retry() -> None:
 def test_retry_resent_naming_itself_as_parent_keeps_real_parent() -> None:
     # Task.retry() re-publishes the task from inside itself, so the new task-sent/received carry
     # parent_id == its own uuid; the dashboard must not show it as its own parent or child.
-    state = replay(State(), [
-        task_ev("sent", "kid", 1.0, name="tasks.k", parent_id="root", root_id="root"),
-        task_ev("received", "kid", 2.0, name="tasks.k", parent_id="root", root_id="root", retries=0),
-        task_ev("started", "kid", 3.0),
-        task_ev("retried", "kid", 4.0, exception="E", traceback="tb"),
-        task_ev("sent", "kid", 4.1, hostname=WORKER, name="tasks.k", parent_id="kid", root_id="root",
-                retries=1),
-        task_ev("received", "kid", 5.0, name="tasks.k", parent_id="kid", root_id="root", retries=1),
-        task_ev("started", "kid", 6.0),
-        task_ev("succeeded", "kid", 7.0, result=None),
-    ])
+    state = replay(
+        State(),
+        [
+            task_ev("sent", "kid", 1.0, name="tasks.k", parent_id="root", root_id="root"),
+            task_ev("received", "kid", 2.0, name="tasks.k", parent_id="root", root_id="root", retries=0),
+            task_ev("started", "kid", 3.0),
+            task_ev("retried", "kid", 4.0, exception="E", traceback="tb"),
+            task_ev("sent", "kid", 4.1, hostname=WORKER, name="tasks.k", parent_id="kid", root_id="root", retries=1),
+            task_ev("received", "kid", 5.0, name="tasks.k", parent_id="kid", root_id="root", retries=1),
+            task_ev("started", "kid", 6.0),
+            task_ev("succeeded", "kid", 7.0, result=None),
+        ],
+    )
     rec = state.tasks["kid"]
     assert rec.state == "SUCCESS"
     assert rec.parent_id == "root" and rec.root_id == "root"
@@ -232,16 +286,20 @@ def test_retry_resent_naming_itself_as_parent_keeps_real_parent() -> None:
 
 # -- parents and children -------------------------------------------------------------------------
 
+
 def test_parent_children_and_root_links() -> None:
     state = State()
     # The grandchild is seen before its parent: the link is kept for the not-yet-seen parent.
     replay(state, [task_ev("received", "gc", 3.0, name="g", parent_id="c1", root_id="root")])
     assert state.children_of("c1") == ["gc"]
-    replay(state, [
-        task_ev("received", "root", 1.0, name="r"),
-        task_ev("received", "c1", 2.0, name="c", parent_id="root", root_id="root"),
-        task_ev("received", "c2", 2.5, name="c", parent_id="root", root_id="root"),
-    ])
+    replay(
+        state,
+        [
+            task_ev("received", "root", 1.0, name="r"),
+            task_ev("received", "c1", 2.0, name="c", parent_id="root", root_id="root"),
+            task_ev("received", "c2", 2.5, name="c", parent_id="root", root_id="root"),
+        ],
+    )
     assert state.children_of("root") == ["c1", "c2"]
     assert state.children_of("c1") == ["gc"]
     assert state.children_of("c2") == []
@@ -258,20 +316,23 @@ def test_parent_children_and_root_links() -> None:
 
 # -- custom events --------------------------------------------------------------------------------
 
+
 def test_custom_progress_event_is_stored_and_shown() -> None:
-    state = replay(State(), [
-        task_ev("received", "pg", 1.0, name="tasks.long"),
-        task_ev("started", "pg", 2.0),
-        task_ev("progress", "pg", 3.0, current=3, total=10),
-    ])
+    state = replay(
+        State(),
+        [
+            task_ev("received", "pg", 1.0, name="tasks.long"),
+            task_ev("started", "pg", 2.0),
+            task_ev("progress", "pg", 3.0, current=3, total=10),
+        ],
+    )
     rec = state.tasks["pg"]
     assert rec.state == "PROGRESS"  # Celery derives a custom state from the subject
     assert rec.extra == {"current": 3, "total": 10}  # envelope keys (pid, clock, ...) are not kept
     assert task_summary(rec)["progress"] == {"current": 3, "total": 10}
     assert state.counts["PROGRESS"] == 1 and state.counts["STARTED"] == 0
 
-    replay(state, [task_ev("progress", "pg", 4.0, current=7, total=10),
-                   task_ev("succeeded", "pg", 5.0, result=7)])
+    replay(state, [task_ev("progress", "pg", 4.0, current=7, total=10), task_ev("succeeded", "pg", 5.0, result=7)])
     assert rec.state == "SUCCESS"
     assert task_summary(rec)["progress"] == {"current": 7, "total": 10}
     assert state.counts.get("PROGRESS", 0) == 0 and state.counts["SUCCESS"] == 1
@@ -289,8 +350,11 @@ def test_custom_event_fields_are_bounded() -> None:
 
 
 def test_history_is_bounded_keeping_the_first_event() -> None:
-    state = replay(State(), [task_ev("received", "h1", 0.0, name="n")]
-                   + [task_ev("progress", "h1", float(i), current=i) for i in range(1, 101)])
+    state = replay(
+        State(),
+        [task_ev("received", "h1", 0.0, name="n")]
+        + [task_ev("progress", "h1", float(i), current=i) for i in range(1, 101)],
+    )
     hist = history(state, "h1")
     assert len(hist) == MAX_HISTORY
     assert hist[0] == ("received", 0.0)
@@ -300,13 +364,17 @@ def test_history_is_bounded_keeping_the_first_event() -> None:
 
 # -- bounds ---------------------------------------------------------------------------------------
 
+
 def test_eviction_keeps_newest_n_and_fixes_counters() -> None:
     state = State(max_tasks=3)
-    replay(state, [
-        task_ev("received", "parent", 1.0, name="tasks.parent"),
-        task_ev("received", "a", 2.0, name="tasks.child", parent_id="parent"),
-        task_ev("succeeded", "b", 3.0, name="tasks.child", parent_id="parent"),
-    ])
+    replay(
+        state,
+        [
+            task_ev("received", "parent", 1.0, name="tasks.parent"),
+            task_ev("received", "a", 2.0, name="tasks.child", parent_id="parent"),
+            task_ev("succeeded", "b", 3.0, name="tasks.child", parent_id="parent"),
+        ],
+    )
     assert state.children_of("parent") == ["a", "b"]
     state.drain_changes(0.0)
     # New events for the oldest task do not rescue it: eviction is by first sight.
@@ -344,11 +412,14 @@ def test_eviction_of_n_plus_k_tasks(extra: int) -> None:
 
 
 def test_max_workers_evicts_the_longest_silent() -> None:
-    state = replay(State(max_workers=2), [
-        worker_ev("heartbeat", "w1", 100.0),
-        worker_ev("heartbeat", "w2", 105.0),
-        worker_ev("heartbeat", "w1", 106.0),
-    ])
+    state = replay(
+        State(max_workers=2),
+        [
+            worker_ev("heartbeat", "w1", 100.0),
+            worker_ev("heartbeat", "w2", 105.0),
+            worker_ev("heartbeat", "w1", 106.0),
+        ],
+    )
     state.drain_changes(106.0)
     replay(state, [worker_ev("heartbeat", "w3", 110.0)])
     assert sorted(state.workers) == ["w1", "w3"]
@@ -361,19 +432,32 @@ def test_max_workers_evicts_the_longest_silent() -> None:
 
 # -- workers --------------------------------------------------------------------------------------
 
+
 def test_worker_heartbeats_online_offline_and_arrivals() -> None:
     state = State()
     window = 4.0  # freq 2 s, offline after 200 % of it without a heartbeat, as in Celery
 
-    replay(state, [worker_ev("heartbeat", "w1", 100.0, processed=5, active=1, loadavg=[0.5, 0.25, 0.1],
-                             sw_ident="py-celery", sw_ver="5.4.0")])
+    replay(
+        state,
+        [
+            worker_ev(
+                "heartbeat",
+                "w1",
+                100.0,
+                processed=5,
+                active=1,
+                loadavg=[0.5, 0.25, 0.1],
+                sw_ident="py-celery",
+                sw_ver="5.4.0",
+            )
+        ],
+    )
     w = state.workers["w1"]
     assert state.worker_arrivals == 1  # first report
     assert w.alive(100.0) and w.alive(100.0 + window - 0.01)
     assert not w.alive(100.0 + window)
     assert state.workers_online(101.0) == 1 and state.workers_online(100.0 + window) == 0
-    assert (w.processed, w.active, w.loadavg, w.sw_ident, w.sw_ver) == (
-        5, 1, [0.5, 0.25, 0.1], "py-celery", "5.4.0")
+    assert (w.processed, w.active, w.loadavg, w.sw_ident, w.sw_ver) == (5, 1, [0.5, 0.25, 0.1], "py-celery", "5.4.0")
     assert w.freq == 2.0
 
     replay(state, [worker_ev("heartbeat", "w1", 102.0, processed=9, active=0)])
@@ -413,8 +497,9 @@ def test_worker_offline_of_unknown_worker_is_ignored() -> None:
 
 @pytest.mark.parametrize("bad", [0, -1.0, "2", None, True])
 def test_worker_bad_freq_is_ignored(bad: Any) -> None:
-    state = replay(State(), [worker_ev("heartbeat", "w1", 100.0, freq=5.0),
-                             worker_ev("heartbeat", "w1", 101.0, freq=bad)])
+    state = replay(
+        State(), [worker_ev("heartbeat", "w1", 100.0, freq=5.0), worker_ev("heartbeat", "w1", 101.0, freq=bad)]
+    )
     w = state.workers["w1"]
     assert w.freq == 5.0
     assert w.alive(101.0 + 10.0 - 0.01) and not w.alive(101.0 + 10.0)  # freq 5 s still applies
@@ -423,19 +508,21 @@ def test_worker_bad_freq_is_ignored(bad: Any) -> None:
 
 
 def test_task_events_keep_their_worker_alive() -> None:
-    state = replay(State(), [worker_ev("heartbeat", "w1", 100.0),
-                             task_ev("started", "t", 103.0, hostname="w1")])
+    state = replay(State(), [worker_ev("heartbeat", "w1", 100.0), task_ev("started", "t", 103.0, hostname="w1")])
     assert state.workers["w1"].last_heartbeat == 103.0
     assert state.workers["w1"].alive(106.0)
 
 
 def test_late_task_event_does_not_bring_an_offline_worker_back() -> None:
     """A task event sent before worker-offline but delivered after it leaves the worker offline."""
-    state = replay(State(), [
-        worker_ev("heartbeat", "w1", 100.0),
-        worker_ev("offline", "w1", 101.0),
-        task_ev("succeeded", "t", 100.5, hostname="w1", local_received=106.0),  # sent before goodbye
-    ])
+    state = replay(
+        State(),
+        [
+            worker_ev("heartbeat", "w1", 100.0),
+            worker_ev("offline", "w1", 101.0),
+            task_ev("succeeded", "t", 100.5, hostname="w1", local_received=106.0),  # sent before goodbye
+        ],
+    )
     assert not state.workers["w1"].alive(106.0)  # Celery's State agrees: offline
 
 
@@ -496,12 +583,16 @@ def test_events_batch_skips_bad_and_applies_good() -> None:
 
 # -- change tracking ------------------------------------------------------------------------------
 
+
 def test_drain_changes_hands_over_once_and_sees_expiry() -> None:
-    state = replay(State(), [
-        worker_ev("heartbeat", "w1", 100.0),
-        task_ev("received", "u1", 100.0, hostname="w1"),
-        task_ev("sent", "u2", 100.5),
-    ])
+    state = replay(
+        State(),
+        [
+            worker_ev("heartbeat", "w1", 100.0),
+            task_ev("received", "u1", 100.0, hostname="w1"),
+            task_ev("sent", "u2", 100.5),
+        ],
+    )
     tasks, workers = state.drain_changes(100.5)
     assert tasks == {"u1", "u2"}
     assert workers == {"w1"}
@@ -520,16 +611,36 @@ def test_drain_changes_hands_over_once_and_sees_expiry() -> None:
 
 # -- readers --------------------------------------------------------------------------------------
 
+
 def test_task_summary_and_detail_shapes() -> None:
-    state = replay(State(), [
-        task_ev("received", "d1", 1.0, name="tasks.big", args="x" * 500, kwargs="{}", parent_id="p"),
-        task_ev("failed", "d1", 2.0, exception="E" * 400, traceback="tb"),
-    ])
+    state = replay(
+        State(),
+        [
+            task_ev("received", "d1", 1.0, name="tasks.big", args="x" * 500, kwargs="{}", parent_id="p"),
+            task_ev("failed", "d1", 2.0, exception="E" * 400, traceback="tb"),
+        ],
+    )
     rec = state.tasks["d1"]
     summary = task_summary(rec)
-    assert set(summary) == {"uuid", "seq", "name", "state", "hostname", "queue", "args", "kwargs", "result",
-                            "exception",
-                            "retries", "sent", "received", "started", "timestamp", "runtime", "progress"}
+    assert set(summary) == {
+        "uuid",
+        "seq",
+        "name",
+        "state",
+        "hostname",
+        "queue",
+        "args",
+        "kwargs",
+        "result",
+        "exception",
+        "retries",
+        "sent",
+        "received",
+        "started",
+        "timestamp",
+        "runtime",
+        "progress",
+    }
     assert summary["args"] == "x" * 200 + "…"
     assert summary["exception"] == "E" * 300 + "…"
     assert summary["kwargs"] == "{}" and summary["progress"] is None
@@ -540,21 +651,25 @@ def test_task_summary_and_detail_shapes() -> None:
     assert detail["exception"] == "E" * 400 and detail["traceback"] == "tb"
     assert detail["worker"] == WORKER and detail["hostname"] == WORKER
     assert detail["children"] == ["c9"] and detail["attempts"] == [] and detail["extra"] is None
-    assert detail["history"] == [{"event": "received", "timestamp": 1.0},
-                                 {"event": "failed", "timestamp": 2.0}]
+    assert detail["history"] == [{"event": "received", "timestamp": 1.0}, {"event": "failed", "timestamp": 2.0}]
     assert detail["parent_id"] == "p" and detail["failed"] == 2.0
     assert "seq" not in detail
 
 
 # -- dead workers, broker outages, revoked after progress -----------------------------------------------
 
+
 def _running(state: State) -> State:
     """A worker (heartbeat every 2 s) running task r and holding reserved task q."""
-    return replay(state, [
-        worker_ev("online", WORKER, 100.0),
-        task_ev("received", "r", 100.1, name="tasks.slow"), task_ev("started", "r", 100.2),
-        task_ev("received", "q", 100.3, name="tasks.slow"),
-    ])
+    return replay(
+        state,
+        [
+            worker_ev("online", WORKER, 100.0),
+            task_ev("received", "r", 100.1, name="tasks.slow"),
+            task_ev("started", "r", 100.2),
+            task_ev("received", "q", 100.3, name="tasks.slow"),
+        ],
+    )
 
 
 def test_worker_silent_past_two_heartbeats_loses_its_running_tasks() -> None:
@@ -577,7 +692,12 @@ def test_worker_offline_event_loses_running_tasks_at_once() -> None:
 def test_lost_task_redelivered_runs_again_and_finishes() -> None:
     state = _running(State())
     replay(state, [worker_ev("offline", WORKER, 101.0)])
-    replay(state, [task_ev("received", "r", 110.0, "celery@w2"), ])
+    replay(
+        state,
+        [
+            task_ev("received", "r", 110.0, "celery@w2"),
+        ],
+    )
     assert state.tasks["r"].state == "LOST", "a redelivery's received merges like a late one"
     replay(
         state, [task_ev("started", "r", 110.1, "celery@w2"), task_ev("succeeded", "r", 110.5, "celery@w2", result="1")]
@@ -604,12 +724,16 @@ def test_worker_dead_before_the_outage_stays_dead() -> None:
 
 
 def test_revoked_ends_progress_and_a_late_progress_does_not_undo_it() -> None:
-    state = replay(State(), [
-        task_ev("received", "p", 1.0, name="tasks.progress"), task_ev("started", "p", 1.1),
-        task_ev("progress", "p", 1.2, current=1, total=5),
-        task_ev("revoked", "p", 1.5, terminated=True, signum=15),
-        task_ev("progress", "p", 1.3, current=2, total=5),  # sent before the kill, delivered after
-    ])
+    state = replay(
+        State(),
+        [
+            task_ev("received", "p", 1.0, name="tasks.progress"),
+            task_ev("started", "p", 1.1),
+            task_ev("progress", "p", 1.2, current=1, total=5),
+            task_ev("revoked", "p", 1.5, terminated=True, signum=15),
+            task_ev("progress", "p", 1.3, current=2, total=5),  # sent before the kill, delivered after
+        ],
+    )
     assert state.tasks["p"].state == "REVOKED"
     assert state.counts == zero_counts(REVOKED=1)
 
@@ -620,9 +744,20 @@ def test_a_late_received_is_masked_and_clipped_like_any_event() -> None:
     from dashboard.core.records import MAX_FIELD_CHARS
 
     state = State(mask=make_masker("password"))
-    replay(state, [task_ev("started", "m", 1.1),
-                   task_ev("received", "m", 1.0, name="t", args="('" + "a" * (MAX_FIELD_CHARS + 10) + "',)",
-                           kwargs="{'password': 'hunter2'}")])
+    replay(
+        state,
+        [
+            task_ev("started", "m", 1.1),
+            task_ev(
+                "received",
+                "m",
+                1.0,
+                name="t",
+                args="('" + "a" * (MAX_FIELD_CHARS + 10) + "',)",
+                kwargs="{'password': 'hunter2'}",
+            ),
+        ],
+    )
     rec = state.tasks["m"]
     assert rec.state == "STARTED" and "hunter2" not in rec.kwargs
     assert len(rec.args) < MAX_FIELD_CHARS + 100
@@ -651,8 +786,13 @@ def test_ids_that_are_not_strings_name_no_task(bad: Any) -> None:
     """Found by the fuzzer: a list as parent_id broke the workflow tree of every page showing the task."""
     from dashboard.core.query import workflow_tree
 
-    state = replay(State(), [task_ev("sent", "u0", 0.0, root_id="0", parent_id=bad),
-                             task_ev("received", "u1", 0.1, root_id=bad, parent_id="u0")])
+    state = replay(
+        State(),
+        [
+            task_ev("sent", "u0", 0.0, root_id="0", parent_id=bad),
+            task_ev("received", "u1", 0.1, root_id=bad, parent_id="u0"),
+        ],
+    )
     assert state.tasks["u0"].parent_id is None and state.tasks["u1"].root_id is None
     workflow_tree(state, "u0")
     workflow_tree(state, "u1")

@@ -4,6 +4,7 @@
 Each event is deep-copied for every consumer (Celery's Task.event mutates the dict it is given, and
 over the wire every consumer decodes its own copy) and stamped with `local_received` as Celery's
 EventReceiver does: the local clock at delivery, which only ever moves forward."""
+
 from __future__ import annotations
 
 import copy
@@ -30,11 +31,31 @@ def is_custom(state: str) -> bool:
     """A custom state (e.g. PROGRESS): not one of Celery's, nor our LOST."""
     return state not in PRECEDENCE
 
+
 # Compared as-is between the two implementations (parent_id and the worker are handled apart).
 COMPARED = (
-    "state", "name", "args", "kwargs", "result", "exception", "traceback", "retries", "root_id",
-    "eta", "expires", "runtime", "client", "timestamp",
-    "sent", "received", "started", "succeeded", "failed", "retried", "revoked", "rejected",
+    "state",
+    "name",
+    "args",
+    "kwargs",
+    "result",
+    "exception",
+    "traceback",
+    "retries",
+    "root_id",
+    "eta",
+    "expires",
+    "runtime",
+    "client",
+    "timestamp",
+    "sent",
+    "received",
+    "started",
+    "succeeded",
+    "failed",
+    "retried",
+    "revoked",
+    "rejected",
 )
 CLIENT = "client@web"
 _clock = count(1)
@@ -98,8 +119,11 @@ class Pair:
         if event["type"].startswith("task-") and subject in READY_SUBJECTS:
             mine = self.ours.tasks.get(event["uuid"])
             theirs = self.celery.tasks.data.get(event["uuid"])
-            if mine is not None and (is_custom(mine.state) or (theirs is not None and is_custom(theirs.state))
-                                     or event["uuid"] in self.ready_after_custom):
+            if mine is not None and (
+                is_custom(mine.state)
+                or (theirs is not None and is_custom(theirs.state))
+                or event["uuid"] in self.ready_after_custom
+            ):
                 self.ready_after_custom.setdefault(event["uuid"], set()).add(READY_SUBJECTS[subject])
         elif event["type"].startswith("task-") and is_custom(subject.upper()):
             mine = self.ours.tasks.get(event["uuid"])
@@ -129,8 +153,11 @@ class Pair:
         mine = self.ours.tasks[uuid]
         theirs: CeleryTask = self.celery.tasks.data[uuid]
         ref: CeleryTask = self.reference.tasks.data[uuid]
-        lost_differs = (uuid in self.ever_lost and mine.state in ("LOST", "STARTED")
-                        and (theirs.state == "STARTED" or is_custom(theirs.state)))
+        lost_differs = (
+            uuid in self.ever_lost
+            and mine.state in ("LOST", "STARTED")
+            and (theirs.state == "STARTED" or is_custom(theirs.state))
+        )
         if uuid in self.ready_after_custom and mine.state != theirs.state and not lost_differs:
             assert mine.state in self.ready_after_custom[uuid], f"{where} {uuid}.state {mine.state}"
             return
@@ -151,13 +178,14 @@ class Pair:
     def compare_counters(self, where: str = "") -> None:
         """Incremental counters equal a recount of Celery's tasks."""
         tasks = list(self.celery.tasks.data.values())
-        theirs = Counter(self.ours.tasks[t.uuid].state if t.uuid in self.ready_after_custom else t.state
-                         for t in tasks)
+        theirs = Counter(self.ours.tasks[t.uuid].state if t.uuid in self.ready_after_custom else t.state for t in tasks)
         mine = Counter({s: n for s, n in self.ours.counts.items() if n})
+
         # LOST tasks are running ones in Celery's eyes (STARTED or a custom state): compare them as a sum.
         def split(counts: Counter) -> tuple[Counter, int]:
             run = {s for s in counts if s in ("STARTED", "LOST") or is_custom(s)}
             return Counter({s: n for s, n in counts.items() if s not in run}), sum(counts[s] for s in run)
+
         if self.ever_lost:
             (mine, mine_running), (theirs, theirs_running) = split(mine), split(theirs)
             assert mine_running == theirs_running, where
@@ -224,8 +252,19 @@ TASK = {"name": "tasks.add", "args": "(2, 2)", "kwargs": "{}", "eta": None, "exp
 def lifecycle(uuid: str = "t1") -> list[dict[str, Any]]:
     """sent -> received -> started -> succeeded."""
     return [
-        tev("sent", uuid, 100.0, CLIENT, retries=0, queue="celery", exchange="", routing_key="celery",
-            root_id=uuid, parent_id=None, **TASK),
+        tev(
+            "sent",
+            uuid,
+            100.0,
+            CLIENT,
+            retries=0,
+            queue="celery",
+            exchange="",
+            routing_key="celery",
+            root_id=uuid,
+            parent_id=None,
+            **TASK,
+        ),
         tev("received", uuid, 100.1, W1, retries=0, root_id=uuid, parent_id=None, **TASK),
         tev("started", uuid, 100.2, W1),
         tev("succeeded", uuid, 100.7, W1, result="4", runtime=0.5),
@@ -262,13 +301,14 @@ SCRIPTS: dict[str, list[dict[str, Any]]] = {
     "lifecycle": lifecycle(),
     "failure": failure(),
     "retries": retries(),
-    "revoked before start": lifecycle("v1")[:2] + [
-        tev("revoked", "v1", 100.5, W1, terminated=False, signum=None, expired=False)],
-    "revoked while running": lifecycle("v2")[:3] + [
-        tev("revoked", "v2", 100.5, W1, terminated=True, signum=15, expired=False)],
+    "revoked before start": lifecycle("v1")[:2]
+    + [tev("revoked", "v1", 100.5, W1, terminated=False, signum=None, expired=False)],
+    "revoked while running": lifecycle("v2")[:3]
+    + [tev("revoked", "v2", 100.5, W1, terminated=True, signum=15, expired=False)],
     "expired": lifecycle("v3")[:2] + [tev("revoked", "v3", 100.5, W1, expired=True)],
     "rejected": lifecycle("j1")[:2] + [tev("rejected", "j1", 100.3, W1, requeue=False)],
-    "family": lifecycle("root") + [
+    "family": lifecycle("root")
+    + [
         tev("received", "kid", 100.3, W2, name="tasks.kid", parent_id="root", root_id="root"),
         tev("received", "grandkid", 100.4, W2, name="tasks.kid", parent_id="kid", root_id="root"),
         tev("succeeded", "kid", 100.6, W2, result=1),
@@ -308,16 +348,18 @@ def test_retried_task_is_not_its_own_parent_unlike_celery() -> None:
 # Five-event windows of a lifecycle, delivered in every possible order.
 PERMUTED: dict[str, list[dict[str, Any]]] = {
     "lifecycle": lifecycle("p1"),
-    "with progress": lifecycle("p2")[:3] + [tev("progress", "p2", 100.3, W1, current=1, total=2),
-                                            lifecycle("p2")[3]],
+    "with progress": lifecycle("p2")[:3] + [tev("progress", "p2", 100.3, W1, current=1, total=2), lifecycle("p2")[3]],
     "failure": failure("p3"),
     "retry": retries("p4")[1:6],
     "retry to success": retries("p5")[6:11],
-    "revoked": lifecycle("p6")[:3] + [tev("revoked", "p6", 100.5, W1, terminated=True, signum=15),
-                                      tev("progress", "p6", 100.4, W1, current=1)],
-    "rejected": lifecycle("p7")[:2] + [tev("rejected", "p7", 100.3, W1, requeue=True),
-                                       tev("received", "p7", 100.4, W2, retries=0, **TASK),
-                                       tev("started", "p7", 100.5, W2)],
+    "revoked": lifecycle("p6")[:3]
+    + [tev("revoked", "p6", 100.5, W1, terminated=True, signum=15), tev("progress", "p6", 100.4, W1, current=1)],
+    "rejected": lifecycle("p7")[:2]
+    + [
+        tev("rejected", "p7", 100.3, W1, requeue=True),
+        tev("received", "p7", 100.4, W2, retries=0, **TASK),
+        tev("started", "p7", 100.5, W2),
+    ],
 }
 
 
@@ -337,8 +379,9 @@ TASK_NAMES = ("tasks.add", "tasks.mul", "proj.report", "proj.fetch_url")
 HOSTS = ("celery@a", "celery@b", "celery@c")
 
 
-def random_task(rng: random.Random, uuid: str, t: float, parent: str | None, root: str,
-                hosts: tuple[str, ...]) -> list[dict[str, Any]]:
+def random_task(
+    rng: random.Random, uuid: str, t: float, parent: str | None, root: str, hosts: tuple[str, ...]
+) -> list[dict[str, Any]]:
     """One task's events from publish to end (retries, progress, failure...), timestamps increasing."""
     events: list[dict[str, Any]] = []
 
@@ -347,9 +390,15 @@ def random_task(rng: random.Random, uuid: str, t: float, parent: str | None, roo
         t += rng.uniform(0.001, 0.3)
         events.append(tev(subject, uuid, round(t, 6), hostname, **fields))
 
-    task = {"name": rng.choice(TASK_NAMES), "args": repr((rng.randint(0, 99),)), "kwargs": "{}",
-            "root_id": root, "parent_id": parent, "eta": None,
-            "expires": rng.choice([None, None, round(t + 60, 3)])}
+    task = {
+        "name": rng.choice(TASK_NAMES),
+        "args": repr((rng.randint(0, 99),)),
+        "kwargs": "{}",
+        "root_id": root,
+        "parent_id": parent,
+        "eta": None,
+        "expires": rng.choice([None, None, round(t + 60, 3)]),
+    }
     n_retries = rng.choice((0, 0, 0, 1, 1, 2, 3))
     if rng.random() < 0.7:
         add("sent", CLIENT, retries=0, queue="celery", exchange="", routing_key="celery", **task)
@@ -398,8 +447,17 @@ def random_worker(rng: random.Random, hostname: str, start: float, end: float) -
         elif rng.random() < 0.05:
             t += 3.0 * freq  # silent: expires without saying goodbye
         processed += rng.randint(0, 3)
-        events.append(wev("heartbeat", hostname, t, freq=freq, processed=processed, active=rng.randint(0, 4),
-                          loadavg=[0.1, 0.2, 0.3]))
+        events.append(
+            wev(
+                "heartbeat",
+                hostname,
+                t,
+                freq=freq,
+                processed=processed,
+                active=rng.randint(0, 4),
+                loadavg=[0.1, 0.2, 0.3],
+            )
+        )
     if rng.random() < 0.3:
         events.append(wev("offline", hostname, t + 0.1, freq=freq))
     return events
@@ -408,7 +466,7 @@ def random_worker(rng: random.Random, hostname: str, start: float, end: float) -
 def random_run(seed: int) -> list[dict[str, Any]]:
     """Interleaved tasks and workers of one seed, shuffled locally and with some duplicates."""
     rng = random.Random(seed)
-    hosts = HOSTS[:rng.randint(1, len(HOSTS))]
+    hosts = HOSTS[: rng.randint(1, len(HOSTS))]
     events: list[dict[str, Any]] = []
     roots: dict[str, str] = {}
     for i in range(rng.randint(1, 12)):

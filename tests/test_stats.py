@@ -1,4 +1,5 @@
 """Tests for `dashboard.stats.TaskStats`: counts, percentiles against exact ones, windows, bounds, garbage."""
+
 from __future__ import annotations
 
 import math
@@ -252,8 +253,23 @@ class Hostile:
 
 
 GARBAGE: list[Any] = [
-    None, "1.5", "", b"2", True, False, -1, -0.5, math.nan, math.inf, -math.inf, 10**400, [1], {"a": 1},
-    object(), Hostile(), complex(1, 1),
+    None,
+    "1.5",
+    "",
+    b"2",
+    True,
+    False,
+    -1,
+    -0.5,
+    math.nan,
+    math.inf,
+    -math.inf,
+    10**400,
+    [1],
+    {"a": 1},
+    object(),
+    Hostile(),
+    complex(1, 1),
 ]
 
 
@@ -343,10 +359,17 @@ def test_unknown_window_name_is_a_value_error(window: Any) -> None:
         stats.row("app.w", window=window)
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"max_names": 0}, {"max_names": "10"}, {"window_seconds": 0}, {"slot_seconds": -1},
-    {"window_seconds": 60.0, "slot_seconds": 120.0}, {"slot_seconds": math.nan},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"max_names": 0},
+        {"max_names": "10"},
+        {"window_seconds": 0},
+        {"slot_seconds": -1},
+        {"window_seconds": 60.0, "slot_seconds": 120.0},
+        {"slot_seconds": math.nan},
+    ],
+)
 def test_invalid_configuration_is_rejected(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         TaskStats(**kwargs)

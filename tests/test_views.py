@@ -1,16 +1,16 @@
 """The HTML pages and the launch form (CSRF, errors, results) on a real app whose broker is db 1."""
+
 from __future__ import annotations
 
 import html
 import json
 import re
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis
-from conftest import RedisServer
+from conftest import RedisServer, csrf_token
 
 from dashboard.cluster.launch import CATALOGUE
 
@@ -38,13 +38,16 @@ def textarea(page: str, name: str) -> str:
     return html.unescape(match.group(1))
 
 
-@pytest.mark.parametrize("path, view, element", [
-    ("/", "overview", 'id="counts"'),
-    ("/tasks", "tasks", 'id="task-table"'),
-    ("/tasks/6b1e7c52-0000-4000-8000-000000000001", "task", 'id="task-fields"'),
-    ("/workers", "workers", 'id="worker-table"'),
-    ("/launch", "launch", 'id="launch-form"'),
-])
+@pytest.mark.parametrize(
+    "path, view, element",
+    [
+        ("/", "overview", 'id="counts"'),
+        ("/tasks", "tasks", 'id="task-table"'),
+        ("/tasks/6b1e7c52-0000-4000-8000-000000000001", "task", 'id="task-fields"'),
+        ("/workers", "workers", 'id="worker-table"'),
+        ("/launch", "launch", 'id="launch-form"'),
+    ],
+)
 def test_each_page_renders(app: Any, path: str, view: str, element: str) -> None:
     """Every page is HTML with its main element, its data-view and its own script module."""
     resp = app.test_client().get(path)
@@ -73,8 +76,9 @@ def test_task_page_carries_its_uuid(app: Any) -> None:
 def test_tasks_page_keeps_its_filters(app: Any) -> None:
     """/tasks?state=&name=&worker=&q= pre-fills the filters and says what the list is filtered by."""
     page = app.test_client().get("/tasks?state=FAILURE&name=demo.add&worker=w9@box&q=invoice").get_data(as_text=True)
-    assert ('data-state-filter="FAILURE" data-name-filter="demo.add" data-worker-filter="w9@box" '
-            'data-text-filter="invoice"') in page
+    assert (
+        'data-state-filter="FAILURE" data-name-filter="demo.add" data-worker-filter="w9@box" data-text-filter="invoice"'
+    ) in page
     assert '<option value="FAILURE" selected>FAILURE</option>' in page
     assert 'value="demo.add"' in page and 'value="w9@box"' in page and 'value="invoice"' in page
     assert "worker <strong>w9@box</strong>" in page and "text containing <strong>“invoice”</strong>" in page
@@ -115,8 +119,7 @@ def test_post_with_a_forged_token_is_refused(app: Any, queue: redis.Redis) -> No
 def test_token_from_another_session_is_refused(app: Any, queue: redis.Redis) -> None:
     """A token copied into a browser without the matching session cookie is refused."""
     token = csrf_token(app.test_client())
-    resp = app.test_client().post("/launch", data={"csrf_token": token, "task": "dashboard.demo.add",
-                                                   "args": "[2, 3]"})
+    resp = app.test_client().post("/launch", data={"csrf_token": token, "task": "dashboard.demo.add", "args": "[2, 3]"})
     assert resp.status_code == 400
     assert "CSRF" in field_error(resp.get_data(as_text=True), "form")
     assert queue.llen("celery") == 0
@@ -126,9 +129,17 @@ def test_bad_json_rerenders_the_form_with_the_field_error(app: Any, queue: redis
     """args that are not JSON: 400, the form comes back with the error under args and the input kept."""
     client = app.test_client()
     token = csrf_token(client)
-    resp = client.post("/launch", data={"csrf_token": token, "task": "dashboard.demo.send_email",
-                                        "args": '["ada@example.com", <b>', "kwargs": "{}", "count": "2",
-                                        "countdown": "0"})
+    resp = client.post(
+        "/launch",
+        data={
+            "csrf_token": token,
+            "task": "dashboard.demo.send_email",
+            "args": '["ada@example.com", <b>',
+            "kwargs": "{}",
+            "count": "2",
+            "countdown": "0",
+        },
+    )
     assert resp.status_code == 400
     page = resp.get_data(as_text=True)
     assert field_error(page, "args").startswith("not valid JSON")
@@ -146,8 +157,17 @@ def test_every_bad_field_is_shown(app: Any, queue: redis.Redis) -> None:
     """Several mistakes are shown at once, each under its own field."""
     client = app.test_client()
     token = csrf_token(client)
-    resp = client.post("/launch", data={"csrf_token": token, "task": "dashboard.demo.add", "args": "[1, 2, 3]",
-                                        "kwargs": "{}", "count": "0", "countdown": "soon"})
+    resp = client.post(
+        "/launch",
+        data={
+            "csrf_token": token,
+            "task": "dashboard.demo.add",
+            "args": "[1, 2, 3]",
+            "kwargs": "{}",
+            "count": "0",
+            "countdown": "soon",
+        },
+    )
     assert resp.status_code == 400
     page = resp.get_data(as_text=True)
     assert field_error(page, "args") == "add(x, y) takes at most 2 positional argument(s), got 3"
@@ -161,8 +181,17 @@ def test_valid_form_queues_tasks_and_links_to_each(app: Any, queue: redis.Redis)
     """A valid post queues count tasks and the page links to /tasks/<id> for each of them."""
     client = app.test_client()
     token = csrf_token(client)
-    resp = client.post("/launch", data={"csrf_token": token, "task": "dashboard.demo.add", "args": "[2, 3]",
-                                        "kwargs": "", "count": "3", "countdown": ""})
+    resp = client.post(
+        "/launch",
+        data={
+            "csrf_token": token,
+            "task": "dashboard.demo.add",
+            "args": "[2, 3]",
+            "kwargs": "",
+            "count": "3",
+            "countdown": "",
+        },
+    )
     assert resp.status_code == 200
     page = resp.get_data(as_text=True)
     ids = queued_ids(queue)
@@ -177,8 +206,16 @@ def test_token_can_be_reused_for_several_launches(app: Any, queue: redis.Redis) 
     client = app.test_client()
     token = csrf_token(client)
     for _ in range(2):
-        resp = client.post("/launch", data={"csrf_token": token, "task": "dashboard.demo.flaky", "args": "[]",
-                                            "kwargs": '{"fail_times": 0}', "count": "1"})
+        resp = client.post(
+            "/launch",
+            data={
+                "csrf_token": token,
+                "task": "dashboard.demo.flaky",
+                "args": "[]",
+                "kwargs": '{"fail_times": 0}',
+                "count": "1",
+            },
+        )
         assert resp.status_code == 200
     assert queue.llen("celery") == 2
 
@@ -187,9 +224,11 @@ def test_json_launch_answers_task_ids(app: Any, queue: redis.Redis) -> None:
     """The page's script posts JSON with X-CSRFToken and gets {"task_ids"} back."""
     client = app.test_client()
     token = csrf_token(client)
-    resp = client.post("/launch", json={"task": "dashboard.demo.add", "args": "[2, 3]", "kwargs": "{}",
-                                        "count": "2", "countdown": "0"},
-                       headers={"Accept": "application/json", "X-CSRFToken": token})
+    resp = client.post(
+        "/launch",
+        json={"task": "dashboard.demo.add", "args": "[2, 3]", "kwargs": "{}", "count": "2", "countdown": "0"},
+        headers={"Accept": "application/json", "X-CSRFToken": token},
+    )
     assert resp.status_code == 200
     assert resp.get_json() == {"task_ids": queued_ids(queue), "audit_id": 1}
     assert len(resp.get_json()["task_ids"]) == 2
@@ -199,8 +238,11 @@ def test_json_launch_answers_field_errors(app: Any, queue: redis.Redis) -> None:
     """Bad input posted as JSON gets {"error", "fields": {field: message}} and a 400; nothing is queued."""
     client = app.test_client()
     token = csrf_token(client)
-    resp = client.post("/launch", json={"task": "dashboard.demo.add", "args": "[2", "kwargs": '{"z": 1}'},
-                       headers={"Accept": "application/json", "X-CSRFToken": token})
+    resp = client.post(
+        "/launch",
+        json={"task": "dashboard.demo.add", "args": "[2", "kwargs": '{"z": 1}'},
+        headers={"Accept": "application/json", "X-CSRFToken": token},
+    )
     assert resp.status_code == 400
     body = resp.get_json()
     assert set(body["fields"]) == {"args"}
@@ -213,8 +255,9 @@ def test_json_launch_body_must_be_an_object(app: Any, queue: redis.Redis) -> Non
     """A JSON list posted to the form endpoint is a 400 on the whole form."""
     client = app.test_client()
     token = csrf_token(client)
-    resp = client.post("/launch", json=["dashboard.demo.add"],
-                       headers={"Accept": "application/json", "X-CSRFToken": token})
+    resp = client.post(
+        "/launch", json=["dashboard.demo.add"], headers={"Accept": "application/json", "X-CSRFToken": token}
+    )
     assert resp.status_code == 400
     assert resp.get_json()["fields"] == {"form": "the body must be a JSON object"}
     assert queue.llen("celery") == 0
@@ -224,8 +267,9 @@ def test_json_launch_without_token_is_refused_as_json(app: Any, queue: redis.Red
     """The script gets the CSRF refusal as JSON it can show next to the form."""
     client = app.test_client()
     csrf_token(client)
-    resp = client.post("/launch", json={"task": "dashboard.demo.add", "args": [2, 3]},
-                       headers={"Accept": "application/json"})
+    resp = client.post(
+        "/launch", json={"task": "dashboard.demo.add", "args": [2, 3]}, headers={"Accept": "application/json"}
+    )
     assert resp.status_code == 400
     body = resp.get_json()
     assert body["fields"]["form"] == "The CSRF token is missing. Reload the page and try again."
@@ -236,9 +280,11 @@ def test_form_post_answers_json_when_asked(app: Any, queue: redis.Redis) -> None
     """A form-encoded post with Accept: application/json gets JSON (for scripts and curl)."""
     client = app.test_client()
     token = csrf_token(client)
-    resp = client.post("/launch", data={"csrf_token": token, "task": "dashboard.demo.workflow", "args": "",
-                                        "kwargs": '{"n": 2}', "count": "1"},
-                       headers={"Accept": "application/json"})
+    resp = client.post(
+        "/launch",
+        data={"csrf_token": token, "task": "dashboard.demo.workflow", "args": "", "kwargs": '{"n": 2}', "count": "1"},
+        headers={"Accept": "application/json"},
+    )
     assert resp.status_code == 200
     assert resp.get_json() == {"task_ids": queued_ids(queue), "audit_id": 1}
 
@@ -248,9 +294,17 @@ def test_form_launch_is_audited_with_who_where_what_and_the_task_ids(app: Any, q
     address, the task, the count, the ids queued; the page links to the entry."""
     client = app.test_client()
     token = csrf_token(client)
-    resp = client.post("/launch", data={"csrf_token": token, "task": "dashboard.demo.send_email",
-                                        "args": '["ada@example.com", "hi"]', "kwargs": "", "count": "2"},
-                       environ_base={"REMOTE_ADDR": "198.51.100.4"})
+    resp = client.post(
+        "/launch",
+        data={
+            "csrf_token": token,
+            "task": "dashboard.demo.send_email",
+            "args": '["ada@example.com", "hi"]',
+            "kwargs": "",
+            "count": "2",
+        },
+        environ_base={"REMOTE_ADDR": "198.51.100.4"},
+    )
     assert resp.status_code == 200
     [entry] = client.get("/api/audit").get_json()["entries"]
     assert entry["action"] == "launch" and entry["target"] == "dashboard.demo.send_email" and entry["ok"] is True
@@ -272,8 +326,9 @@ def test_refused_form_launch_is_not_sent_says_why_and_is_not_audited(app: Any, q
     assert client.get("/api/audit").get_json() == {"entries": []}
 
 
-def test_form_launch_by_a_signed_in_user_lands_in_the_audit_file(redis_server: RedisServer, queue: redis.Redis,
-                                                                 tmp_path: Any) -> None:
+def test_form_launch_by_a_signed_in_user_lands_in_the_audit_file(
+    redis_server: RedisServer, queue: redis.Redis, tmp_path: Any
+) -> None:
     """Signed in with basic auth, the form's launch is audited under the user's name, and AUDIT_LOG gets
     the line."""
     import base64
@@ -281,15 +336,26 @@ def test_form_launch_by_a_signed_in_user_lands_in_the_audit_file(redis_server: R
     from dashboard import create_app
 
     path = tmp_path / "audit.jsonl"
-    app = create_app({"INGEST_ENABLED": False, "BROKER_URL": redis_server.url_db(1), "AUDIT_LOG": str(path),
-                      "AUTH_USERS": "ada:correct horse"})
+    app = create_app(
+        {
+            "INGEST_ENABLED": False,
+            "BROKER_URL": redis_server.url_db(1),
+            "AUDIT_LOG": str(path),
+            "AUTH_USERS": "ada:correct horse",
+        }
+    )
     try:
         client = app.test_client()
         ada = {"Authorization": "Basic " + base64.b64encode(b"ada:correct horse").decode()}
-        token = re.search(r'name="csrf_token" value="([^"]+)"',  # type: ignore[union-attr]
-                          client.get("/launch", headers=ada).get_data(as_text=True)).group(1)
-        resp = client.post("/launch", json={"task": "dashboard.demo.add", "args": "[2, 3]"},
-                           headers={**ada, "Accept": "application/json", "X-CSRFToken": token})
+        token = re.search(
+            r'name="csrf_token" value="([^"]+)"',  # type: ignore[union-attr]
+            client.get("/launch", headers=ada).get_data(as_text=True),
+        ).group(1)
+        resp = client.post(
+            "/launch",
+            json={"task": "dashboard.demo.add", "args": "[2, 3]"},
+            headers={**ada, "Accept": "application/json", "X-CSRFToken": token},
+        )
         assert resp.status_code == 200
         [line] = [json.loads(raw) for raw in path.read_text(encoding="utf-8").splitlines()]
         assert line["id"] == resp.get_json()["audit_id"] and line["user"] == "ada" and line["action"] == "launch"
@@ -314,8 +380,10 @@ def test_markup_in_the_form_is_escaped(app: Any, queue: redis.Redis) -> None:
     """Markup submitted in the form comes back inside the inputs as text, not as elements."""
     client = app.test_client()
     token = csrf_token(client)
-    resp = client.post("/launch", data={"csrf_token": token, "task": XSS, "args": f"</textarea>{XSS}",
-                                        "count": '"><script>x()</script>'})
+    resp = client.post(
+        "/launch",
+        data={"csrf_token": token, "task": XSS, "args": f"</textarea>{XSS}", "count": '"><script>x()</script>'},
+    )
     assert resp.status_code == 400
     page = resp.get_data(as_text=True)
     assert "<script>" not in page.replace('<script type="module"', "")
@@ -327,12 +395,29 @@ def test_markup_in_the_form_is_escaped(app: Any, queue: redis.Redis) -> None:
 def test_task_data_with_markup_never_appears_raw_in_pages(app: Any) -> None:
     """Task names and args with markup (from events) are never written raw into any page."""
     now = time.time()
-    app.extensions["dashboard"].state.events([
-        {"type": "task-received", "uuid": "xss-1", "hostname": "w@h", "timestamp": now, "local_received": now,
-         "name": XSS, "args": "('<img src=x onerror=alert(1)>',)", "kwargs": "{}"},
-        {"type": "task-failed", "uuid": "xss-1", "hostname": "w@h", "timestamp": now + 1, "local_received": now,
-         "exception": f"ValueError({XSS!r})", "traceback": XSS},
-    ])
+    app.extensions["dashboard"].state.events(
+        [
+            {
+                "type": "task-received",
+                "uuid": "xss-1",
+                "hostname": "w@h",
+                "timestamp": now,
+                "local_received": now,
+                "name": XSS,
+                "args": "('<img src=x onerror=alert(1)>',)",
+                "kwargs": "{}",
+            },
+            {
+                "type": "task-failed",
+                "uuid": "xss-1",
+                "hostname": "w@h",
+                "timestamp": now + 1,
+                "local_received": now,
+                "exception": f"ValueError({XSS!r})",
+                "traceback": XSS,
+            },
+        ]
+    )
     client = app.test_client()
     for path in ("/", "/tasks", "/tasks/xss-1", "/workers", "/launch", "/tasks?name=script"):
         page = client.get(path).get_data(as_text=True)

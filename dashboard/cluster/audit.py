@@ -4,6 +4,7 @@ The last entries stay in memory for the /audit page; with AUDIT_LOG set every en
 to that file as one JSON line (flushed at once), and the file's tail is read back at start, so the
 page survives a restart. A file that cannot be written is logged and never fails the action itself.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,7 +45,7 @@ class AuditLog:
         except OSError as exc:
             log.warning("cannot read the audit log %s: %s", self.path, exc)
             return
-        for line in lines[-(self._entries.maxlen or KEEP):]:
+        for line in lines[-(self._entries.maxlen or KEEP) :]:
             try:
                 entry = json.loads(line)
             except ValueError:
@@ -53,14 +54,31 @@ class AuditLog:
                 self._entries.append(entry)
                 self._next_id = max(self._next_id, entry["id"] + 1)
 
-    def record(self, action: str, target: Any, params: dict[str, Any], ok: bool, message: str,
-               replies: dict[str, Any] | None = None, user: str | None = None,
-               remote_addr: str | None = None) -> dict[str, Any]:
+    def record(
+        self,
+        action: str,
+        target: Any,
+        params: dict[str, Any],
+        ok: bool,
+        message: str,
+        replies: dict[str, Any] | None = None,
+        user: str | None = None,
+        remote_addr: str | None = None,
+    ) -> dict[str, Any]:
         """Add one entry (and append it to the file); returns it with its id."""
         with self._lock:
-            entry = {"id": self._next_id, "time": time.time(), "user": user, "remote_addr": remote_addr,
-                     "action": action, "target": target, "params": params, "ok": bool(ok),
-                     "message": message, "replies": replies or {}}
+            entry = {
+                "id": self._next_id,
+                "time": time.time(),
+                "user": user,
+                "remote_addr": remote_addr,
+                "action": action,
+                "target": target,
+                "params": params,
+                "ok": bool(ok),
+                "message": message,
+                "replies": replies or {},
+            }
             self._next_id += 1
             self._entries.append(entry)
             if self.path:

@@ -1,4 +1,5 @@
 """Talking to Celery: the client app used to launch tasks and to broadcast control commands."""
+
 from __future__ import annotations
 
 import logging
@@ -31,8 +32,7 @@ def make_celery(broker_url: str, timeout: float = 5.0) -> Any:
         broker_connection_retry=False,
         broker_transport_options={"socket_connect_timeout": timeout, "socket_timeout": timeout},
         # Fail fast when the broker is down: the user gets an error instead of a hung form.
-        task_publish_retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.5,
-                                   "interval_max": 0.5},
+        task_publish_retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.5, "interval_max": 0.5},
     )
     return app
 
@@ -94,8 +94,15 @@ class EventsEnabler:
 # CONTROL_TIMEOUT. Inspect is different (dashboard/cluster/inspector.py): requests only read its cache.
 
 SIGNALS = ("SIGTERM", "SIGKILL", "SIGINT", "SIGQUIT", "SIGUSR1")
-WORKER_ACTIONS = ("shutdown", "pool_restart", "pool_grow", "pool_shrink", "autoscale", "add_consumer",
-                  "cancel_consumer")
+WORKER_ACTIONS = (
+    "shutdown",
+    "pool_restart",
+    "pool_grow",
+    "pool_shrink",
+    "autoscale",
+    "add_consumer",
+    "cancel_consumer",
+)
 TASK_TYPE_ACTIONS = ("rate_limit", "time_limit")
 POOL_STEP_MAX = 64
 AUTOSCALE_MAX = 1000
@@ -184,8 +191,9 @@ def task_type_command(body: dict[str, Any]) -> tuple[str, dict[str, Any], list[s
         if isinstance(rate, (int, float)) and not isinstance(rate, bool) and math.isfinite(rate) and rate >= 0:
             rate = f"{rate:g}"
         if not isinstance(rate, str) or not RATE_PATTERN.match(rate.strip()):
-            raise InvalidRequest('rate must be like "10/m", "100/s" or "5/h" (tasks per second, minute or hour), '
-                                 'or "0" for no limit')
+            raise InvalidRequest(
+                'rate must be like "10/m", "100/s" or "5/h" (tasks per second, minute or hour), or "0" for no limit'
+            )
         return action, {"task_name": task, "rate_limit": rate.strip()}, workers
     soft = _seconds(body.get("soft"), "soft")
     hard = _seconds(body.get("hard"), "hard")
@@ -227,20 +235,41 @@ def broker_errors(conn: Any) -> tuple[type[BaseException], ...]:
     return (OperationalError, OSError, *conn.connection_errors, *conn.channel_errors)
 
 
-def broadcast(app: Any, command: str, arguments: dict[str, Any], destination: list[str] | None,
-              timeout: float, limit: int | None = None, reply: bool = True) -> dict[str, Any]:
+def broadcast(
+    app: Any,
+    command: str,
+    arguments: dict[str, Any],
+    destination: list[str] | None,
+    timeout: float,
+    limit: int | None = None,
+    reply: bool = True,
+) -> dict[str, Any]:
     """Send a control command; returns {hostname: reply} (BrokerUnavailable if the broker fails).
 
     It waits up to `timeout` for replies: off the gevent hub (a request must not stall every socket)."""
     return offload(_broadcast, app, command, arguments, destination, timeout, limit, reply)
 
 
-def _broadcast(app: Any, command: str, arguments: dict[str, Any], destination: list[str] | None,
-               timeout: float, limit: int | None, reply: bool) -> dict[str, Any]:
+def _broadcast(
+    app: Any,
+    command: str,
+    arguments: dict[str, Any],
+    destination: list[str] | None,
+    timeout: float,
+    limit: int | None,
+    reply: bool,
+) -> dict[str, Any]:
     with broker_connection(app, timeout) as conn:
         try:
-            answers = app.control.broadcast(command, arguments=arguments, destination=destination, reply=reply,
-                                            timeout=timeout, limit=limit, connection=conn)
+            answers = app.control.broadcast(
+                command,
+                arguments=arguments,
+                destination=destination,
+                reply=reply,
+                timeout=timeout,
+                limit=limit,
+                connection=conn,
+            )
         except broker_errors(conn) as exc:
             raise BrokerUnavailable(f"the broker failed during {command}: {exc}") from exc
     replies: dict[str, Any] = {}
@@ -251,8 +280,11 @@ def _broadcast(app: Any, command: str, arguments: dict[str, Any], destination: l
 
 
 def _errors(replies: dict[str, Any]) -> list[str]:
-    return [f"{host}: {reply['error']}" for host, reply in sorted(replies.items())
-            if isinstance(reply, dict) and "error" in reply]
+    return [
+        f"{host}: {reply['error']}"
+        for host, reply in sorted(replies.items())
+        if isinstance(reply, dict) and "error" in reply
+    ]
 
 
 def _judge(replies: dict[str, Any], expected: list[str] | None, done: str) -> Outcome:
@@ -274,14 +306,18 @@ def control_worker(app: Any, hostname: str, action: str, arguments: dict[str, An
     if action == "shutdown":
         # Celery's shutdown raises in the worker before it could reply: waiting would only time out.
         broadcast(app, "shutdown", {}, [hostname], timeout, reply=False)
-        return Outcome(True, {}, f"shutdown sent to {hostname}: it stops once its running tasks finish "
-                                 "(workers do not reply to shutdown)")
+        return Outcome(
+            True,
+            {},
+            f"shutdown sent to {hostname}: it stops once its running tasks finish (workers do not reply to shutdown)",
+        )
     replies = broadcast(app, action, arguments, [hostname], timeout)
     return _judge(replies, [hostname], f"{action} on {hostname}")
 
 
-def control_task_type(app: Any, action: str, arguments: dict[str, Any], workers: list[str] | None,
-                      timeout: float, online: int) -> Outcome:
+def control_task_type(
+    app: Any, action: str, arguments: dict[str, Any], workers: list[str] | None, timeout: float, online: int
+) -> Outcome:
     """Set a rate or time limit on the given workers (all when None; `online` bounds the wait)."""
     limit = len(workers) if workers else (online or None)
     replies = broadcast(app, action, arguments, workers, timeout, limit=limit)
@@ -301,8 +337,15 @@ def revoke(app: Any, uuids: list[str], terminate: bool, signal: str, timeout: fl
     return Outcome(True, replies, f"{verb} of {what} sent: {heard}")
 
 
-def send_again(app: Any, name: str, args: list[Any], kwargs: dict[str, Any], queue: str | None,
-               exchange: str | None = None, routing_key: str | None = None) -> str:
+def send_again(
+    app: Any,
+    name: str,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    queue: str | None,
+    exchange: str | None = None,
+    routing_key: str | None = None,
+) -> str:
     """Send a task by name with the given args/kwargs to its original queue; returns the new id."""
     from kombu.exceptions import OperationalError
 

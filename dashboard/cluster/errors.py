@@ -1,4 +1,5 @@
 """What can go wrong talking to Celery and the broker, as the web layer renders it (dashboard/web/errors.py)."""
+
 from __future__ import annotations
 
 

@@ -7,6 +7,7 @@ concerned with `limit` = their number, so a round ends as soon as everyone answe
 run in threads side by side, so a dead worker costs one INSPECT_TIMEOUT, not eight. A worker that
 does not answer keeps its last reply (with its age) and is shown as "no reply".
 """
+
 from __future__ import annotations
 
 import logging
@@ -62,8 +63,9 @@ def pool_summary(stats: Any) -> dict[str, Any] | None:
         "implementation": impl if isinstance(impl, str) else None,
         "max_concurrency": concurrency if isinstance(concurrency, int) else None,
         "processes": len(processes) if isinstance(processes, list) else None,
-        "autoscaler": ({"max": scaler.get("max"), "min": scaler.get("min")}
-                       if isinstance(scaler, dict) and scaler else None),
+        "autoscaler": (
+            {"max": scaler.get("max"), "min": scaler.get("min")} if isinstance(scaler, dict) and scaler else None
+        ),
     }
 
 
@@ -76,8 +78,12 @@ def _redact(value: Any, depth: int = 0) -> Any:
     if depth > 8:
         return value
     if isinstance(value, dict):
-        return {k: "********" if isinstance(k, str) and any(s in k.lower() for s in _SECRET_KEYS) and v
-                else _redact(v, depth + 1) for k, v in value.items()}
+        return {
+            k: "********"
+            if isinstance(k, str) and any(s in k.lower() for s in _SECRET_KEYS) and v
+            else _redact(v, depth + 1)
+            for k, v in value.items()
+        }
     if isinstance(value, list):
         return [_redact(v, depth + 1) for v in value]
     return value
@@ -186,8 +192,9 @@ class Inspector:
                 if todo:
                     self._inflight.update((h, method) for h in todo)
                     plan.append((method, todo))
-        threads = [threading.Thread(target=self._fetch, args=(m, hs), name=f"inspect-{m}", daemon=True)
-                   for m, hs in plan]
+        threads = [
+            threading.Thread(target=self._fetch, args=(m, hs), name=f"inspect-{m}", daemon=True) for m, hs in plan
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -199,8 +206,9 @@ class Inspector:
 
     def request_refresh_many(self, hostnames: list[str], methods: Iterable[str] = METHODS) -> None:
         """Start one background refresh of several workers (one broadcast per method)."""
-        threading.Thread(target=self.refresh, args=(list(hostnames), tuple(methods)), name="inspect-refresh",
-                         daemon=True).start()
+        threading.Thread(
+            target=self.refresh, args=(list(hostnames), tuple(methods)), name="inspect-refresh", daemon=True
+        ).start()
 
     def watch(self, hostname: str, seconds: float = HOT_SECONDS) -> None:
         """Refresh this worker's stats every second for a while (a pool change takes seconds to show)."""
@@ -213,8 +221,9 @@ class Inspector:
         error: str | None = None
         try:
             with broker_connection(self.app, self.timeout) as conn:
-                inspect = self.app.control.inspect(destination=hostnames, timeout=self.timeout,
-                                                   limit=len(hostnames), connection=conn)
+                inspect = self.app.control.inspect(
+                    destination=hostnames, timeout=self.timeout, limit=len(hostnames), connection=conn
+                )
                 try:
                     replies = getattr(inspect, method)(*_METHOD_ARGS.get(method, ())) or {}
                 except broker_errors(conn) as exc:
@@ -258,8 +267,11 @@ class Inspector:
     def replies(self, method: str) -> dict[str, Any]:
         """The last reply of `method` from each worker that ever answered it: {hostname: reply}."""
         with self._lock:
-            return {h: methods[method].reply for h, methods in self._cache.items()
-                    if method in methods and methods[method].fetched_at is not None}
+            return {
+                h: methods[method].reply
+                for h, methods in self._cache.items()
+                if method in methods and methods[method].fetched_at is not None
+            }
 
     def summary(self, hostname: str, online: bool, now: float) -> dict[str, Any]:
         """The workers-list additions from the cached stats: pool, uptime (now), inspect_at."""

@@ -1,4 +1,5 @@
 """The demo-task catalogue, the validation of the launch form and of POST /api/launch, and the audited send."""
+
 from __future__ import annotations
 
 import json
@@ -45,23 +46,58 @@ class DemoTask:
 
 
 CATALOGUE: tuple[DemoTask, ...] = (
-    DemoTask("dashboard.demo.add", "add(x, y)", "Adds two numbers after sleeping, to simulate long work.",
-             ("x", "y"), 2, (2, 3)),
-    DemoTask("dashboard.demo.send_email", "send_email(address, message)",
-             "Pretends to send an email; an address without @ fails with ValueError.",
-             ("address", "message"), 2, ("ada@example.com", "Your report is ready")),
-    DemoTask("dashboard.demo.fail", "fail(card, amount)",
-             "Always raises PaymentDeclined from a few frames deep: a real traceback.",
-             ("card", "amount"), 0, (), {"card": "4000-0000-0000-0002", "amount": 42}),
-    DemoTask("dashboard.demo.flaky", "flaky(fail_times)",
-             "Raises ConnectionError fail_times times; autoretry_for retries it with backoff (max 3 retries).",
-             ("fail_times",), 0, (), {"fail_times": 2}),
-    DemoTask("dashboard.demo.progress", "progress(steps, delay)",
-             "Runs for steps × delay seconds and reports its progress as it goes.",
-             ("steps", "delay"), 0, (), {"steps": 10, "delay": 0.5}),
-    DemoTask("dashboard.demo.workflow", "workflow(n)",
-             "Starts a chain: add → group of n adds → tsum (a chord), as children of this task.",
-             ("n",), 0, (), {"n": 4}),
+    DemoTask(
+        "dashboard.demo.add",
+        "add(x, y)",
+        "Adds two numbers after sleeping, to simulate long work.",
+        ("x", "y"),
+        2,
+        (2, 3),
+    ),
+    DemoTask(
+        "dashboard.demo.send_email",
+        "send_email(address, message)",
+        "Pretends to send an email; an address without @ fails with ValueError.",
+        ("address", "message"),
+        2,
+        ("ada@example.com", "Your report is ready"),
+    ),
+    DemoTask(
+        "dashboard.demo.fail",
+        "fail(card, amount)",
+        "Always raises PaymentDeclined from a few frames deep: a real traceback.",
+        ("card", "amount"),
+        0,
+        (),
+        {"card": "4000-0000-0000-0002", "amount": 42},
+    ),
+    DemoTask(
+        "dashboard.demo.flaky",
+        "flaky(fail_times)",
+        "Raises ConnectionError fail_times times; autoretry_for retries it with backoff (max 3 retries).",
+        ("fail_times",),
+        0,
+        (),
+        {"fail_times": 2},
+    ),
+    DemoTask(
+        "dashboard.demo.progress",
+        "progress(steps, delay)",
+        "Runs for steps × delay seconds and reports its progress as it goes.",
+        ("steps", "delay"),
+        0,
+        (),
+        {"steps": 10, "delay": 0.5},
+    ),
+    DemoTask(
+        "dashboard.demo.workflow",
+        "workflow(n)",
+        "Starts a chain: add → group of n adds → tsum (a chord), as children of this task.",
+        ("n",),
+        0,
+        (),
+        {"n": 4},
+    ),
 )
 BY_NAME = {t.name: t for t in CATALOGUE}
 
@@ -130,8 +166,10 @@ def _check_signature(spec: DemoTask, args: list[Any], kwargs: dict[str, Any]) ->
     given = set(spec.params[: len(args)])
     unknown = [k for k in kwargs if k not in spec.params]
     if unknown:
-        return {"kwargs": f"unknown argument(s) {', '.join(map(repr, unknown))}; "
-                          f"{spec.label} takes {', '.join(spec.params)}"}
+        return {
+            "kwargs": f"unknown argument(s) {', '.join(map(repr, unknown))}; "
+            f"{spec.label} takes {', '.join(spec.params)}"
+        }
     twice = [k for k in kwargs if k in given]
     if twice:
         return {"kwargs": f"{', '.join(twice)} already given positionally"}
@@ -154,6 +192,7 @@ def launch(celery_app: Any, req: LaunchRequest) -> list[str]:
     options: dict[str, Any] = {}
     if req.countdown:
         options["countdown"] = req.countdown
+
     def send_all() -> None:
         for _ in range(req.count):
             result = celery_app.send_task(req.task, args=req.args, kwargs=req.kwargs, **options)
@@ -174,8 +213,9 @@ def launch(celery_app: Any, req: LaunchRequest) -> list[str]:
     return ids
 
 
-def send_audited(celery_app: Any, req: LaunchRequest, audit: Any, *, user: str | None, remote_addr: str | None,
-                 via: str) -> tuple[list[str], int]:
+def send_audited(
+    celery_app: Any, req: LaunchRequest, audit: Any, *, user: str | None, remote_addr: str | None, via: str
+) -> tuple[list[str], int]:
     """launch() with one audit entry, sent or not: (task ids, audit id); BrokerUnavailable carries its audit_id.
 
     The entry has the shape of a control action's: action "launch", the task name as target, and as params
@@ -186,10 +226,12 @@ def send_audited(celery_app: Any, req: LaunchRequest, audit: Any, *, user: str |
     try:
         ids = launch(celery_app, req)
     except BrokerUnavailable as exc:
-        exc.audit_id = audit.record("launch", req.task, {**params, "task_ids": exc.sent}, False, str(exc),
-                                    user=user, remote_addr=remote_addr)["id"]
+        exc.audit_id = audit.record(
+            "launch", req.task, {**params, "task_ids": exc.sent}, False, str(exc), user=user, remote_addr=remote_addr
+        )["id"]
         raise
     message = f"sent {len(ids)} × {req.task}" + (f" with a {req.countdown:g} s countdown" if req.countdown else "")
-    entry = audit.record("launch", req.task, {**params, "task_ids": ids}, True, message, user=user,
-                         remote_addr=remote_addr)
+    entry = audit.record(
+        "launch", req.task, {**params, "task_ids": ids}, True, message, user=user, remote_addr=remote_addr
+    )
     return ids, entry["id"]

@@ -8,6 +8,7 @@ Known queues are the QUEUES setting, the queues task-sent events name, the queue
 (their `active_queues` replies) and "celery". When the broker fails, the last lengths are kept and
 marked stale. Other brokers get no lengths; consumers, oldest waiting task and waits still work.
 """
+
 from __future__ import annotations
 
 import logging
@@ -67,8 +68,15 @@ def consumers_from(replies: Any, online: Callable[[str], bool]) -> dict[str, lis
 class QueueMonitor:
     """Polls queue lengths and derives per-queue figures; `run()` loops until `stop()`."""
 
-    def __init__(self, state: State, broker_url: str, *, interval: float = 2.0, queues: str = "",
-                 inspector: Inspector | None = None) -> None:
+    def __init__(
+        self,
+        state: State,
+        broker_url: str,
+        *,
+        interval: float = 2.0,
+        queues: str = "",
+        inspector: Inspector | None = None,
+    ) -> None:
         self.state = state
         self.broker_url = broker_url
         self.interval = interval
@@ -146,8 +154,11 @@ class QueueMonitor:
                 import redis
 
                 client = self._client = redis.Redis.from_url(
-                    self.broker_url, socket_connect_timeout=SOCKET_TIMEOUT, socket_timeout=SOCKET_TIMEOUT,
-                    health_check_interval=30)
+                    self.broker_url,
+                    socket_connect_timeout=SOCKET_TIMEOUT,
+                    socket_timeout=SOCKET_TIMEOUT,
+                    health_check_interval=30,
+                )
             pipe = client.pipeline(transaction=False)
             plan = []
             for name in names:
@@ -199,7 +210,7 @@ class QueueMonitor:
         tasks = state.tasks
         for start in range(0, len(pending), SCAN_SLICE):
             with state.lock:
-                for uuid in pending[start:start + SCAN_SLICE]:
+                for uuid in pending[start : start + SCAN_SLICE]:
                     rec = tasks.get(uuid)
                     if rec is None or rec.state != "PENDING":
                         continue
@@ -234,15 +245,17 @@ class QueueMonitor:
             if old is not None and length == 0 and self.error is None:
                 old = None
             wait, recent = waits[name]
-            rows.append({
-                "name": name,
-                "length": length,
-                "priorities": prio,
-                "consumers": consumers.get(name, []),
-                "oldest_waiting": {"uuid": old[0], "sent": old[1], "age": max(0.0, now - old[1])} if old else None,
-                "wait": wait,
-                "wait_recent": recent,
-            })
+            rows.append(
+                {
+                    "name": name,
+                    "length": length,
+                    "priorities": prio,
+                    "consumers": consumers.get(name, []),
+                    "oldest_waiting": {"uuid": old[0], "sent": old[1], "age": max(0.0, now - old[1])} if old else None,
+                    "wait": wait,
+                    "wait_recent": recent,
+                }
+            )
         return {
             "queues": rows,
             "polled_at": self.polled_at,

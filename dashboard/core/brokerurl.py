@@ -24,6 +24,7 @@ or everything when a `?` comes before that `@` or there is none. Nothing here ra
 a library's error message: redis-py quotes part of a malformed URL's password in "Port could not be cast
 to integer value as '…'".
 """
+
 from __future__ import annotations
 
 import re
@@ -146,8 +147,8 @@ def _mask_segment(segment: str, found: _Findings) -> str:
     if match is None:
         raise _Unsure  # no scheme: the piece after a ';' inside a password, or no URL at all
     lead = segment[: len(segment) - len(segment.lstrip())]
-    trail = segment[len(segment.rstrip()):]
-    scheme, rest = match.group(1), body[match.end():]
+    trail = segment[len(segment.rstrip()) :]
+    scheme, rest = match.group(1), body[match.end() :]
     if not rest.startswith("//"):
         return f"{lead}{scheme}:{_mask_opaque(rest, found)}{trail}"
     try:
@@ -171,7 +172,7 @@ def _analyse(url: str) -> tuple[str, tuple[str, ...], bool]:
         found = _Findings()
         found.loose = True
         match = _SCHEME.match(url.strip())
-        rest = url.strip()[match.end():].lstrip("/") if match else url
+        rest = url.strip()[match.end() :].lstrip("/") if match else url
         found.note(rest)
         found.note(rest.rpartition("@")[0])
         masked = f"{match.group(1)}://{MASK}" if match else MASK

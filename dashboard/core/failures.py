@@ -6,6 +6,7 @@ O(len(traceback)) with precompiled regexes, signature computations are cached by
 (exception, traceback) strings, and nothing ever rescans all groups on add.
 Not internally locked: call it under the caller's lock (the ingest holds `State.lock`).
 """
+
 from __future__ import annotations
 
 import ast
@@ -44,7 +45,7 @@ _TB_LAST_LINE_RE = re.compile(rf"({_IDENT})(?::[ \t]?(.*))?\Z", re.S)
 # One pass finds both block headers (group 1 is None) and frames; chained and grouped exceptions
 # prefix lines with spaces or "|".
 _TB_LINE_RE = re.compile(
-    r'^[ \t|+]*(?:(?:Exception Group )?Traceback \(most recent call last\)'
+    r"^[ \t|+]*(?:(?:Exception Group )?Traceback \(most recent call last\)"
     r'|File "([^"\n]*)", line [^,\n]*(?:, in ([^\n]*))?)',
     re.M,
 )
@@ -61,18 +62,27 @@ _BAD_ESCAPE_RE = re.compile(r"\\[^\\'\"abfnrtvx0-7NuU\n]")
 # --- message normalization (order matters: specific shapes before bare numbers) ---------------
 _HEX4 = r"[0-9a-fA-F]{1,4}"
 _NORMALIZERS: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"\b\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?"
-                r"(?:Z|[+-]\d{2}:?\d{2})?)?\b"), "<time>"),
+    (
+        re.compile(
+            r"\b\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?"
+            r"(?:Z|[+-]\d{2}:?\d{2})?)?\b"
+        ),
+        "<time>",
+    ),
     (re.compile(r"\b\d{1,2}:\d{2}:\d{2}(?:\.\d+)?\b"), "<time>"),
     (re.compile(r"\b[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}\b"), "<uuid>"),
     # A quote opens only after a non-word char, so apostrophes ("can't") do not start a string.
-    (re.compile(r"""(?<!\w)(?:'[^'\\\n]*(?:\\.[^'\\\n]*)*'|"[^"\\\n]*(?:\\.[^"\\\n]*)*")"""),
-     "<str>"),
+    (re.compile(r"""(?<!\w)(?:'[^'\\\n]*(?:\\.[^'\\\n]*)*'|"[^"\\\n]*(?:\\.[^"\\\n]*)*")"""), "<str>"),
     # The lookbehind anchors the match at the start of a run, keeping the scan linear.
     (re.compile(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+"), "<email>"),
     (re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}\b"), "<ip>"),
-    (re.compile(rf"(?<![\w:])(?:{_HEX4}(?::{_HEX4}){{7}}|{_HEX4}(?::{_HEX4})*::(?:{_HEX4}(?::{_HEX4})*)?"
-                rf"|::{_HEX4}(?::{_HEX4})*)(?![\w:])"), "<ip>"),
+    (
+        re.compile(
+            rf"(?<![\w:])(?:{_HEX4}(?::{_HEX4}){{7}}|{_HEX4}(?::{_HEX4})*::(?:{_HEX4}(?::{_HEX4})*)?"
+            rf"|::{_HEX4}(?::{_HEX4})*)(?![\w:])"
+        ),
+        "<ip>",
+    ),
     (re.compile(r"\b0[xX][0-9a-fA-F]+\b"), "<hex>"),
     # Long hex strings (ids, digests) must mix digits and letters; pure digits are numbers.
     (re.compile(r"\b(?=\d*[a-fA-F])(?=[a-fA-F]*\d)[0-9a-fA-F]{8,}\b"), "<hex>"),
@@ -90,7 +100,7 @@ def _text(value: Any, cap: int, tail: bool = False) -> str | None:
         if isinstance(value, str):
             value = str.__add__("", value)  # an exact copy: a subclass could override __str__/__hash__
         elif isinstance(value, (bytes, bytearray, memoryview)):
-            raw = bytes(value[-cap * 4:] if tail else value[:cap * 4])  # a UTF-8 char is <= 4 bytes
+            raw = bytes(value[-cap * 4 :] if tail else value[: cap * 4])  # a UTF-8 char is <= 4 bytes
             value = raw.decode("utf-8", "replace")
         else:
             try:
@@ -129,7 +139,7 @@ def _parse_exception(exc: str) -> tuple[str, str] | None:
     """(type, raw message) from an exception repr like `Type('msg')` or a bare `Type`."""
     m = _REPR_RE.match(exc)
     if m is not None:
-        rest = exc[m.end():].rstrip()
+        rest = exc[m.end() :].rstrip()
         closed = rest.endswith(")")  # not when the repr was truncated at the cap
         return m.group(1), _unwrap_args(rest[:-1] if closed else rest, closed)
     m = _BARE_TYPE_RE.match(exc)
@@ -141,7 +151,7 @@ def _parse_exception(exc: str) -> tuple[str, str] | None:
 def _parse_tb_last_line(tb: str) -> tuple[str, str] | None:
     """(type, raw message) from a traceback's last line `module.Type: message`."""
     body = tb.rstrip()
-    line = body[body.rfind("\n") + 1:]
+    line = body[body.rfind("\n") + 1 :]
     m = _TB_LAST_LINE_RE.match(line)
     if m is None:
         return None
@@ -252,8 +262,21 @@ class _Group:
     """One failure group's incremental aggregates."""
 
     __slots__ = (
-        "id", "exc_type", "message", "frame", "count", "first_seen", "last_seen", "names",
-        "workers", "sample", "spark", "max_bucket", "outcomes", "uuids", "heap_seq",
+        "id",
+        "exc_type",
+        "message",
+        "frame",
+        "count",
+        "first_seen",
+        "last_seen",
+        "names",
+        "workers",
+        "sample",
+        "spark",
+        "max_bucket",
+        "outcomes",
+        "uuids",
+        "heap_seq",
     )
 
     def __init__(self, gid: str, sig: tuple[str, str, str | None], ts: float, bucket: int) -> None:
@@ -274,8 +297,9 @@ class _Group:
 class FailureGroups:
     """Failed tasks grouped by signature, bounded in groups, uuids per group and counter keys."""
 
-    def __init__(self, max_groups: int = 1000, max_tasks_per_group: int = 1000, buckets: int = 60,
-                 bucket_seconds: float = 60.0) -> None:
+    def __init__(
+        self, max_groups: int = 1000, max_tasks_per_group: int = 1000, buckets: int = 60, bucket_seconds: float = 60.0
+    ) -> None:
         """Configure the bounds and the sparkline (`buckets` counts of `bucket_seconds` each)."""
         if max_groups < 1 or max_tasks_per_group < 1 or buckets < 1 or not bucket_seconds > 0:
             raise ValueError("max_groups, max_tasks_per_group, buckets and bucket_seconds must be > 0")
@@ -296,8 +320,16 @@ class FailureGroups:
         return len(self._groups)
 
     # --- writes ---------------------------------------------------------------------------------
-    def add(self, uuid: str, name: str | None, hostname: str | None, exception: str | None,
-            traceback: str | None, timestamp: float | None, outcome: str) -> str:
+    def add(
+        self,
+        uuid: str,
+        name: str | None,
+        hostname: str | None,
+        exception: str | None,
+        traceback: str | None,
+        timestamp: float | None,
+        outcome: str,
+    ) -> str:
         """Record one failure/retry event and return its group id; never raises."""
         exc = _text(exception, MAX_EXCEPTION_CHARS)
         tb = _text(traceback, MAX_TRACEBACK_CHARS, tail=True)
@@ -349,8 +381,7 @@ class FailureGroups:
             group.uuids.pop(uid, None)
 
     # --- reads ----------------------------------------------------------------------------------
-    def groups(self, sort: str = "last_seen", limit: int | None = 50,
-               now: float | None = None) -> list[dict[str, Any]]:
+    def groups(self, sort: str = "last_seen", limit: int | None = 50, now: float | None = None) -> list[dict[str, Any]]:
         """Groups newest ("last_seen") or biggest ("count") first, at most `limit`."""
         key: Callable[[_Group], tuple[float, float]]
         if sort == "count":

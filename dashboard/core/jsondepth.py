@@ -1,5 +1,6 @@
 """JSON with a nesting limit: Python's parser recurses once per level, so `[[[[…]]]]` 100,000 deep raises
 RecursionError (not ValueError). Every JSON text from outside goes through `loads()` here."""
+
 from __future__ import annotations
 
 import json

@@ -10,6 +10,7 @@ Everything is found with regular expressions that never backtrack more than a bo
 (possessive quantifiers, bounded key lengths), so time is linear in the text. The common case,
 a repr with no fragment in it, costs one precompiled search.
 """
+
 from __future__ import annotations
 
 import re
@@ -44,8 +45,9 @@ def _fragments(patterns: str) -> list[str]:
 def _compile(fragments: list[str], flags: int) -> re.Pattern[str]:
     # Longest first, so "api_key" wins over "key" when both are configured.
     # "-" and "_" are alike in key names: api_key also matches X-Api-Key and api-key.
-    alternation = "|".join(re.sub(r"\\-|_", "[-_]", re.escape(f))
-                           for f in sorted(set(fragments), key=len, reverse=True))
+    alternation = "|".join(
+        re.sub(r"\\-|_", "[-_]", re.escape(f)) for f in sorted(set(fragments), key=len, reverse=True)
+    )
     return re.compile(
         rf"(?:{alternation})"
         # 'db_password': … / "token": …  — the rest of a quoted key, its closing quote, a colon.
@@ -77,7 +79,7 @@ def _mask_value(text: str, start: int, key_quote: str | None) -> tuple[int, str 
     if start >= len(text):
         return start, None
     first = text[start]
-    if first in "'\"" or (first in "bB" and text[start + 1:start + 2] in ("'", '"')):
+    if first in "'\"" or (first in "bB" and text[start + 1 : start + 2] in ("'", '"')):
         m = (_STRING if key_quote is None else _STRING_ML).match(text, start)
         assert m is not None  # a quote always starts a (possibly unterminated) string
         quote = text[m.start() + 1] if first in "bB" else first

@@ -1,4 +1,5 @@
 """Numbers from outside (query strings, form fields, JSON bodies), parsed one way everywhere."""
+
 from __future__ import annotations
 
 import math

@@ -6,6 +6,7 @@ free text searches a per-chunk cache of lowercased haystacks that is rebuilt onl
 whose tasks changed since the last query (finished tasks never change, so most chunks stay
 cached while events stream in).
 """
+
 from __future__ import annotations
 
 import heapq
@@ -42,8 +43,19 @@ class Filters:
 
     def any(self) -> bool:
         """Whether any filter is set."""
-        return any((self.state, self.name, self.worker, self.text, self.queue,
-                    self.since is not None, self.until is not None, self.group, self.outcome))
+        return any(
+            (
+                self.state,
+                self.name,
+                self.worker,
+                self.text,
+                self.queue,
+                self.since is not None,
+                self.until is not None,
+                self.group,
+                self.outcome,
+            )
+        )
 
 
 # Outcomes people ask for besides the state: retried and then succeeded, or failed after retrying.
@@ -81,12 +93,20 @@ def _predicate(f: Filters) -> Callable[[TaskRecord], bool] | None:
             if (since is not None and when < since) or (until is not None and when >= until):
                 return False
         return True
+
     return check
 
 
 # Wire names of the filters (query string, subscribe payload) -> Filters fields.
-TEXT_FILTERS = {"state": "state", "name": "name", "worker": "worker", "q": "text", "queue": "queue",
-                "group": "group", "outcome": "outcome"}
+TEXT_FILTERS = {
+    "state": "state",
+    "name": "name",
+    "worker": "worker",
+    "q": "text",
+    "queue": "queue",
+    "group": "group",
+    "outcome": "outcome",
+}
 TIME_FILTERS = ("since", "until")
 MAX_FILTER_LENGTH = 200
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
@@ -134,16 +154,14 @@ def parse_filters(raw: Mapping[str, Any] | None, now: float | None = None) -> tu
             return None, f"the {wire} filter must be a time"
         parsed = parse_time(str(value), time.time() if now is None else now)
         if parsed is None:
-            return None, (f"the {wire} filter must be epoch seconds, an ISO 8601 time, "
-                          "or an age like 15m, 2h or 7d")
+            return None, (f"the {wire} filter must be epoch seconds, an ISO 8601 time, or an age like 15m, 2h or 7d")
         values[wire] = parsed
     return Filters(**values), None
 
 
 def haystack(rec: TaskRecord) -> str:
     """The lowercased text free-text search looks in (one string: one `in` per task)."""
-    return "\x00".join((rec.uuid, _text(rec.args), _text(rec.kwargs), _text(rec.result),
-                        _text(rec.exception))).lower()
+    return "\x00".join((rec.uuid, _text(rec.args), _text(rec.kwargs), _text(rec.result), _text(rec.exception))).lower()
 
 
 def _text(value: Any) -> str:
@@ -169,6 +187,7 @@ def matcher(f: Filters, st: State | None = None) -> Callable[[TaskRecord], bool]
         if text and text not in haystack(rec):
             return False
         return check is None or check(rec)
+
     return test
 
 
@@ -277,8 +296,7 @@ class TextIndex:
         return total, out if want is None else out[:want]
 
     @staticmethod
-    def _hits(blob: str, starts: array[int], uuids: list[str | None], needle: str,
-              tasks: dict[str, Any]) -> list[str]:
+    def _hits(blob: str, starts: array[int], uuids: list[str | None], needle: str, tasks: dict[str, Any]) -> list[str]:
         # The chunk's tasks containing the needle, newest first; tasks evicted since the chunk was
         # built are skipped (only the oldest chunk holds any).
         hits = []
@@ -333,9 +351,16 @@ class TextIndex:
         entry[3] = starts
 
 
-def find(st: State, f: Filters, limit: int = 50, offset: int = 0, text_index: TextIndex | None = None,
-         sort: str | None = None, ascending: bool = False, before: int | None = None,
-         ) -> tuple[int, list[TaskRecord]]:
+def find(
+    st: State,
+    f: Filters,
+    limit: int = 50,
+    offset: int = 0,
+    text_index: TextIndex | None = None,
+    sort: str | None = None,
+    ascending: bool = False,
+    before: int | None = None,
+) -> tuple[int, list[TaskRecord]]:
     """Tasks matching `f`: (total matching, one page). Call with `st.lock` held.
 
     The default order is newest first seen; `before` (a seq, the cursor of the default order) starts
@@ -362,26 +387,26 @@ def find(st: State, f: Filters, limit: int = 50, offset: int = 0, text_index: Te
         if not sets and check is None and sort not in SORTS and before is None:
             # Free text alone, newest first: count every match, but map only one page to tasks.
             total, hits = index.search(st, f.text, want=offset + limit)
-            return total, [tasks[u] for u in hits[offset:offset + limit]]
+            return total, [tasks[u] for u in hits[offset : offset + limit]]
         ordered = [tasks[u] for u in index.search(st, f.text)[1] if all(u in s for s in sets)]
     elif sets:
         sets.sort(key=len)
         found = sets[0] if len(sets) == 1 else sets[0].intersection(*sets[1:])
     if check is not None:
         if ordered is None:
-            ordered = (list(st.iter_newest()) if found is None
-                       else sorted((tasks[u] for u in found), key=_seq, reverse=True))
+            ordered = (
+                list(st.iter_newest()) if found is None else sorted((tasks[u] for u in found), key=_seq, reverse=True)
+            )
         ordered = [r for r in ordered if check(r)]
     if sort in SORTS:
-        pool = ordered if ordered is not None else (st.tasks.values() if found is None
-                                                    else [tasks[u] for u in found])
+        pool = ordered if ordered is not None else (st.tasks.values() if found is None else [tasks[u] for u in found])
         total = len(pool)
         return total, _sorted_page(pool, sort, ascending, offset, limit)
     if ordered is not None:
         total = len(ordered)
         if before is not None:
             ordered = [r for r in ordered if r.seq < before]
-        return total, ordered[offset:offset + limit]
+        return total, ordered[offset : offset + limit]
     total = len(tasks) if found is None else len(found)
     want = offset + limit
     if not total or not limit:
@@ -414,8 +439,7 @@ def _newest_below(st: State, before: int | None) -> Iterator[TaskRecord]:
     return (tasks[u] for u in islice(reversed(st.order), max(0, skip), None) if u in tasks)
 
 
-def _sorted_page(pool: Iterable[TaskRecord], sort: str, ascending: bool, offset: int,
-                 limit: int) -> list[TaskRecord]:
+def _sorted_page(pool: Iterable[TaskRecord], sort: str, ascending: bool, offset: int, limit: int) -> list[TaskRecord]:
     # Tasks that lack the field go last in either direction; ties keep the newest first.
     missing = float("inf") if ascending else float("-inf")
 
@@ -473,10 +497,13 @@ def workflow_tree(st: State, uuid: str, max_nodes: int = MAX_TREE_NODES) -> dict
         parent = r.parent_id if r is not None else None
         if u != root and (parent not in shown or parent == u):
             parent = root  # an orphan of the workflow (its parent evicted or never seen)
-        nodes.append({
-            "uuid": u, "parent": parent if u != root else None,
-            "name": r.name if r is not None else None,
-            "state": r.state if r is not None else None,  # None: the root was evicted or never seen
-            "runtime": r.runtime if r is not None else None,
-        })
+        nodes.append(
+            {
+                "uuid": u,
+                "parent": parent if u != root else None,
+                "name": r.name if r is not None else None,
+                "state": r.state if r is not None else None,  # None: the root was evicted or never seen
+                "runtime": r.runtime if r is not None else None,
+            }
+        )
     return {"root": root, "nodes": nodes, "truncated": truncated}

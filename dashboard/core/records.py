@@ -3,6 +3,7 @@
 Pure and small on purpose: the state (dashboard/core/state.py) mutates these records; the read models
 (dashboard/live/readmodels.py), the snapshot file and the API read them.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -41,10 +42,38 @@ class TaskRecord:
     """One task, as compact as Python allows (this is multiplied by max_tasks)."""
 
     __slots__ = (
-        "uuid", "seq", "name", "state", "timestamp", "args", "kwargs", "result", "exception",
-        "traceback", "hostname", "client", "retries", "eta", "expires", "root_id", "parent_id",
-        "exchange", "routing_key", "queue", "runtime", "sent", "received", "started", "succeeded",
-        "failed", "retried", "revoked", "rejected", "history", "attempts", "extra",
+        "uuid",
+        "seq",
+        "name",
+        "state",
+        "timestamp",
+        "args",
+        "kwargs",
+        "result",
+        "exception",
+        "traceback",
+        "hostname",
+        "client",
+        "retries",
+        "eta",
+        "expires",
+        "root_id",
+        "parent_id",
+        "exchange",
+        "routing_key",
+        "queue",
+        "runtime",
+        "sent",
+        "received",
+        "started",
+        "succeeded",
+        "failed",
+        "retried",
+        "revoked",
+        "rejected",
+        "history",
+        "attempts",
+        "extra",
     )
     # Declared here for the type checker (slots take no class values). Fields copied from events are
     # untrusted JSON (_copy_fields clips strings, nothing more): Any. The state sets the others itself.
@@ -97,8 +126,23 @@ class WorkerRecord:
     """One worker, online while heartbeats keep arriving within freq * 2 seconds."""
 
     __slots__ = (
-        "hostname", "freq", "last_heartbeat", "processed", "active", "loadavg", "sw_ident", "sw_ver",
-        "sw_sys", "pid", "first_seen", "offline_at", "goodbye", "online", "succeeded", "failed", "grace",
+        "hostname",
+        "freq",
+        "last_heartbeat",
+        "processed",
+        "active",
+        "loadavg",
+        "sw_ident",
+        "sw_ver",
+        "sw_sys",
+        "pid",
+        "first_seen",
+        "offline_at",
+        "goodbye",
+        "online",
+        "succeeded",
+        "failed",
+        "grace",
     )
     # Heartbeat fields are untrusted JSON copied as they come (see TaskRecord).
     processed: Any
@@ -200,9 +244,12 @@ def task_detail(rec: TaskRecord, children: list[str], full: bool = False) -> dic
     detail["history"] = [{"event": hist[i], "timestamp": hist[i + 1]} for i in range(0, len(hist), 2)]
     attempts = rec.attempts or []
     if not full:
-        attempts = [dict(a, traceback=a["traceback"][:DISPLAY_CHARS] + "…", traceback_length=len(a["traceback"]))
-                    if a.get("traceback").__class__ is str and len(a["traceback"]) > DISPLAY_CHARS else a
-                    for a in attempts]
+        attempts = [
+            dict(a, traceback=a["traceback"][:DISPLAY_CHARS] + "…", traceback_length=len(a["traceback"]))
+            if a.get("traceback").__class__ is str and len(a["traceback"]) > DISPLAY_CHARS
+            else a
+            for a in attempts
+        ]
     detail["attempts"] = attempts
     detail["children"] = children
     return detail

@@ -7,6 +7,7 @@ bytes undecoded and objects as `<Foo object at 0x…>`. So a repr is accepted on
 Python literal, contains no truncation mark, and printing the parsed values the way Celery does gives
 back the very same text: then the values are the ones the task was sent with.
 """
+
 from __future__ import annotations
 
 import ast
@@ -58,30 +59,43 @@ class RerunPlan:
 
     def as_dict(self) -> dict[str, Any]:
         """The API shape."""
-        return {"possible": self.possible, "reason": self.reason, "name": self.name, "args": self.args,
-                "kwargs": self.kwargs, "queue": self.queue}
+        return {
+            "possible": self.possible,
+            "reason": self.reason,
+            "name": self.name,
+            "args": self.args,
+            "kwargs": self.kwargs,
+            "queue": self.queue,
+        }
 
 
 def _literal(text: str, label: str) -> Any:
     if len(text) >= REPR_MAXSIZE - NEAR_LIMIT:
-        raise NotRecoverable(TRUNCATED, f"the {label} repr is {len(text)} characters long: Celery cuts reprs "
-                                        f"at {REPR_MAXSIZE}, so it may be incomplete")
+        raise NotRecoverable(
+            TRUNCATED,
+            f"the {label} repr is {len(text)} characters long: Celery cuts reprs "
+            f"at {REPR_MAXSIZE}, so it may be incomplete",
+        )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "invalid escape sequence": the round trip below decides
             value = ast.literal_eval(text)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as exc:
         if TRUNCATION_MARK in text:
-            raise NotRecoverable(TRUNCATED, f"the {label} repr was truncated by Celery (it contains "
-                                            f"'{TRUNCATION_MARK}')") from exc
+            raise NotRecoverable(
+                TRUNCATED, f"the {label} repr was truncated by Celery (it contains '{TRUNCATION_MARK}')"
+            ) from exc
         hint = " (it contains an object shown as <…>)" if "<" in text and ">" in text else ""
         raise NotRecoverable(NOT_LITERAL, f"the {label} repr is not a Python literal{hint}") from exc
     _check_values(value, label)
     if saferepr(value, None, 0) != text:
         # e.g. a string with a backslash or line break: Celery does not escape them, so what parsed
         # may not be what was sent.
-        raise NotRecoverable(NOT_EXACT, f"the {label} repr does not print back the same way, so the values "
-                                        "parsed from it may differ from the ones sent")
+        raise NotRecoverable(
+            NOT_EXACT,
+            f"the {label} repr does not print back the same way, so the values "
+            "parsed from it may differ from the ones sent",
+        )
     return value
 
 
@@ -90,12 +104,18 @@ def _check_values(value: Any, label: str) -> None:
     while stack:
         item = stack.pop()
         if item is Ellipsis:
-            raise NotRecoverable(TRUNCATED, f"the {label} repr was truncated by Celery (values nested too deep "
-                                            "or cut at its length limit are shown as '...')")
+            raise NotRecoverable(
+                TRUNCATED,
+                f"the {label} repr was truncated by Celery (values nested too deep "
+                "or cut at its length limit are shown as '...')",
+            )
         if isinstance(item, str):
             if item.endswith(TRUNCATION_MARK):
-                raise NotRecoverable(TRUNCATED, f"a string in the {label} ends with '{TRUNCATION_MARK}', Celery's "
-                                                "truncation mark: it may have been cut")
+                raise NotRecoverable(
+                    TRUNCATED,
+                    f"a string in the {label} ends with '{TRUNCATION_MARK}', Celery's "
+                    "truncation mark: it may have been cut",
+                )
         elif isinstance(item, bytes):
             raise NotRecoverable(NOT_EXACT, f"the {label} contain bytes, which Celery shows without escaping")
         elif isinstance(item, (list, tuple)):
@@ -106,8 +126,9 @@ def _check_values(value: Any, label: str) -> None:
         elif isinstance(item, (set, frozenset)) and Ellipsis in item:
             stack.append(Ellipsis)  # `{...}`: a dict nested too deep, which parses as a set
         elif isinstance(item, (set, frozenset, complex)):
-            raise NotRecoverable(NOT_EXACT, f"the {label} contain a {type(item).__name__}, "
-                                            "which a JSON message cannot carry")
+            raise NotRecoverable(
+                NOT_EXACT, f"the {label} contain a {type(item).__name__}, which a JSON message cannot carry"
+            )
         elif item is not None and not isinstance(item, (bool, int, float)):
             raise NotRecoverable(NOT_LITERAL, f"the {label} contain a {type(item).__name__}")
 
@@ -115,13 +136,17 @@ def _check_values(value: Any, label: str) -> None:
 def recover(args_repr: Any, kwargs_repr: Any) -> tuple[list[Any], dict[str, Any]]:
     """The exact (args, kwargs) of a task from its reprs, or NotRecoverable saying why not."""
     if args_repr is None or kwargs_repr is None:
-        raise NotRecoverable(MISSING, "the dashboard has not seen this task's arguments (they come with "
-                                      "the task-sent and task-received events)")
+        raise NotRecoverable(
+            MISSING,
+            "the dashboard has not seen this task's arguments (they come with the task-sent and task-received events)",
+        )
     if not isinstance(args_repr, str) or not isinstance(kwargs_repr, str):
         raise NotRecoverable(NOT_LITERAL, "the task's arguments are not reprs as Celery sends them")
     if MASK in args_repr or MASK in kwargs_repr:
-        raise NotRecoverable(MASKED, "the arguments contain masked secrets (MASK_PATTERNS): the original "
-                                     "values are not known to the dashboard")
+        raise NotRecoverable(
+            MASKED,
+            "the arguments contain masked secrets (MASK_PATTERNS): the original values are not known to the dashboard",
+        )
     args = _literal(args_repr, "args")
     kwargs = _literal(kwargs_repr, "kwargs")
     if not isinstance(args, (list, tuple)):
@@ -136,8 +161,10 @@ def recover(args_repr: Any, kwargs_repr: Any) -> tuple[list[Any], dict[str, Any]
 def plan(rec: Any) -> RerunPlan:
     """How a task record (name, args, kwargs, queue, exchange, routing_key) would be re-run."""
     queue = rec.queue if isinstance(rec.queue, str) and rec.queue else None
-    routing = dict(exchange=rec.exchange if isinstance(rec.exchange, str) else None,
-                   routing_key=rec.routing_key if isinstance(rec.routing_key, str) else None)
+    routing = dict(
+        exchange=rec.exchange if isinstance(rec.exchange, str) else None,
+        routing_key=rec.routing_key if isinstance(rec.routing_key, str) else None,
+    )
     name = rec.name if isinstance(rec.name, str) and rec.name else None
     try:
         if name is None:

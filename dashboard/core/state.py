@@ -5,6 +5,7 @@ No Flask, no broker I/O: ingest calls `State.event()` with decoded event dicts (
 The task state machine follows `celery.events.state.State` exactly (tests/test_state_differential.py
 proves it), but records are compact `__slots__` objects and every counter is kept incrementally.
 """
+
 from __future__ import annotations
 
 import math
@@ -35,8 +36,21 @@ _NONE_PRECEDENCE = PRECEDENCE[None]  # custom states rank as None does
 _RECEIVED_KEEP = ("name", "args", "kwargs", "parent_id", "root_id", "retries", "eta", "expires")
 # Event fields copied onto the task record when present.
 _TASK_FIELDS = (
-    "name", "args", "kwargs", "result", "exception", "traceback", "retries", "eta", "expires",
-    "root_id", "parent_id", "exchange", "routing_key", "queue", "runtime",
+    "name",
+    "args",
+    "kwargs",
+    "result",
+    "exception",
+    "traceback",
+    "retries",
+    "eta",
+    "expires",
+    "root_id",
+    "parent_id",
+    "exchange",
+    "routing_key",
+    "queue",
+    "runtime",
 )
 # Fields whose values repeat across tasks (kept once), and fields naming other tasks.
 _SHARED_FIELDS = frozenset(("traceback", "exchange", "routing_key", "queue", "exception"))
@@ -45,8 +59,19 @@ _MASKED_FIELDS = frozenset(("args", "kwargs"))  # where secrets are masked (dash
 _SUBJECTS = {s: s for s in (*EVENT_TO_STATE, "progress")}  # canonical subject strings
 # Event keys that are envelope, not task data: never stored as custom ("extra") fields.
 _ENVELOPE_KEYS = frozenset(_TASK_FIELDS) | {
-    "type", "uuid", "hostname", "timestamp", "local_received", "clock", "pid", "utcoffset", "state",
-    "signum", "terminated", "expired", "requeue",
+    "type",
+    "uuid",
+    "hostname",
+    "timestamp",
+    "local_received",
+    "clock",
+    "pid",
+    "utcoffset",
+    "state",
+    "signum",
+    "terminated",
+    "expired",
+    "requeue",
 }
 _WORKER_FIELDS = ("freq", "processed", "active", "loadavg", "sw_ident", "sw_ver", "sw_sys", "pid")
 MAX_HISTORY = 64  # events kept per task; a runaway custom-event emitter cannot grow a record forever
@@ -98,8 +123,9 @@ def _as_number(value: Any) -> float | None:
 class State:
     """Bounded in-memory state of a Celery cluster; feed it with `event()`, read it under `lock`."""
 
-    def __init__(self, max_tasks: int = 100_000, max_workers: int = 1_000,
-                 mask: Callable[[str], str] | None = None) -> None:
+    def __init__(
+        self, max_tasks: int = 100_000, max_workers: int = 1_000, mask: Callable[[str], str] | None = None
+    ) -> None:
         self.max_tasks = max_tasks
         self.max_workers = max_workers
         # Secrets in args/kwargs are masked on the way in: no page, API answer, search or export
@@ -206,8 +232,7 @@ class State:
                 # (worker-offline) and merely arrived after it. (Celery's State revives the worker then.)
                 if worker.goodbye is not None and timestamp > worker.goodbye:
                     worker.goodbye = None
-                if worker.goodbye is None and (worker.last_heartbeat is None
-                                               or local_received > worker.last_heartbeat):
+                if worker.goodbye is None and (worker.last_heartbeat is None or local_received > worker.last_heartbeat):
                     worker.last_heartbeat = local_received
                 self.changed_workers.add(hostname)
 
@@ -341,8 +366,9 @@ class State:
         self.stats.finished(rec.name, state, rec.runtime, rec.received, rec.started, rec.sent, rec.timestamp)
         if failed:
             self.failures.append(rec.uuid)
-            self.failure_groups.add(rec.uuid, rec.name, rec.hostname, rec.exception, rec.traceback,
-                                    rec.timestamp, "FAILURE")
+            self.failure_groups.add(
+                rec.uuid, rec.name, rec.hostname, rec.exception, rec.traceback, rec.timestamp, "FAILURE"
+            )
             outcomes["FAILURE"] += 1
             if rec.attempts:
                 outcomes["GAVE_UP"] += 1
@@ -373,19 +399,22 @@ class State:
             rec.attempts = []
         self.outcomes["RETRY"] += 1
         self.stats.retried(rec.name, timestamp)
-        self.failure_groups.add(rec.uuid, rec.name, rec.hostname, ev.get("exception"), ev.get("traceback"),
-                                timestamp, "RETRY")
+        self.failure_groups.add(
+            rec.uuid, rec.name, rec.hostname, ev.get("exception"), ev.get("traceback"), timestamp, "RETRY"
+        )
         if len(rec.attempts) < MAX_HISTORY:
             tb = ev.get("traceback")
             if tb.__class__ is str and len(tb) > MAX_FIELD_CHARS:
                 tb = clip(tb)
-            rec.attempts.append({
-                "retries": rec.retries,
-                "timestamp": timestamp,
-                "exception": ev.get("exception"),
-                "traceback": self._intern_text(tb) if tb.__class__ is str else tb,
-                "hostname": rec.hostname,
-            })
+            rec.attempts.append(
+                {
+                    "retries": rec.retries,
+                    "timestamp": timestamp,
+                    "exception": ev.get("exception"),
+                    "traceback": self._intern_text(tb) if tb.__class__ is str else tb,
+                    "hostname": rec.hostname,
+                }
+            )
 
     def _store_extra(self, rec: TaskRecord, ev: dict[str, Any]) -> None:
         extra: dict[str, Any] = {}
@@ -397,8 +426,11 @@ class State:
                 # nested progress meta) is kept whole up to MAX_FIELD_CHARS of its text, else as text.
                 if value.__class__ is str:
                     value = clip(value) if len(value) > MAX_FIELD_CHARS else value
-                elif not isinstance(value, (int, float, bool)) and value is not None and \
-                        len(text := repr(value)) > MAX_FIELD_CHARS:
+                elif (
+                    not isinstance(value, (int, float, bool))
+                    and value is not None
+                    and len(text := repr(value)) > MAX_FIELD_CHARS
+                ):
                     value = clip(text)
                 extra[key[:200]] = value
         if extra:
@@ -547,7 +579,8 @@ class State:
         if uuid.__class__ is not str or not uuid or state.__class__ is not str or not isinstance(history, list):
             raise MalformedEvent("task row without a uuid, state or history")
         if not (fields["attempts"] is None or isinstance(fields["attempts"], list)) or not (
-                fields["extra"] is None or isinstance(fields["extra"], dict)):
+            fields["extra"] is None or isinstance(fields["extra"], dict)
+        ):
             raise MalformedEvent("task row with mistyped attempts or extra fields")
         if uuid in self.tasks:
             return
@@ -570,14 +603,22 @@ class State:
         self._reparented(rec, None)
         for attempt in rec.attempts or ():
             if isinstance(attempt, dict):
-                self.failure_groups.add(uuid, rec.name, attempt.get("hostname"), attempt.get("exception"),
-                                        attempt.get("traceback"), attempt.get("timestamp"), "RETRY")
+                self.failure_groups.add(
+                    uuid,
+                    rec.name,
+                    attempt.get("hostname"),
+                    attempt.get("exception"),
+                    attempt.get("traceback"),
+                    attempt.get("timestamp"),
+                    "RETRY",
+                )
         if _as_number(rec.started) is not None:
             self.stats.started(rec.name, rec.received, rec.sent, rec.started)
         if state == "FAILURE":
             self.failures.append(uuid)
-            self.failure_groups.add(uuid, rec.name, rec.hostname, rec.exception, rec.traceback, rec.timestamp,
-                                    "FAILURE")
+            self.failure_groups.add(
+                uuid, rec.name, rec.hostname, rec.exception, rec.traceback, rec.timestamp, "FAILURE"
+            )
         if state == "SUCCESS" or state == "FAILURE":
             self.stats.finished(rec.name, state, rec.runtime, rec.received, rec.started, rec.sent, rec.timestamp)
         self.text_stale = True  # the search cache is rebuilt once, after the whole restore

@@ -26,6 +26,7 @@ For /metrics (dashboard/web/metrics.py) the stats also keep lifetime counters of
 below each of the fixed EXPORT_BUCKETS bounds: a Prometheus histogram needs exact counts at its `le`
 bounds, which the log-scale buckets above cannot give. Both are O(1) per event and never shrink.
 """
+
 from __future__ import annotations
 
 import math
@@ -49,8 +50,29 @@ WINDOWS = ("all", "recent")
 COUNTED_EVENTS = ("sent", "received", "started", "succeeded", "failed", "rejected", "revoked", "retried")
 # Prometheus histogram bounds (`le`), chosen once: prometheus_client's defaults, which celery-exporter
 # uses unless told otherwise, extended to an hour because tasks and queue waits often last minutes.
-EXPORT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
-                  30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+EXPORT_BUCKETS = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    600.0,
+    1800.0,
+    3600.0,
+)
 
 _EVENT_INDEX = {s: i for i, s in enumerate(COUNTED_EVENTS)}
 _NCOUNTED = len(COUNTED_EVENTS)
@@ -224,8 +246,13 @@ def _row(name: str, a: _Agg) -> dict[str, Any]:
         "failed": a.failed,
         "retried": a.retried,
         "failure_rate": a.failed / a.count if a.count else None,
-        "runtime": {"p50": p50, "p95": p95, "p99": p99,
-                    "max": rt.hi if rt.n else None, "mean": rt.total / rt.n if rt.n else None},
+        "runtime": {
+            "p50": p50,
+            "p95": p95,
+            "p99": p99,
+            "max": rt.hi if rt.n else None,
+            "mean": rt.total / rt.n if rt.n else None,
+        },
         "queue_wait": {"p50": w50, "p95": w95},
         "queue_wait_sent": {"p50": s50, "p95": s95},
         "last_seen": a.last_seen,
@@ -259,8 +286,13 @@ class TaskStats:
     The same class keeps per-queue figures in the state (names are then queue names).
     """
 
-    def __init__(self, max_names: int = 2000, window_seconds: float = 300.0, slot_seconds: float = 60.0,
-                 export_wait: bool = False) -> None:
+    def __init__(
+        self,
+        max_names: int = 2000,
+        window_seconds: float = 300.0,
+        slot_seconds: float = 60.0,
+        export_wait: bool = False,
+    ) -> None:
         if type(max_names) is not int or max_names < 1:
             raise ValueError(f"max_names must be a positive int, not {max_names!r}")
         window, slot = _num(window_seconds), _num(slot_seconds)
@@ -319,8 +351,16 @@ class TaskStats:
         if self._latest is None or ts > self._latest:
             self._latest = ts
 
-    def finished(self, name: str | None, state: str, runtime: float | None, received: float | None,
-                 started: float | None, sent: float | None, timestamp: float | None) -> None:
+    def finished(
+        self,
+        name: str | None,
+        state: str,
+        runtime: float | None,
+        received: float | None,
+        started: float | None,
+        sent: float | None,
+        timestamp: float | None,
+    ) -> None:
         """Count a task that reached SUCCESS or FAILURE (queue waits are recorded by started())."""
         if not isinstance(state, str):
             return  # garbage: compare nothing (a hostile __eq__ could raise)
@@ -479,7 +519,6 @@ class TaskStats:
             return None
         p50, p95, p99 = h.percentiles((0.50, 0.95, 0.99))
         return {"p50": p50, "p95": p95, "p99": p99, "count": h.n}
-
 
     def _live_slots(self, now: Any) -> list[dict[str, _Agg]]:
         """The ring entries inside the window ending at `now` (default: the newest event time seen)."""

@@ -8,6 +8,7 @@ nothing to find in them: they are moved to the permanent generation (`gc.freeze(
 half second, and full collections only ever see what is young. Garbage cycles that were still
 alive when frozen are collected by one full pass an hour (`unfreeze`, `collect`, `freeze`).
 """
+
 from __future__ import annotations
 
 import gc
@@ -44,8 +45,11 @@ class GcPolicy:
             started = time.perf_counter()
             found = gc.collect()
             self.full_collections += 1
-            log.info("hourly full garbage collection: %d objects freed in %.0f ms", found,
-                     (time.perf_counter() - started) * 1000)
+            log.info(
+                "hourly full garbage collection: %d objects freed in %.0f ms",
+                found,
+                (time.perf_counter() - started) * 1000,
+            )
         else:
             gc.collect(0)  # what is young and already garbage is not frozen
         gc.freeze()

@@ -15,6 +15,7 @@ sends one config object first; the reader then sends
 The reader exits when the dashboard closes its end (or dies: PR_SET_PDEATHSIG); the dashboard
 starts a new one when it exits, with the reconnect backoff.
 """
+
 from __future__ import annotations
 
 import logging
@@ -78,7 +79,7 @@ class FrameBuffer:
                 end = pos + HEADER.size + size
                 if len(buf) < end:
                     break
-                body = bytes(buf[pos + HEADER.size:end])
+                body = bytes(buf[pos + HEADER.size : end])
                 pos = end
                 yield decode_frame(body)
         finally:
@@ -142,11 +143,15 @@ def main(argv: list[str] | None = None) -> int:
     config = read_frame(sock, FrameBuffer())
     if not isinstance(config, dict):
         return 2
-    logging.basicConfig(level=str(config.get("log_level", "INFO")).upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    reader = Reader(config["broker_url"], mode=config.get("mode", "auto"),
-                    reconnect_min=float(config.get("reconnect_min", 0.5)),
-                    reconnect_max=float(config.get("reconnect_max", 2.0)))
+    logging.basicConfig(
+        level=str(config.get("log_level", "INFO")).upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    reader = Reader(
+        config["broker_url"],
+        mode=config.get("mode", "auto"),
+        reconnect_min=float(config.get("reconnect_min", 0.5)),
+        reconnect_max=float(config.get("reconnect_max", 2.0)),
+    )
     signal.signal(signal.SIGTERM, lambda *_: reader.stop())
     threading.Thread(target=_exit_when_parent_closes, args=(sock, reader), daemon=True).start()
     reader.run(SocketSink(sock))
@@ -169,9 +174,14 @@ class ReaderProcess:
     `run()` is the feed loop: it belongs where the state is applied (a greenlet on the gevent hub, or
     a thread in threading mode); `wrap_socket` makes its socket cooperative there, `sleep` waits."""
 
-    def __init__(self, ingest: Ingest, *, log_level: str = "INFO",
-                 wrap_socket: Callable[[socket.socket], Any] = lambda s: s,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        ingest: Ingest,
+        *,
+        log_level: str = "INFO",
+        wrap_socket: Callable[[socket.socket], Any] = lambda s: s,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.ingest = ingest
         self.log_level = log_level
         self.wrap_socket = wrap_socket
@@ -197,8 +207,11 @@ class ReaderProcess:
             log.warning("%s; starting a new one in %.1fs", why, delay)
             self.ingest.failed(why)
             self.sleep(delay)
-            delay = self.ingest.reconnect_min if time.monotonic() - started > 60 else \
-                min(delay * 2, self.ingest.reconnect_max)
+            delay = (
+                self.ingest.reconnect_min
+                if time.monotonic() - started > 60
+                else min(delay * 2, self.ingest.reconnect_max)
+            )
         self.ingest.stopped()
 
     def stop(self) -> None:
@@ -228,16 +241,28 @@ class ReaderProcess:
         root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
         try:
-            self.proc = subprocess.Popen([sys.executable, "-m", "dashboard.ingest.process", str(theirs.fileno())],
-                                         pass_fds=(theirs.fileno(),), env=env, preexec_fn=_die_with_parent)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "dashboard.ingest.process", str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),),
+                env=env,
+                preexec_fn=_die_with_parent,
+            )
         finally:
             theirs.close()
         self.starts += 1
         ingest = self.ingest
         # Secrets travel on the socket, never on the command line (`ps` shows that to everyone).
-        ours.sendall(encode_frame({"broker_url": ingest.broker_url, "mode": ingest.mode,
-                                   "reconnect_min": ingest.reconnect_min, "reconnect_max": ingest.reconnect_max,
-                                   "log_level": self.log_level}))
+        ours.sendall(
+            encode_frame(
+                {
+                    "broker_url": ingest.broker_url,
+                    "mode": ingest.mode,
+                    "reconnect_min": ingest.reconnect_min,
+                    "reconnect_max": ingest.reconnect_max,
+                    "log_level": self.log_level,
+                }
+            )
+        )
         sock = self._sock = self.wrap_socket(ours)
         return sock
 

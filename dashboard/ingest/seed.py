@@ -1,5 +1,6 @@
 """At start (with or without a snapshot): ask the workers what they are running, reserving and scheduling,
 so tasks in flight show up at once instead of only when their next event comes (which may be their last)."""
+
 from __future__ import annotations
 
 import logging
@@ -16,8 +17,9 @@ log = logging.getLogger(__name__)
 ARGSREPR_MAXSIZE = 1024  # what Celery's client uses for task events' argsrepr / kwargsrepr
 
 
-def _events(hostname: str, request: Any, subjects: tuple[str, ...], now: float,
-            eta: Any = None) -> list[dict[str, Any]]:
+def _events(
+    hostname: str, request: Any, subjects: tuple[str, ...], now: float, eta: Any = None
+) -> list[dict[str, Any]]:
     """Task events equivalent to one request of an inspect reply (worker Request.info())."""
     if not isinstance(request, dict) or not isinstance(request.get("id"), str):
         return []
@@ -27,12 +29,17 @@ def _events(hostname: str, request: Any, subjects: tuple[str, ...], now: float,
     started = request.get("time_start")
     ts = started if isinstance(started, (int, float)) and not isinstance(started, bool) else now
     base = {
-        "uuid": request["id"], "name": request.get("name"), "hostname": hostname, "timestamp": ts,
-        "local_received": now, "utcoffset": None,
+        "uuid": request["id"],
+        "name": request.get("name"),
+        "hostname": hostname,
+        "timestamp": ts,
+        "local_received": now,
+        "utcoffset": None,
         # Events carry reprs: the same text as if the worker had sent them (masked by the state as usual).
         "args": saferepr(tuple(args), ARGSREPR_MAXSIZE) if isinstance(args, list) else args,
         "kwargs": saferepr(kwargs, ARGSREPR_MAXSIZE) if isinstance(kwargs, dict) else kwargs,
-        "routing_key": delivery.get("routing_key"), "exchange": delivery.get("exchange"),
+        "routing_key": delivery.get("routing_key"),
+        "exchange": delivery.get("exchange"),
     }
     if eta is not None:
         base["eta"] = eta
@@ -53,8 +60,7 @@ def events_from_inspect(active: Any, reserved: Any, scheduled: Any, now: float) 
     return out
 
 
-def seed_in_flight(app: Any, state: State, timeout: float, connected: Callable[[], bool],
-                   wait: float = 30.0) -> int:
+def seed_in_flight(app: Any, state: State, timeout: float, connected: Callable[[], bool], wait: float = 30.0) -> int:
     """Once the event stream is up, feed the state what workers report in flight; returns tasks added."""
     deadline = time.monotonic() + wait
     while not connected():
@@ -75,6 +81,5 @@ def seed_in_flight(app: Any, state: State, timeout: float, connected: Callable[[
         before = len(state.tasks)
         state.events(new)
         added = len(state.tasks) - before
-    log.info("workers report %d task(s) in flight: %d new to the dashboard", len({e["uuid"] for e in events}),
-             added)
+    log.info("workers report %d task(s) in flight: %d new to the dashboard", len({e["uuid"] for e in events}), added)
     return added

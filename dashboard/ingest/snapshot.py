@@ -4,6 +4,7 @@ A file is written beside the target (temp file, fsync, rename), so a crash mid-s
 snapshot intact. A file that cannot be read back (corrupt, truncated, another format or version) is
 renamed aside with a warning and the dashboard starts empty: it is never overwritten.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -40,7 +41,7 @@ def dump(state: State) -> dict[str, Any]:
     rows = []
     for start in range(0, len(uuids), CHUNK):
         with state.lock:
-            chunk = [state.export_task(u) for u in uuids[start:start + CHUNK]]
+            chunk = [state.export_task(u) for u in uuids[start : start + CHUNK]]
         for row in chunk:
             if row is None:
                 continue  # evicted meanwhile
@@ -48,8 +49,16 @@ def dump(state: State) -> dict[str, Any]:
                 if row[i].__class__ is str:
                     row[i] = strings.setdefault(row[i], len(strings))
             rows.append(row)
-    return {"format": FORMAT, "version": VERSION, "saved_at": time.time(), "task_fields": SNAPSHOT_TASK_FIELDS,
-            "worker_fields": SNAPSHOT_WORKER_FIELDS, "strings": list(strings), "tasks": rows, "workers": workers}
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "saved_at": time.time(),
+        "task_fields": SNAPSHOT_TASK_FIELDS,
+        "worker_fields": SNAPSHOT_WORKER_FIELDS,
+        "strings": list(strings),
+        "tasks": rows,
+        "workers": workers,
+    }
 
 
 def restore(state: State, doc: Any) -> tuple[int, int]:
@@ -58,20 +67,23 @@ def restore(state: State, doc: Any) -> tuple[int, int]:
         raise SnapshotError("not a Celery Live Dashboard snapshot")
     if doc.get("version") != VERSION:
         raise SnapshotError(f"snapshot version {doc.get('version')!r}; this dashboard reads version {VERSION}")
-    if (doc.get("task_fields") != list(SNAPSHOT_TASK_FIELDS)
-            or doc.get("worker_fields") != list(SNAPSHOT_WORKER_FIELDS)):
+    if doc.get("task_fields") != list(SNAPSHOT_TASK_FIELDS) or doc.get("worker_fields") != list(SNAPSHOT_WORKER_FIELDS):
         raise SnapshotError("snapshot written by a dashboard with other task or worker fields")
     strings, tasks, workers = doc.get("strings"), doc.get("tasks"), doc.get("workers")
     saved_at = doc.get("saved_at")
-    if not (isinstance(strings, list) and isinstance(tasks, list) and isinstance(workers, list)
-            and isinstance(saved_at, (int, float))):
+    if not (
+        isinstance(strings, list)
+        and isinstance(tasks, list)
+        and isinstance(workers, list)
+        and isinstance(saved_at, (int, float))
+    ):
         raise SnapshotError("snapshot without its strings, tasks, workers or time")
     shared = [i for i, f in enumerate(SNAPSHOT_TASK_FIELDS) if f in _STRING_FIELDS]
     try:
         with state.lock:
             for row in workers:
                 state.restore_worker(row, saved_at)
-            for row in tasks[-state.max_tasks:]:  # a smaller max_tasks keeps the newest
+            for row in tasks[-state.max_tasks :]:  # a smaller max_tasks keeps the newest
                 if isinstance(row, list) and len(row) == len(SNAPSHOT_TASK_FIELDS):
                     for i in shared:
                         if row[i].__class__ is int:
@@ -126,8 +138,9 @@ class Snapshots:
             self.set_aside = aside
         except OSError as exc:
             aside = f"(could not move it: {exc})"
-        log.warning("snapshot %s could not be restored: %s. Starting empty; the file was kept as %s",
-                    self.path, why, aside)
+        log.warning(
+            "snapshot %s could not be restored: %s. Starting empty; the file was kept as %s", self.path, why, aside
+        )
 
     def save(self) -> bool:
         """Write the snapshot atomically (temp file + fsync + rename); False (and logged) on failure."""
@@ -171,5 +184,10 @@ class Snapshots:
 
     def status(self) -> dict[str, Any]:
         """For /healthz: where, when last saved, last error, what was restored or set aside."""
-        return {"path": self.path, "saved_at": self.saved_at, "error": self.last_error,
-                "restored": list(self.restored) if self.restored else None, "set_aside": self.set_aside}
+        return {
+            "path": self.path,
+            "saved_at": self.saved_at,
+            "error": self.last_error,
+            "restored": list(self.restored) if self.restored else None,
+            "set_aside": self.set_aside,
+        }

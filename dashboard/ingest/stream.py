@@ -11,6 +11,7 @@ applying, and there it never competes with the web server for the GIL. `Ingest.r
 Reader in this process instead (tests and tools). Either way the Reader talks to a `Sink`:
 connected, disconnected, and one call per batch of decoded events.
 """
+
 from __future__ import annotations
 
 import base64
@@ -151,8 +152,9 @@ class RateLimitedLog:
 class Reader:
     """The broker side: subscribe, decode, hand batches to a sink; never dies, reconnects with backoff."""
 
-    def __init__(self, broker_url: str, *, mode: str = "auto", reconnect_min: float = 0.5,
-                 reconnect_max: float = 2.0) -> None:
+    def __init__(
+        self, broker_url: str, *, mode: str = "auto", reconnect_min: float = 0.5, reconnect_max: float = 2.0
+    ) -> None:
         self.broker_url = broker_url
         self.mode = reader_mode(broker_url, mode)
         self.reconnect_min = reconnect_min
@@ -178,8 +180,9 @@ class Reader:
                 # Scrubbed: a malformed URL's parse error quotes part of its password.
                 error = scrub(f"{type(exc).__name__}: {exc}", self.broker_url)
                 sink.failed(error, self.reconnects)
-                log.warning("event stream from %s failed (%s); reconnecting in %.1fs",
-                            mask_url(self.broker_url), error, delay)
+                log.warning(
+                    "event stream from %s failed (%s); reconnecting in %.1fs", mask_url(self.broker_url), error, delay
+                )
                 self._stop.wait(delay)
                 delay = min(delay * 2, self.reconnect_max)
                 self.reconnects += 1
@@ -202,8 +205,9 @@ class Reader:
     def _run_redis(self, sink: Sink) -> None:
         import redis
 
-        client = redis.Redis.from_url(self.broker_url, socket_connect_timeout=5, socket_keepalive=True,
-                                      health_check_interval=10)
+        client = redis.Redis.from_url(
+            self.broker_url, socket_connect_timeout=5, socket_keepalive=True, health_check_interval=10
+        )
         pubsub = self._pubsub = client.pubsub(ignore_subscribe_messages=True)
         try:
             pubsub.psubscribe(redis_event_pattern(self.broker_url))
@@ -277,12 +281,19 @@ class Ingest:
     flight); `after_batch()` after each batch (the GC policy); `on_connect()` when the stream is back and
     `on_worker_arrival()` when a worker appears (both must not block: they run on the ingest loop)."""
 
-    def __init__(self, state: State, broker_url: str, *, mode: str = "auto",
-                 reconnect_min: float = 0.5, reconnect_max: float = 2.0,
-                 pause: Callable[[], None] = lambda: None,
-                 after_batch: Callable[[], None] | None = None,
-                 on_connect: Callable[[], None] | None = None,
-                 on_worker_arrival: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        state: State,
+        broker_url: str,
+        *,
+        mode: str = "auto",
+        reconnect_min: float = 0.5,
+        reconnect_max: float = 2.0,
+        pause: Callable[[], None] = lambda: None,
+        after_batch: Callable[[], None] | None = None,
+        on_connect: Callable[[], None] | None = None,
+        on_worker_arrival: Callable[[], None] | None = None,
+    ) -> None:
         self.state = state
         self.broker_url = broker_url
         self.mode = reader_mode(broker_url, mode)
@@ -308,8 +319,9 @@ class Ingest:
     # -- in this process (tests, tools); the dashboard runs the reader in its own process -----------
     def run(self) -> None:
         """Read the broker in this thread until stop()."""
-        self._reader = Reader(self.broker_url, mode=self.mode, reconnect_min=self.reconnect_min,
-                              reconnect_max=self.reconnect_max)
+        self._reader = Reader(
+            self.broker_url, mode=self.mode, reconnect_min=self.reconnect_min, reconnect_max=self.reconnect_max
+        )
         self._reader.run(self)
         self.stopped()
 
@@ -390,7 +402,7 @@ class Ingest:
             for start in range(0, len(events), EVENTS_PER_LOCK):
                 if start:
                     pause()
-                bad += self.state.events(events[start:start + EVENTS_PER_LOCK])
+                bad += self.state.events(events[start : start + EVENTS_PER_LOCK])
             if bad:
                 self.rejected += bad
                 self._log_bad(f"{bad} event(s) skipped, last: {self.state.last_error}")

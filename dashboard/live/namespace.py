@@ -1,4 +1,5 @@
 """The dashboard's Socket.IO handlers: connect (authenticated), subscribe to a view's room, disconnect."""
+
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -4,6 +4,7 @@ Each method takes the state's lock for as long as it reads and returns plain JSO
 HTTP API and the Socket.IO rooms (dashboard/live/rooms.py) share them, so a page and its live updates
 never disagree about what a row holds.
 """
+
 from __future__ import annotations
 
 import time
@@ -26,8 +27,9 @@ MAX_LIMIT = 500  # rows of one task-list page
 class ReadModels:
     """Snapshots of the state for pages, the API and rooms (each one consistent: read under the lock)."""
 
-    def __init__(self, state: State, ingest: Ingest | None, inspector: Inspector | None = None,
-                 hide_offline_after: float = 0.0) -> None:
+    def __init__(
+        self, state: State, ingest: Ingest | None, inspector: Inspector | None = None, hide_offline_after: float = 0.0
+    ) -> None:
         self.state = state
         self.ingest = ingest  # None: ingest disabled (tests, a read-only replica of a snapshot)
         self.inspector = inspector  # the inspect cache: pool, uptime; None without one
@@ -79,20 +81,34 @@ class ReadModels:
                 break
         return out
 
-    def tasks_snapshot(self, f: Filters, limit: int, offset: int = 0, sort: str | None = None,
-                       ascending: bool = False, before: int | None = None) -> dict[str, Any]:
+    def tasks_snapshot(
+        self,
+        f: Filters,
+        limit: int,
+        offset: int = 0,
+        sort: str | None = None,
+        ascending: bool = False,
+        before: int | None = None,
+    ) -> dict[str, Any]:
         """One page of the task list for a filter; `next_cursor` pages on in the default order."""
         with self.state.lock:
-            total, page = find(self.state, f, limit=limit, offset=offset, text_index=self.text_index,
-                               sort=sort, ascending=ascending, before=before)
+            total, page = find(
+                self.state,
+                f,
+                limit=limit,
+                offset=offset,
+                text_index=self.text_index,
+                sort=sort,
+                ascending=ascending,
+                before=before,
+            )
             rows = [task_summary(r) for r in page]
             more = sort is None and len(page) == limit and page[-1].seq > self.state.first_seq()
             return {"total": total, "tasks": rows, "next_cursor": str(page[-1].seq) if more else None}
 
     def task_payload(self, rec: TaskRecord) -> dict[str, Any]:
         """A task in full with its workflow tree (call under the state lock)."""
-        return {"task": task_detail(rec, self.state.children_of(rec.uuid)),
-                "tree": workflow_tree(self.state, rec.uuid)}
+        return {"task": task_detail(rec, self.state.children_of(rec.uuid)), "tree": workflow_tree(self.state, rec.uuid)}
 
     def task_snapshot(self, uuid: str) -> dict[str, Any]:
         """One task in full, or {"task": None} when it has not been seen."""
@@ -104,8 +120,11 @@ class ReadModels:
         """Failure groups and the outcome counters (failed, retried, recovered, gave up)."""
         now = time.time()
         with self.state.lock:
-            return {"groups": self.state.failure_groups.groups(sort=sort, limit=limit, now=now),
-                    "outcomes": dict(self.state.outcomes), "now": now}
+            return {
+                "groups": self.state.failure_groups.groups(sort=sort, limit=limit, now=now),
+                "outcomes": dict(self.state.outcomes),
+                "now": now,
+            }
 
     def stats_snapshot(self, windows: tuple[str, ...] = ("all", "recent")) -> dict[str, Any]:
         """Per-task-name statistics for the given windows (the page shows both, the API asks for one:

@@ -6,6 +6,7 @@ update, and nothing is built for rooms nobody watches. Emitting queues per clien
 python-socketio, so a slow browser delays only itself. What a room shows comes from the read models
 (dashboard/live/readmodels.py); the Socket.IO handlers are dashboard/live/namespace.py.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -51,8 +52,9 @@ def tasks_room(f: Filters) -> str:
 class Rooms:
     """Subscriptions, the tick loop and slow clients: one encoding per room per tick."""
 
-    def __init__(self, socketio: SocketIO, views: ReadModels, interval: float,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self, socketio: SocketIO, views: ReadModels, interval: float, sleep: Callable[[float], None] = time.sleep
+    ) -> None:
         self.socketio = socketio
         self.views = views
         self.state = views.state
@@ -86,7 +88,7 @@ class Rooms:
     def subscribe(self, sid: str, payload: Any) -> dict[str, Any]:
         """Move client `sid` into the room of the requested view; its snapshot is the answer (the ack)."""
         if not isinstance(payload, dict):
-            return {"error": "subscribe expects an object like {\"view\": \"overview\"}"}
+            return {"error": 'subscribe expects an object like {"view": "overview"}'}
         view = payload.get("view")
         views = self.views
         filters: Filters | None = None
@@ -188,8 +190,11 @@ class Rooms:
         ticks = sorted(self.tick_seconds)
         if not ticks:
             return {"last_ms": None, "median_ms": None, "max_ms": None}
-        return {"last_ms": round(self.tick_seconds[-1] * 1000, 2), "median_ms": round(ticks[len(ticks) // 2] * 1000, 2),
-                "max_ms": round(ticks[-1] * 1000, 2)}
+        return {
+            "last_ms": round(self.tick_seconds[-1] * 1000, 2),
+            "median_ms": round(ticks[len(ticks) // 2] * 1000, 2),
+            "max_ms": round(ticks[-1] * 1000, 2),
+        }
 
     def close_idle_sessions(self, now: float) -> None:
         """Close engine.io sessions that have not connected the namespace within NAMESPACE_DEADLINE."""
@@ -290,8 +295,9 @@ class Rooms:
                 caught_up.append(sid)
         if lagging - self.lagging:
             self.skipped += len(lagging - self.lagging)
-            log.info("%d client(s) too far behind: their updates are held until they catch up",
-                     len(lagging - self.lagging))
+            log.info(
+                "%d client(s) too far behind: their updates are held until they catch up", len(lagging - self.lagging)
+            )
         self.lagging = lagging
         for sid in caught_up:
             self.socketio.emit("resync", {}, to=sid)  # it missed diffs: it asks for a fresh snapshot
@@ -327,7 +333,7 @@ class Rooms:
             elif filtered:
                 removed.append(rec.uuid)
         total = self._total(room, f, now, fresh=bool(shown or removed))
-        return {"total": total, "tasks": shown, "removed": removed[:MAX_TASKS_PER_TICK * 5]}
+        return {"total": total, "tasks": shown, "removed": removed[: MAX_TASKS_PER_TICK * 5]}
 
     def _total(self, room: str, f: Filters, now: float, fresh: bool) -> int:
         st = self.state

@@ -5,6 +5,7 @@ namespace, or a way to close a session by its engine.io id. tests/test_socketio_
 runs each function against the installed libraries, so an upgrade that changes them fails there,
 not in production.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator

@@ -1,4 +1,5 @@
 """JSON API and /healthz: a stable contract that tooling relies on."""
+
 from __future__ import annotations
 
 import json
@@ -34,15 +35,29 @@ def healthz() -> Any:
     status = svc.views.status()
     now = time.time()
     with svc.state.lock:
-        tasks = {"retained": len(svc.state.tasks), "evicted": svc.state.evicted, "max": svc.state.max_tasks,
-                 "lost": svc.state.lost}
+        tasks = {
+            "retained": len(svc.state.tasks),
+            "evicted": svc.state.evicted,
+            "max": svc.state.max_tasks,
+            "lost": svc.state.lost,
+        }
         workers = {"online": svc.state.workers_online(now), "known": len(svc.state.workers)}
-    body = {"ok": status["broker"]["connected"], "broker": status["broker"], "events": status["events"],
-            "tasks": tasks, "workers": workers, "server": _server(svc),
-            "snapshot": svc.snapshots.status() if svc.snapshots is not None else None,
-            "clients": {"subscribed": len(svc.rooms.subs), "rooms": len(svc.rooms.rooms),
-                        "lagging": len(svc.rooms.lagging), "times_lagged": svc.rooms.skipped,
-                        "tick": svc.rooms.tick_cost()}}
+    body = {
+        "ok": status["broker"]["connected"],
+        "broker": status["broker"],
+        "events": status["events"],
+        "tasks": tasks,
+        "workers": workers,
+        "server": _server(svc),
+        "snapshot": svc.snapshots.status() if svc.snapshots is not None else None,
+        "clients": {
+            "subscribed": len(svc.rooms.subs),
+            "rooms": len(svc.rooms.rooms),
+            "lagging": len(svc.rooms.lagging),
+            "times_lagged": svc.rooms.skipped,
+            "tick": svc.rooms.tick_cost(),
+        },
+    }
     return jsonify(body), 200
 
 
@@ -75,8 +90,7 @@ def _list_request() -> dict[str, Any]:
     filters, error = parse_filters(args)
     if filters is None:
         raise Invalid(error or "bad filter")
-    return {"f": filters, "limit": limit, "offset": offset, "sort": sort, "ascending": order == "asc",
-            "before": before}
+    return {"f": filters, "limit": limit, "offset": offset, "sort": sort, "ascending": order == "asc", "before": before}
 
 
 @bp.get("/api/tasks")
@@ -86,9 +100,26 @@ def tasks() -> Any:
     return jsonify(services().views.tasks_snapshot(**_list_request()))
 
 
-EXPORT_FIELDS = ("uuid", "name", "state", "hostname", "queue", "args", "kwargs", "result", "exception",
-                 "retries", "sent", "received", "started", "succeeded", "failed", "runtime", "parent_id",
-                 "root_id")
+EXPORT_FIELDS = (
+    "uuid",
+    "name",
+    "state",
+    "hostname",
+    "queue",
+    "args",
+    "kwargs",
+    "result",
+    "exception",
+    "retries",
+    "sent",
+    "received",
+    "started",
+    "succeeded",
+    "failed",
+    "runtime",
+    "parent_id",
+    "root_id",
+)
 
 
 EXPORT_CHUNK = 1_000  # rows built per step: between steps the hub serves everyone else (pause)
@@ -107,15 +138,23 @@ def export() -> Any:
     try:
         svc = services()
         with svc.state.lock:
-            _, recs = find(svc.state, params["f"], limit=len(svc.state.tasks) or 1, text_index=svc.views.text_index,
-                           sort=params["sort"], ascending=params["ascending"])
+            _, recs = find(
+                svc.state,
+                params["f"],
+                limit=len(svc.state.tasks) or 1,
+                text_index=svc.views.text_index,
+                sort=params["sort"],
+                ascending=params["ascending"],
+            )
     except BaseException:
         slots.release()
         raise
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    return Response(_export_chunks(fmt, recs, svc, slots.release), mimetype="application/json" if fmt == "json"
-                    else "text/csv", headers={"Content-Disposition": f'attachment; filename="tasks-{stamp}.{fmt}"',
-                                              "X-Total-Count": str(len(recs))})
+    return Response(
+        _export_chunks(fmt, recs, svc, slots.release),
+        mimetype="application/json" if fmt == "json" else "text/csv",
+        headers={"Content-Disposition": f'attachment; filename="tasks-{stamp}.{fmt}"', "X-Total-Count": str(len(recs))},
+    )
 
 
 def _export_chunks(fmt: str, recs: list[Any], svc: Any, done: Any) -> Iterator[str]:
@@ -127,7 +166,7 @@ def _export_chunks(fmt: str, recs: list[Any], svc: Any, done: Any) -> Iterator[s
             if start:
                 svc.runtime.pause()
             with svc.state.lock:
-                rows = [[getattr(r, field) for field in EXPORT_FIELDS] for r in recs[start:start + EXPORT_CHUNK]]
+                rows = [[getattr(r, field) for field in EXPORT_FIELDS] for r in recs[start : start + EXPORT_CHUNK]]
             if fmt == "json":
                 body = json.dumps([dict(zip(EXPORT_FIELDS, row)) for row in rows], default=str)[1:-1]
                 yield ("," if start and body else "") + body
@@ -187,9 +226,15 @@ def task_field(uuid: str, name: str) -> Any:
         raise TaskNotSeen(uuid)
     text = value if isinstance(value, str) else json.dumps(value, default=str)
     # Untrusted text: plain, never sniffed as HTML, shown inline rather than downloaded.
-    return Response(text, mimetype="text/plain", headers={
-        "X-Content-Type-Options": "nosniff", "Content-Disposition": f'inline; filename="{name}.txt"',
-        "Content-Security-Policy": "default-src 'none'"})
+    return Response(
+        text,
+        mimetype="text/plain",
+        headers={
+            "X-Content-Type-Options": "nosniff",
+            "Content-Disposition": f'inline; filename="{name}.txt"',
+            "Content-Security-Policy": "default-src 'none'",
+        },
+    )
 
 
 @bp.get("/api/tasks/<uuid>/workflow")

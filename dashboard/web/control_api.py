@@ -6,6 +6,7 @@ audited exactly once, whether it
 succeeded, failed on the broker (503) or found nothing to do. Inspect replies come from the
 inspector's cache: no request waits for a worker.
 """
+
 from __future__ import annotations
 
 import logging
@@ -42,10 +43,18 @@ def _body() -> dict[str, Any]:
     return data
 
 
-def _audit(svc: Services, action: str, target: Any, params: dict[str, Any], ok: bool, message: str,
-           replies: dict[str, Any] | None = None) -> int:
-    entry = svc.audit.record(action, target, params, ok, message, replies, user=current_user(),
-                             remote_addr=request.remote_addr)
+def _audit(
+    svc: Services,
+    action: str,
+    target: Any,
+    params: dict[str, Any],
+    ok: bool,
+    message: str,
+    replies: dict[str, Any] | None = None,
+) -> int:
+    entry = svc.audit.record(
+        action, target, params, ok, message, replies, user=current_user(), remote_addr=request.remote_addr
+    )
     return entry["id"]
 
 
@@ -61,8 +70,9 @@ def _outcome(svc: Services, action: str, target: Any, params: dict[str, Any], ru
     except BrokerUnavailable as exc:
         raise Unavailable(str(exc), audit_id=_audit(svc, action, target, params, False, str(exc))) from exc
     audit_id = _audit(svc, action, target, params, outcome.ok, outcome.message, outcome.replies)
-    return outcome, jsonify({"ok": outcome.ok, "replies": outcome.replies, "audit_id": audit_id,
-                             "message": outcome.message})
+    return outcome, jsonify(
+        {"ok": outcome.ok, "replies": outcome.replies, "audit_id": audit_id, "message": outcome.message}
+    )
 
 
 # -- workers ---------------------------------------------------------------------------------------
@@ -79,8 +89,13 @@ def worker(hostname: str) -> Any:
     refresh = request.args.get("refresh", "") in ("1", "true", "yes")
     if refresh:
         svc.inspector.request_refresh(hostname)
-    return jsonify({"worker": row, "inspect": svc.inspector.worker(hostname),
-                    "refreshing": refresh or svc.inspector.refreshing(hostname)})
+    return jsonify(
+        {
+            "worker": row,
+            "inspect": svc.inspector.worker(hostname),
+            "refreshing": refresh or svc.inspector.refreshing(hostname),
+        }
+    )
 
 
 @bp.post("/api/workers/<path:hostname>/control")
@@ -96,8 +111,9 @@ def worker_control(hostname: str) -> Any:
     action, arguments = control.worker_command(body)
     params = {k: v for k, v in arguments.items() if k in ("n", "max", "min", "queue")}
     timeout = float(svc.config["CONTROL_TIMEOUT"])
-    outcome, response = _outcome(svc, action, hostname, params,
-                                 lambda: control.control_worker(svc.celery, hostname, action, arguments, timeout))
+    outcome, response = _outcome(
+        svc, action, hostname, params, lambda: control.control_worker(svc.celery, hostname, action, arguments, timeout)
+    )
     if outcome is not None and outcome.ok:
         if action in _POOL_ACTIONS:
             svc.inspector.watch(hostname)  # the pool changes within seconds: show the new size soon
@@ -112,14 +128,22 @@ def task_type_control() -> Any:
     """{"action": "rate_limit"|"time_limit", "task", "rate" | "soft"/"hard", "workers"?} -> reply shape."""
     svc = services()
     action, arguments, workers = control.task_type_command(_body())
-    params = ({"rate": arguments["rate_limit"]} if action == "rate_limit"
-              else {"soft": arguments["soft"], "hard": arguments["hard"]})
+    params = (
+        {"rate": arguments["rate_limit"]}
+        if action == "rate_limit"
+        else {"soft": arguments["soft"], "hard": arguments["hard"]}
+    )
     if workers:
         params["workers"] = workers
     timeout = float(svc.config["CONTROL_TIMEOUT"])
     online = _online(svc)
-    outcome, response = _outcome(svc, action, arguments["task_name"], params, lambda: control.control_task_type(
-        svc.celery, action, arguments, workers, timeout, online))
+    outcome, response = _outcome(
+        svc,
+        action,
+        arguments["task_name"],
+        params,
+        lambda: control.control_task_type(svc.celery, action, arguments, workers, timeout, online),
+    )
     if outcome is not None and outcome.ok and outcome.replies:
         # One broadcast to every worker that replied (not one thread and connection per worker).
         svc.inspector.request_refresh_many(list(outcome.replies), ("registered",))  # shows "[rate_limit=10/m]"
@@ -139,8 +163,13 @@ def revoke(uuid: str) -> Any:
     params = {"terminate": terminate, "signal": signal} if terminate else {"terminate": False}
     timeout = float(svc.config["CONTROL_TIMEOUT"])
     online = _online(svc)
-    _, response = _outcome(svc, "terminate" if terminate else "revoke", uuid, params,
-                           lambda: control.revoke(svc.celery, [uuid], terminate, signal, timeout, online))
+    _, response = _outcome(
+        svc,
+        "terminate" if terminate else "revoke",
+        uuid,
+        params,
+        lambda: control.revoke(svc.celery, [uuid], terminate, signal, timeout, online),
+    )
     return response
 
 
@@ -160,8 +189,9 @@ def rerun_plan(uuid: str) -> Any:
 
 
 def _send(svc: Services, plan: rerun.RerunPlan) -> str:
-    return control.send_again(svc.celery, plan.name or "", plan.args or [], plan.kwargs or {}, plan.queue,
-                              plan.exchange, plan.routing_key)
+    return control.send_again(
+        svc.celery, plan.name or "", plan.args or [], plan.kwargs or {}, plan.queue, plan.exchange, plan.routing_key
+    )
 
 
 @bp.post("/api/tasks/<uuid>/rerun")
@@ -221,8 +251,9 @@ class _Snap(NamedTuple):
     routing_key: Any
 
 
-def _eligible(svc: Services, action: str, f: Filters, before: int | None = None,
-              enough: int | None = None) -> tuple[int, list[Any], dict[str, int], int]:
+def _eligible(
+    svc: Services, action: str, f: Filters, before: int | None = None, enough: int | None = None
+) -> tuple[int, list[Any], dict[str, int], int]:
     """(matched, eligible items newest first, skipped counts by reason, cursor); items are uuids or
     (uuid, plan). Only tasks first seen before `before` count (the set a dry run showed); the cursor is
     that bound for a later run. With `enough`, re-runs stop being planned once that many are eligible."""
@@ -273,14 +304,23 @@ def bulk() -> Any:
         raise Invalid("cursor must be the cursor of the dry run")
     f, target = _selection(svc, body)
     # The run acts on the tasks the dry run counted (first seen before its cursor), not on newer ones.
-    matched, eligible, skipped, cursor = _eligible(svc, action, f, before=cursor,
-                                                   enough=None if dry_run else min(cap, limit))
+    matched, eligible, skipped, cursor = _eligible(
+        svc, action, f, before=cursor, enough=None if dry_run else min(cap, limit)
+    )
     ids = [item if action == "revoke" else item[0] for item in eligible]
     if dry_run:
-        return jsonify({"matched": matched, "eligible": len(eligible), "cap": cap,
-                        "will_act_on": min(len(eligible), cap), "skipped": skipped, "sample": ids[:SAMPLE],
-                        "cursor": cursor})
-    chosen = eligible[:min(len(eligible), cap, limit)]
+        return jsonify(
+            {
+                "matched": matched,
+                "eligible": len(eligible),
+                "cap": cap,
+                "will_act_on": min(len(eligible), cap),
+                "skipped": skipped,
+                "sample": ids[:SAMPLE],
+                "cursor": cursor,
+            }
+        )
+    chosen = eligible[: min(len(eligible), cap, limit)]
     params = {"limit": limit, "matched": matched, "eligible": len(eligible), "acted_on": len(chosen)}
     if action == "revoke":
         params["terminate"] = terminate
@@ -288,8 +328,9 @@ def bulk() -> Any:
     return _bulk_rerun(svc, target, params, chosen)
 
 
-def _bulk_revoke(svc: Services, target: dict[str, Any], params: dict[str, Any], uuids: list[str],
-                 terminate: bool) -> Any:
+def _bulk_revoke(
+    svc: Services, target: dict[str, Any], params: dict[str, Any], uuids: list[str], terminate: bool
+) -> Any:
     replies: dict[str, Any] = {}
     failed: list[str] = []
     status = 200
@@ -309,12 +350,14 @@ def _bulk_revoke(svc: Services, target: dict[str, Any], params: dict[str, Any], 
     revoked = uuids if status == 200 else []
     params["acted_on"] = len(revoked)
     audit_id = _audit(svc, "bulk_revoke", target, params, not failed, message, replies)
-    return _bulk_answer(status, message, acted_on=len(revoked), task_ids=[], revoked=revoked, failed=failed,
-                        audit_id=audit_id)
+    return _bulk_answer(
+        status, message, acted_on=len(revoked), task_ids=[], revoked=revoked, failed=failed, audit_id=audit_id
+    )
 
 
-def _bulk_rerun(svc: Services, target: dict[str, Any], params: dict[str, Any],
-                chosen: list[tuple[str, rerun.RerunPlan]]) -> Any:
+def _bulk_rerun(
+    svc: Services, target: dict[str, Any], params: dict[str, Any], chosen: list[tuple[str, rerun.RerunPlan]]
+) -> Any:
     new_ids: list[str] = []
     failed: list[str] = []
     for uuid, plan in chosen:
@@ -327,8 +370,9 @@ def _bulk_rerun(svc: Services, target: dict[str, Any], params: dict[str, Any],
     message = f"re-ran {len(new_ids)} of {len(chosen)} task(s)" + (f"; {failed[0]}" if failed else "")
     audit_id = _audit(svc, "bulk_rerun", target, params, not failed, message)
     status = 503 if failed and not new_ids else 200
-    return _bulk_answer(status, message, acted_on=len(new_ids), task_ids=new_ids, revoked=[], failed=failed,
-                        audit_id=audit_id)
+    return _bulk_answer(
+        status, message, acted_on=len(new_ids), task_ids=new_ids, revoked=[], failed=failed, audit_id=audit_id
+    )
 
 
 def _bulk_answer(status: int, message: str, **body: Any) -> Any:

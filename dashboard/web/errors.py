@@ -6,6 +6,7 @@ task ids already sent, per-item problems under "failed"). Views raise an `ApiErr
 it, and every other HTTP error (404, 405, 413, 429, ...) too: JSON for the API, /healthz and JSON clients,
 a plain sentence elsewhere (the gate, before Flask, answers in the same shape: dashboard/web/gate.py).
 """
+
 from __future__ import annotations
 
 import logging
@@ -26,8 +27,15 @@ class ApiError(Exception):
 
     status = 400
 
-    def __init__(self, message: str, *, fields: dict[str, str] | None = None, status: int | None = None,
-                 headers: dict[str, str] | None = None, **context: Any) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        fields: dict[str, str] | None = None,
+        status: int | None = None,
+        headers: dict[str, str] | None = None,
+        **context: Any,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.fields = fields or {}

@@ -7,6 +7,7 @@ signed in when auth is on (an unauthenticated client never gets an engine.io ses
 failed sign-ins are throttled per client address and per user name, and every response carries
 the protective headers.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -33,8 +34,10 @@ THROTTLE_KEYS = 10_000  # addresses and user names remembered at most (the oldes
 # Everything the pages load is their own: ES modules and stylesheets from /static, JSON and the Socket.IO
 # connection from the same origin ('self' covers ws:/wss: to it), the favicon is a data: URL. No inline
 # script, handler or style attribute anywhere (uPlot sizes its chart through the CSSOM, which CSP allows).
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-       "font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
 HEADERS = (("X-Frame-Options", "DENY"), ("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "same-origin"))
 
 
@@ -153,8 +156,12 @@ class Throttle:
 def wants_json(request: Request) -> bool:
     """Whether a refusal should be JSON (the API, /healthz, Socket.IO, JSON clients) rather than text."""
     path = request.path
-    return (path.startswith(("/api/", "/socket.io")) or path == "/healthz" or request.is_json
-            or request.accept_mimetypes.best == "application/json")
+    return (
+        path.startswith(("/api/", "/socket.io"))
+        or path == "/healthz"
+        or request.is_json
+        or request.accept_mimetypes.best == "application/json"
+    )
 
 
 def wsgi_refusal(request: Request, status: int, message: str, headers: Iterable[tuple[str, str]] = ()) -> Any:
@@ -173,9 +180,17 @@ def wsgi_refusal(request: Request, status: int, message: str, headers: Iterable[
 class Gate:
     """The WSGI middleware: Host check, sign-in with throttling, protective headers on every response."""
 
-    def __init__(self, app: Callable[..., Any], *, hosts: HostAllowlist, auth: Any, throttle: Throttle,
-                 challenge: Callable[[Request], Any], session_exists: Callable[[str], bool],
-                 socketio_path: str = "/socket.io") -> None:
+    def __init__(
+        self,
+        app: Callable[..., Any],
+        *,
+        hosts: HostAllowlist,
+        auth: Any,
+        throttle: Throttle,
+        challenge: Callable[[Request], Any],
+        session_exists: Callable[[str], bool],
+        socketio_path: str = "/socket.io",
+    ) -> None:
         self.app = app
         self.hosts = hosts
         self.auth = auth
@@ -201,11 +216,18 @@ class Gate:
         request = Request(environ, shallow=True)
         if not self.hosts.allows(environ.get("HTTP_HOST")):
             self.refused_hosts += 1
-            log.info("refused Host %r from %s (not in ALLOWED_HOSTS)", str(environ.get("HTTP_HOST"))[:100],
-                     environ.get("REMOTE_ADDR"))
-            return wsgi_refusal(request, 400, f"this dashboard does not answer to the host name "
-                                         f"{str(environ.get('HTTP_HOST') or '(none)')[:100]!r}: add it to "
-                                         "DASHBOARD_ALLOWED_HOSTS")(environ, with_headers)
+            log.info(
+                "refused Host %r from %s (not in ALLOWED_HOSTS)",
+                str(environ.get("HTTP_HOST"))[:100],
+                environ.get("REMOTE_ADDR"),
+            )
+            return wsgi_refusal(
+                request,
+                400,
+                f"this dashboard does not answer to the host name "
+                f"{str(environ.get('HTTP_HOST') or '(none)')[:100]!r}: add it to "
+                "DASHBOARD_ALLOWED_HOSTS",
+            )(environ, with_headers)
         if self.auth.enabled:
             refused = self._sign_in(request, environ)
             if refused is not None:
@@ -229,8 +251,12 @@ class Gate:
         if wait:
             log.info("refused sign-in as %r from %s: too many failed attempts", name[:64], address)
             seconds = max(1, math.ceil(wait))
-            return wsgi_refusal(request, 429, f"too many failed sign-ins from this address or for this user: "
-                                         f"try again in {seconds} s", [("Retry-After", str(seconds))])
+            return wsgi_refusal(
+                request,
+                429,
+                f"too many failed sign-ins from this address or for this user: try again in {seconds} s",
+                [("Retry-After", str(seconds))],
+            )
         user = self.auth.user_of(creds, address, slow=offload)  # a password hash costs ~50 ms: off the hub
         if user is None:
             self.throttle.failed(keys)

@@ -1,4 +1,5 @@
 """One launch flow for the form and the API: validate, send, audit; errors in the contract's shape."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -27,7 +28,8 @@ def submit(data: Any, via: str) -> tuple[list[str], int]:
         raise Invalid(f"nothing was sent: {name}: {first}{more}", fields=errors)
     svc = services()
     try:
-        return launching.send_audited(svc.celery, req, svc.audit, user=current_user(),
-                                      remote_addr=request.remote_addr, via=via)
+        return launching.send_audited(
+            svc.celery, req, svc.audit, user=current_user(), remote_addr=request.remote_addr, via=via
+        )
     except BrokerUnavailable as exc:
         raise Unavailable(str(exc), fields={"form": str(exc)}, task_ids=exc.sent, audit_id=exc.audit_id) from exc

@@ -9,6 +9,7 @@
 - Exports (a CSV of 100,000 tasks takes a core for a second): at most EXPORT_SLOTS at a time; the next one
   is a 429 with Retry-After instead of a queue of CPU-bound requests.
 """
+
 from __future__ import annotations
 
 import logging

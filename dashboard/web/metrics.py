@@ -12,6 +12,7 @@ and writes the text format (version 0.0.4) itself. prometheus_client would build
 and cost ~7 us each (480 ms at the 2000-name cap, measured); these lines cost well under 1 us. The
 tests parse every scrape with prometheus_client's own parser, hostile label values included.
 """
+
 from __future__ import annotations
 
 import math
@@ -121,8 +122,11 @@ def render(svc: Any, now: float | None = None) -> str:
             out.sample(metric, row[event], name=name)
     out.family("celery_task_runtime", "histogram", "Task runtime in seconds (succeeded and failed tasks).")
     out.histogram("celery_task_runtime", "name", runtime)
-    out.family("celery_task_queue_wait_seconds", "histogram",
-               "Time from task-sent to task-started per queue (needs task_send_sent_event = True on clients).")
+    out.family(
+        "celery_task_queue_wait_seconds",
+        "histogram",
+        "Time from task-sent to task-started per queue (needs task_send_sent_event = True on clients).",
+    )
     out.histogram("celery_task_queue_wait_seconds", "queue_name", waits)
 
     out.family("celery_worker_up", "gauge", "Whether a worker has sent a heartbeat recently (1) or not (0).")
@@ -140,15 +144,27 @@ def render(svc: Any, now: float | None = None) -> str:
     ingest = svc.ingest
     for metric, kind, help_text, value in (
         ("celery_dashboard_events_received_total", "counter", "Events decoded from the broker.", ingest.received),
-        ("celery_dashboard_events_rejected_total", "counter", "Broker messages or events that could not be applied.",
-         ingest.rejected),
-        ("celery_dashboard_broker_connected", "gauge", "Whether the event stream is connected.",
-         1 if ingest.connected else 0),
+        (
+            "celery_dashboard_events_rejected_total",
+            "counter",
+            "Broker messages or events that could not be applied.",
+            ingest.rejected,
+        ),
+        (
+            "celery_dashboard_broker_connected",
+            "gauge",
+            "Whether the event stream is connected.",
+            1 if ingest.connected else 0,
+        ),
         ("celery_dashboard_broker_reconnects_total", "counter", "Reconnects of the event stream.", ingest.reconnects),
         ("celery_dashboard_tasks_retained", "gauge", "Tasks kept in memory.", retained),
         ("celery_dashboard_tasks_evicted_total", "counter", "Tasks evicted from memory (oldest first).", evicted),
-        ("process_cpu_seconds_total", "counter", "User and system CPU time of the dashboard process.",
-         sum(os.times()[:2])),
+        (
+            "process_cpu_seconds_total",
+            "counter",
+            "User and system CPU time of the dashboard process.",
+            sum(os.times()[:2]),
+        ),
         ("process_start_time_seconds", "gauge", "When the dashboard process started (Unix time).", _START),
     ):
         out.family(metric, kind, help_text)
@@ -170,14 +186,20 @@ def _queues(out: _Text, snap: dict[str, Any]) -> None:
         out.family(metric, "gauge", "Online workers consuming the queue (from their active_queues replies).")
         for q in rows:
             out.sample(metric, len(q["consumers"]), queue_name=q["name"])
-    out.family("celery_queue_oldest_waiting_seconds", "gauge",
-               "Age of the oldest task sent to the queue and not yet received (from events).")
+    out.family(
+        "celery_queue_oldest_waiting_seconds",
+        "gauge",
+        "Age of the oldest task sent to the queue and not yet received (from events).",
+    )
     for q in rows:
         if q["oldest_waiting"] is not None:
             out.sample("celery_queue_oldest_waiting_seconds", q["oldest_waiting"]["age"], queue_name=q["name"])
     if snap["broker"] == "redis":
-        out.family("celery_dashboard_queue_lengths_stale", "gauge",
-                   "1 when the last read of queue lengths failed (the lengths shown are older).")
+        out.family(
+            "celery_dashboard_queue_lengths_stale",
+            "gauge",
+            "1 when the last read of queue lengths failed (the lengths shown are older).",
+        )
         out.sample("celery_dashboard_queue_lengths_stale", 1 if snap["stale"] else 0)
 
 

@@ -1,4 +1,5 @@
 """The queues page's API: what the queue monitor (dashboard/cluster/queues.py) last read."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -7,6 +7,7 @@ mode and cross-site refusal.
 
 The broker URL's secrets (dashboard/core/brokerurl.py) are taken out of every log record of the process.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -147,8 +148,10 @@ def challenge(auth: Auth) -> Callable[[Any], Any]:
         message = "authentication required: sign in with a dashboard user name and password"
         header = f'Basic realm="{REALM}"'
     else:
-        message = ("authentication required: send the API token as 'Authorization: Bearer <token>' "
-                   "(browsers need DASHBOARD_AUTH_USERS)")
+        message = (
+            "authentication required: send the API token as 'Authorization: Bearer <token>' "
+            "(browsers need DASHBOARD_AUTH_USERS)"
+        )
         header = f'Bearer realm="{REALM}"'
     return lambda req: wsgi_refusal(req, 401, message, [("WWW-Authenticate", header)])
 
@@ -163,9 +166,14 @@ def _guard() -> Response | None:
         if not controls_enabled():
             return render(403, READ_ONLY_MESSAGE)
         if cross_site():
-            log.info("refused cross-site %s %s from %s (Origin %r, Sec-Fetch-Site %r)", request.method,
-                     request.path, request.remote_addr, request.headers.get("Origin"),
-                     request.headers.get("Sec-Fetch-Site"))
+            log.info(
+                "refused cross-site %s %s from %s (Origin %r, Sec-Fetch-Site %r)",
+                request.method,
+                request.path,
+                request.remote_addr,
+                request.headers.get("Origin"),
+                request.headers.get("Sec-Fetch-Site"),
+            )
             return render(403, CROSS_SITE_MESSAGE)
     return None
 
@@ -222,25 +230,36 @@ def init_app(app: Flask, session_exists: Callable[[str], bool]) -> None:
     broker_url = str(cfg.get("BROKER_URL", ""))
     scrub_logs(broker_url)
     if not well_formed(broker_url):
-        log.warning("the broker URL does not parse cleanly, so it is shown as %s: characters such as / ? # @ ; "
-                    "in a password must be percent-encoded (%%2F %%3F %%23 %%40 %%3B)", mask_url(broker_url))
+        log.warning(
+            "the broker URL does not parse cleanly, so it is shown as %s: characters such as / ? # @ ; "
+            "in a password must be percent-encoded (%%2F %%3F %%23 %%40 %%3B)",
+            mask_url(broker_url),
+        )
     auth = Auth(parse_users(str(cfg.get("AUTH_USERS", ""))), str(cfg.get("AUTH_TOKEN", "")))
     app.extensions["dashboard_auth"] = auth
     host = str(cfg.get("HOST", "127.0.0.1"))
     # Outermost: wraps Flask-SocketIO's middleware too (socketio.init_app ran before this). (Replacing
     # wsgi_app is Flask's documented way to add middleware; mypy refuses assigning to a method.)
-    app.wsgi_app = Gate(app.wsgi_app, hosts=HostAllowlist(str(cfg.get("ALLOWED_HOSTS", "")), host),  # type: ignore[method-assign]
-                        auth=auth, throttle=Throttle(int(cfg.get("SIGNIN_FAILURES_PER_MINUTE", 10))),
-                        challenge=challenge(auth), session_exists=session_exists)
+    app.wsgi_app = Gate(
+        app.wsgi_app,
+        hosts=HostAllowlist(str(cfg.get("ALLOWED_HOSTS", "")), host),  # type: ignore[method-assign]
+        auth=auth,
+        throttle=Throttle(int(cfg.get("SIGNIN_FAILURES_PER_MINUTE", 10))),
+        challenge=challenge(auth),
+        session_exists=session_exists,
+    )
     # First of all before_request functions: before CSRF (a cross-site POST must get 403, not a CSRF
     # page) and before anything that does work for the request.
     app.before_request_funcs.setdefault(None, []).insert(0, _guard)
     if auth.enabled:
         log.info("auth on: %d user(s)%s", len(auth.users), ", bearer token" if auth.token else "")
     elif not is_loopback(host):
-        log.warning("listening on %s without authentication: anyone who can reach this address can see "
-                    "every task and use every control. Set DASHBOARD_AUTH_USERS and/or DASHBOARD_AUTH_TOKEN "
-                    "(or --read-only), or bind to 127.0.0.1.", host)
+        log.warning(
+            "listening on %s without authentication: anyone who can reach this address can see "
+            "every task and use every control. Set DASHBOARD_AUTH_USERS and/or DASHBOARD_AUTH_TOKEN "
+            "(or --read-only), or bind to 127.0.0.1.",
+            host,
+        )
     if cfg.get("READ_ONLY"):
         log.info("read-only mode: every control is turned off")
     # The session cookie carries the CSRF token's secret: never readable by scripts, not sent on cross-site

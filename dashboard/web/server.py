@@ -7,6 +7,7 @@ that is what a slowloris client holds), and the time to send a request's line an
 (`HEADER_TIMEOUT`, which also ends idle keep-alive connections). See dashboard/concurrency.py
 for what runs where.
 """
+
 from __future__ import annotations
 
 import logging
@@ -28,10 +29,14 @@ log = logging.getLogger(__name__)
 FD_MARGIN = 256  # descriptors kept for Redis connections, files and the reader beyond client sockets
 STOP_TIMEOUT = 3.0  # seconds open connections get to finish at shutdown
 CLOSE_GRACE = 0.5  # seconds a websocket closed by the server has to answer its close frame
-_REFUSED = (b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Type: text/plain\r\n"
-            b"Content-Length: 50\r\n\r\nToo many connections from your address: retry later\n")
-_TIMED_OUT = (b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Type: text/plain\r\n"
-              b"Content-Length: 42\r\n\r\nThe request's headers took too long: bye.\n")
+_REFUSED = (
+    b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Type: text/plain\r\n"
+    b"Content-Length: 50\r\n\r\nToo many connections from your address: retry later\n"
+)
+_TIMED_OUT = (
+    b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Type: text/plain\r\n"
+    b"Content-Length: 42\r\n\r\nThe request's headers took too long: bye.\n"
+)
 
 
 class HeaderTimeout(socket.timeout):
@@ -172,8 +177,9 @@ class Server(pywsgi.WSGIServer):
 
     handler_class = Handler
 
-    def __init__(self, listener: Any, application: Any, *, limits: ConnectionLimits, header_timeout: float,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, listener: Any, application: Any, *, limits: ConnectionLimits, header_timeout: float, **kwargs: Any
+    ) -> None:
         super().__init__(listener, application, **kwargs)
         self.limits = limits
         self.header_timeout = header_timeout
@@ -213,8 +219,9 @@ def descriptor_budget(wanted: int) -> int:
             pass
     fits = max(16, soft - FD_MARGIN)
     if fits < wanted:
-        log.warning("open-files limit %d allows %d connections, not MAX_CONNECTIONS=%d (raise `ulimit -n`)",
-                    soft, fits, wanted)
+        log.warning(
+            "open-files limit %d allows %d connections, not MAX_CONNECTIONS=%d (raise `ulimit -n`)", soft, fits, wanted
+        )
     return min(wanted, fits)
 
 
@@ -236,8 +243,14 @@ def make_server(listener: socket.socket, app: Any, limits: ConnectionLimits, hea
     """gevent's server on a bound socket, with the app's connection limits."""
     from gevent import socket as gsocket
 
-    return Server(gsocket.socket(fileno=listener.detach()), app, limits=limits, header_timeout=header_timeout, log=None,
-                  error_log=logging.getLogger("dashboard.web.server.errors"))
+    return Server(
+        gsocket.socket(fileno=listener.detach()),
+        app,
+        limits=limits,
+        header_timeout=header_timeout,
+        log=None,
+        error_log=logging.getLogger("dashboard.web.server.errors"),
+    )
 
 
 def serve_forever(server: Server, on_stop: Any) -> None:

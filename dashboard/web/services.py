@@ -3,6 +3,7 @@
 Everything is passed to constructors in dependency order (core state first, then ingest and cluster
 clients, then the read models and rooms); `Services.start()` starts the background loops, `stop()` ends them.
 """
+
 from __future__ import annotations
 
 import threading
@@ -92,8 +93,14 @@ class Services:
             start_thread(self.inspector.run, name="inspect")
         start_thread(self.queues.run, name="queue-lengths")
         # Tasks already running or waiting show up at once, not only at their next (maybe last) event.
-        start_thread(seed_in_flight, self.celery, self.state, float(cfg["INSPECT_TIMEOUT"]),
-                     lambda: self.ingest.connected, name="seed")
+        start_thread(
+            seed_in_flight,
+            self.celery,
+            self.state,
+            float(cfg["INSPECT_TIMEOUT"]),
+            lambda: self.ingest.connected,
+            name="seed",
+        )
 
     def stop(self) -> None:
         """Stop every background loop, then save the snapshot if there is one (tests, and at shutdown)."""
@@ -113,8 +120,9 @@ def build_services(cfg: dict[str, Any], socketio: SocketIO) -> Services:
     """Construct every collaborator from the settings, in dependency order; nothing starts yet."""
     inflight = Inflight()
     runtime = Runtime(cfg["ASYNC_MODE"], busy=inflight.busy)
-    state = State(max_tasks=int(cfg["MAX_TASKS"]), max_workers=int(cfg["MAX_WORKERS"]),
-                  mask=make_masker(cfg["MASK_PATTERNS"]))
+    state = State(
+        max_tasks=int(cfg["MAX_TASKS"]), max_workers=int(cfg["MAX_WORKERS"]), mask=make_masker(cfg["MASK_PATTERNS"])
+    )
     snapshots = None
     if cfg["SNAPSHOT_PATH"]:
         snapshots = Snapshots(state, cfg["SNAPSHOT_PATH"], float(cfg["SNAPSHOT_INTERVAL"]))
@@ -125,28 +133,57 @@ def build_services(cfg: dict[str, Any], socketio: SocketIO) -> Services:
     if ingest_on and float(cfg["ENABLE_EVENTS_INTERVAL"]) > 0:
         # Broadcasts run on their own thread: broker I/O for control never stalls the event stream.
         enabler = EventsEnabler(celery_app, float(cfg["ENABLE_EVENTS_INTERVAL"]), lambda: ingest.connected)
-    ingest = Ingest(state, cfg["BROKER_URL"], mode=cfg["INGEST"], reconnect_min=float(cfg["RECONNECT_MIN"]),
-                    reconnect_max=float(cfg["RECONNECT_MAX"]), pause=runtime.pause,
-                    after_batch=GcPolicy().tick if ingest_on else None,  # ingest/gcpolicy.py: no long GC pauses
-                    on_connect=enabler.poke if enabler else None,
-                    on_worker_arrival=enabler.poke if enabler else None)
-    reader = ReaderProcess(ingest, log_level=str(cfg["LOG_LEVEL"]), wrap_socket=runtime.wrap_socket,
-                           sleep=runtime.sleep) if ingest_on else None
+    ingest = Ingest(
+        state,
+        cfg["BROKER_URL"],
+        mode=cfg["INGEST"],
+        reconnect_min=float(cfg["RECONNECT_MIN"]),
+        reconnect_max=float(cfg["RECONNECT_MAX"]),
+        pause=runtime.pause,
+        after_batch=GcPolicy().tick if ingest_on else None,  # ingest/gcpolicy.py: no long GC pauses
+        on_connect=enabler.poke if enabler else None,
+        on_worker_arrival=enabler.poke if enabler else None,
+    )
+    reader = (
+        ReaderProcess(ingest, log_level=str(cfg["LOG_LEVEL"]), wrap_socket=runtime.wrap_socket, sleep=runtime.sleep)
+        if ingest_on
+        else None
+    )
     inspector = Inspector(celery_app, state, float(cfg["INSPECT_INTERVAL"]), float(cfg["INSPECT_TIMEOUT"]))
     views = ReadModels(state, ingest if ingest_on else None, inspector, float(cfg["HIDE_OFFLINE_AFTER"]))
     rooms = Rooms(socketio, views, float(cfg["PUSH_INTERVAL"]), sleep=runtime.sleep)
-    queues = QueueMonitor(state, cfg["BROKER_URL"], interval=float(cfg["QUEUE_POLL_INTERVAL"]),
-                          queues=str(cfg["QUEUES"]), inspector=inspector)
+    queues = QueueMonitor(
+        state,
+        cfg["BROKER_URL"],
+        interval=float(cfg["QUEUE_POLL_INTERVAL"]),
+        queues=str(cfg["QUEUES"]),
+        inspector=inspector,
+    )
     connections = None
     if runtime.green:
         from .server import ConnectionLimits, descriptor_budget  # gevent's server: only in gevent mode
 
-        connections = ConnectionLimits(descriptor_budget(int(cfg["MAX_CONNECTIONS"])),
-                                       int(cfg["MAX_CONNECTIONS_PER_ADDRESS"]))
+        connections = ConnectionLimits(
+            descriptor_budget(int(cfg["MAX_CONNECTIONS"])), int(cfg["MAX_CONNECTIONS_PER_ADDRESS"])
+        )
     audit = AuditLog(str(cfg["AUDIT_LOG"] or ""))
-    return Services(config=cfg, state=state, ingest=ingest, views=views, rooms=rooms, celery=celery_app,
-                    runtime=runtime, inflight=inflight, inspector=inspector, audit=audit, queues=queues,
-                    reader=reader, enabler=enabler, snapshots=snapshots, connections=connections)
+    return Services(
+        config=cfg,
+        state=state,
+        ingest=ingest,
+        views=views,
+        rooms=rooms,
+        celery=celery_app,
+        runtime=runtime,
+        inflight=inflight,
+        inspector=inspector,
+        audit=audit,
+        queues=queues,
+        reader=reader,
+        enabler=enabler,
+        snapshots=snapshots,
+        connections=connections,
+    )
 
 
 def services() -> Services:

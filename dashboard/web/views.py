@@ -1,4 +1,5 @@
 """HTML pages: server-rendered Jinja, enhanced by the ES modules in static/js/."""
+
 from __future__ import annotations
 
 import logging
@@ -110,8 +111,13 @@ def launch() -> Any:
         if wants_json(request):
             raise
         form = data if isinstance(data, dict) else {}
-        return render_template("launch.html", form=form, errors=exc.fields, launched=exc.context.get("task_ids", []),
-                               audit_id=exc.context.get("audit_id")), exc.status
+        return render_template(
+            "launch.html",
+            form=form,
+            errors=exc.fields,
+            launched=exc.context.get("task_ids", []),
+            audit_id=exc.context.get("audit_id"),
+        ), exc.status
     if wants_json(request):
         return jsonify({"task_ids": launched, "audit_id": audit_id})
     return render_template("launch.html", form=data, errors={}, launched=launched, audit_id=audit_id)
@@ -122,5 +128,4 @@ def _csrf_error(exc: CSRFError) -> Any:
     message = f"{exc.description} Reload the page and try again."
     if wants_json(request):
         return respond(Invalid.field("form", message))
-    return render_template("launch.html", form=request.form.to_dict(), errors={"form": message},
-                           launched=[]), 400
+    return render_template("launch.html", form=request.form.to_dict(), errors={"form": message}, launched=[]), 400
