@@ -17,6 +17,8 @@ from test_security import PASSWORD, TOKEN, AuthedServer
 
 from dashboard.processes import free_port
 
+pytestmark = pytest.mark.browser
+
 DB = 9  # this module's Redis db: no worker consumes it, so a launched task stays in its queue
 USER = "ada"
 ATTACK_ARGS = [97531, 24680]  # marks the attacker's tasks (no uuid can hold ", ")

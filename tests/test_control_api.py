@@ -50,6 +50,7 @@ def _known(app: Any) -> None:
     )
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     "path, body, status, fragment",
     [

@@ -11,6 +11,7 @@ from dashboard.web.errors import Invalid, whole_number
 UUID = "0f0e0d0c-0000-4000-8000-000000000000"
 
 
+@pytest.mark.integration
 def test_unknown_api_path_and_wrong_method_answer_in_the_contract_shape(app: Any) -> None:
     """Werkzeug's 404 and 405 on the API are JSON a script can read, with the Allow header kept."""
     client = app.test_client()
@@ -22,12 +23,14 @@ def test_unknown_api_path_and_wrong_method_answer_in_the_contract_shape(app: Any
     assert "POST" in wrong.headers["Allow"]
 
 
+@pytest.mark.integration
 def test_a_page_that_does_not_exist_stays_a_page_for_a_browser(app: Any) -> None:
     """Outside the API, a browser gets Flask's HTML page, not JSON."""
     resp = app.test_client().get("/nope", headers={"Accept": "text/html"})
     assert resp.status_code == 404 and resp.mimetype == "text/html"
 
 
+@pytest.mark.integration
 def test_a_task_never_seen_reads_the_same_everywhere(app: Any) -> None:
     """Detail, workflow, a long field, re-run plan, re-run and revoke: one 404 sentence for an unknown task."""
     client = app.test_client()
@@ -43,6 +46,7 @@ def test_a_task_never_seen_reads_the_same_everywhere(app: Any) -> None:
     assert [(r.status_code, r.get_json()) for r in answers] == [(404, expected)] * len(answers)
 
 
+@pytest.mark.integration
 def test_a_bad_query_parameter_is_named_under_fields(app: Any) -> None:
     """A list query with a wrong limit says which parameter and why, in `error` and under `fields`."""
     client = app.test_client()
@@ -51,6 +55,7 @@ def test_a_bad_query_parameter_is_named_under_fields(app: Any) -> None:
         assert body["fields"] == {"limit": body["error"]} and "whole number" in body["error"], path
 
 
+@pytest.mark.integration
 def test_a_worker_never_seen_is_a_404_for_its_page_and_its_controls(app: Any) -> None:
     """The worker API and its control endpoint answer the same sentence."""
     client = app.test_client()
@@ -60,6 +65,7 @@ def test_a_worker_never_seen_is_a_404_for_its_page_and_its_controls(app: Any) ->
     assert [(got.status_code, got.get_json()), (control.status_code, control.get_json())] == [(404, expected)] * 2
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
@@ -85,6 +91,7 @@ def test_whole_number_takes_query_text_and_json_numbers_within_bounds(raw: Any, 
         assert whole_number(raw, "limit", 1, 10) == expected
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("raw", "integer", "expected"),
     [

@@ -240,9 +240,9 @@ def init_app(app: Flask, session_exists: Callable[[str], bool]) -> None:
     host = str(cfg.get("HOST", "127.0.0.1"))
     # Outermost: wraps Flask-SocketIO's middleware too (socketio.init_app ran before this). (Replacing
     # wsgi_app is Flask's documented way to add middleware; mypy refuses assigning to a method.)
-    app.wsgi_app = Gate(
+    app.wsgi_app = Gate(  # type: ignore[method-assign]
         app.wsgi_app,
-        hosts=HostAllowlist(str(cfg.get("ALLOWED_HOSTS", "")), host),  # type: ignore[method-assign]
+        hosts=HostAllowlist(str(cfg.get("ALLOWED_HOSTS", "")), host),
         auth=auth,
         throttle=Throttle(int(cfg.get("SIGNIN_FAILURES_PER_MINUTE", 10))),
         challenge=challenge(auth),
