@@ -1,4 +1,4 @@
-"""`python -m bench.reliability`: the figures in the README's Reliability section.
+"""`python -m bench.reliability`: the figures in docs/operations.md's Reliability section.
 
 - broker outage: Redis stopped for 30 s (once) and for 5 s (five times): seconds from Redis answering
   again to /healthz saying the event stream is connected;

@@ -39,7 +39,7 @@ class Setting:
         return self.name.lower()
 
 
-# A table, one setting a line (as the README renders it): the formatter leaves it so.
+# A table, one setting a line (as docs/configuration.md renders it): the formatter leaves it so.
 # fmt: off
 SETTINGS: tuple[Setting, ...] = (
     Setting("BROKER_URL", "redis://127.0.0.1:6379/0", "Celery broker to monitor (Redis URL; other brokers use Celery's generic receiver).", "--broker"),

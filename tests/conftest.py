@@ -223,7 +223,7 @@ def own_redis() -> Iterator[RedisServer]:
 
 @pytest.fixture(scope="session")
 def dashboard(redis_server: RedisServer) -> Iterator[DashboardServer]:
-    """The dashboard server (threading mode, gunicorn) watching the session Redis."""
+    """`celery-dashboard run` (the gevent server, as a user starts it) watching the session Redis."""
     server = DashboardServer(redis_server.url)
     yield server
     server.stop()

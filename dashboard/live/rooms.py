@@ -30,8 +30,8 @@ log = logging.getLogger(__name__)
 
 MAX_TASKS_PER_TICK = 200  # rows a task-list room gets per tick; more changes mean a busy list anyway
 MAX_TASKS_BUSY = 100  # during a flood: the newest 100 changed rows, what a list's first page shows
-# Past this many events a second, rooms get one update a second instead of one a tick: nobody reads a
-# list that changes five times a second, and a thousand viewers then cost a fifth of the socket
+# Past this many events a second, rooms get one update every BUSY_INTERVAL instead of one a tick: nobody
+# reads a list that changes five times a second, and a thousand viewers then cost a tenth of the socket
 # writes while a flood is being ingested (they share the hub with it).
 BUSY_EVENTS_PER_SECOND = 10_000
 BUSY_INTERVAL = 2.0
