@@ -7,18 +7,18 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
 from ..core.query import SORTS, find, parse_filters, workflow_tree
-from ..core.records import LONG_FIELDS, task_detail
+from ..core.records import LONG_FIELDS, TaskRecord, task_detail
 from ..live.readmodels import MAX_LIMIT
 from . import launches, limits
 from .errors import Invalid, NotFound, TaskNotSeen, whole_number
 from .security import control_endpoint
-from .services import services
+from .services import Services, services
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__)
@@ -61,7 +61,7 @@ def healthz() -> Any:
     return jsonify(body), 200
 
 
-def _server(svc: Any) -> dict[str, Any]:
+def _server(svc: Services) -> dict[str, Any]:
     out: dict[str, Any] = {"async_mode": svc.config["ASYNC_MODE"], "idle_sessions_closed": svc.rooms.idle_closed}
     if svc.connections is not None:
         out["connections"] = svc.connections.status()
@@ -157,7 +157,7 @@ def export() -> Any:
     )
 
 
-def _export_chunks(fmt: str, recs: list[Any], svc: Any, done: Any) -> Iterator[str]:
+def _export_chunks(fmt: str, recs: list[TaskRecord], svc: Services, done: Callable[[], None]) -> Iterator[str]:
     """The export, streamed a chunk of rows at a time (each copied under the state lock, then serialised),
     pausing between chunks so that a 100,000-task export never holds the server; `done()` at the end."""
     try:

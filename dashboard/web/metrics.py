@@ -24,7 +24,7 @@ from typing import Any
 from flask import Blueprint, Response
 
 from ..core.stats import COUNTED_EVENTS, EXPORT_BUCKETS
-from .services import services
+from .services import Services, services
 
 bp = Blueprint("metrics", __name__)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -98,7 +98,7 @@ class _Text:
         return "\n".join(self.lines) + "\n"
 
 
-def render(svc: Any, now: float | None = None) -> str:
+def render(svc: Services, now: float | None = None) -> str:
     """The whole exposition, from one consistent read of the state (copied out under its lock)."""
     state = svc.state
     now = time.time() if now is None else now
