@@ -71,12 +71,6 @@ $(BIN)/.test-deps: $(BIN)/.deps pyproject.toml  # (the test extra, linters inclu
 	$(BIN)/python -m pip install -q -e '.[test]'
 	@touch $@
 
-# ESLint (eslint.config.js) on the dashboard's own ES modules; node_modules comes with the vendor step's
-# npm ci (--no-install: never fetch an unpinned eslint when it is missing).
-.PHONY: lint-js
-lint-js: $(VENDOR)/.stamp
-	npx --no-install eslint static/js
-
 # -- front-end libraries (npm -> static/vendor, git-ignored) ------------------------------------
 $(VENDOR)/.stamp: package.json package-lock.json | system-node
 	npm ci --no-audit --no-fund --loglevel=error
