@@ -74,7 +74,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MAX_REQUEST_BYTES", 1_048_576, "Largest request body accepted, in bytes (JSON or form); a larger one is refused with 413."),
     # -- behind a reverse proxy (dashboard/web/proxy.py, docs/operations.md#behind-a-reverse-proxy) --
     Setting("URL_PREFIX", "", "Path the browser reaches the dashboard under, e.g. `/celery` (empty: the root); requests may arrive with it (it is taken off) or without it (a proxy stripped it): every link, API call and the websocket carry it.", "--url-prefix"),
-    Setting("TRUSTED_PROXIES", 0, "How many reverse proxies in front of the dashboard to trust: their X-Forwarded-For, -Proto, -Host, -Port and -Prefix headers are honoured (Werkzeug's ProxyFix, that many values from the right); 0 trusts none."),
+    Setting("TRUSTED_PROXIES", 0, "How many reverse proxies in front of the dashboard to trust: their X-Forwarded-For, -Proto, -Host and -Prefix headers are honoured (Werkzeug's ProxyFix, that many values from the right); 0 trusts none (docs/operations.md#behind-a-reverse-proxy)."),
     # -- control, inspect, audit (dashboard/cluster/control.py, inspector.py, audit.py, control_api.py) --
     Setting("CONTROL_TIMEOUT", 2.0, "Seconds to wait for workers' replies to a control command."),
     Setting("INSPECT_INTERVAL", 10.0, "Seconds between background `inspect` refreshes of online workers (0 turns it off)."),
