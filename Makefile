@@ -1,6 +1,6 @@
 # Celery Live Dashboard: `make run` (dashboard + demo worker) and `make test` (the whole suite).
 # Both install what they need: a .venv with the Python packages, the front-end libraries from
-# npm into static/vendor/, and Debian's redis-server (and chromium for tests) when run as root.
+# npm into static/vendor/, and Debian's redis-server (and chromium and nginx for tests) when run as root.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: run test test-unit lint lint-py lint-js setup setup-test bench bench-viewers clean
-.PHONY: system-python system-redis system-chromium system-node
+.PHONY: system-python system-redis system-chromium system-nginx system-node
 
 run: setup ## the dashboard at http://127.0.0.1:5000 with a demo worker (and a local Redis if none answers)
 	$(BIN)/celery-dashboard demo
@@ -40,7 +40,7 @@ lint-js: $(VENDOR)/.stamp
 	npx --no-install eslint static/js
 
 setup: system-python system-node $(BIN)/.deps $(VENDOR)/.stamp system-redis
-setup-test: setup $(BIN)/.test-deps system-chromium
+setup-test: setup $(BIN)/.test-deps system-chromium system-nginx
 
 # The bench needs requests and Playwright (test extras) and Chromium, and Flower (+ py-spy) in a
 # virtualenv of its own: Flower is what we compare against, never a dependency of the project.
@@ -98,3 +98,7 @@ system-redis:
 
 system-chromium:
 	@test -x /usr/bin/chromium || { $(call apt_install,chromium); }
+
+# The reverse-proxy test starts its own nginx (own config, port and files in a temp dir); nothing else runs it.
+system-nginx:
+	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { $(call apt_install,nginx); }

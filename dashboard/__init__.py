@@ -34,7 +34,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app: settings, socketio, the gate, blueprints, services, and (unless disabled) their loops."""
     from .live.namespace import DashboardNamespace
     from .live.socketio_internals import session_exists
-    from .web import api, control_api, errors, limits, metrics, queues, security, views
+    from .web import api, control_api, errors, limits, metrics, proxy, queues, security, views
     from .web.services import build_services
 
     cfg = load_config(config)
@@ -47,6 +47,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     socketio.init_app(app, async_mode=cfg["ASYNC_MODE"], json=limits.SocketIOJSON)
     # Before the blueprints, after socketio: the gate guards every page, API call and socket.
     security.init_app(app, session_exists=lambda sid: session_exists(socketio.server, sid))
+    proxy.init_app(app)  # outside the gate: URL_PREFIX, and X-Forwarded-* from trusted proxies
     limits.init_app(app)  # body size, JSON depth, concurrent exports
     errors.init_app(app)  # one JSON error shape for every endpoint
     app.register_blueprint(views.bp)

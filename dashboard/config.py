@@ -7,6 +7,7 @@ import difflib
 import json
 import logging
 import os
+import re
 import secrets
 import tomllib
 from collections.abc import Mapping
@@ -71,6 +72,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MASK_PATTERNS", "password,passwd,secret,token,api_key,apikey,authorization,credential",
             "Comma-separated key patterns whose values are masked in task args/kwargs everywhere (empty: no masking)."),
     Setting("MAX_REQUEST_BYTES", 1_048_576, "Largest request body accepted, in bytes (JSON or form); a larger one is refused with 413."),
+    # -- behind a reverse proxy (dashboard/web/proxy.py, docs/operations.md#behind-a-reverse-proxy) --
+    Setting("URL_PREFIX", "", "Path the browser reaches the dashboard under, e.g. `/celery` (empty: the root); requests may arrive with it (it is taken off) or without it (a proxy stripped it): every link, API call and the websocket carry it.", "--url-prefix"),
+    Setting("TRUSTED_PROXIES", 0, "How many reverse proxies in front of the dashboard to trust: their X-Forwarded-For, -Proto, -Host and -Prefix headers are honoured (Werkzeug's ProxyFix, that many values from the right); 0 trusts none (docs/operations.md#behind-a-reverse-proxy)."),
     # -- control, inspect, audit (dashboard/cluster/control.py, inspector.py, audit.py, control_api.py) --
     Setting("CONTROL_TIMEOUT", 2.0, "Seconds to wait for workers' replies to a control command."),
     Setting("INSPECT_INTERVAL", 10.0, "Seconds between background `inspect` refreshes of online workers (0 turns it off)."),
@@ -119,9 +123,12 @@ _RANGES = {
     "HEADER_TIMEOUT": (0.0, False),
     "SIGNIN_FAILURES_PER_MINUTE": (1, True),
     "MAX_REQUEST_BYTES": (1, True),
+    "TRUSTED_PROXIES": (0, True),
 }
 _HIGHEST = {"PORT": 65535}
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# URL_PREFIX: /segment/segment (a trailing / is allowed and dropped); no empty, "." or ".." segment.
+PREFIX_PATTERN = re.compile(r"(?:/(?!\.\.?(?:/|$))[A-Za-z0-9\-._~]+)+/?|/")
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 _TOML_KINDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string (in quotes)"}
 
@@ -143,6 +150,8 @@ def _problem(name: str, value: Any) -> str | None:
             return f"must be a finite number {'at least' if inclusive else 'more than'} {low}"
     if name in _HIGHEST and value > _HIGHEST[name]:
         return f"must be at most {_HIGHEST[name]}"
+    if name == "URL_PREFIX" and value and not PREFIX_PATTERN.fullmatch(value):
+        return "must be a path such as /celery: a leading /, then segments of letters, digits and -._~"
     if name == "LOG_LEVEL" and str(value).upper() not in logging.getLevelNamesMapping():
         return f"must be one of {', '.join(_LOG_LEVELS)} (in any case)"
     return None
@@ -243,12 +252,18 @@ def load_config(
         if problem:
             raise ValueError(f"{name}={_shown(name, value)} {problem}")
         config[name] = value
+    config["URL_PREFIX"] = url_prefix(config["URL_PREFIX"])
     if not config["SECRET_KEY"]:
         config["SECRET_KEY"] = secrets.token_hex(32)
     if config["RECONNECT_MAX"] < config["RECONNECT_MIN"]:
         raise ValueError(f"{ENV_PREFIX}RECONNECT_MAX must be at least {ENV_PREFIX}RECONNECT_MIN")
     parse_users(config["AUTH_USERS"])  # checked here: a bad entry is a clean exit 2, not a server traceback
     return config
+
+
+def url_prefix(value: str) -> str:
+    """URL_PREFIX as the app uses it: "" for the root, else "/a/b" (no trailing slash)."""
+    return value.rstrip("/")
 
 
 def _cell(text: str) -> str:

@@ -269,7 +269,15 @@ def init_app(app: Flask, session_exists: Callable[[str], bool]) -> None:
 
 
 class TlsAwareSessionInterface(SecureCookieSessionInterface):
-    """Flask's signed-cookie sessions, with a Secure cookie whenever the request came over TLS."""
+    """Flask's signed-cookie sessions, with a Secure cookie whenever the request came over TLS (behind a
+    trusted proxy: X-Forwarded-Proto https), and a cookie path that is the dashboard's URL prefix."""
+
+    def get_cookie_path(self, app: Flask) -> str:
+        """SESSION_COOKIE_PATH when configured, else the prefix this request came under (URL_PREFIX, a
+        trusted X-Forwarded-Prefix): the cookie is not sent to the other applications of the host."""
+        if app.config.get("SESSION_COOKIE_PATH") or not has_request_context():
+            return super().get_cookie_path(app)
+        return request.script_root or "/"
 
     def get_cookie_secure(self, app: Flask) -> bool:
         """Secure when configured so, or when this request is https (a plain-http one could not send it back)."""

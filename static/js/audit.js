@@ -2,7 +2,7 @@
 // worker's reply (a launch or a bulk re-run: links to the tasks it sent). /audit#entry-<id> highlights
 // one entry. Everything in an entry is shown as text.
 import { startLive } from "./live.js";
-import { el, fmtDateTime, fmtTime, hashId, setText, shortUuid, taskLink } from "./dom.js";
+import { el, fmtDateTime, fmtTime, hashId, setText, shortUuid, taskLink, url } from "./dom.js";
 import { getJSON, repliesList } from "./control.js";
 
 const REFRESH_MS = 3000;
@@ -123,7 +123,7 @@ async function load() {
   if (loading) return; // a slow answer: never pile requests up behind it
   loading = true;
   try {
-    const res = await getJSON("/api/audit?limit=100");
+    const res = await getJSON(url("api/audit?limit=100"));
     if (res.status !== 200 || !res.body || !Array.isArray(res.body.entries)) {
       setText(status, `could not load the audit log: ${(res.body && res.body.error) || res.status}`);
       if (!entries.length) setText(emptyRow.firstElementChild, "The audit log could not be loaded; retrying every 3 s.");

@@ -1,7 +1,7 @@
 // Controls shared by the worker, task, failures, tasks and audit pages: JSON requests with the CSRF
 // token, a confirmation dialog, the result of an action with every worker's reply, and the bulk
 // flow (dry run -> confirm -> run). Replies, hostnames and task names are untrusted: text only.
-import { el, fmtNumber, taskLink } from "./dom.js";
+import { el, fmtNumber, taskLink, url } from "./dom.js";
 
 const main = document.getElementById("page");
 const REQUEST_TIMEOUT_MS = 30_000;
@@ -111,7 +111,7 @@ export function repliesList(replies, emptyText = "No worker replied.") {
   el("span", { class: "reply-text mono", text: replyText(reply) }))));
 }
 
-export const auditLink = (id) => el("a", { class: "audit-link", href: `/audit#entry-${encodeURIComponent(id)}`,
+export const auditLink = (id) => el("a", { class: "audit-link", href: url(`audit#entry-${encodeURIComponent(id)}`),
   text: `audit entry #${id}` });
 
 /**
@@ -183,7 +183,7 @@ export async function bulkAction({ action, target, what, result, busy = [] }) {
   const restore = hold(busy);
   renderPending(result, "Counting the tasks (dry run)…");
   try {
-    const dry = await postJSON("/api/bulk", { action, ...target, dry_run: true });
+    const dry = await postJSON(url("api/bulk"), { action, ...target, dry_run: true });
     if (dry.status !== 200 || !dry.body || typeof dry.body.will_act_on !== "number") {
       renderResult(result, dry);
       return null;
@@ -229,7 +229,7 @@ export async function bulkAction({ action, target, what, result, busy = [] }) {
     // The cursor keeps the run to the tasks the dry run counted (newer matches are left alone).
     const body = { action, ...target, dry_run: false, limit: d.will_act_on, cursor: d.cursor };
     if (terminate) body.terminate = terminate.checked;
-    const res = await postJSON("/api/bulk", body);
+    const res = await postJSON(url("api/bulk"), body);
     renderResult(result, res, { extra: bulkDetails(action, res.body || {}) });
     return res;
   } finally {
@@ -297,4 +297,4 @@ export function uptimeNow(w) {
   return w.uptime + since;
 }
 
-export const workerHref = (hostname) => `/workers/${encodeURIComponent(hostname)}`;
+export const workerHref = (hostname) => url(`workers/${encodeURIComponent(hostname)}`);

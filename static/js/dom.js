@@ -1,6 +1,14 @@
 // Tiny element helpers and formatters shared by every page.
 // Task data is untrusted: everything here writes text nodes and attributes, never HTML.
 
+/** Where the dashboard is served from, with a trailing slash: "/" or "/celery/" behind a reverse proxy
+ * (templates/base.html puts it in <html data-base>, from the request's script root). */
+export const BASE = document.documentElement.dataset.base || "/";
+
+/** The URL of a dashboard path: url("api/tasks") -> "/celery/api/tasks". Every URL a script requests or
+ * links to is built here (a path with a leading slash is still taken under the base). */
+export const url = (path = "") => BASE + String(path).replace(/^\/+/, "");
+
 export const STATES = ["PENDING", "RECEIVED", "STARTED", "RETRY", "SUCCESS", "FAILURE", "REVOKED", "REJECTED", "LOST"];
 
 /** el("a", {href, class, text, title, dataset: {...}}, ...children): children may be strings (text nodes). */
@@ -101,7 +109,7 @@ export const fmtNumber = (n) => (typeof n === "number" ? n.toLocaleString() : "â
 
 export const shortUuid = (uuid) => (typeof uuid === "string" ? uuid.slice(0, 8) : "");
 
-export const taskHref = (uuid) => `/tasks/${encodeURIComponent(uuid)}`;
+export const taskHref = (uuid) => url(`tasks/${encodeURIComponent(uuid)}`);
 
 export function taskLink(uuid, label, props = {}) {
   return el("a", { href: taskHref(uuid), title: uuid, ...props }, label ?? uuid);

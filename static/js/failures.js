@@ -1,7 +1,7 @@
 // Failures: groups of failures with the same signature, live, and the outcome counters; per group,
 // bulk re-run and revoke (dry run first) unless the dashboard is read-only.
 import { startLive } from "./live.js";
-import { el, fmtDateTime, fmtNumber, fmtTime, setText } from "./dom.js";
+import { el, fmtDateTime, fmtNumber, fmtTime, setText, url } from "./dom.js";
 import { bulkAction, controlsEnabled } from "./control.js";
 
 const tbody = document.querySelector("#failure-groups tbody");
@@ -47,7 +47,7 @@ function counted(obj, limit = 3) {
 
 function groupRows(g) {
   const id = String(g.id);
-  const tasksHref = `/tasks?group=${encodeURIComponent(id)}`;
+  const tasksHref = url(`tasks?group=${encodeURIComponent(id)}`);
   const toggle = el("button", { type: "button", class: "small", text: open.has(id) ? "Hide" : "Traceback",
     "aria-expanded": open.has(id) ? "true" : "false" });
   toggle.addEventListener("click", () => {

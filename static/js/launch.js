@@ -1,7 +1,7 @@
 // Launch form: example args per task, JSON submit without a reload, errors under their fields.
 // The server validates everything; the checks here are only early hints.
 import { page, startLive } from "./live.js";
-import { el, setText, show, taskHref } from "./dom.js";
+import { el, setText, show, taskHref, url } from "./dom.js";
 import { auditLink } from "./control.js";
 
 const form = document.getElementById("launch-form");
@@ -99,7 +99,7 @@ if (form) {
     button.disabled = true;
     setText(button, "Launching…");
     try {
-      const response = await fetch(form.getAttribute("action") || "/launch", {
+      const response = await fetch(form.getAttribute("action") || url("launch"), {
         method: "POST",
         headers: {
           Accept: "application/json",

@@ -1,7 +1,7 @@
 // The live connection: socket, subscribe + resync on every (re)connect, connection indicator,
 // broker banner. Pages call startLive({payload, onSnapshot, on: {event: handler}}).
-import { io } from "/static/vendor/socket.io.esm.min.js";
-import { fmtTime, show } from "./dom.js";
+import { io } from "../vendor/socket.io.esm.min.js";
+import { fmtTime, show, url } from "./dom.js";
 
 const RECOVERED_NOTICE_SECONDS = 60;
 
@@ -63,7 +63,7 @@ export function renderStatus(status) {
 
 async function fetchStatus() {
   try {
-    const response = await fetch("/healthz", { headers: { Accept: "application/json" } });
+    const response = await fetch(url("healthz"), { headers: { Accept: "application/json" } });
     const body = await response.json();
     renderStatus({ broker: body.broker, events: body.events });
   } catch {
@@ -78,7 +78,7 @@ async function fetchStatus() {
  * Without a payload (pages with no live data) only the indicator and the banner are live.
  */
 export function startLive({ payload = null, onSnapshot = () => {}, on = {}, onError = null } = {}) {
-  const socket = io({ reconnection: true, reconnectionDelay: 500, reconnectionDelayMax: 5000 });
+  const socket = io({ path: url("socket.io"), reconnection: true, reconnectionDelay: 500, reconnectionDelayMax: 5000 });
   let ready = false;
   let snapTick = -1; // the last push tick the snapshot includes
   let early = []; // diffs that arrived between joining the room and the snapshot

@@ -1,7 +1,7 @@
 // Overview: counts per state, workers online/offline, throughput chart, latest failures.
-import uPlot from "/static/vendor/uPlot.esm.js";
+import uPlot from "../vendor/uPlot.esm.js";
 import { startLive } from "./live.js";
-import { STATES, el, fmtAge, fmtDateTime, fmtNumber, fmtTime, setText, show, taskLink } from "./dom.js";
+import { STATES, el, fmtAge, fmtDateTime, fmtNumber, fmtTime, setText, show, taskLink, url } from "./dom.js";
 
 const WINDOW_SECONDS = 300;
 
@@ -15,7 +15,7 @@ const emptyWorkers = document.getElementById("empty-workers");
 function stateCard(state) {
   let card = countsBox.querySelector(`[data-state="${CSS.escape(state)}"]`);
   if (!card) { // a custom state (e.g. PROGRESS): a neutral card after the known ones
-    card = el("a", { class: "card state-card", href: `/tasks?state=${encodeURIComponent(state)}`, dataset: { state } },
+    card = el("a", { class: "card state-card", href: url(`tasks?state=${encodeURIComponent(state)}`), dataset: { state } },
       el("span", { class: "card-label" }, el("span", { class: "dot", "aria-hidden": "true" }), state),
       el("span", { class: "count", text: "0" }));
     countsBox.append(card);

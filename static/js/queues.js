@@ -1,7 +1,7 @@
 // Queues: polls /api/queues every QUEUE_POLL_INTERVAL (lengths are polled from the broker anyway)
 // and updates one row per queue in place. Queue names, hostnames and uuids are written as text only.
 import { page, startLive } from "./live.js";
-import { el, fmtDuration, fmtNumber, fmtTime, setAttr, setText, show, shortUuid, taskHref } from "./dom.js";
+import { el, fmtDuration, fmtNumber, fmtTime, setAttr, setText, shortUuid, show, taskHref, url } from "./dom.js";
 
 const interval = Math.max(0.5, Number.parseFloat(page.dataset.queuePollInterval) || 2);
 const tbody = document.querySelector("#queue-table tbody");
@@ -22,7 +22,7 @@ function newRow(name) {
   const tr = el("tr", { dataset: { queue: name } });
   for (const col of COLUMNS) tr.append(cells[col] = el("td", { class: NUMERIC.has(col) ? `${col} num` : col }));
   cells.name.classList.add("mono");
-  cells.name.append(el("a", { class: "queue-link", href: `/tasks?queue=${encodeURIComponent(name)}`, text: name,
+  cells.name.append(el("a", { class: "queue-link", href: url(`tasks?queue=${encodeURIComponent(name)}`), text: name,
     title: `Tasks sent to ${name}` }));
   return { tr, cells, key: "" };
 }
@@ -46,7 +46,7 @@ function renderRow(row, q, now) {
     : ["–"]));
   const consumers = Array.isArray(q.consumers) ? q.consumers : [];
   fill(cells.consumers, JSON.stringify(consumers), () => (consumers.length
-    ? consumers.map((h) => el("a", { class: "consumer mono", href: `/workers/${encodeURIComponent(h)}`, text: String(h) }))
+    ? consumers.map((h) => el("a", { class: "consumer mono", href: url(`workers/${encodeURIComponent(h)}`), text: String(h) }))
     : [el("span", { class: "no-consumer", text: "none", title: "No online worker consumes this queue" })]));
   const old = q.oldest_waiting;
   fill(cells.oldest, old ? `${old.uuid}` : "", () => (old
@@ -107,7 +107,7 @@ function render(body) {
 
 async function refresh() {
   try {
-    const response = await fetch("/api/queues", { headers: { Accept: "application/json" } });
+    const response = await fetch(url("api/queues"), { headers: { Accept: "application/json" } });
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
     render(await response.json());
   } catch (err) {

@@ -1,6 +1,6 @@
 // Task types: per-name counts, failure rate, runtime and queue-wait percentiles, live.
 import { startLive } from "./live.js";
-import { el, fmtDuration, fmtNumber } from "./dom.js";
+import { el, fmtDuration, fmtNumber, url } from "./dom.js";
 
 const tbody = document.querySelector("#stats-table tbody");
 const windowSelect = document.getElementById("stats-window");
@@ -14,9 +14,9 @@ function row(r) {
   const runtime = r.runtime || {}, wait = r.queue_wait || {}, sent = r.queue_wait_sent || {};
   const waitTitle = typeof sent.p50 === "number" ? `sent → started: p50 ${secs(sent.p50)}, p95 ${secs(sent.p95)}` : "";
   return el("tr", { dataset: { name } },
-    el("td", { class: "mono" }, el("a", { href: `/tasks?name=${encodeURIComponent(name)}`, text: name })),
+    el("td", { class: "mono" }, el("a", { href: url(`tasks?name=${encodeURIComponent(name)}`), text: name })),
     el("td", { class: "num", text: fmtNumber(r.count) }),
-    el("td", { class: "num" }, el("a", { href: `/tasks?name=${encodeURIComponent(name)}&state=FAILURE`, text: fmtNumber(r.failed) })),
+    el("td", { class: "num" }, el("a", { href: url(`tasks?name=${encodeURIComponent(name)}&state=FAILURE`), text: fmtNumber(r.failed) })),
     el("td", { class: "num", text: fmtNumber(r.retried) }),
     el("td", { class: "num failure-rate", dataset: { high: r.failure_rate > 0.05 ? "1" : "0" }, text: pct(r.failure_rate) }),
     el("td", { class: "num mono", text: secs(runtime.p50) }),

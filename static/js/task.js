@@ -2,8 +2,8 @@
 // controls (revoke, terminate, re-run) which follow the live state.
 import { page, startLive } from "./live.js";
 import {
-  el, fmtDateTime, fmtDelta, fmtDuration, fmtValue, progressOf, setAttr, setBadge, setText, shortUuid, show,
-  stateBadge, STATES, taskHref, taskLink,
+  STATES, el, fmtDateTime, fmtDelta, fmtDuration, fmtValue, progressOf, setAttr, setBadge, setText, shortUuid,
+  show, stateBadge, taskHref, taskLink, url,
 } from "./dom.js";
 import { controlsEnabled, getJSON, runAction, workerHref } from "./control.js";
 
@@ -221,7 +221,7 @@ function renderTruncated(t) {
       node.after(note);
     }
     note.replaceChildren(`Shortened for display: ${length.toLocaleString()} characters in all — `,
-      el("a", { href: `/api/tasks/${encodeURIComponent(uuid)}/fields/${name}`, target: "_blank", rel: "noopener",
+      el("a", { href: url(`api/tasks/${encodeURIComponent(uuid)}/fields/${name}`), target: "_blank", rel: "noopener",
         text: `show the whole ${name}` }));
   }
 }
@@ -277,7 +277,7 @@ function renderControls(t) {
 
 async function loadRerun() {
   const seq = ++rerunSeq;
-  const res = await getJSON(`/api/tasks/${encodeURIComponent(uuid)}/rerun`);
+  const res = await getJSON(url(`api/tasks/${encodeURIComponent(uuid)}/rerun`));
   if (seq !== rerunSeq) return; // a newer state asked again
   rerunInfo = res.status === 200 && res.body ? res.body : null;
   rerunError = rerunInfo ? null : `${(res.body && res.body.error) || res.status}`;
@@ -309,7 +309,7 @@ async function revoke(terminate) {
       running(t) ? "It is running now: revoking alone does not stop it (Terminate does)."
         : "If a worker holds it already (an ETA or countdown), it is discarded when its time comes."];
   await runAction({
-    url: `/api/tasks/${encodeURIComponent(uuid)}/revoke`, body: { terminate, signal: terminate ? signal : undefined },
+    url: url(`api/tasks/${encodeURIComponent(uuid)}/revoke`), body: { terminate, signal: terminate ? signal : undefined },
     result: $("task-control-result"), busy: [...controls.querySelectorAll("button")],
     confirm: { title: terminate ? `Terminate ${label()}?` : `Revoke ${label()}?`, lines, danger: true,
       confirmLabel: terminate ? `Send ${signal}` : "Revoke" },
@@ -327,7 +327,7 @@ async function rerun() {
   const info = rerunInfo;
   if (!info || !info.possible) return;
   await runAction({
-    url: `/api/tasks/${encodeURIComponent(uuid)}/rerun`, body: {},
+    url: url(`api/tasks/${encodeURIComponent(uuid)}/rerun`), body: {},
     result: $("task-control-result"), busy: [$("task-rerun")],
     confirm: { title: `Re-run ${info.name || label()}?`, confirmLabel: "Re-run", lines: [
       `A new task ${info.name || ""} is sent${info.queue ? ` to queue ${info.queue}` : ""} with the same arguments:`,

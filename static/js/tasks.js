@@ -9,7 +9,7 @@
 import { page, startLive } from "./live.js";
 import {
   el, fmtDateTime, fmtDuration, fmtNumber, fmtTime, fmtValue, progressBar, progressOf, setAttr, setBadge,
-  setText, shortUuid, show, taskHref,
+  setText, shortUuid, show, taskHref, url,
 } from "./dom.js";
 import { bulkAction, controlsEnabled } from "./control.js";
 
@@ -286,7 +286,7 @@ function pageQuery() {
 }
 
 async function fetchPage() {
-  const response = await fetch(`/api/tasks?${pageQuery()}`, { headers: { Accept: "application/json" } });
+  const response = await fetch(url(`api/tasks?${pageQuery()}`), { headers: { Accept: "application/json" } });
   let body = null;
   try {
     body = await response.json();
@@ -422,7 +422,7 @@ function refresh() {
 
 function emptyMessage() {
   if (problem) {
-    return [el("strong", { text: problem }), " ", filtered ? el("a", { href: "/tasks", text: "Clear the filters" }) : null];
+    return [el("strong", { text: problem }), " ", filtered ? el("a", { href: url("tasks"), text: "Clear the filters" }) : null];
   }
   if (total === null) return ["Loading…"];
   if (!onNewest()) {
@@ -434,7 +434,7 @@ function emptyMessage() {
     if (filters.since || filters.until) hints.push("Only tasks first seen in the chosen time range count: try a longer one.");
     if (filters.worker || filters.queue) hints.push("Worker and queue must match exactly.");
     return [el("strong", { text: "No task matches these filters yet." }), ` ${hints.join(" ")} `,
-      el("a", { href: "/tasks", text: "Clear the filters" })];
+      el("a", { href: url("tasks"), text: "Clear the filters" })];
   }
   return [el("strong", { text: "No tasks seen yet." }), " Launch one above, or start a worker with events enabled: ",
     el("code", { text: "celery -A yourapp worker -E" })];
@@ -518,8 +518,11 @@ const launchResult = document.getElementById("launch-result");
 if (launchResult) {
   new MutationObserver(() => {
     const mine = [];
-    for (const link of launchResult.querySelectorAll('a[href^="/tasks/"]')) {
-      const uuid = decodeURIComponent(link.getAttribute("href").slice("/tasks/".length));
+    const prefix = url("tasks/");
+    for (const link of launchResult.querySelectorAll("a[href]")) {
+      const href = link.getAttribute("href");
+      if (!href.startsWith(prefix)) continue;
+      const uuid = decodeURIComponent(href.slice(prefix.length));
       if (!launchedHere.has(uuid)) launchedHere.add(uuid);
       if (pending.has(uuid)) mine.push(pending.get(uuid));
     }

@@ -2,13 +2,13 @@
 // the server, refreshed on demand) and its controls. Hostnames, task names, queues and replies are
 // untrusted: all written as text.
 import { page, startLive } from "./live.js";
-import { el, fmtAge, fmtDateTime, fmtNumber, fmtValue, setAttr, setBadge, setText, show, taskLink } from "./dom.js";
+import { el, fmtAge, fmtDateTime, fmtNumber, fmtValue, setAttr, setBadge, setText, show, taskLink, url } from "./dom.js";
 import {
   controlsEnabled, fmtPool, fmtUptime, getJSON, plural, poolSize, renderResult, runAction, uptimeNow,
 } from "./control.js";
 
 const hostname = page.dataset.hostname;
-const apiUrl = `/api/workers/${encodeURIComponent(hostname)}`;
+const apiUrl = url(`api/workers/${encodeURIComponent(hostname)}`);
 const $ = (id) => document.getElementById(id);
 const fact = (name) => document.querySelector(`#worker-facts [data-field="${name}"]`);
 const controls = controlsEnabled() ? $("worker-controls") : null;
@@ -484,7 +484,7 @@ async function typeLimit(name, kind, form) {
   }
   if (!all) body.workers = [hostname];
   await runAction({
-    url: "/api/task-types/control", body, result,
+    url: url("api/task-types/control"), body, result,
     confirm: { title: `${kind === "rate" ? "Rate limit" : "Time limits"} for ${name}?`, lines, confirmLabel: "Apply" },
     busy: [...form.querySelectorAll("button")], pendingText: "Sent; waiting for the replies…",
   });

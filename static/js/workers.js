@@ -1,6 +1,6 @@
 // Workers: one row per hostname, updated in place; heartbeat ages and uptimes tick every second.
 import { page, startLive } from "./live.js";
-import { el, fmtAge, fmtDateTime, fmtNumber, hashId, setAttr, setText, show } from "./dom.js";
+import { el, fmtAge, fmtDateTime, fmtNumber, hashId, setAttr, setText, show, url } from "./dom.js";
 import { fmtPool, fmtUptime, uptimeNow, workerHref } from "./control.js";
 
 const tbody = document.querySelector("#worker-table tbody");
@@ -24,7 +24,7 @@ function newRow(hostname) {
   // The hostname leads to the worker's page (inspect, controls); "tasks" to the task list filtered on it.
   cells.hostname.append(el("a", { class: "worker-link", href: workerHref(hostname), text: hostname,
     title: `Details and controls of ${hostname}` }));
-  cells.links.append(el("a", { class: "tasks-link", href: `/tasks?worker=${encodeURIComponent(hostname)}`, text: "tasks",
+  cells.links.append(el("a", { class: "tasks-link", href: url(`tasks?worker=${encodeURIComponent(hostname)}`), text: "tasks",
     title: `Tasks run by ${hostname}` }));
   cells.loadavg.classList.add("mono");
   cells.pool.classList.add("mono");
