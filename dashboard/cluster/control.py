@@ -20,11 +20,12 @@ from .errors import BrokerUnavailable, InvalidRequest
 log = logging.getLogger(__name__)
 
 
-def make_celery(broker_url: str, timeout: float = 5.0) -> Any:
-    """A Celery client for the broker: sends tasks and broadcasts; never runs or imports tasks."""
+def make_celery(broker_url: str, timeout: float = 5.0, backend: str = "") -> Any:
+    """A Celery client for the broker (and the result backend, if any): sends tasks and broadcasts, reads
+    results; never runs or imports tasks."""
     from celery import Celery
 
-    app = Celery("celery-dashboard", broker=broker_url, set_as_current=False)
+    app = Celery("celery-dashboard", broker=broker_url, backend=backend or None, set_as_current=False)
     app.conf.update(
         # Launched tasks show up as PENDING at once, and queue wait (sent -> started) is measurable.
         task_send_sent_event=True,

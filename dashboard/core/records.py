@@ -27,7 +27,12 @@ READY_STATES = frozenset(("SUCCESS", "FAILURE", "REVOKED", "REJECTED"))
 # LOST is the dashboard's own: the worker running the task died (no heartbeat, or it said goodbye) before
 # the task finished. Any later event of the task (a redelivery, or a worker that was only cut off) wins.
 LOST = "LOST"
-STATES = ("PENDING", "RECEIVED", "STARTED", "RETRY", "SUCCESS", "FAILURE", "REVOKED", "REJECTED", LOST)
+# UNREPORTED is the dashboard's own too: the task's worker is alive but no longer runs or holds it, and no
+# final event arrived (events are fire-and-forget; some Celery releases lose them): finished, outcome not
+# reported. Ranked as STARTED, so any later event of the task wins (dashboard/cluster/reconcile.py).
+UNREPORTED = "UNREPORTED"
+PRECEDENCE[UNREPORTED] = PRECEDENCE["STARTED"]
+STATES = ("PENDING", "RECEIVED", "STARTED", "RETRY", "SUCCESS", "FAILURE", "REVOKED", "REJECTED", LOST, UNREPORTED)
 HEARTBEAT_EXPIRE_WINDOW = 2.0  # a worker is offline after freq * 2 s without a heartbeat (Celery: 200 %)
 # A field longer than this is kept cut, with a note of its length: the memory a task can take is bounded
 # (a flood of megabyte tracebacks must not grow the process past what max_tasks implies).

@@ -13,7 +13,7 @@ import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 from .failures import FailureGroups
 from .records import (
@@ -24,6 +24,7 @@ from .records import (
     SNAPSHOT_TASK_FIELDS,
     SNAPSHOT_WORKER_FIELDS,
     STATES,
+    UNREPORTED,
     TaskRecord,
     WorkerRecord,
     clip,
@@ -87,6 +88,15 @@ DIRTY_CAP = 20_000  # past this many changed tasks between two searches the cach
 
 class MalformedEvent(ValueError):
     """The event cannot be applied: missing or mistyped structural fields."""
+
+
+class Candidate(NamedTuple):
+    """A task that may have ended unseen, as it was when picked (resolve() checks it is still so)."""
+
+    uuid: str
+    state: str
+    hostname: str
+    timestamp: float
 
 
 def _happened_before(state: str, old: str) -> bool:
@@ -160,6 +170,8 @@ class State:
         self.worker_event_count = 0
         self.evicted = 0
         self.lost = 0  # tasks whose worker died while running them
+        self.from_backend = 0  # tasks whose final state was taken from the result backend (cluster/reconcile.py)
+        self.unreported = 0  # tasks marked finished with no outcome reported (no final event, no backend)
         # Bumped when a worker appears or comes back: ingest then asks it to enable task events at once.
         self.worker_arrivals = 0
         self._seq = 0
@@ -555,6 +567,47 @@ class State:
         for worker in self.workers.values():
             if worker.grace == math.inf:
                 worker.grace = now
+
+    # -- reconciliation (dashboard/cluster/reconcile.py): tasks whose final event never came -------------
+    def reconcile_candidates(self, now: float, quiet: float, limit: int = 1000) -> list[Candidate]:
+        """Tasks that may have ended unseen: running (STARTED or a custom state) or RECEIVED, with no event
+        for `quiet` seconds, on a worker that is alive (a dead worker's tasks become LOST instead)."""
+        out: list[Candidate] = []
+        running = [m for state, m in self.by_state.items() if state == "STARTED" or state not in PRECEDENCE]
+        for members in (*running, self.by_state.get("RECEIVED", ())):
+            for uuid in members:
+                rec = self.tasks[uuid]
+                worker = self.workers.get(rec.hostname) if rec.hostname else None
+                if worker is None or not worker.alive(now) or rec.timestamp is None or now - rec.timestamp < quiet:
+                    continue
+                out.append(Candidate(uuid, rec.state, worker.hostname, rec.timestamp))
+                if len(out) >= limit:
+                    return out
+        return out
+
+    def resolve(self, seen: Candidate, outcome: dict[str, Any] | None, now: float) -> bool:
+        """End a candidate no worker holds any more: with the result backend's `outcome` (an event dict of
+        its final state) or, without one, as UNREPORTED. False when an event of the task came meanwhile."""
+        rec = self.tasks.get(seen.uuid)
+        if rec is None or rec.state != seen.state or rec.timestamp != seen.timestamp:
+            return False  # it moved on (or was evicted): the events are the truth again
+        if outcome is not None:
+            # No local_received: the backend's answer says how the task ended, not that its worker is alive.
+            # (Applied as the task event it stands for, not counted as an event received.)
+            self._task_event(
+                str(outcome["type"]).partition("-")[2], {**outcome, "uuid": rec.uuid, "hostname": rec.hostname}
+            )
+            rec.history.append("from result backend")
+            rec.history.append(now)
+            self.from_backend += 1
+        else:
+            self._index(self.by_state, rec.state, UNREPORTED, rec.uuid)
+            rec.state = UNREPORTED
+            rec.history.append("outcome not reported")
+            rec.history.append(now)
+            self.unreported += 1
+        self.changed_tasks.add(rec.uuid)
+        return True
 
     # -- snapshot (dashboard/ingest/snapshot.py): export and restore records -------------------------------
     def export_task(self, uuid: str) -> list[Any] | None:

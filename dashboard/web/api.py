@@ -40,6 +40,8 @@ def healthz() -> Any:
             "evicted": svc.state.evicted,
             "max": svc.state.max_tasks,
             "lost": svc.state.lost,
+            "from_backend": svc.state.from_backend,
+            "unreported": svc.state.unreported,
         }
         workers = {"online": svc.state.workers_online(now), "known": len(svc.state.workers)}
     body = {

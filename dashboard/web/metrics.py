@@ -113,6 +113,7 @@ def render(svc: Services, now: float | None = None) -> str:
                 continue  # left out, as the workers page hides it
             workers.append((w.hostname, w.alive(now), w.active))
         retained, evicted = len(state.tasks), state.evicted
+        from_backend, unreported = state.from_backend, state.unreported
 
     out = _Text()
     for event in COUNTED_EVENTS:
@@ -159,6 +160,18 @@ def render(svc: Services, now: float | None = None) -> str:
         ("celery_dashboard_broker_reconnects_total", "counter", "Reconnects of the event stream.", ingest.reconnects),
         ("celery_dashboard_tasks_retained", "gauge", "Tasks kept in memory.", retained),
         ("celery_dashboard_tasks_evicted_total", "counter", "Tasks evicted from memory (oldest first).", evicted),
+        (
+            "celery_dashboard_tasks_from_backend_total",
+            "counter",
+            "Tasks whose final event never came, their outcome taken from the result backend.",
+            from_backend,
+        ),
+        (
+            "celery_dashboard_tasks_unreported_total",
+            "counter",
+            "Tasks whose final event never came and whose outcome no backend could tell: finished, not reported.",
+            unreported,
+        ),
         (
             "process_cpu_seconds_total",
             "counter",

@@ -16,6 +16,7 @@ from ..cluster.audit import AuditLog
 from ..cluster.control import EventsEnabler, make_celery
 from ..cluster.inspector import Inspector
 from ..cluster.queues import QueueMonitor
+from ..cluster.reconcile import Reconciler, backend_lookup
 from ..concurrency import Runtime, start_thread
 from ..core.masking import make_masker
 from ..core.state import State
@@ -71,6 +72,7 @@ class Services:
     inspector: Inspector  # cached `inspect` replies per worker
     audit: AuditLog  # who did what, when, with what result
     queues: QueueMonitor  # queue lengths polled from the broker
+    reconciler: Reconciler  # resolves tasks whose final event never came
     reader: ReaderProcess | None = None  # the event reader process and its feed (None: ingest disabled)
     enabler: EventsEnabler | None = None  # asks workers to send events (None: disabled)
     snapshots: Snapshots | None = None  # the optional state file
@@ -92,6 +94,8 @@ class Services:
         if float(cfg["INSPECT_INTERVAL"]) > 0:
             start_thread(self.inspector.run, name="inspect")
         start_thread(self.queues.run, name="queue-lengths")
+        if float(cfg["RECONCILE_INTERVAL"]) > 0:
+            start_thread(self.reconciler.run, name="reconcile")
         # Tasks already running or waiting show up at once, not only at their next (maybe last) event.
         start_thread(
             seed_in_flight,
@@ -108,7 +112,7 @@ class Services:
             self.reader.stop()
         self.ingest.stop()
         self.rooms.stop()
-        for loop in (self.enabler, self.inspector, self.queues, self.snapshots):
+        for loop in (self.enabler, self.inspector, self.queues, self.reconciler, self.snapshots):
             if loop is not None:
                 loop.stop()
         if self.snapshots is not None and not self._stopped:
@@ -127,7 +131,7 @@ def build_services(cfg: dict[str, Any], socketio: SocketIO) -> Services:
     if cfg["SNAPSHOT_PATH"]:
         snapshots = Snapshots(state, cfg["SNAPSHOT_PATH"], float(cfg["SNAPSHOT_INTERVAL"]))
         snapshots.load()  # before ingest starts: events then apply on top of the restored state
-    celery_app = make_celery(cfg["BROKER_URL"], float(cfg["LAUNCH_TIMEOUT"]))
+    celery_app = make_celery(cfg["BROKER_URL"], float(cfg["LAUNCH_TIMEOUT"]), str(cfg["RESULT_BACKEND"]))
     ingest_on = bool(cfg["INGEST_ENABLED"])
     enabler = None
     if ingest_on and float(cfg["ENABLE_EVENTS_INTERVAL"]) > 0:
@@ -152,6 +156,13 @@ def build_services(cfg: dict[str, Any], socketio: SocketIO) -> Services:
     inspector = Inspector(celery_app, state, float(cfg["INSPECT_INTERVAL"]), float(cfg["INSPECT_TIMEOUT"]))
     views = ReadModels(state, ingest if ingest_on else None, inspector, float(cfg["HIDE_OFFLINE_AFTER"]))
     rooms = Rooms(socketio, views, float(cfg["PUSH_INTERVAL"]), sleep=runtime.sleep)
+    reconciler = Reconciler(
+        state,
+        inspector,
+        interval=float(cfg["RECONCILE_INTERVAL"]),
+        quiet=float(cfg["RECONCILE_AFTER"]),
+        backend=backend_lookup(celery_app),
+    )
     queues = QueueMonitor(
         state,
         cfg["BROKER_URL"],
@@ -179,6 +190,7 @@ def build_services(cfg: dict[str, Any], socketio: SocketIO) -> Services:
         inspector=inspector,
         audit=audit,
         queues=queues,
+        reconciler=reconciler,
         reader=reader,
         enabler=enabler,
         snapshots=snapshots,

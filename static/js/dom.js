@@ -9,7 +9,13 @@ export const BASE = document.documentElement.dataset.base || "/";
  * links to is built here (a path with a leading slash is still taken under the base). */
 export const url = (path = "") => BASE + String(path).replace(/^\/+/, "");
 
-export const STATES = ["PENDING", "RECEIVED", "STARTED", "RETRY", "SUCCESS", "FAILURE", "REVOKED", "REJECTED", "LOST"];
+export const STATES = ["PENDING", "RECEIVED", "STARTED", "RETRY", "SUCCESS", "FAILURE", "REVOKED", "REJECTED", "LOST",
+  "UNREPORTED"];
+// The dashboard's own states, said in words where a badge shows them.
+const STATE_TITLES = {
+  LOST: "its worker died before the task finished",
+  UNREPORTED: "finished, outcome not reported: its worker no longer holds it and no final event came",
+};
 
 /** el("a", {href, class, text, title, dataset: {...}}, ...children): children may be strings (text nodes). */
 export function el(tag, props = {}, ...children) {
@@ -129,6 +135,7 @@ export function setBadge(node, state) {
   setText(node, text);
   setAttr(node, "data-state", text);
   setAttr(node, "data-known", STATES.includes(text) ? "1" : "0");
+  setAttr(node, "title", STATE_TITLES[text] ?? null);
 }
 
 /** {current, total} -> {current, total, ratio} when both are numbers, else null. */
