@@ -707,6 +707,30 @@ def test_sort_by_runtime_queue_and_time_filters(app: Any) -> None:
 
 
 @pytest.mark.integration
+def test_failed_task_runtime_is_derived_and_labelled_the_same_everywhere(app: Any) -> None:
+    """task-failed carries no runtime: `runtime` stays what the worker reported (null) and
+    `runtime_derived` (started → failed) is the same in the list, the task page's API, the export and
+    the runtime sort."""
+    import csv
+    import io
+
+    seed(app)  # "bad" started at t0 + 5 and failed at t0 + 6; "ok" ran 1.0 s, "retry" 0.1 s
+    client = app.test_client()
+    row = next(t for t in client.get("/api/tasks").get_json()["tasks"] if t["uuid"] == "bad")
+    assert row["runtime"] is None and row["runtime_derived"] == pytest.approx(1.0)
+    ok = next(t for t in client.get("/api/tasks").get_json()["tasks"] if t["uuid"] == "ok")
+    assert ok["runtime"] == 1.0 and ok["runtime_derived"] is None, "a reported runtime is never derived"
+    detail = client.get("/api/tasks/bad").get_json()
+    assert detail["runtime"] is None and detail["runtime_derived"] == pytest.approx(1.0)
+    exported = list(csv.DictReader(io.StringIO(client.get("/api/tasks/export?state=FAILURE").get_data(as_text=True))))
+    assert exported[0]["runtime"] == "" and float(exported[0]["runtime_derived"]) == pytest.approx(1.0)
+    by_runtime = [t["uuid"] for t in client.get("/api/tasks?sort=runtime&order=asc").get_json()["tasks"]]
+    assert by_runtime[0] == "retry" and set(by_runtime[1:3]) == {"ok", "bad"}, (
+        "a failed task sorts by its derived runtime"
+    )
+
+
+@pytest.mark.integration
 @pytest.mark.parametrize(
     "query, message",
     [

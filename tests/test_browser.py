@@ -48,9 +48,14 @@ def test_launch_failing_task_from_the_form_and_read_its_traceback(
     expect(row).to_have_attribute("data-state", "FAILURE", timeout=20_000)
     expect(row.locator(".info")).to_contain_text("PaymentDeclined")
     assert page.evaluate("window.__sameDocument") is True, "the list updated without a reload"
+    # task-failed carries no runtime: the list and the task page show the same derived one, marked so
+    runtime = row.locator("td.runtime")
+    expect(runtime).to_contain_text("(started → failed)")
+    shown = runtime.inner_text()
     row.locator(".uuid a").click()
     expect(page).to_have_url(f"{dashboard.base_url}/tasks/{uuid}")
     expect(page.locator("#task-state")).to_have_text("FAILURE")
+    expect(page.locator('#task-fields [data-field="runtime"]')).to_have_text(shown)
     expect(page.locator("#task-exception")).to_contain_text("card form-card was declined for amount 13")
     traceback = page.locator("#task-traceback")
     expect(traceback).to_contain_text("Traceback (most recent call last):")

@@ -5,6 +5,7 @@ import {
   el, fmtDateTime, fmtDelta, fmtDuration, fmtValue, progressOf, setAttr, setBadge, setText, shortUuid, show,
   stateBadge, STATES, taskHref, taskLink,
 } from "./dom.js";
+import { DERIVED_RUNTIME_TITLE, fmtRuntime } from "./dom.js";
 import { controlsEnabled, getJSON, runAction, workerHref } from "./control.js";
 
 const uuid = page.dataset.uuid;
@@ -45,7 +46,8 @@ function renderFields(t) {
   setField("kwargs", fmtValue(t.kwargs));
   setField("result", fmtValue(t.result));
   setField("retries", t.retries);
-  setField("runtime", typeof t.runtime === "number" ? fmtDuration(t.runtime) : null);
+  setField("runtime", fmtRuntime(t));
+  field("runtime").title = typeof t.runtime !== "number" && typeof t.runtime_derived === "number" ? DERIVED_RUNTIME_TITLE : "";
   const wait = typeof t.received === "number" && typeof t.started === "number" ? t.started - t.received : null;
   setField("queue_wait", wait != null ? fmtDuration(Math.max(0, wait)) : null);
   setField("eta", fmtValue(t.eta));
