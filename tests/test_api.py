@@ -938,6 +938,37 @@ def test_recovered_and_gave_up_outcomes_are_counted_and_filterable(app: Any) -> 
 
 
 @pytest.mark.integration
+def test_each_failure_group_counts_its_outcomes(app: Any) -> None:
+    """A group whose tasks all retried and recovered tells itself apart from one with real failures."""
+    t0 = time.time() - 60
+    flaky = dict(exception="TimeoutError('slow upstream')", traceback=_tb(7, "fetch", "TimeoutError: slow upstream"))
+    broken = dict(exception="KeyError('sku')", traceback=_tb(9, "price", "KeyError: 'sku'"))
+    events = []
+    for uid in ("r1", "r2"):  # retried once, then succeeded
+        events += [
+            ev("task-received", uid, t0, name="api.fetch"),
+            ev("task-started", uid, t0 + 1),
+            ev("task-retried", uid, t0 + 2, **flaky),
+            ev("task-started", uid, t0 + 3),
+            ev("task-succeeded", uid, t0 + 4, result="1", runtime=0.1),
+        ]
+    events += [  # retried (flaky), then failed for good (broken); and one plain failure
+        ev("task-received", "g1", t0, name="api.price"),
+        ev("task-started", "g1", t0 + 1),
+        ev("task-retried", "g1", t0 + 2, **flaky),
+        ev("task-started", "g1", t0 + 3),
+        ev("task-failed", "g1", t0 + 4, **broken),
+        ev("task-received", "f1", t0, name="api.price"),
+        ev("task-started", "f1", t0 + 1),
+        ev("task-failed", "f1", t0 + 2, **broken),
+    ]
+    feed(app, *events)
+    groups = {g["exc_type"]: g["outcomes"] for g in app.test_client().get("/api/failures").get_json()["groups"]}
+    assert groups["TimeoutError"] == {"FAILURE": 0, "RETRY": 3, "RECOVERED": 2, "GAVE_UP": 0}
+    assert groups["KeyError"] == {"FAILURE": 2, "RETRY": 0, "RECOVERED": 0, "GAVE_UP": 1}
+
+
+@pytest.mark.integration
 def test_stats_per_task_name(app: Any) -> None:
     """Per task name: finished, failure rate, runtime and queue-wait percentiles, in two windows."""
     now = time.time()

@@ -229,6 +229,37 @@ def test_failures_page_groups_alike_failures_and_lists_their_tasks(
     )
 
 
+def test_failures_page_tells_groups_that_only_retried_from_real_failures(
+    page: Any, dashboard: DashboardServer, worker: str
+) -> None:
+    """A group whose tasks retried and recovered says so in its row, and the toggle hides it (kept in the
+    URL) while groups with a final failure stay."""
+    (flaky,) = dashboard.launch("dashboard.demo.flaky", kwargs={"fail_times": 1})
+    (failed,) = dashboard.launch("dashboard.demo.fail", kwargs={"card": "toggle-card"})
+    dashboard.wait_task(flaky, "SUCCESS")
+    dashboard.wait_task(failed, "FAILURE")
+    open_live(page, dashboard, "/failures")
+    groups = page.locator("#failure-groups tbody tr[data-group]")
+    retried = groups.filter(has_text="upstream unavailable on attempt")
+    real = groups.filter(has_text="card toggle-card was declined")
+    expect(retried).to_have_count(1)
+    expect(retried).to_have_attribute("data-final", "0")
+    expect(retried.locator(".outcomes")).to_contain_text("failed 0")
+    expect(retried.locator('.outcome[data-outcome="RECOVERED"]')).not_to_have_text("recovered 0")
+    expect(retried.locator(".outcomes")).to_contain_text("no final failure")
+    expect(real.locator(".outcomes")).to_contain_text("failed 1")
+    expect(real.locator(".outcomes")).not_to_contain_text("no final failure")
+    page.check("#failure-final-only")
+    expect(retried).to_have_count(0)
+    expect(real).to_have_count(1)
+    expect(page.locator("#failure-hidden")).to_contain_text("hidden")
+    expect(page).to_have_url(re.compile(r"/failures\?final=1$"))
+    page.reload()
+    expect(page.locator("#failure-final-only")).to_be_checked()
+    expect(real).to_have_count(1)
+    expect(retried).to_have_count(0)
+
+
 def test_stats_page_shows_failure_rate_and_runtimes(page: Any, dashboard: DashboardServer, worker: str) -> None:
     (uid,) = dashboard.launch("dashboard.demo.add", args=[1, 2])
     dashboard.wait_task(uid, "SUCCESS")
