@@ -269,6 +269,19 @@ def test_stats_page_shows_failure_rate_and_runtimes(page: Any, dashboard: Dashbo
     cells = add.locator("td")
     assert int(cells.nth(1).inner_text().replace(",", "")) >= 1
     expect(cells.nth(5)).to_contain_text("ms")  # runtime p50 of a 0.3 s sleep
+    # Two different waits, two names: the worker wait (received → started) here, the queue wait
+    # (sent → started) on hover, on the Queues page and both on the task page.
+    expect(page.locator("#stats-table thead")).to_contain_text("Worker wait p50")
+    expect(page.locator("#stats-table thead")).not_to_contain_text("Queue wait")
+    expect(cells.nth(8)).to_have_attribute("title", re.compile(r"^Queue wait \(sent → started\): p50 \d"))
+    page.goto(f"{dashboard.base_url}/queues")
+    expect(page.locator("#queue-table thead")).to_contain_text("Queue wait p50")
+    open_live(page, dashboard, f"/tasks/{uid}")
+    fields = page.locator("#task-fields")
+    expect(fields.locator('div:has(> [data-field="queue_wait_sent"]) dt')).to_have_text("Queue wait")
+    expect(fields.locator('div:has(> [data-field="queue_wait"]) dt')).to_have_text("Worker wait")
+    expect(fields.locator('[data-field="queue_wait_sent"]')).to_have_text(re.compile(r"^\d+(\.\d+)? (ms|s)$"))
+    expect(fields.locator('[data-field="queue_wait"]')).to_have_text(re.compile(r"^\d+(\.\d+)? (ms|s)$"))
 
 
 def test_flaky_task_shows_each_attempt_and_copies_its_uuid(page: Any, dashboard: DashboardServer, worker: str) -> None:

@@ -49,7 +49,9 @@ function renderFields(t) {
   setField("runtime", fmtRuntime(t));
   field("runtime").title = typeof t.runtime !== "number" && typeof t.runtime_derived === "number" ? DERIVED_RUNTIME_TITLE : "";
   const wait = typeof t.received === "number" && typeof t.started === "number" ? t.started - t.received : null;
-  setField("queue_wait", wait != null ? fmtDuration(Math.max(0, wait)) : null);
+  setField("queue_wait", wait != null ? fmtDuration(Math.max(0, wait)) : null); // worker wait: received → started
+  const sentWait = typeof t.sent === "number" && typeof t.started === "number" ? t.started - t.sent : null;
+  setField("queue_wait_sent", sentWait != null ? fmtDuration(Math.max(0, sentWait)) : null); // queue wait: sent → started
   setField("eta", fmtValue(t.eta));
   setField("expires", fmtValue(t.expires));
   setField("client", t.client);
