@@ -155,20 +155,30 @@ def test_workers_page_shows_the_worker_online(page: Any, dashboard: DashboardSer
 
 
 def test_broker_outage_shows_a_banner_then_the_missed_window(page: Any, own_redis: RedisServer) -> None:
-    """Redis goes away: the open page says so at once, and after Redis returns it says when events may
-    have been missed — the user is never shown a silently stale dashboard."""
+    """Redis goes away: the open page says so at once (banner, badge, the empty workers panel), and after
+    Redis returns it says when events may have been missed — never a silently stale dashboard."""
     dash = DashboardServer(own_redis.url, env={"DASHBOARD_RECONNECT_MAX": "1"})
     try:
         open_live(page, dash, "/")
         banner = page.locator("#broker-banner")
+        badge = page.locator("#conn-status")
+        empty = page.locator("#empty-workers")  # no worker on this Redis
         expect(banner).to_be_hidden()
+        expect(empty).to_contain_text("No worker is reporting events")
         own_redis.stop()
         expect(banner).to_be_visible(timeout=10_000)
         expect(banner).to_have_attribute("data-kind", "down")
         expect(banner).to_contain_text("Broker unreachable")
+        # The socket is live but the broker is not: the badge and the overview blame the broker, not the workers.
+        expect(badge).to_have_attribute("data-state", "broker-down")
+        expect(badge).to_have_text("broker unreachable")
+        expect(empty.get_by_role("heading", name="The broker is unreachable")).to_be_visible()
+        expect(empty.get_by_text("No worker is reporting events")).to_be_hidden()
         own_redis.start()
         expect(banner).to_have_attribute("data-kind", "recovered", timeout=20_000)
         expect(banner).to_contain_text("may have been missed")
+        expect(badge).to_have_attribute("data-state", "live")
+        expect(empty.get_by_role("heading", name="No worker is reporting events")).to_be_visible()
     finally:
         dash.stop()
 
