@@ -18,7 +18,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from .config import CHOICES, CONFIG_ENV, SETTINGS, Setting, load_config, parse_value
+from .config import CHOICES, CONFIG_ENV, SETTINGS, Setting, load_config, parse_value, shown_value
 
 log = logging.getLogger(__name__)
 PROG = "celery-dashboard"
@@ -50,7 +50,7 @@ class SettingType(click.ParamType):
         try:
             return parse_value(self.setting, value)
         except ValueError as exc:
-            raise SettingError(f"{self.setting.option}={value!r} {exc}") from None
+            raise SettingError(f"{self.setting.option}={shown_value(self.setting.name, value)} {exc}") from None
 
 
 def _option(setting: Setting) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

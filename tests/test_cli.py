@@ -176,6 +176,11 @@ def test_secrets_in_a_bad_config_file_are_not_echoed(served: list[dict[str, Any]
     "args, message",
     [
         (["--port", "http"], "--port='http' is not a valid int"),
+        (
+            ["--broker", "localhost:6399"],
+            "--broker='localhost:6399' is not a URL: a broker URL like redis://host:port/db",
+        ),
+        (["--broker", "user:pw@cache:6379"], "--broker='user:****@cache:6379' is not a URL"),
         (["--max-tasks", "0"], "--max-tasks='0' must be a finite number at least 1"),
         (["--push-interval", "nan"], "--push-interval='nan' must be a finite number more than 0.0"),
         (["--async-mode", "eventlet"], "--async-mode='eventlet' must be 'gevent' or 'threading'"),
