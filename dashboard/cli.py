@@ -119,10 +119,21 @@ def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> N
         ctx.exit()
 
 
+def check_listen(cfg: dict[str, Any]) -> None:
+    """A port in use (or an address not of this machine) is one line and exit status 2, found before
+    anything starts (the demo's Redis and worker, the reader process)."""
+    from .processes import listen_problem
+
+    problem = listen_problem(str(cfg["HOST"]), int(cfg["PORT"]))
+    if problem:
+        raise SettingError(f"cannot listen on {cfg['HOST']}:{cfg['PORT']}: {problem} (choose another with --port)")
+
+
 def serve(cfg: dict[str, Any]) -> None:
     """Serve the dashboard: gevent's WSGI server (default) or gunicorn's gthread worker (threading)."""
     from . import create_app
 
+    check_listen(cfg)
     if cfg["ASYNC_MODE"] == "gevent":
         from .web.server import bind, make_server, serve_forever
 
@@ -171,6 +182,7 @@ def _demo(cfg: dict[str, Any]) -> int:
 
     children = []
     owner = os.getpid()  # gunicorn forks its worker inside serve(): only we may stop the children
+    check_listen(cfg)  # before Redis and the worker start, not after
     try:
         url = cfg["BROKER_URL"]
         if not redis_answers(url):

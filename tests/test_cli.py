@@ -279,6 +279,33 @@ def test_demo_starts_everything_and_leaves_nothing_running(how: str) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
 
 
+@pytest.mark.parametrize("command", ["demo", "run"])
+def test_a_port_in_use_is_one_line_before_anything_starts(command: str) -> None:
+    """A taken port is said at once, on one line: demo starts no local Redis and no demo worker first, and
+    neither command ends in a traceback."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        dead_local = f"redis://127.0.0.1:{free_port()}/0"  # demo would start a Redis for this one
+        env = dict(os.environ, DASHBOARD_LOG_LEVEL="INFO")
+        result = subprocess.run(
+            [sys.executable, "-m", "dashboard.cli", command, "--port", str(port), "--broker", dead_local],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert result.returncode == 2
+    assert (
+        result.stderr
+        == f"Error: cannot listen on 127.0.0.1:{port}: Address already in use (choose another with --port)\n"
+    )
+
+
 def test_demo_explains_an_unreachable_remote_broker() -> None:
     """A broker URL the demo did not start Redis for (not localhost/127.0.0.1) that does not answer is an
     error with a message, not a local Redis. (127.0.0.2 is such a URL that sends nothing off this machine.)"""
