@@ -126,7 +126,11 @@ def start_worker(
     extra_env: dict[str, str] | None = None,
     quiet: bool = False,
 ) -> subprocess.Popen:
-    """Start the demo Celery worker (events on) against `broker_url`."""
+    """Start the demo Celery worker (events on) against `broker_url`, named `hostname` with Celery's %h,
+    %n and %d expanded here, so that the log names the worker as the dashboard will show it."""
+    from celery.utils.nodenames import host_format
+
+    hostname = host_format(hostname)
     env = dict(os.environ, DASHBOARD_BROKER_URL=broker_url, **(extra_env or {}))
     env.pop("DASHBOARD_ASYNC_MODE", None)  # the worker never runs under the web server's eventlet
     events = ["-E"] if env.get("DASHBOARD_DEMO_EVENTS", "1") != "0" else []

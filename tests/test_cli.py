@@ -306,6 +306,31 @@ def test_a_port_in_use_is_one_line_before_anything_starts(command: str) -> None:
     )
 
 
+def test_demo_worker_is_logged_by_its_real_name(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The log names the demo worker as the Workers page will (demo@<this host>), not demo@%h."""
+    import logging
+    import socket
+
+    from dashboard import processes
+
+    started: list[list[str]] = []
+
+    class FakePopen:
+        pid = 4242
+
+        def __init__(self, cmd: list[str], **_: Any) -> None:
+            started.append(cmd)
+
+    monkeypatch.setattr(processes.subprocess, "Popen", FakePopen)
+    with caplog.at_level(logging.INFO, logger="dashboard.processes"):
+        processes.start_worker("redis://127.0.0.1:6379/0")
+    name = f"demo@{socket.gethostname()}"
+    assert f"started demo worker {name} (pid 4242)" in caplog.text and "%h" not in caplog.text
+    assert started[0][started[0].index("--hostname") + 1] == name, "the worker gets the same name"
+
+
 def test_demo_explains_an_unreachable_remote_broker() -> None:
     """A broker URL the demo did not start Redis for (not localhost/127.0.0.1) that does not answer is an
     error with a message, not a local Redis. (127.0.0.2 is such a URL that sends nothing off this machine.)"""
