@@ -161,6 +161,11 @@ def serve(cfg: dict[str, Any]) -> None:
                 # Runs in the worker process on SIGTERM and SIGINT alike: stop ingest, save the snapshot.
                 "worker_exit": lambda arbiter, worker: worker.wsgi.extensions["dashboard"].stop(),
             }
+            # gunicorn >= 25.1 binds a control socket for gunicornc, the same path for every instance
+            # ($XDG_RUNTIME_DIR/gunicorn.ctl or ~/.gunicorn/gunicorn.ctl): one dashboard's would take another's.
+            # The dashboard needs none (one worker, nothing to scale or reload).
+            if "control_socket_disable" in self.cfg.settings:
+                settings["control_socket_disable"] = True
             for key, value in settings.items():
                 self.cfg.set(key, value)
 

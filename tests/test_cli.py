@@ -382,3 +382,22 @@ def test_threading_mode_serves_live_updates(redis_server, worker) -> None:  # un
     finally:
         client.disconnect()
         dash.stop()
+
+
+def test_threading_instances_open_no_gunicorn_control_socket(redis_server, tmp_path) -> None:  # untyped: fixtures
+    """Two threading-mode dashboards on one machine both serve, and neither binds gunicorn's control socket
+    (by default every gunicorn instance binds the same $XDG_RUNTIME_DIR/gunicorn.ctl or ~/.gunicorn/gunicorn.ctl)."""
+    from conftest import DashboardServer
+
+    env = {"XDG_RUNTIME_DIR": str(tmp_path)}
+    first = DashboardServer(redis_server.url, "--async-mode", "threading", env=env)
+    try:
+        second = DashboardServer(redis_server.url, "--async-mode", "threading", env=env)
+        try:
+            for dash in (first, second):
+                assert dash.health()["server"]["async_mode"] == "threading"
+            assert not (tmp_path / "gunicorn.ctl").exists(), "no control socket"
+        finally:
+            second.stop()
+    finally:
+        first.stop()
