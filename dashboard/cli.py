@@ -18,7 +18,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from .config import CHOICES, CONFIG_ENV, SETTINGS, Setting, load_config, parse_value
+from .config import CHOICES, CONFIG_ENV, SETTINGS, Setting, load_config, parse_value, shown_value
 
 log = logging.getLogger(__name__)
 PROG = "celery-dashboard"
@@ -50,7 +50,7 @@ class SettingType(click.ParamType):
         try:
             return parse_value(self.setting, value)
         except ValueError as exc:
-            raise SettingError(f"{self.setting.option}={value!r} {exc}") from None
+            raise SettingError(f"{self.setting.option}={shown_value(self.setting.name, value)} {exc}") from None
 
 
 def _option(setting: Setting) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -119,10 +119,21 @@ def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> N
         ctx.exit()
 
 
+def check_listen(cfg: dict[str, Any]) -> None:
+    """A port in use (or an address not of this machine) is one line and exit status 2, found before
+    anything starts (the demo's Redis and worker, the reader process)."""
+    from .processes import listen_problem
+
+    problem = listen_problem(str(cfg["HOST"]), int(cfg["PORT"]))
+    if problem:
+        raise SettingError(f"cannot listen on {cfg['HOST']}:{cfg['PORT']}: {problem} (choose another with --port)")
+
+
 def serve(cfg: dict[str, Any]) -> None:
     """Serve the dashboard: gevent's WSGI server (default) or gunicorn's gthread worker (threading)."""
     from . import create_app
 
+    check_listen(cfg)
     if cfg["ASYNC_MODE"] == "gevent":
         from .web.server import bind, make_server, serve_forever
 
@@ -150,6 +161,11 @@ def serve(cfg: dict[str, Any]) -> None:
                 # Runs in the worker process on SIGTERM and SIGINT alike: stop ingest, save the snapshot.
                 "worker_exit": lambda arbiter, worker: worker.wsgi.extensions["dashboard"].stop(),
             }
+            # gunicorn >= 25.1 binds a control socket for gunicornc, the same path for every instance
+            # ($XDG_RUNTIME_DIR/gunicorn.ctl or ~/.gunicorn/gunicorn.ctl): one dashboard's would take another's.
+            # The dashboard needs none (one worker, nothing to scale or reload).
+            if "control_socket_disable" in self.cfg.settings:
+                settings["control_socket_disable"] = True
             for key, value in settings.items():
                 self.cfg.set(key, value)
 
@@ -171,6 +187,7 @@ def _demo(cfg: dict[str, Any]) -> int:
 
     children = []
     owner = os.getpid()  # gunicorn forks its worker inside serve(): only we may stop the children
+    check_listen(cfg)  # before Redis and the worker start, not after
     try:
         url = cfg["BROKER_URL"]
         if not redis_answers(url):

@@ -136,6 +136,10 @@ _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # URL_PREFIX: /segment/segment (a trailing / is allowed and dropped); no empty, "." or ".." segment.
 PREFIX_PATTERN = re.compile(r"(?:/(?!\.\.?(?:/|$))[A-Za-z0-9\-._~]+)+/?|/")
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+# A broker URL starts with a scheme (redis://, rediss://, amqp://, sentinel://, memory://, …): kombu reads
+# "localhost:6399" as a host name and fails later with "Name or service not known". ";" separates failovers.
+_URL_START = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+_URL_PASSWORD = re.compile(r"(?<=:)[^:@/\s]+(?=@)")
 _TOML_KINDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string (in quotes)"}
 
 
@@ -158,6 +162,12 @@ def _problem(name: str, value: Any) -> str | None:
         return f"must be at most {_HIGHEST[name]}"
     if name == "URL_PREFIX" and value and not PREFIX_PATTERN.fullmatch(value):
         return "must be a path such as /celery: a leading /, then segments of letters, digits and -._~"
+    if name == "BROKER_URL" and (
+        not isinstance(value, str)
+        or not value.strip()
+        or not all(_URL_START.match(u.strip()) for u in value.split(";"))
+    ):
+        return "is not a URL: a broker URL like redis://host:port/db is expected"
     if name == "LOG_LEVEL" and str(value).upper() not in logging.getLevelNamesMapping():
         return f"must be one of {', '.join(_LOG_LEVELS)} (in any case)"
     return None
@@ -192,10 +202,12 @@ def parse_value(setting: Setting, raw: Any) -> Any:
     return value
 
 
-def _shown(name: str, raw: Any, toml: bool = False) -> str:
-    """A value as an error message shows it (secrets never are)."""
+def shown_value(name: str, raw: Any, toml: bool = False) -> str:
+    """A value as an error message shows it (secrets never are, nor a broker URL's password)."""
     if name in _SECRETS:
         return "(hidden)"
+    if name == "BROKER_URL" and isinstance(raw, str):
+        raw = _URL_PASSWORD.sub("****", raw)
     return json.dumps(raw, default=str) if toml else repr(raw)
 
 
@@ -226,7 +238,7 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         try:
             values[setting.name] = parse_value(setting, raw)
         except ValueError as exc:
-            raise ValueError(f"config file {path}: {key} = {_shown(setting.name, raw, toml=True)} {exc}") from None
+            raise ValueError(f"config file {path}: {key} = {shown_value(setting.name, raw, toml=True)} {exc}") from None
     return values
 
 
@@ -251,12 +263,12 @@ def load_config(
             try:
                 value = parse_value(setting, raw)
             except ValueError as exc:
-                raise ValueError(f"{setting.env_var}={_shown(setting.name, raw)} {exc}") from None
+                raise ValueError(f"{setting.env_var}={shown_value(setting.name, raw)} {exc}") from None
         config[setting.name] = value
     for name, value in given.items():
         problem = _problem(name, value) if name in _BY_NAME else None
         if problem:
-            raise ValueError(f"{name}={_shown(name, value)} {problem}")
+            raise ValueError(f"{name}={shown_value(name, value)} {problem}")
         config[name] = value
     config["URL_PREFIX"] = url_prefix(config["URL_PREFIX"])
     if not config["SECRET_KEY"]:

@@ -29,6 +29,21 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
+def listen_problem(host: str, port: int) -> str | None:
+    """Why a server could not listen on host:port right now ("Address already in use", …), or None.
+    Binds and closes a socket the way the servers do (SO_REUSEADDR); port 0 (any free port) always can."""
+    if not port:
+        return None
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
+
+
 def redis_answers(url: str, timeout: float = 1.0) -> bool:
     """Whether a Redis server answers PING at `url`."""
     import redis
@@ -111,7 +126,11 @@ def start_worker(
     extra_env: dict[str, str] | None = None,
     quiet: bool = False,
 ) -> subprocess.Popen:
-    """Start the demo Celery worker (events on) against `broker_url`."""
+    """Start the demo Celery worker (events on) against `broker_url`, named `hostname` with Celery's %h,
+    %n and %d expanded here, so that the log names the worker as the dashboard will show it."""
+    from celery.utils.nodenames import host_format
+
+    hostname = host_format(hostname)
     env = dict(os.environ, DASHBOARD_BROKER_URL=broker_url, **(extra_env or {}))
     env.pop("DASHBOARD_ASYNC_MODE", None)  # the worker never runs under the web server's eventlet
     events = ["-E"] if env.get("DASHBOARD_DEMO_EVENTS", "1") != "0" else []

@@ -707,6 +707,30 @@ def test_sort_by_runtime_queue_and_time_filters(app: Any) -> None:
 
 
 @pytest.mark.integration
+def test_failed_task_runtime_is_derived_and_labelled_the_same_everywhere(app: Any) -> None:
+    """task-failed carries no runtime: `runtime` stays what the worker reported (null) and
+    `runtime_derived` (started → failed) is the same in the list, the task page's API, the export and
+    the runtime sort."""
+    import csv
+    import io
+
+    seed(app)  # "bad" started at t0 + 5 and failed at t0 + 6; "ok" ran 1.0 s, "retry" 0.1 s
+    client = app.test_client()
+    row = next(t for t in client.get("/api/tasks").get_json()["tasks"] if t["uuid"] == "bad")
+    assert row["runtime"] is None and row["runtime_derived"] == pytest.approx(1.0)
+    ok = next(t for t in client.get("/api/tasks").get_json()["tasks"] if t["uuid"] == "ok")
+    assert ok["runtime"] == 1.0 and ok["runtime_derived"] is None, "a reported runtime is never derived"
+    detail = client.get("/api/tasks/bad").get_json()
+    assert detail["runtime"] is None and detail["runtime_derived"] == pytest.approx(1.0)
+    exported = list(csv.DictReader(io.StringIO(client.get("/api/tasks/export?state=FAILURE").get_data(as_text=True))))
+    assert exported[0]["runtime"] == "" and float(exported[0]["runtime_derived"]) == pytest.approx(1.0)
+    by_runtime = [t["uuid"] for t in client.get("/api/tasks?sort=runtime&order=asc").get_json()["tasks"]]
+    assert by_runtime[0] == "retry" and set(by_runtime[1:3]) == {"ok", "bad"}, (
+        "a failed task sorts by its derived runtime"
+    )
+
+
+@pytest.mark.integration
 @pytest.mark.parametrize(
     "query, message",
     [
@@ -911,6 +935,37 @@ def test_recovered_and_gave_up_outcomes_are_counted_and_filterable(app: Any) -> 
     assert [t["uuid"] for t in client.get("/api/tasks?outcome=recovered").get_json()["tasks"]] == ["rec"]
     assert [t["uuid"] for t in client.get("/api/tasks?outcome=gave_up").get_json()["tasks"]] == ["gave"]
     assert client.get("/api/tasks?outcome=won").status_code == 400
+
+
+@pytest.mark.integration
+def test_each_failure_group_counts_its_outcomes(app: Any) -> None:
+    """A group whose tasks all retried and recovered tells itself apart from one with real failures."""
+    t0 = time.time() - 60
+    flaky = dict(exception="TimeoutError('slow upstream')", traceback=_tb(7, "fetch", "TimeoutError: slow upstream"))
+    broken = dict(exception="KeyError('sku')", traceback=_tb(9, "price", "KeyError: 'sku'"))
+    events = []
+    for uid in ("r1", "r2"):  # retried once, then succeeded
+        events += [
+            ev("task-received", uid, t0, name="api.fetch"),
+            ev("task-started", uid, t0 + 1),
+            ev("task-retried", uid, t0 + 2, **flaky),
+            ev("task-started", uid, t0 + 3),
+            ev("task-succeeded", uid, t0 + 4, result="1", runtime=0.1),
+        ]
+    events += [  # retried (flaky), then failed for good (broken); and one plain failure
+        ev("task-received", "g1", t0, name="api.price"),
+        ev("task-started", "g1", t0 + 1),
+        ev("task-retried", "g1", t0 + 2, **flaky),
+        ev("task-started", "g1", t0 + 3),
+        ev("task-failed", "g1", t0 + 4, **broken),
+        ev("task-received", "f1", t0, name="api.price"),
+        ev("task-started", "f1", t0 + 1),
+        ev("task-failed", "f1", t0 + 2, **broken),
+    ]
+    feed(app, *events)
+    groups = {g["exc_type"]: g["outcomes"] for g in app.test_client().get("/api/failures").get_json()["groups"]}
+    assert groups["TimeoutError"] == {"FAILURE": 0, "RETRY": 3, "RECOVERED": 2, "GAVE_UP": 0}
+    assert groups["KeyError"] == {"FAILURE": 2, "RETRY": 0, "RECOVERED": 0, "GAVE_UP": 1}
 
 
 @pytest.mark.integration

@@ -48,9 +48,14 @@ def test_launch_failing_task_from_the_form_and_read_its_traceback(
     expect(row).to_have_attribute("data-state", "FAILURE", timeout=20_000)
     expect(row.locator(".info")).to_contain_text("PaymentDeclined")
     assert page.evaluate("window.__sameDocument") is True, "the list updated without a reload"
+    # task-failed carries no runtime: the list and the task page show the same derived one, marked so
+    runtime = row.locator("td.runtime")
+    expect(runtime).to_contain_text("(started → failed)")
+    shown = runtime.inner_text()
     row.locator(".uuid a").click()
     expect(page).to_have_url(f"{dashboard.base_url}/tasks/{uuid}")
     expect(page.locator("#task-state")).to_have_text("FAILURE")
+    expect(page.locator('#task-fields [data-field="runtime"]')).to_have_text(shown)
     expect(page.locator("#task-exception")).to_contain_text("card form-card was declined for amount 13")
     traceback = page.locator("#task-traceback")
     expect(traceback).to_contain_text("Traceback (most recent call last):")
@@ -150,20 +155,30 @@ def test_workers_page_shows_the_worker_online(page: Any, dashboard: DashboardSer
 
 
 def test_broker_outage_shows_a_banner_then_the_missed_window(page: Any, own_redis: RedisServer) -> None:
-    """Redis goes away: the open page says so at once, and after Redis returns it says when events may
-    have been missed — the user is never shown a silently stale dashboard."""
+    """Redis goes away: the open page says so at once (banner, badge, the empty workers panel), and after
+    Redis returns it says when events may have been missed — never a silently stale dashboard."""
     dash = DashboardServer(own_redis.url, env={"DASHBOARD_RECONNECT_MAX": "1"})
     try:
         open_live(page, dash, "/")
         banner = page.locator("#broker-banner")
+        badge = page.locator("#conn-status")
+        empty = page.locator("#empty-workers")  # no worker on this Redis
         expect(banner).to_be_hidden()
+        expect(empty).to_contain_text("No worker is reporting events")
         own_redis.stop()
         expect(banner).to_be_visible(timeout=10_000)
         expect(banner).to_have_attribute("data-kind", "down")
         expect(banner).to_contain_text("Broker unreachable")
+        # The socket is live but the broker is not: the badge and the overview blame the broker, not the workers.
+        expect(badge).to_have_attribute("data-state", "broker-down")
+        expect(badge).to_have_text("broker unreachable")
+        expect(empty.get_by_role("heading", name="The broker is unreachable")).to_be_visible()
+        expect(empty.get_by_text("No worker is reporting events")).to_be_hidden()
         own_redis.start()
         expect(banner).to_have_attribute("data-kind", "recovered", timeout=20_000)
         expect(banner).to_contain_text("may have been missed")
+        expect(badge).to_have_attribute("data-state", "live")
+        expect(empty.get_by_role("heading", name="No worker is reporting events")).to_be_visible()
     finally:
         dash.stop()
 
@@ -224,6 +239,37 @@ def test_failures_page_groups_alike_failures_and_lists_their_tasks(
     )
 
 
+def test_failures_page_tells_groups_that_only_retried_from_real_failures(
+    page: Any, dashboard: DashboardServer, worker: str
+) -> None:
+    """A group whose tasks retried and recovered says so in its row, and the toggle hides it (kept in the
+    URL) while groups with a final failure stay."""
+    (flaky,) = dashboard.launch("dashboard.demo.flaky", kwargs={"fail_times": 1})
+    (failed,) = dashboard.launch("dashboard.demo.fail", kwargs={"card": "toggle-card"})
+    dashboard.wait_task(flaky, "SUCCESS")
+    dashboard.wait_task(failed, "FAILURE")
+    open_live(page, dashboard, "/failures")
+    groups = page.locator("#failure-groups tbody tr[data-group]")
+    retried = groups.filter(has_text="upstream unavailable on attempt")
+    real = groups.filter(has_text="card toggle-card was declined")
+    expect(retried).to_have_count(1)
+    expect(retried).to_have_attribute("data-final", "0")
+    expect(retried.locator(".outcomes")).to_contain_text("failed 0")
+    expect(retried.locator('.outcome[data-outcome="RECOVERED"]')).not_to_have_text("recovered 0")
+    expect(retried.locator(".outcomes")).to_contain_text("no final failure")
+    expect(real.locator(".outcomes")).to_contain_text("failed 1")
+    expect(real.locator(".outcomes")).not_to_contain_text("no final failure")
+    page.check("#failure-final-only")
+    expect(retried).to_have_count(0)
+    expect(real).to_have_count(1)
+    expect(page.locator("#failure-hidden")).to_contain_text("hidden")
+    expect(page).to_have_url(re.compile(r"/failures\?final=1$"))
+    page.reload()
+    expect(page.locator("#failure-final-only")).to_be_checked()
+    expect(real).to_have_count(1)
+    expect(retried).to_have_count(0)
+
+
 def test_stats_page_shows_failure_rate_and_runtimes(page: Any, dashboard: DashboardServer, worker: str) -> None:
     (uid,) = dashboard.launch("dashboard.demo.add", args=[1, 2])
     dashboard.wait_task(uid, "SUCCESS")
@@ -233,6 +279,19 @@ def test_stats_page_shows_failure_rate_and_runtimes(page: Any, dashboard: Dashbo
     cells = add.locator("td")
     assert int(cells.nth(1).inner_text().replace(",", "")) >= 1
     expect(cells.nth(5)).to_contain_text("ms")  # runtime p50 of a 0.3 s sleep
+    # Two different waits, two names: the worker wait (received → started) here, the queue wait
+    # (sent → started) on hover, on the Queues page and both on the task page.
+    expect(page.locator("#stats-table thead")).to_contain_text("Worker wait p50")
+    expect(page.locator("#stats-table thead")).not_to_contain_text("Queue wait")
+    expect(cells.nth(8)).to_have_attribute("title", re.compile(r"^Queue wait \(sent → started\): p50 \d"))
+    page.goto(f"{dashboard.base_url}/queues")
+    expect(page.locator("#queue-table thead")).to_contain_text("Queue wait p50")
+    open_live(page, dashboard, f"/tasks/{uid}")
+    fields = page.locator("#task-fields")
+    expect(fields.locator('div:has(> [data-field="queue_wait_sent"]) dt')).to_have_text("Queue wait")
+    expect(fields.locator('div:has(> [data-field="queue_wait"]) dt')).to_have_text("Worker wait")
+    expect(fields.locator('[data-field="queue_wait_sent"]')).to_have_text(re.compile(r"^\d+(\.\d+)? (ms|s)$"))
+    expect(fields.locator('[data-field="queue_wait"]')).to_have_text(re.compile(r"^\d+(\.\d+)? (ms|s)$"))
 
 
 def test_flaky_task_shows_each_attempt_and_copies_its_uuid(page: Any, dashboard: DashboardServer, worker: str) -> None:

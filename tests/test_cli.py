@@ -176,6 +176,11 @@ def test_secrets_in_a_bad_config_file_are_not_echoed(served: list[dict[str, Any]
     "args, message",
     [
         (["--port", "http"], "--port='http' is not a valid int"),
+        (
+            ["--broker", "localhost:6399"],
+            "--broker='localhost:6399' is not a URL: a broker URL like redis://host:port/db",
+        ),
+        (["--broker", "user:pw@cache:6379"], "--broker='user:****@cache:6379' is not a URL"),
         (["--max-tasks", "0"], "--max-tasks='0' must be a finite number at least 1"),
         (["--push-interval", "nan"], "--push-interval='nan' must be a finite number more than 0.0"),
         (["--async-mode", "eventlet"], "--async-mode='eventlet' must be 'gevent' or 'threading'"),
@@ -274,6 +279,58 @@ def test_demo_starts_everything_and_leaves_nothing_running(how: str) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
 
 
+@pytest.mark.parametrize("command", ["demo", "run"])
+def test_a_port_in_use_is_one_line_before_anything_starts(command: str) -> None:
+    """A taken port is said at once, on one line: demo starts no local Redis and no demo worker first, and
+    neither command ends in a traceback."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        dead_local = f"redis://127.0.0.1:{free_port()}/0"  # demo would start a Redis for this one
+        env = dict(os.environ, DASHBOARD_LOG_LEVEL="INFO")
+        result = subprocess.run(
+            [sys.executable, "-m", "dashboard.cli", command, "--port", str(port), "--broker", dead_local],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert result.returncode == 2
+    assert (
+        result.stderr
+        == f"Error: cannot listen on 127.0.0.1:{port}: Address already in use (choose another with --port)\n"
+    )
+
+
+def test_demo_worker_is_logged_by_its_real_name(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The log names the demo worker as the Workers page will (demo@<this host>), not demo@%h."""
+    import logging
+    import socket
+
+    from dashboard import processes
+
+    started: list[list[str]] = []
+
+    class FakePopen:
+        pid = 4242
+
+        def __init__(self, cmd: list[str], **_: Any) -> None:
+            started.append(cmd)
+
+    monkeypatch.setattr(processes.subprocess, "Popen", FakePopen)
+    with caplog.at_level(logging.INFO, logger="dashboard.processes"):
+        processes.start_worker("redis://127.0.0.1:6379/0")
+    name = f"demo@{socket.gethostname()}"
+    assert f"started demo worker {name} (pid 4242)" in caplog.text and "%h" not in caplog.text
+    assert started[0][started[0].index("--hostname") + 1] == name, "the worker gets the same name"
+
+
 def test_demo_explains_an_unreachable_remote_broker() -> None:
     """A broker URL the demo did not start Redis for (not localhost/127.0.0.1) that does not answer is an
     error with a message, not a local Redis. (127.0.0.2 is such a URL that sends nothing off this machine.)"""
@@ -325,3 +382,22 @@ def test_threading_mode_serves_live_updates(redis_server, worker) -> None:  # un
     finally:
         client.disconnect()
         dash.stop()
+
+
+def test_threading_instances_open_no_gunicorn_control_socket(redis_server, tmp_path) -> None:  # untyped: fixtures
+    """Two threading-mode dashboards on one machine both serve, and neither binds gunicorn's control socket
+    (by default every gunicorn instance binds the same $XDG_RUNTIME_DIR/gunicorn.ctl or ~/.gunicorn/gunicorn.ctl)."""
+    from conftest import DashboardServer
+
+    env = {"XDG_RUNTIME_DIR": str(tmp_path)}
+    first = DashboardServer(redis_server.url, "--async-mode", "threading", env=env)
+    try:
+        second = DashboardServer(redis_server.url, "--async-mode", "threading", env=env)
+        try:
+            for dash in (first, second):
+                assert dash.health()["server"]["async_mode"] == "threading"
+            assert not (tmp_path / "gunicorn.ctl").exists(), "no control socket"
+        finally:
+            second.stop()
+    finally:
+        first.stop()

@@ -141,6 +141,39 @@ def test_async_mode_is_validated(source: str) -> None:
         load_config(**kwargs)
 
 
+@pytest.mark.parametrize("raw", ["localhost:6399", "127.0.0.1", "redis//x:1/0", "redis://a:1/0;b:2"])
+def test_broker_url_needs_a_scheme(raw: str) -> None:
+    """A broker URL without its scheme is refused at once, naming the variable, with the form expected."""
+    with pytest.raises(ValueError) as info:
+        load_config(environ={"DASHBOARD_BROKER_URL": raw})
+    assert f"DASHBOARD_BROKER_URL={raw!r} is not a URL: a broker URL like redis://host:port/db is expected" in str(
+        info.value
+    )
+    with pytest.raises(ValueError, match="BROKER_URL=' ' is not a URL"):
+        load_config({"BROKER_URL": " "}, environ={})
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://h:6379/0",
+        "rediss://:pw@h/1",
+        "amqp://guest@h//",
+        "memory://",
+        "redis+socket:///tmp/r.sock",
+        "redis://a:1/0;redis://b:1/0",
+    ],
+)
+def test_broker_urls_with_a_scheme_pass(url: str) -> None:
+    assert load_config(environ={"DASHBOARD_BROKER_URL": url})["BROKER_URL"] == url
+
+
+def test_broker_url_password_is_not_echoed() -> None:
+    with pytest.raises(ValueError) as info:
+        load_config(environ={"DASHBOARD_BROKER_URL": "ops:hunter2@cache:6379"})
+    assert "hunter2" not in str(info.value) and "DASHBOARD_BROKER_URL='ops:****@cache:6379'" in str(info.value)
+
+
 @pytest.mark.parametrize("source", ["environment", "override"])
 def test_ingest_is_validated(source: str) -> None:
     """INGEST is auto, redis or kombu; anything else names INGEST."""

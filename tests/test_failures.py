@@ -279,7 +279,7 @@ def test_autoretry_retries_and_the_final_failure_share_a_group() -> None:
     assert len(gids) == 1
     g = fg.group(gids.pop())
     assert g is not None
-    assert g["outcomes"] == {"FAILURE": 1, "RETRY": 3}
+    assert g["outcomes"] == {"FAILURE": 1, "RETRY": 3, "RECOVERED": 0, "GAVE_UP": 0}
     assert g["count"] == 4 and g["retained"] == 1  # one task, four failed attempts
 
 
@@ -451,7 +451,7 @@ def test_group_aggregates() -> None:
         "uuid": "t5",
         "timestamp": 1033.0,
     }
-    assert g["outcomes"] == {"FAILURE": 4, "RETRY": 1}
+    assert g["outcomes"] == {"FAILURE": 4, "RETRY": 1, "RECOVERED": 0, "GAVE_UP": 0}
     # Buckets of 10 s ending at the newest event (bucket 103): 99, 100, 101, 102, 103.
     assert g["sparkline"] == [1, 1, 1, 0, 2]
     assert fg.group(gid, now=1055.0)["sparkline"] == [1, 0, 2, 0, 0]  # type: ignore[index]

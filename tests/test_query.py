@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from dashboard.core.query import Filters, TextIndex, find, haystack, matches, workflow_tree
+from dashboard.core.records import derived_runtime
 from dashboard.core.state import CHUNK_BITS, State
 
 pytestmark = pytest.mark.unit
@@ -174,12 +175,17 @@ def _brute(state: State, f: Filters, sort: str | None, ascending: bool) -> list[
     recs = [r for r in state.iter_newest() if matches(r, f)]
     if sort is None:
         return recs
-    present = [r for r in recs if isinstance(getattr(r, sort), (int, float))]
-    absent = [r for r in recs if not isinstance(getattr(r, sort), (int, float))]
+
+    def value(r: Any) -> Any:  # a failed task's runtime is derived (started → failed), as the list shows it
+        v = getattr(r, sort)
+        return derived_runtime(r) if v is None and sort == "runtime" else v
+
+    present = [r for r in recs if isinstance(value(r), (int, float))]
+    absent = [r for r in recs if not isinstance(value(r), (int, float))]
     if ascending:
-        present.sort(key=lambda r: (getattr(r, sort), -r.seq))
+        present.sort(key=lambda r: (value(r), -r.seq))
     else:
-        present.sort(key=lambda r: (getattr(r, sort), r.seq), reverse=True)
+        present.sort(key=lambda r: (value(r), r.seq), reverse=True)
     return present + absent
 
 

@@ -78,7 +78,10 @@ def test_round_trip_keeps_every_task_field_index_group_and_worker() -> None:
     assert back.children_of("root") == ["kid"]
     assert {k: len(v) for k, v in back.by_root.items()} == {"root": 1}
     ours, theirs = back.failure_groups.groups(now=200.0), state.failure_groups.groups(now=200.0)
-    assert [(g["id"], g["count"]) for g in ours] == [(g["id"], g["count"]) for g in theirs]
+    assert [(g["id"], g["count"], g["outcomes"]) for g in ours] == [
+        (g["id"], g["count"], g["outcomes"]) for g in theirs
+    ]
+    assert ours[0]["outcomes"]["GAVE_UP"] == 1, "a group's outcomes survive a restart"
     assert [r["name"] for r in back.stats.table(now=200.0)] == [r["name"] for r in state.stats.table(now=200.0)]
     mine = worker_summary(back.workers["celery@w1"], 101.0)
     assert mine == worker_summary(state.workers["celery@w1"], 101.0)

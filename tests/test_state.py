@@ -639,6 +639,7 @@ def test_task_summary_and_detail_shapes() -> None:
         "started",
         "timestamp",
         "runtime",
+        "runtime_derived",
         "progress",
     }
     assert summary["args"] == "x" * 200 + "…"

@@ -289,7 +289,9 @@ class _Group:
         self.sample: dict[str, Any] = {}
         self.spark: dict[int, int] = {}  # bucket index -> count, pruned to the latest window
         self.max_bucket = bucket
-        self.outcomes = {"FAILURE": 0, "RETRY": 0}
+        # FAILURE: final failures; RETRY: retried attempts; RECOVERED: tasks whose last retry fell here and
+        # that then succeeded; GAVE_UP: tasks whose final failure (after retrying) fell here.
+        self.outcomes = {"FAILURE": 0, "RETRY": 0, "RECOVERED": 0, "GAVE_UP": 0}
         self.uuids: OrderedDict[str, None] = OrderedDict()  # oldest first
         self.heap_seq = 0
 
@@ -369,6 +371,17 @@ class FailureGroups:
         if uid is not None:
             self._retain(group, uid)
         return gid
+
+    def settle(self, gid: str | None, outcome: str) -> None:
+        """Count how a retried task ended in the group `gid`: "RECOVERED" (succeeded after its last retry
+        fell there) or "GAVE_UP" (its final failure, after retrying, fell there). Never raises."""
+        group = self._groups.get(gid) if isinstance(gid, str) else None
+        if group is not None and outcome in ("RECOVERED", "GAVE_UP"):
+            group.outcomes[outcome] += 1
+
+    def group_for(self, exception: str | None, traceback: str | None) -> str:
+        """The group id a failure with this exception and traceback belongs to (held or not)."""
+        return _analyze(_text(exception, MAX_EXCEPTION_CHARS), _text(traceback, MAX_TRACEBACK_CHARS, tail=True))[1]
 
     def discard(self, uuid: str) -> None:
         """Forget a task evicted from the state (its group keeps counting it)."""

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from itertools import accumulate, islice
 from typing import Any
 
-from .records import TaskRecord
+from .records import TaskRecord, derived_runtime
 from .state import CHUNK_BITS, State
 
 _EMPTY: frozenset[str] = frozenset()
@@ -445,6 +445,8 @@ def _sorted_page(pool: Iterable[TaskRecord], sort: str, ascending: bool, offset:
 
     def key(rec: TaskRecord) -> tuple[float, int]:
         value = getattr(rec, sort)
+        if value is None and sort == "runtime":
+            value = derived_runtime(rec)  # a failed task's, as the list shows it
         if value.__class__ is not float and value.__class__ is not int:
             value = missing
         return (value, -rec.seq) if ascending else (value, rec.seq)
@@ -504,6 +506,7 @@ def workflow_tree(st: State, uuid: str, max_nodes: int = MAX_TREE_NODES) -> dict
                 "name": r.name if r is not None else None,
                 "state": r.state if r is not None else None,  # None: the root was evicted or never seen
                 "runtime": r.runtime if r is not None else None,
+                "runtime_derived": derived_runtime(r) if r is not None else None,
             }
         )
     return {"root": root, "nodes": nodes, "truncated": truncated}

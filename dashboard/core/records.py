@@ -204,6 +204,17 @@ def _short(value: Any, limit: int = 200) -> Any:
     return value
 
 
+def derived_runtime(rec: TaskRecord) -> float | None:
+    """A failed task's runtime, derived from its started and failed times: Celery's task-failed event
+    carries no runtime. None when the worker reported one (`runtime`) or either time is unknown."""
+    if rec.runtime is not None or rec.state != "FAILURE":
+        return None
+    started, failed = rec.started, rec.failed
+    if not isinstance(started, (int, float)) or not isinstance(failed, (int, float)):
+        return None
+    return max(0.0, float(failed - started))
+
+
 def task_summary(rec: TaskRecord) -> dict[str, Any]:
     """The fields a task list row shows."""
     return {
@@ -223,6 +234,7 @@ def task_summary(rec: TaskRecord) -> dict[str, Any]:
         "started": rec.started,
         "timestamp": rec.timestamp,
         "runtime": rec.runtime,
+        "runtime_derived": derived_runtime(rec),
         "progress": rec.extra if rec.extra else None,
     }
 
@@ -245,6 +257,7 @@ def task_detail(rec: TaskRecord, children: list[str], full: bool = False) -> dic
                 detail[key] = value[:DISPLAY_CHARS] + "…"
                 truncated[key] = len(value)
     detail["truncated"] = truncated
+    detail["runtime_derived"] = derived_runtime(rec)
     detail["worker"] = rec.hostname
     detail["history"] = [{"event": hist[i], "timestamp": hist[i + 1]} for i in range(0, len(hist), 2)]
     attempts = rec.attempts or []

@@ -378,14 +378,16 @@ class State:
         self.stats.finished(rec.name, state, rec.runtime, rec.received, rec.started, rec.sent, rec.timestamp)
         if failed:
             self.failures.append(rec.uuid)
-            self.failure_groups.add(
+            gid = self.failure_groups.add(
                 rec.uuid, rec.name, rec.hostname, rec.exception, rec.traceback, rec.timestamp, "FAILURE"
             )
             outcomes["FAILURE"] += 1
             if rec.attempts:
                 outcomes["GAVE_UP"] += 1
+                self.failure_groups.settle(gid, "GAVE_UP")
         elif rec.attempts:
             outcomes["RECOVERED"] += 1
+            self.failure_groups.settle(self._last_retry_group(rec), "RECOVERED")
         worker = self.workers.get(rec.hostname) if rec.hostname else None
         if worker is not None:
             if failed:
@@ -405,6 +407,14 @@ class State:
             if bucket is None:
                 return  # older than the window we keep
         bucket[2 if failed else 1] += 1
+
+    def _last_retry_group(self, rec: TaskRecord) -> str | None:
+        """The failure group of a task's last retry: the one it recovered from."""
+        gid = self.failure_groups.group_of(rec.uuid)
+        if gid is None and rec.attempts and isinstance(rec.attempts[-1], dict):
+            last = rec.attempts[-1]  # (the group no longer holds this uuid: find it by its signature)
+            gid = self.failure_groups.group_for(last.get("exception"), last.get("traceback"))
+        return gid
 
     def _record_attempt(self, rec: TaskRecord, ev: dict[str, Any], timestamp: float) -> None:
         if rec.attempts is None:
@@ -669,9 +679,13 @@ class State:
             self.stats.started(rec.name, rec.received, rec.sent, rec.started)
         if state == "FAILURE":
             self.failures.append(uuid)
-            self.failure_groups.add(
+            gid = self.failure_groups.add(
                 uuid, rec.name, rec.hostname, rec.exception, rec.traceback, rec.timestamp, "FAILURE"
             )
+            if rec.attempts:
+                self.failure_groups.settle(gid, "GAVE_UP")
+        elif state == "SUCCESS" and rec.attempts:
+            self.failure_groups.settle(self._last_retry_group(rec), "RECOVERED")
         if state == "SUCCESS" or state == "FAILURE":
             self.stats.finished(rec.name, state, rec.runtime, rec.received, rec.started, rec.sent, rec.timestamp)
         self.text_stale = True  # the search cache is rebuilt once, after the whole restore

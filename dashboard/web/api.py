@@ -13,7 +13,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from ..core.query import SORTS, find, parse_filters, workflow_tree
-from ..core.records import LONG_FIELDS, TaskRecord, task_detail
+from ..core.records import LONG_FIELDS, TaskRecord, derived_runtime, task_detail
 from ..live.readmodels import MAX_LIMIT
 from . import launches, limits
 from .errors import Invalid, NotFound, TaskNotSeen, whole_number
@@ -119,6 +119,7 @@ EXPORT_FIELDS = (
     "succeeded",
     "failed",
     "runtime",
+    "runtime_derived",
     "parent_id",
     "root_id",
 )
@@ -168,7 +169,7 @@ def _export_chunks(fmt: str, recs: list[TaskRecord], svc: Services, done: Callab
             if start:
                 svc.runtime.pause()
             with svc.state.lock:
-                rows = [[getattr(r, field) for field in EXPORT_FIELDS] for r in recs[start : start + EXPORT_CHUNK]]
+                rows = [_export_row(r) for r in recs[start : start + EXPORT_CHUNK]]
             if fmt == "json":
                 body = json.dumps([dict(zip(EXPORT_FIELDS, row)) for row in rows], default=str)[1:-1]
                 yield ("," if start and body else "") + body
@@ -178,6 +179,10 @@ def _export_chunks(fmt: str, recs: list[TaskRecord], svc: Services, done: Callab
             yield "]"
     finally:
         done()
+
+
+def _export_row(rec: TaskRecord) -> list[Any]:
+    return [derived_runtime(rec) if field == "runtime_derived" else getattr(rec, field) for field in EXPORT_FIELDS]
 
 
 # Task data is untrusted and a spreadsheet runs a cell starting with = + - @ (or tab, CR) as a formula. A

@@ -94,6 +94,16 @@ export function fmtDuration(seconds) {
   return `${Math.floor(s / 3600)} h ${pad(Math.floor((s % 3600) / 60))} min`;
 }
 
+/** A task's runtime as its worker reported it or, for a failed task (Celery's task-failed event carries
+ * none), the server's `runtime_derived` (started → failed), labelled so; "" when neither is known. */
+export function fmtRuntime(task) {
+  if (typeof task.runtime === "number") return fmtDuration(task.runtime);
+  if (typeof task.runtime_derived === "number") return `${fmtDuration(task.runtime_derived)} (started → failed)`;
+  return "";
+}
+
+export const DERIVED_RUNTIME_TITLE = "Derived: from started to failed (Celery's task-failed event carries no runtime)";
+
 /** "+1.234 s" offsets on the task timeline. */
 export function fmtDelta(seconds) {
   if (typeof seconds !== "number" || !Number.isFinite(seconds)) return "";

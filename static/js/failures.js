@@ -12,6 +12,29 @@ const controls = controlsEnabled();
 const bulkResult = document.getElementById("bulk-result");
 let bulkBusy = false; // one bulk action at a time (rows are rebuilt on every update)
 
+const finalOnly = document.getElementById("failure-final-only");
+const hiddenNote = document.getElementById("failure-hidden");
+finalOnly.checked = new URLSearchParams(location.search).get("final") === "1";
+
+// A group's outcomes (dashboard/core/failures.py): failed and gave up are final failures, retried and
+// recovered are not; a group with no final failure holds only retries.
+const OUTCOMES = [["FAILURE", "failed"], ["RETRY", "retried"], ["RECOVERED", "recovered"], ["GAVE_UP", "gave up"]];
+const hasFinalFailure = (g) => Number((g.outcomes || {}).FAILURE) > 0;
+
+function outcomesCell(g) {
+  const counts = g.outcomes || {};
+  const td = el("td", { class: "outcomes" });
+  for (const [key, label] of OUTCOMES) {
+    const n = Number(counts[key]) || 0;
+    td.append(el("span", { class: "outcome", dataset: n ? { outcome: key } : { outcome: key, zero: "" }, text: `${label} ${fmtNumber(n)}` }));
+  }
+  if (!hasFinalFailure(g)) {
+    td.append(el("span", { class: "no-final", text: "no final failure",
+      title: "Every task here retried: it recovered, gave up in another group, or is still retrying" }));
+  }
+  return td;
+}
+
 const SVG = "http://www.w3.org/2000/svg";
 
 /** A tiny inline bar chart of counts per bucket (built with DOM calls: no markup from data). */
@@ -54,13 +77,14 @@ function groupRows(g) {
     if (open.has(id)) open.delete(id); else open.add(id);
     render(last);
   });
-  const row = el("tr", { dataset: { group: id } },
+  const row = el("tr", { dataset: { group: id, final: hasFinalFailure(g) ? "1" : "0" } },
     el("td", { class: "exception" },
       el("a", { href: tasksHref, class: "mono exc-type", text: String(g.exc_type ?? "") }),
       el("div", { class: "mono exc-message", text: String(g.message ?? "") })),
     el("td", { class: "frame mono", text: g.frame ? String(g.frame) : "—", title: g.frame ? String(g.frame) : "" }),
     el("td", { class: "count num" }, el("a", { href: tasksHref, text: fmtNumber(g.count), title: "List these tasks" })),
     el("td", { class: "spark" }, sparkline(g.sparkline)),
+    outcomesCell(g),
     el("td", { class: "mono time", title: fmtDateTime(g.first_seen), text: fmtTime(g.first_seen) }),
     el("td", { class: "mono time", title: fmtDateTime(g.last_seen), text: fmtTime(g.last_seen) }),
     el("td", { class: "names mono", text: counted(g.task_names) }),
@@ -69,7 +93,7 @@ function groupRows(g) {
   if (!open.has(id)) return [row];
   const sample = g.sample || {};
   const detail = el("tr", { class: "group-detail", dataset: { detailFor: id } },
-    el("td", { colspan: 9 },
+    el("td", { colspan: 10 },
       el("p", { class: "exception mono", text: String(sample.exception ?? "") }),
       el("pre", { class: "traceback", tabindex: "0", text: String(sample.traceback ?? "(no traceback in the events)") })));
   return [row, detail];
@@ -110,15 +134,28 @@ function render(snap) {
   let groups = Array.isArray(snap.groups) ? [...snap.groups] : [];
   if (sortSelect.value === "count") groups.sort((a, b) => b.count - a.count || b.last_seen - a.last_seen);
   else groups.sort((a, b) => b.last_seen - a.last_seen);
+  const all = groups.length;
+  if (finalOnly.checked) groups = groups.filter(hasFinalFailure);
+  const hidden = all - groups.length;
+  setText(hiddenNote, hidden ? `(${fmtNumber(hidden)} hidden)` : "");
   if (!groups.length) {
-    tbody.replaceChildren(el("tr", { class: "empty-row" }, el("td", { colspan: 9,
-      text: "No failures yet. Failed and retried tasks are grouped here by exception type, message shape and the line of your code that raised." })));
+    tbody.replaceChildren(el("tr", { class: "empty-row" }, el("td", { colspan: 10,
+      text: hidden
+        ? `No group with a final failure: the ${fmtNumber(hidden)} hidden hold only retries. Untick “Hide groups with no final failure” to see them.`
+        : "No failures yet. Failed and retried tasks are grouped here by exception type, message shape and the line of your code that raised." })));
     return;
   }
   tbody.replaceChildren(...groups.flatMap(groupRows));
 }
 
 sortSelect.addEventListener("change", () => render(last));
+finalOnly.addEventListener("change", () => {
+  const url = new URL(location.href);
+  if (finalOnly.checked) url.searchParams.set("final", "1");
+  else url.searchParams.delete("final");
+  history.replaceState(history.state, "", url); // a copied link keeps the toggle
+  render(last);
+});
 
 startLive({
   payload: { view: "failures" },

@@ -8,12 +8,26 @@ const RECOVERED_NOTICE_SECONDS = 60;
 const conn = document.getElementById("conn-status");
 const banner = document.getElementById("broker-banner");
 let bannerTimer = null;
+let socketState = "connecting";
+let brokerDown = false; // the socket can be live while the dashboard cannot reach the broker
 
 function setConnection(state) {
+  socketState = state;
+  paintConnection();
+}
+
+// The badge says what is wrong: the socket first (nothing arrives at all), then the broker (the socket
+// is live but no event can arrive). <html data-broker="down"> lets a page's text say so too.
+function paintConnection() {
+  document.documentElement.dataset.broker = brokerDown ? "down" : "up";
   if (!conn) return;
+  const state = socketState === "live" && brokerDown ? "broker-down" : socketState;
   conn.dataset.state = state;
-  conn.textContent = { connecting: "connecting…", live: "live", offline: "reconnecting…" }[state];
-  conn.title = state === "live" ? "Receiving live updates" : "Not connected to the dashboard server";
+  conn.textContent = { connecting: "connecting…", live: "live", offline: "reconnecting…", "broker-down": "broker unreachable" }[state];
+  conn.title = {
+    live: "Receiving live updates",
+    "broker-down": "Connected to the dashboard, but the dashboard cannot reach the broker: no events arrive",
+  }[state] || "Not connected to the dashboard server";
 }
 
 function setBanner(kind, message, detail) {
@@ -39,6 +53,8 @@ export function renderStatus(status) {
   const broker = status && status.broker;
   if (!broker) return;
   clearTimeout(bannerTimer);
+  brokerDown = !broker.connected && broker.error !== "ingest disabled"; // as the banner below
+  paintConnection();
   if (!broker.connected) {
     if (broker.error === "ingest disabled") {
       setBanner("disabled", "Event ingest is disabled: this dashboard is not listening to a broker.");

@@ -1,4 +1,4 @@
-// Task types: per-name counts, failure rate, runtime and queue-wait percentiles, live.
+// Task types: per-name counts, failure rate, runtime and worker-wait percentiles (queue wait on hover), live.
 import { startLive } from "./live.js";
 import { el, fmtDuration, fmtNumber, url } from "./dom.js";
 
@@ -12,7 +12,7 @@ const pct = (v) => (typeof v === "number" ? `${(v * 100).toFixed(v > 0 && v < 0.
 function row(r) {
   const name = String(r.name ?? "");
   const runtime = r.runtime || {}, wait = r.queue_wait || {}, sent = r.queue_wait_sent || {};
-  const waitTitle = typeof sent.p50 === "number" ? `sent → started: p50 ${secs(sent.p50)}, p95 ${secs(sent.p95)}` : "";
+  const waitTitle = typeof sent.p50 === "number" ? `Queue wait (sent → started): p50 ${secs(sent.p50)}, p95 ${secs(sent.p95)}` : "";
   return el("tr", { dataset: { name } },
     el("td", { class: "mono" }, el("a", { href: url(`tasks?name=${encodeURIComponent(name)}`), text: name })),
     el("td", { class: "num", text: fmtNumber(r.count) }),

@@ -2,8 +2,8 @@
 // controls (revoke, terminate, re-run) which follow the live state.
 import { page, startLive } from "./live.js";
 import {
-  STATES, el, fmtDateTime, fmtDelta, fmtDuration, fmtValue, progressOf, setAttr, setBadge, setText, shortUuid,
-  show, stateBadge, taskHref, taskLink, url,
+  DERIVED_RUNTIME_TITLE, STATES, el, fmtDateTime, fmtDelta, fmtDuration, fmtRuntime, fmtValue, progressOf, setAttr,
+  setBadge, setText, shortUuid, show, stateBadge, taskHref, taskLink, url,
 } from "./dom.js";
 import { controlsEnabled, getJSON, runAction, workerHref } from "./control.js";
 
@@ -45,9 +45,12 @@ function renderFields(t) {
   setField("kwargs", fmtValue(t.kwargs));
   setField("result", fmtValue(t.result));
   setField("retries", t.retries);
-  setField("runtime", typeof t.runtime === "number" ? fmtDuration(t.runtime) : null);
+  setField("runtime", fmtRuntime(t));
+  field("runtime").title = typeof t.runtime !== "number" && typeof t.runtime_derived === "number" ? DERIVED_RUNTIME_TITLE : "";
   const wait = typeof t.received === "number" && typeof t.started === "number" ? t.started - t.received : null;
-  setField("queue_wait", wait != null ? fmtDuration(Math.max(0, wait)) : null);
+  setField("queue_wait", wait != null ? fmtDuration(Math.max(0, wait)) : null); // worker wait: received → started
+  const sentWait = typeof t.sent === "number" && typeof t.started === "number" ? t.started - t.sent : null;
+  setField("queue_wait_sent", sentWait != null ? fmtDuration(Math.max(0, sentWait)) : null); // queue wait: sent → started
   setField("eta", fmtValue(t.eta));
   setField("expires", fmtValue(t.expires));
   setField("client", t.client);

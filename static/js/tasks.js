@@ -8,8 +8,8 @@
 // "12 new tasks — Show" bar. Task data is untrusted: every cell is written with textContent.
 import { page, startLive } from "./live.js";
 import {
-  el, fmtDateTime, fmtDuration, fmtNumber, fmtTime, fmtValue, progressBar, progressOf, setAttr, setBadge,
-  setText, shortUuid, show, taskHref, url,
+  DERIVED_RUNTIME_TITLE, el, fmtDateTime, fmtDuration, fmtNumber, fmtRuntime, fmtTime, fmtValue, progressBar,
+  progressOf, setAttr, setBadge, setText, shortUuid, show, taskHref, url,
 } from "./dom.js";
 import { bulkAction, controlsEnabled } from "./control.js";
 
@@ -91,10 +91,8 @@ function argsText(task) {
 }
 
 function runtimeText(task) {
-  if (typeof task.runtime === "number") return fmtDuration(task.runtime);
-  if (task.state === "FAILURE" && typeof task.started === "number" && typeof task.timestamp === "number") {
-    return fmtDuration(Math.max(0, task.timestamp - task.started)); // task-failed carries no runtime
-  }
+  const known = fmtRuntime(task);
+  if (known) return known;
   if (task.state === "STARTED" && typeof task.started === "number") {
     const elapsed = Math.max(0, Date.now() / 1000 - task.started);
     return `running ${elapsed < 60 ? `${Math.floor(elapsed)} s` : fmtDuration(elapsed)}`;
@@ -157,6 +155,7 @@ function renderRow(row, task) {
   setText(cells.received, fmtWhen(when));
   setAttr(cells.received, "title", when != null ? fmtDateTime(when) : null);
   setText(cells.runtime, runtimeText(task));
+  setAttr(cells.runtime, "title", typeof task.runtime !== "number" && typeof task.runtime_derived === "number" ? DERIVED_RUNTIME_TITLE : null);
   renderInfo(row, task);
   setAttr(row.tr, "data-state", task.state);
 }
