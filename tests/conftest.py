@@ -141,22 +141,14 @@ class RedisServer:
 class DashboardServer:
     """`celery-dashboard run` in a subprocess, exactly as a user starts it."""
 
-    def __init__(self, broker_url: str, *extra: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, broker_url: str, *extra: str, env: dict[str, str] | None = None, command: list[str] | None = None
+    ) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        cmd = [
-            sys.executable,
-            "-m",
-            "dashboard.cli",
-            "run",
-            "--broker",
-            broker_url,
-            "--port",
-            str(self.port),
-            "--log-level",
-            "WARNING",
-            *extra,
-        ]
+        # `command` replaces `celery-dashboard run --broker URL` (e.g. `celery -A proj dashboard`).
+        start = command or [sys.executable, "-m", "dashboard.cli", "run", "--broker", broker_url]
+        cmd = [*start, "--port", str(self.port), "--log-level", "WARNING", *extra]
         full_env = dict(os.environ, **(env or {}))
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env)
         wait_for(lambda: self.health()["broker"]["connected"], timeout=30, message=f"dashboard on {self.base_url}")

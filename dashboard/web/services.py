@@ -65,7 +65,7 @@ class Services:
     ingest: Ingest
     views: ReadModels  # what pages, the API and rooms show
     rooms: Rooms  # the live push
-    celery: Celery  # a client of the broker: control, inspect, launch (never runs tasks)
+    celery: Celery  # a client of the broker: control, inspect, launch (never runs tasks); the user's app if any
     runtime: Runtime
     inflight: Inflight
     inspector: Inspector  # cached `inspect` replies per worker
@@ -75,6 +75,7 @@ class Services:
     enabler: EventsEnabler | None = None  # asks workers to send events (None: disabled)
     snapshots: Snapshots | None = None  # the optional state file
     connections: ConnectionLimits | None = None  # what clients hold (gevent server only)
+    user_app: Celery | None = None  # the user's app (APP, `celery -A`): its registry and configuration
     _stopped: bool = field(default=False, repr=False)
 
     def start(self) -> None:
@@ -116,8 +117,10 @@ class Services:
         self._stopped = True
 
 
-def build_services(cfg: dict[str, Any], socketio: SocketIO) -> Services:
-    """Construct every collaborator from the settings, in dependency order; nothing starts yet."""
+def build_services(cfg: dict[str, Any], socketio: SocketIO, user_app: Celery | None = None) -> Services:
+    """Construct every collaborator from the settings, in dependency order; nothing starts yet.
+
+    `user_app` is the user's loaded app (dashboard/cluster/userapp.py), with BROKER_URL already resolved."""
     inflight = Inflight()
     runtime = Runtime(cfg["ASYNC_MODE"], busy=inflight.busy)
     state = State(
@@ -127,7 +130,7 @@ def build_services(cfg: dict[str, Any], socketio: SocketIO) -> Services:
     if cfg["SNAPSHOT_PATH"]:
         snapshots = Snapshots(state, cfg["SNAPSHOT_PATH"], float(cfg["SNAPSHOT_INTERVAL"]))
         snapshots.load()  # before ingest starts: events then apply on top of the restored state
-    celery_app = make_celery(cfg["BROKER_URL"], float(cfg["LAUNCH_TIMEOUT"]))
+    celery_app = make_celery(cfg["BROKER_URL"], float(cfg["LAUNCH_TIMEOUT"]), app=user_app)
     ingest_on = bool(cfg["INGEST_ENABLED"])
     enabler = None
     if ingest_on and float(cfg["ENABLE_EVENTS_INTERVAL"]) > 0:
@@ -183,6 +186,7 @@ def build_services(cfg: dict[str, Any], socketio: SocketIO) -> Services:
         enabler=enabler,
         snapshots=snapshots,
         connections=connections,
+        user_app=user_app,
     )
 
 
