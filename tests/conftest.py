@@ -172,6 +172,10 @@ class DashboardServer:
         resp = requests.post(self.base_url + "/api/launch", json={"task": task, **body}, timeout=10)
         return resp.json()["task_ids"][0] if resp.status_code == 200 else None
 
+    def launchable(self, name: str) -> dict[str, Any]:
+        """The entry of /api/launchable for the task `name` (KeyError when it is not offered)."""
+        return {t["name"]: t for t in self.get("/api/launchable").json()["tasks"]}[name]
+
     def worker_online(self, hostname: str) -> bool:
         """Whether /api/workers lists `hostname` as online."""
         return any(w["hostname"] == hostname and w["online"] for w in self.get("/api/workers").json()["workers"])
@@ -230,6 +234,13 @@ def worker(redis_server: RedisServer, dashboard: DashboardServer) -> Iterator[st
     )
 
     wait_for(lambda: dashboard.worker_online(hostname), timeout=60, message=f"worker {hostname} online")
+    # The launch form sends a task no online worker has registered only once confirmed: wait until the
+    # dashboard's inspector has the worker's `registered` reply, so the demo tasks launch as they are.
+    wait_for(
+        lambda: hostname in dashboard.launchable("dashboard.demo.add")["workers"],
+        timeout=30,
+        message=f"{hostname}'s registered tasks in /api/launchable",
+    )
     yield hostname
     stop_process(proc)
 

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import requests
 from click.testing import CliRunner
 from conftest import ROOT, DashboardServer, RedisServer, wait_for
 
@@ -82,6 +83,57 @@ def test_dashboard_of_an_app_watches_its_broker_and_shows_its_tasks(
         assert task["worker"] == shop_worker
     finally:
         dash.stop()
+
+
+@pytest.fixture(scope="module")
+def shop_dashboard(shop_env: dict[str, str], shop_worker: str) -> Iterator[DashboardServer]:
+    """`celery -A tests.apps.shop dashboard`, once the shop worker's registered tasks are known to it."""
+    dash = DashboardServer("", env=shop_env, command=COMMANDS["celery -A"])
+    wait_for(
+        lambda: shop_worker in dash.launchable("shop.charge")["workers"],
+        timeout=60,
+        message="the shop worker's registered tasks",
+    )
+    yield dash
+    dash.stop()
+
+
+@pytest.mark.integration
+def test_the_apps_tasks_are_launchable_and_go_where_the_app_routes_them(
+    shop_dashboard: DashboardServer, shop_worker: str
+) -> None:
+    """/api/launchable lists the app's tasks (not Celery's built-ins) with their parameters; a launch with
+    typed parameters goes through the app itself, to its `shop` queue, where its worker runs it."""
+    tasks = {t["name"]: t for t in shop_dashboard.get("/api/launchable").json()["tasks"]}
+    assert {"shop.charge", "shop.ship", "shop.reports.daily"} <= set(tasks)
+    assert not [n for n in tasks if n.startswith("celery.")]
+    charge = tasks["shop.charge"]
+    assert charge["module"] == "tests.apps.shop" and charge["warning"] is None
+    assert [p["kind"] for p in charge["params"]] == ["int", "float", "str", "bool"]
+    resp = requests.post(
+        shop_dashboard.base_url + "/api/launch",
+        json={"task": "shop.charge", "params": {"order_id": 9, "amount": 4.5, "capture": False}, "priority": 3},
+        timeout=10,
+    )
+    assert resp.status_code == 200, resp.text
+    assert "warning" not in resp.json()
+    (uid,) = resp.json()["task_ids"]
+    task = shop_dashboard.wait_task(uid, "SUCCESS", timeout=30)
+    assert task["worker"] == shop_worker
+    assert task["kwargs"] == "{'order_id': 9, 'amount': 4.5, 'capture': False}"
+    assert "'captured': False" in task["result"]
+
+
+@pytest.mark.integration
+def test_without_javascript_a_task_is_picked_then_its_typed_fields_are_served(shop_dashboard: DashboardServer) -> None:
+    """GET /launch?task=NAME draws that task's fields, typed (number for int/float, true/false for bool, JSON
+    text for the rest), with names and defaults escaped."""
+    page = shop_dashboard.get("/launch", params={"task": "shop.ship"}).text
+    assert '<option value="shop.ship" selected>' in page
+    assert '<input id="launch-param-1" name="param.order_id" type="number" step="1"' in page
+    assert '<textarea id="launch-param-2" name="param.address"' in page
+    assert '<option value="" selected>default (false)</option>' in page  # express: bool, default False
+    assert '<form class="launch-pick" method="get" action="/launch">' in page  # inside <noscript>
 
 
 @pytest.mark.integration

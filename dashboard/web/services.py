@@ -15,6 +15,7 @@ from flask import current_app
 from ..cluster.audit import AuditLog
 from ..cluster.control import EventsEnabler, make_celery
 from ..cluster.inspector import Inspector
+from ..cluster.launch import TaskSpec, app_specs
 from ..cluster.queues import QueueMonitor
 from ..concurrency import Runtime, start_thread
 from ..core.masking import make_masker
@@ -76,6 +77,7 @@ class Services:
     snapshots: Snapshots | None = None  # the optional state file
     connections: ConnectionLimits | None = None  # what clients hold (gevent server only)
     user_app: Celery | None = None  # the user's app (APP, `celery -A`): its registry and configuration
+    app_tasks: list[TaskSpec] | None = None  # the launch form's specs of its tasks (None: no app)
     _stopped: bool = field(default=False, repr=False)
 
     def start(self) -> None:
@@ -187,6 +189,7 @@ def build_services(cfg: dict[str, Any], socketio: SocketIO, user_app: Celery | N
         snapshots=snapshots,
         connections=connections,
         user_app=user_app,
+        app_tasks=app_specs(user_app) if user_app is not None else None,
     )
 
 
