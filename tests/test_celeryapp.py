@@ -286,3 +286,59 @@ def test_broker_url_of_an_app() -> None:
     assert broker_url(Celery("a", broker="redis://h:1/2", set_as_current=False)) == "redis://h:1/2"
     assert broker_url(Celery("b", broker="redis://h:1/2;redis://k:1/2", set_as_current=False)) == "redis://h:1/2"
     assert broker_url(Celery("c", set_as_current=False)).startswith("amqp://guest:guest@localhost")
+
+
+# -- the launch form in Chromium ----------------------------------------------------------------------
+
+
+@pytest.mark.browser
+def test_the_form_draws_an_apps_task_fields_and_launches_it(
+    page: Any, shop_dashboard: DashboardServer, shop_worker: str
+) -> None:
+    """Picking an app's task draws one typed field per parameter; a missing one is refused under its field;
+    a filled form launches the task, which the app's worker runs with those values."""
+    from playwright.sync_api import expect
+
+    page.goto(shop_dashboard.base_url + "/launch")
+    page.select_option("#launch-task", "shop.ship")
+    expect(page.locator("#launch-params [name='param.address']")).to_have_count(1)
+    page.fill("[name='param.order_id']", "5")
+    page.locator("#launch-form button[type=submit]").click()
+    expect(page.locator('.field-error[data-field="param.address"]')).to_have_text("required")
+    expect(page.locator("#launch-result a")).to_have_count(0)
+
+    page.select_option("#launch-task", "shop.charge")
+    expect(page.locator("[name='param.order_id']")).to_have_attribute("type", "number")
+    expect(page.locator("[name='param.currency']")).to_have_attribute("placeholder", 'default: "EUR"')
+    expect(page.locator("#launch-warning")).to_be_hidden()  # the shop worker has it
+    page.fill("[name='param.order_id']", "11")
+    page.fill("[name='param.amount']", "2.5")
+    page.select_option("[name='param.capture']", "false")
+    page.locator("#launch-form button[type=submit]").click()
+    link = page.locator("#launch-result li a").first
+    expect(link).to_be_visible()
+    task = shop_dashboard.wait_task(link.inner_text(), "SUCCESS", timeout=30)
+    assert task["name"] == "shop.charge" and task["worker"] == shop_worker
+    assert task["kwargs"] == "{'order_id': 11, 'amount': 2.5, 'capture': False}"
+
+
+@pytest.mark.browser
+def test_a_task_no_online_worker_has_is_launched_only_after_its_warning(page: Any, redis_server: RedisServer) -> None:
+    """Without an app and without workers, the demo tasks carry the warning: the first submit is refused on
+    the task field with it, and checking "Launch it anyway" sends the task."""
+    from playwright.sync_api import expect
+
+    dash = DashboardServer(redis_server.url_db(6))
+    try:
+        page.goto(dash.base_url + "/launch")
+        page.select_option("#launch-task", "dashboard.demo.add")
+        expect(page.locator("#launch-warning")).to_contain_text("No online worker has registered dashboard.demo.add")
+        page.locator("#launch-form button[type=submit]").click()
+        expect(page.locator('.field-error[data-field="task"]')).to_contain_text("Confirm to launch it anyway.")
+        expect(page.locator("#launch-result a")).to_have_count(0)
+        page.locator("#launch-confirm input").check()
+        page.locator("#launch-form button[type=submit]").click()
+        expect(page.locator("#launch-result li a")).to_have_count(1)
+        assert page.locator('.field-error[data-field="task"]').is_hidden()
+    finally:
+        dash.stop()
