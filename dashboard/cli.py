@@ -128,11 +128,13 @@ def load_user_app(cfg: dict[str, Any], app: Any = None) -> Any:
     anywhere, it wins; else the app's broker_url. An app that cannot be loaded is one line and exit status 2."""
     from .cluster import userapp
 
-    if app is None and cfg["APP"]:
-        try:
+    try:
+        if app is not None:
+            app = userapp.prepare(app, cfg["APP"] or None)  # celery -A imported the app's module only
+        elif cfg["APP"]:
             app = userapp.load_app(cfg["APP"])
-        except userapp.AppNotLoaded as exc:
-            raise SettingError(str(exc)) from None
+    except userapp.AppNotLoaded as exc:
+        raise SettingError(str(exc)) from None
     if app is not None and not cfg["BROKER_URL"]:
         cfg["BROKER_URL"] = userapp.broker_url(app)
     return app

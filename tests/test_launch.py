@@ -282,9 +282,9 @@ def test_json_values_are_sent_as_parsed() -> None:
 
 
 def _shop_specs() -> dict[str, Any]:
-    from tests.apps import shop
+    from dashboard.cluster.userapp import load_app
 
-    return {s.name: s for s in app_specs(shop.app)}
+    return {s.name: s for s in app_specs(load_app("tests.apps.shop"))}
 
 
 def test_an_apps_tasks_are_offered_with_their_signature_and_without_celerys_builtins() -> None:
@@ -292,12 +292,9 @@ def test_an_apps_tasks_are_offered_with_their_signature_and_without_celerys_buil
     (typed for int/float/bool/str, JSON otherwise), annotation and default."""
     specs = _shop_specs()
     # (Celery shares @app.task tasks with every app of a process: here the demo's, which tests import too.)
-    assert {n for n in specs if not n.startswith("dashboard.demo.")} == {
-        "shop.charge",
-        "shop.ship",
-        "shop.reports.daily",
-    }
-    assert {specs[n].module for n in specs if n.startswith("shop.")} == {"tests.apps.shop"}
+    shop = {"shop.charge", "shop.ship", "shop.reports.daily", "shop.reports.weekly"}  # weekly: from `include`
+    assert {n for n in specs if not n.startswith("dashboard.demo.")} == shop
+    assert {specs[n].module for n in shop} == {"tests.apps.shop", "tests.apps.shop_reports"}
     charge = specs["shop.charge"].as_dict()
     assert charge["label"] == "charge(order_id, amount, currency, capture)"
     assert charge["hint"] == "Charge an order (pretend)."

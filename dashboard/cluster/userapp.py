@@ -41,13 +41,20 @@ def load_app(path: str) -> Any:
         raise AppNotLoaded(f"{where}: importing it raised {type(exc).__name__}: {_one_line(str(exc))}") from exc
     if not isinstance(found, Celery):
         raise AppNotLoaded(f"{where}: it is a {type(found).__name__}, not a Celery app")
+    return prepare(found, path)
+
+
+def prepare(app: Any, path: str | None = None) -> Any:
+    """Import the modules of the app's `imports` / `include` (and what autodiscovery finds), as a worker of it
+    would, so that its registry is complete; AppNotLoaded when one of them fails. Returns the app."""
     try:
-        found.loader.import_default_modules()  # the task modules a worker of this app would import
-    except Exception as exc:
+        app.loader.import_default_modules()
+    except Exception as exc:  # one of its task modules failed to import
         raise AppNotLoaded(
-            f"{where}: importing its task modules raised {type(exc).__name__}: {_one_line(str(exc))}"
+            f"cannot load the Celery app {path or describe(app)!r}: importing its task modules raised "
+            f"{type(exc).__name__}: {_one_line(str(exc))}"
         ) from exc
-    return found
+    return app
 
 
 def broker_url(app: Any) -> str:
@@ -66,4 +73,4 @@ def describe(app: Any) -> str:
     return str(app.main or type(app).__module__)
 
 
-__all__ = ["AppNotLoaded", "broker_url", "describe", "load_app"]
+__all__ = ["AppNotLoaded", "broker_url", "describe", "load_app", "prepare"]

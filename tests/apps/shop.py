@@ -19,6 +19,7 @@ app.conf.update(
     worker_send_task_events=True,
     task_send_sent_event=True,
     worker_hijack_root_logger=False,
+    include=["tests.apps.shop_reports"],  # a task module only `include` names (as a worker imports it)
 )
 
 
