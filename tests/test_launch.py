@@ -422,3 +422,30 @@ def test_launchable_patterns_narrow_the_catalogue() -> None:
     errors = errors_of_in(body(task="dashboard.demo.fail"), specs)
     assert errors["task"] == "choose one of: dashboard.demo.add, dashboard.demo.flaky"
     assert catalogue(None, {}, "nothing.*") == []
+
+
+def test_launchable_setting_narrows_the_form_the_list_and_the_api() -> None:
+    """With LAUNCHABLE set, /api/launchable and the form offer only matching tasks, and a launch of any other
+    is refused on `task` before anything reaches the broker (there is none here)."""
+    from dashboard import create_app
+
+    flask_app = create_app(
+        {
+            "ASYNC_MODE": "threading",
+            "INGEST_ENABLED": False,
+            "BROKER_URL": "redis://127.0.0.1:1/0",
+            "LAUNCHABLE": "dashboard.demo.a*",
+        }
+    )
+    try:
+        client = flask_app.test_client()
+        listed = client.get("/api/launchable").get_json()["tasks"]
+        assert [t["name"] for t in listed] == ["dashboard.demo.add"]
+        assert listed[0]["workers"] == [] and "No online worker" in listed[0]["warning"]
+        page = client.get("/launch").get_data(as_text=True)
+        assert '<option value="dashboard.demo.add" selected>' in page and "dashboard.demo.fail" not in page
+        resp = client.post("/api/launch", json={"task": "dashboard.demo.fail"})
+        assert resp.status_code == 400
+        assert resp.get_json()["fields"] == {"task": "choose one of: dashboard.demo.add"}
+    finally:
+        flask_app.extensions["dashboard"].stop()
