@@ -449,3 +449,29 @@ def test_launchable_setting_narrows_the_form_the_list_and_the_api() -> None:
         assert resp.get_json()["fields"] == {"task": "choose one of: dashboard.demo.add"}
     finally:
         flask_app.extensions["dashboard"].stop()
+
+
+def test_names_defaults_and_hints_from_the_app_are_escaped_in_the_form() -> None:
+    """A task's name, module, parameter names, annotations, defaults and docstring come from the user's code
+    or from workers: the server-rendered form writes them as text (the catalogue attribute too)."""
+    from dashboard import create_app
+    from dashboard.cluster.launch import Param, TaskSpec
+
+    evil = "<img src=x onerror=alert(1)>"
+    spec = TaskSpec(
+        name=f"x.{evil}",
+        module=f"m{evil}",
+        label=f"t({evil})",
+        hint=evil,
+        params=(Param(f"p{evil}", "str", evil, f'"{evil}"', False),),
+        fields=True,
+        registered_by=(f"w{evil}",),
+    )
+    flask_app = create_app({"ASYNC_MODE": "threading", "INGEST_ENABLED": False, "BROKER_URL": "redis://127.0.0.1:1/0"})
+    try:
+        flask_app.extensions["dashboard"].app_tasks = [spec]
+        page = flask_app.test_client().get("/launch").get_data(as_text=True)
+        assert evil not in page
+        assert "&lt;img src=x onerror=alert(1)&gt;" in page
+    finally:
+        flask_app.extensions["dashboard"].stop()
