@@ -475,3 +475,9 @@ def test_names_defaults_and_hints_from_the_app_are_escaped_in_the_form() -> None
         assert "&lt;img src=x onerror=alert(1)&gt;" in page
     finally:
         flask_app.extensions["dashboard"].stop()
+
+
+def test_params_for_a_task_without_a_known_signature_are_refused() -> None:
+    """`params` needs a known signature (the app's tasks); for others the error says to use args/kwargs."""
+    errors = errors_of({"task": ADD, "params": {"x": 1, "y": 2}})
+    assert errors == {"params": "this task's signature is not known here: give its arguments as args and kwargs"}

@@ -16,7 +16,7 @@ import inspect
 import json
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..concurrency import offload
@@ -315,9 +315,7 @@ def catalogue(
             if name not in known and not name.startswith("celery.")
         ]
     out = [
-        TaskSpec(**{**s.__dict__, "registered_by": tuple(sorted(by_worker.get(s.name, ())))})
-        for s in specs
-        if allowed(s.name, patterns)
+        replace(s, registered_by=tuple(sorted(by_worker.get(s.name, ())))) for s in specs if allowed(s.name, patterns)
     ]
     return sorted(out, key=lambda s: (s.module, s.name))
 
@@ -518,7 +516,9 @@ def validate(
     if spec is not None and "args" not in errors and "kwargs" not in errors:
         if spec.fields:
             errors.update(_fields(spec, data, args, kwargs))
-        if not any(k.startswith("param.") for k in errors):
+        elif data.get("params") is not None:
+            errors["params"] = "this task's signature is not known here: give its arguments as args and kwargs"
+        if not any(k.startswith("param") for k in errors):
             errors.update(_check_signature(spec, args, kwargs))
     if spec is not None and spec.warning and confirm and not _confirmed(data) and not errors:
         errors["task"] = f"{spec.warning} {CONFIRM}"
