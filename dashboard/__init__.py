@@ -1,66 +1,25 @@
-"""Celery Live Dashboard: create_app() builds the Flask app; `socketio` is bound in it."""
+"""Celery Live Dashboard: `create_app()` builds the Flask app; `socketio` is bound in it (dashboard/factory.py).
+
+They are imported on first use, so that importing `dashboard.cli` stays cheap: `celery` loads it as the
+`celery dashboard` plugin for every one of its commands, workers included.
+"""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flask import Flask
-from flask_socketio import SocketIO
-from flask_wtf.csrf import CSRFProtect
+if TYPE_CHECKING:
+    from .factory import create_app, csrf, socketio
 
-from .config import load_config
-
-log = logging.getLogger(__name__)
-socketio = SocketIO()
-csrf = CSRFProtect()
-ROOT = Path(__file__).resolve().parent.parent
+_LAZY = frozenset({"create_app", "socketio", "csrf", "ROOT"})
 
 
-def _asset_dir(name: str) -> str:
-    # A source checkout (or editable install) has templates/ and static/ beside dashboard/;
-    # a wheel installs them as data files under <prefix>/share/celery-dashboard/.
-    here = ROOT / name
-    if here.is_dir():
-        return str(here)
-    import sys
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from . import factory
 
-    return str(Path(sys.prefix) / "share" / "celery-dashboard" / name)
+        return getattr(factory, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def create_app(config: Mapping[str, Any] | None = None) -> Flask:
-    """Build the app: settings, socketio, the gate, blueprints, services, and (unless disabled) their loops."""
-    from .live.namespace import DashboardNamespace
-    from .live.socketio_internals import session_exists
-    from .web import api, control_api, errors, limits, metrics, proxy, queues, security, views
-    from .web.services import build_services
-
-    cfg = load_config(config)
-    app = Flask(__name__, template_folder=_asset_dir("templates"), static_folder=_asset_dir("static"))
-    app.config.update(cfg)
-    app.config["WTF_CSRF_TIME_LIMIT"] = None  # a dashboard tab stays open for days
-    csrf.init_app(app)
-    # engine.io's gevent driver uses gevent's queues and events directly: no monkey-patching needed (the
-    # hub is dashboard/web/server.py's).
-    socketio.init_app(app, async_mode=cfg["ASYNC_MODE"], json=limits.SocketIOJSON)
-    # Before the blueprints, after socketio: the gate guards every page, API call and socket.
-    security.init_app(app, session_exists=lambda sid: session_exists(socketio.server, sid))
-    proxy.init_app(app)  # outside the gate: URL_PREFIX, and X-Forwarded-* from trusted proxies
-    limits.init_app(app)  # body size, JSON depth, concurrent exports
-    errors.init_app(app)  # one JSON error shape for every endpoint
-    app.register_blueprint(views.bp)
-    for bp in (api.bp, control_api.bp, queues.bp, metrics.bp):
-        app.register_blueprint(bp)
-        csrf.exempt(bp)  # JSON endpoints: security's guard refuses cross-origin requests instead
-
-    svc = build_services(cfg, socketio)
-    socketio.on_namespace(DashboardNamespace(svc.rooms, allowed=security.socket_allowed))
-    app.extensions["dashboard"] = svc
-    app.before_request_funcs[None].insert(0, svc.inflight.enter)  # first: teardown's leave() follows a refusal
-    app.teardown_request(svc.inflight.leave)
-    for name in app.jinja_env.list_templates(extensions=["html"]):
-        app.jinja_env.get_template(name)  # compile now: a first page view during a burst stays fast
-    svc.start()
-    return app
+__all__ = ["create_app", "csrf", "socketio"]

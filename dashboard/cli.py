@@ -1,7 +1,9 @@
-"""`celery-dashboard run` (monitor a broker) and `celery-dashboard demo` (local Redis + demo worker + web).
+"""`celery-dashboard run` (monitor a broker), `celery-dashboard demo` (local Redis + demo worker + web), and
+`celery -A proj dashboard` (the `celery.commands` plugin: `celery_command`).
 
 Every option comes from dashboard/config.py's SETTINGS through `setting_options`, which any click command
-can reuse (e.g. a `celery dashboard` subcommand).
+can reuse. Celery imports this module for every `celery` command (plugins load up front): keep its imports
+light; Flask and the rest are imported when a command runs.
 """
 
 from __future__ import annotations
@@ -72,30 +74,46 @@ def _option(setting: Setting) -> Callable[[Callable[..., Any]], Callable[..., An
     )
 
 
-def config_from_options(ctx: click.Context, values: dict[str, Any], config_file: str | None) -> dict[str, Any]:
-    """The settings: defaults < config file < environment < the flags given on this command line."""
+def config_from_options(
+    ctx: click.Context, values: dict[str, Any], config_file: str | None, given: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The settings: defaults < config file < environment < the flags given on this command line (and `given`,
+    settings the command learnt otherwise, such as celery's -A)."""
     flags = {
         s.name: values[s.file_key]
         for s in SETTINGS
-        if ctx.get_parameter_source(s.file_key) is ParameterSource.COMMANDLINE
+        if s.file_key in values and ctx.get_parameter_source(s.file_key) is ParameterSource.COMMANDLINE
     }
+    flags.update(given or {})
     try:
         return load_config(flags, config_file=config_file)
     except ValueError as exc:
         raise SettingError(str(exc)) from None
 
 
-def setting_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Give a click command --config and one option per setting; it is called with the loaded settings first."""
+def setting_options(
+    command: Callable[..., Any] | None = None,
+    *,
+    exclude: Sequence[str] = (),
+    given: Callable[[click.Context], dict[str, Any]] | None = None,
+) -> Callable[..., Any]:
+    """Give a click command --config and one option per setting; it is called with the loaded settings first.
+
+    `@setting_options`, or `@setting_options(exclude=("APP",), given=...)` for a command that learns some
+    settings elsewhere: no flag for the excluded ones, and `given(ctx)` returns settings that take a flag's
+    place (celery's -A for APP)."""
+    if command is None:
+        return functools.partial(setting_options, exclude=exclude, given=given)
+    settings = [s for s in SETTINGS if s.name not in exclude]
 
     @functools.wraps(command)
     @click.pass_context
     def wrapper(ctx: click.Context, /, config_file: str | None, **kwargs: Any) -> Any:
-        values = {s.file_key: kwargs.pop(s.file_key) for s in SETTINGS}
-        return command(config_from_options(ctx, values, config_file), **kwargs)
+        values = {s.file_key: kwargs.pop(s.file_key) for s in settings}
+        return command(config_from_options(ctx, values, config_file, given(ctx) if given else None), **kwargs)
 
     decorated: Callable[..., Any] = wrapper
-    for setting in reversed(SETTINGS):
+    for setting in reversed(settings):
         decorated = _option(setting)(decorated)
     return click.option(
         "--config",
@@ -103,6 +121,23 @@ def setting_options(command: Callable[..., Any]) -> Callable[..., Any]:
         metavar="FILE",
         help=f"TOML file of settings (keys: the names in lower case). Env: {CONFIG_ENV}.",
     )(decorated)
+
+
+def load_user_app(cfg: dict[str, Any], app: Any = None) -> Any:
+    """The user's app (`app` when the caller has it, else APP's, else None), with BROKER_URL resolved: set
+    anywhere, it wins; else the app's broker_url. An app that cannot be loaded is one line and exit status 2."""
+    from .cluster import userapp
+
+    try:
+        if app is not None:
+            app = userapp.prepare(app, cfg["APP"] or None)  # celery -A imported the app's module only
+        elif cfg["APP"]:
+            app = userapp.load_app(cfg["APP"])
+    except userapp.AppNotLoaded as exc:
+        raise SettingError(str(exc)) from None
+    if app is not None and not cfg["BROKER_URL"]:
+        cfg["BROKER_URL"] = userapp.broker_url(app)
+    return app
 
 
 def version() -> str:
@@ -129,16 +164,18 @@ def check_listen(cfg: dict[str, Any]) -> None:
         raise SettingError(f"cannot listen on {cfg['HOST']}:{cfg['PORT']}: {problem} (choose another with --port)")
 
 
-def serve(cfg: dict[str, Any]) -> None:
-    """Serve the dashboard: gevent's WSGI server (default) or gunicorn's gthread worker (threading)."""
-    from . import create_app
+def serve(cfg: dict[str, Any], celery_app: Any = None) -> None:
+    """Serve the dashboard: gevent's WSGI server (default) or gunicorn's gthread worker (threading).
+
+    `celery_app`: the user's app, loaded (load_user_app); create_app uses it as the Celery client."""
+    from .factory import create_app
 
     check_listen(cfg)
     if cfg["ASYNC_MODE"] == "gevent":
         from .web.server import bind, make_server, serve_forever
 
         listener = bind(cfg["HOST"], int(cfg["PORT"]))
-        app = create_app(cfg)
+        app = create_app(cfg, celery_app)
         svc = app.extensions["dashboard"]
         server = make_server(listener, app, svc.connections, float(cfg["HEADER_TIMEOUT"]))
         log.info("dashboard at http://%s:%s", cfg["HOST"], cfg["PORT"])
@@ -170,7 +207,7 @@ def serve(cfg: dict[str, Any]) -> None:
                 self.cfg.set(key, value)
 
         def load(self) -> Any:
-            return create_app(cfg)
+            return create_app(cfg, celery_app)
 
     log.info(
         "dashboard at http://%s:%s (threading mode: at most %s open websockets)",
@@ -181,7 +218,7 @@ def serve(cfg: dict[str, Any]) -> None:
     Server().run()
 
 
-def _demo(cfg: dict[str, Any]) -> int:
+def _demo(cfg: dict[str, Any], celery_app: Any = None) -> int:
     from .core.brokerurl import mask_url
     from .processes import ProcessError, is_local, redis_answers, start_redis, start_worker, stop_process
 
@@ -199,7 +236,7 @@ def _demo(cfg: dict[str, Any]) -> int:
             children.append(redis_proc)
         cfg["BROKER_URL"] = url
         children.append(start_worker(url, int(cfg["DEMO_WORKER_CONCURRENCY"])))
-        serve(cfg)
+        serve(cfg, celery_app)
         return 0
     except ProcessError as exc:
         log.error("%s", exc)
@@ -240,9 +277,9 @@ EPILOG = (
 @cli.command(epilog=EPILOG)
 @setting_options
 def run(cfg: dict[str, Any]) -> None:
-    """Monitor the Celery cluster behind --broker."""
+    """Monitor the Celery cluster behind --broker (or --app's broker)."""
     _start(cfg)
-    serve(cfg)
+    serve(cfg, load_user_app(cfg))
 
 
 @cli.command(epilog=EPILOG)
@@ -251,7 +288,28 @@ def run(cfg: dict[str, Any]) -> None:
 def demo(ctx: click.Context, cfg: dict[str, Any]) -> None:
     """A local Redis (when none answers), a demo worker and the dashboard."""
     _start(cfg)
-    ctx.exit(_demo(cfg))
+    ctx.exit(_demo(cfg, load_user_app(cfg)))
+
+
+def _celery_app_option(ctx: click.Context) -> dict[str, Any]:
+    """celery's -A (the text; celery has loaded it into ctx.obj.app), as the APP setting when given."""
+    given = ctx.find_root().params.get("app")
+    return {"APP": given} if isinstance(given, str) and given else {}
+
+
+@click.command("dashboard", epilog=EPILOG, context_settings={"max_content_width": 110})
+@setting_options(exclude=("APP",), given=_celery_app_option)
+@click.pass_context
+def celery_command(ctx: click.Context, cfg: dict[str, Any]) -> None:
+    """Live dashboard of the app's cluster: its broker, configuration and tasks (Celery Live Dashboard).
+
+    The app is celery's -A (`celery -A proj dashboard --port 5001`); --broker, DASHBOARD_BROKER_URL or
+    broker_url in --config override its broker. Without -A: `celery-dashboard run`.
+    """
+    # celery's group loaded -A into ctx.obj.app (its default app when -A is not given: then none is used).
+    app = getattr(ctx.obj, "app", None) if _celery_app_option(ctx) else None
+    _start(cfg)
+    serve(cfg, load_user_app(cfg, app))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

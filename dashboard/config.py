@@ -43,7 +43,8 @@ class Setting:
 # A table, one setting a line (as docs/configuration.md renders it): the formatter leaves it so.
 # fmt: off
 SETTINGS: tuple[Setting, ...] = (
-    Setting("BROKER_URL", "redis://127.0.0.1:6379/0", "Celery broker to monitor (Redis URL; other brokers use Celery's generic receiver).", "--broker"),
+    Setting("BROKER_URL", "redis://127.0.0.1:6379/0", "Celery broker to monitor (Redis URL; other brokers use Celery's generic receiver). With APP and no broker set here, the app's `broker_url`.", "--broker"),
+    Setting("APP", "", "Your Celery app, as `celery -A` takes it (`proj`, `proj.celery:app`): its broker, configuration and task registry are used; its tasks never run here (empty: no app).", "--app"),
     Setting("HOST", "127.0.0.1", "Address the web server binds to.", "--host"),
     Setting("PORT", 5000, "Port of the web server.", "--port"),
     Setting("ASYNC_MODE", "gevent", "How the server runs: `gevent` (one hub holds every socket; the default) or `threading` (development: each websocket holds one of THREADS threads).", "--async-mode"),
@@ -64,6 +65,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LOG_LEVEL", "INFO", "Log level of the dashboard.", "--log-level"),
     Setting("DEMO_WORKER_CONCURRENCY", 2, "Pool size of the demo worker started by `celery-dashboard demo`."),
     # -- security (dashboard/web/security.py, dashboard/core/masking.py) --
+    Setting("LAUNCHABLE", "", "Task name patterns that may be launched, comma-separated (`*` and `?`, e.g. `proj.reports.*,proj.ping`); empty: every task the form offers."),
     Setting("READ_ONLY", False, "Turn every control off: buttons hidden, control and launch endpoints refuse (403).", "--read-only"),
     Setting("AUTH_USERS", "", "Basic-auth users `name:password` (or `name:<werkzeug hash>`), comma-separated; when set, every page, API call and websocket needs them."),
     Setting("ALLOWED_HOSTS", "", "Host names the dashboard answers to besides loopback names and IP addresses, comma-separated (`.example.com` includes subdomains, `*` any); other Host headers get 400 (DNS rebinding). Listening beyond loopback adds this machine's host names."),
@@ -256,10 +258,14 @@ def load_config(
     needed = [s for s in SETTINGS if s.name not in given]
     from_file = read_config_file(path) if path and needed else {}
     config: dict[str, Any] = {}
+    defaulted: set[str] = set()
     for setting in needed:
         value = from_file.get(setting.name, setting.default)
+        if setting.name not in from_file:
+            defaulted.add(setting.name)
         raw = env.get(setting.env_var)
         if raw is not None and raw != "":
+            defaulted.discard(setting.name)
             try:
                 value = parse_value(setting, raw)
             except ValueError as exc:
@@ -271,6 +277,9 @@ def load_config(
             raise ValueError(f"{name}={shown_value(name, value)} {problem}")
         config[name] = value
     config["URL_PREFIX"] = url_prefix(config["URL_PREFIX"])
+    if config["APP"] and "BROKER_URL" in defaulted:
+        # Set nowhere: the app's broker_url, filled in when the app is loaded (cluster/userapp.py).
+        config["BROKER_URL"] = ""
     if not config["SECRET_KEY"]:
         config["SECRET_KEY"] = secrets.token_hex(32)
     if config["RECONNECT_MAX"] < config["RECONNECT_MIN"]:

@@ -141,22 +141,14 @@ class RedisServer:
 class DashboardServer:
     """`celery-dashboard run` in a subprocess, exactly as a user starts it."""
 
-    def __init__(self, broker_url: str, *extra: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, broker_url: str, *extra: str, env: dict[str, str] | None = None, command: list[str] | None = None
+    ) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        cmd = [
-            sys.executable,
-            "-m",
-            "dashboard.cli",
-            "run",
-            "--broker",
-            broker_url,
-            "--port",
-            str(self.port),
-            "--log-level",
-            "WARNING",
-            *extra,
-        ]
+        # `command` replaces `celery-dashboard run --broker URL` (e.g. `celery -A proj dashboard`).
+        start = command or [sys.executable, "-m", "dashboard.cli", "run", "--broker", broker_url]
+        cmd = [*start, "--port", str(self.port), "--log-level", "WARNING", *extra]
         full_env = dict(os.environ, **(env or {}))
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env)
         wait_for(lambda: self.health()["broker"]["connected"], timeout=30, message=f"dashboard on {self.base_url}")
@@ -179,6 +171,10 @@ class DashboardServer:
         """POST /api/launch and return the first task id, or None if the launch was refused (broker down)."""
         resp = requests.post(self.base_url + "/api/launch", json={"task": task, **body}, timeout=10)
         return resp.json()["task_ids"][0] if resp.status_code == 200 else None
+
+    def launchable(self, name: str) -> dict[str, Any]:
+        """The entry of /api/launchable for the task `name` (KeyError when it is not offered)."""
+        return {t["name"]: t for t in self.get("/api/launchable").json()["tasks"]}[name]
 
     def worker_online(self, hostname: str) -> bool:
         """Whether /api/workers lists `hostname` as online."""
@@ -238,6 +234,13 @@ def worker(redis_server: RedisServer, dashboard: DashboardServer) -> Iterator[st
     )
 
     wait_for(lambda: dashboard.worker_online(hostname), timeout=60, message=f"worker {hostname} online")
+    # The launch form sends a task no online worker has registered only once confirmed: wait until the
+    # dashboard's inspector has the worker's `registered` reply, so the demo tasks launch as they are.
+    wait_for(
+        lambda: hostname in dashboard.launchable("dashboard.demo.add")["workers"],
+        timeout=30,
+        message=f"{hostname}'s registered tasks in /api/launchable",
+    )
     yield hostname
     stop_process(proc)
 

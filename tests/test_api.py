@@ -552,7 +552,8 @@ def test_api_launch_is_audited_once_with_who_where_what_and_the_task_ids(app: An
         "target": "dashboard.demo.add",
         "ok": True,
         "replies": {},
-        "params": {"count": 3, "countdown": 60.0, "via": "api", "task_ids": ids},
+        # No worker in this test: the API sends it anyway, with a warning, and the entry says so.
+        "params": {"count": 3, "countdown": 60.0, "via": "api", "unregistered": True, "task_ids": ids},
         "message": "sent 3 × dashboard.demo.add with a 60 s countdown",
     }
     client.post("/api/launch", json={"task": "dashboard.demo.fail"})

@@ -36,7 +36,7 @@ def test_launch_failing_task_from_the_form_and_read_its_traceback(
     """Launch fail() from the form, watch it turn FAILURE in the live list, open it, read the traceback."""
     open_live(page, dashboard, "/tasks")
     page.evaluate("window.__sameDocument = true")
-    page.locator("#launch-panel summary").click()
+    page.locator("#launch-panel > summary").click()
     page.select_option("#launch-task", "dashboard.demo.fail")
     expect(page.locator("#launch-kwargs")).to_have_value('{"card": "4000-0000-0000-0002", "amount": 42}')
     page.fill("#launch-kwargs", '{"card": "form-card", "amount": 13}')

@@ -32,8 +32,8 @@ def served(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
             monkeypatch.delenv(key)
     configs: list[dict[str, Any]] = []
     monkeypatch.setattr(cli, "_start", lambda cfg: None)
-    monkeypatch.setattr(cli, "serve", configs.append)
-    monkeypatch.setattr(cli, "_demo", lambda cfg: configs.append(cfg) or 0)
+    monkeypatch.setattr(cli, "serve", lambda cfg, celery_app=None: configs.append(cfg))
+    monkeypatch.setattr(cli, "_demo", lambda cfg, celery_app=None: configs.append(cfg) or 0)
     return configs
 
 

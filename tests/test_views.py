@@ -189,6 +189,7 @@ def test_valid_form_queues_tasks_and_links_to_each(app: Any, queue: redis.Redis)
             "args": "[2, 3]",
             "kwargs": "",
             "count": "3",
+            "unregistered_ok": "1",  # no worker in these tests: confirmed (test_unregistered_* below)
             "countdown": "",
         },
     )
@@ -214,6 +215,7 @@ def test_token_can_be_reused_for_several_launches(app: Any, queue: redis.Redis) 
                 "args": "[]",
                 "kwargs": '{"fail_times": 0}',
                 "count": "1",
+                "unregistered_ok": "1",
             },
         )
         assert resp.status_code == 200
@@ -226,7 +228,7 @@ def test_json_launch_answers_task_ids(app: Any, queue: redis.Redis) -> None:
     token = csrf_token(client)
     resp = client.post(
         "/launch",
-        json={"task": "dashboard.demo.add", "args": "[2, 3]", "kwargs": "{}", "count": "2", "countdown": "0"},
+        json={"task": "dashboard.demo.add", "args": "[2, 3]", "kwargs": "{}", "count": "2", "unregistered_ok": True},
         headers={"Accept": "application/json", "X-CSRFToken": token},
     )
     assert resp.status_code == 200
@@ -282,7 +284,7 @@ def test_form_post_answers_json_when_asked(app: Any, queue: redis.Redis) -> None
     token = csrf_token(client)
     resp = client.post(
         "/launch",
-        data={"csrf_token": token, "task": "dashboard.demo.workflow", "args": "", "kwargs": '{"n": 2}', "count": "1"},
+        data={"csrf_token": token, "task": "dashboard.demo.workflow", "kwargs": '{"n": 2}', "unregistered_ok": "on"},
         headers={"Accept": "application/json"},
     )
     assert resp.status_code == 200
@@ -302,6 +304,7 @@ def test_form_launch_is_audited_with_who_where_what_and_the_task_ids(app: Any, q
             "args": '["ada@example.com", "hi"]',
             "kwargs": "",
             "count": "2",
+            "unregistered_ok": "1",
         },
         environ_base={"REMOTE_ADDR": "198.51.100.4"},
     )
@@ -309,7 +312,13 @@ def test_form_launch_is_audited_with_who_where_what_and_the_task_ids(app: Any, q
     [entry] = client.get("/api/audit").get_json()["entries"]
     assert entry["action"] == "launch" and entry["target"] == "dashboard.demo.send_email" and entry["ok"] is True
     assert entry["user"] is None and entry["remote_addr"] == "198.51.100.4"
-    assert entry["params"] == {"count": 2, "countdown": 0.0, "via": "form", "task_ids": queued_ids(queue)}
+    assert entry["params"] == {
+        "count": 2,
+        "countdown": 0.0,
+        "via": "form",
+        "unregistered": True,  # sent although no online worker had it registered (confirmed)
+        "task_ids": queued_ids(queue),
+    }
     assert entry["message"] == "sent 2 × dashboard.demo.send_email"
     page = resp.get_data(as_text=True)
     assert f'<a class="audit-link" href="/audit#entry-{entry["id"]}">audit entry #{entry["id"]}</a>' in page
@@ -353,7 +362,7 @@ def test_form_launch_by_a_signed_in_user_lands_in_the_audit_file(
         ).group(1)
         resp = client.post(
             "/launch",
-            json={"task": "dashboard.demo.add", "args": "[2, 3]"},
+            json={"task": "dashboard.demo.add", "args": "[2, 3]", "unregistered_ok": True},
             headers={**ada, "Accept": "application/json", "X-CSRFToken": token},
         )
         assert resp.status_code == 200

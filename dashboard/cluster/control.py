@@ -20,18 +20,29 @@ from .errors import BrokerUnavailable, InvalidRequest
 log = logging.getLogger(__name__)
 
 
-def make_celery(broker_url: str, timeout: float = 5.0, backend: str = "") -> Any:
-    """A Celery client for the broker (and the result backend, if any): sends tasks and broadcasts, reads
-    results; never runs or imports tasks."""
-    from celery import Celery
+def make_celery(broker_url: str, timeout: float = 5.0, app: Any = None, backend: str = "") -> Any:
+    """The Celery client that sends tasks and broadcasts and reads results; never runs or imports tasks by itself.
 
-    app = Celery("celery-dashboard", broker=broker_url, backend=backend or None, set_as_current=False)
+    With the user's app (dashboard/cluster/userapp.py) that app is the client, so launches follow its routes,
+    queues, serializer and result backend; only the broker URL (when set apart from the app's), the result
+    backend (when RESULT_BACKEND is given) and the fail-fast options below are set on it, in this process."""
+    if app is None:
+        from celery import Celery
+
+        app = Celery("celery-dashboard", broker=broker_url, backend=backend or None, set_as_current=False)
+    else:
+        if broker_url and broker_url != app.conf.broker_url:
+            app.conf.broker_url = broker_url
+        if backend:
+            app.conf.result_backend = backend
+    transport = {"socket_connect_timeout": timeout, "socket_timeout": timeout}
     app.conf.update(
         # Launched tasks show up as PENDING at once, and queue wait (sent -> started) is measurable.
         task_send_sent_event=True,
         broker_connection_timeout=timeout,
         broker_connection_retry=False,
-        broker_transport_options={"socket_connect_timeout": timeout, "socket_timeout": timeout},
+        # The app's own transport options (sentinels, priorities...) are kept; the timeouts are added.
+        broker_transport_options={**transport, **(app.conf.broker_transport_options or {})},
         # Fail fast when the broker is down: the user gets an error instead of a hung form.
         task_publish_retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.5, "interval_max": 0.5},
     )

@@ -1,7 +1,8 @@
 """Cached `inspect` replies per worker, fetched in the background: requests never wait for workers.
 
-A loop asks the online workers for `stats` and `active_queues` every INSPECT_INTERVAL (the workers
-list shows the pool from `stats`; the queues page lists consumers from `active_queues`); the worker
+A loop asks the online workers for `stats`, `active_queues` and `registered` every INSPECT_INTERVAL (the
+workers list shows the pool from `stats`; the queues page lists consumers from `active_queues`; the launch
+form offers and checks task names from `registered`); the worker
 page asks for all eight methods of one worker on demand. Each method is one broadcast to the workers
 concerned with `limit` = their number, so a round ends as soon as everyone answered, and the methods
 run in threads side by side, so a dead worker costs one INSPECT_TIMEOUT, not eight. A worker that
@@ -26,7 +27,8 @@ from .errors import BrokerUnavailable
 log = logging.getLogger(__name__)
 
 METHODS = ("stats", "active", "reserved", "scheduled", "revoked", "registered", "active_queues", "conf")
-LIST_METHODS = ("stats", "active_queues")  # cheap, and what the workers list and queues page need
+# Cheap, and what the workers list, the queues page and the launch form (registered task names) need.
+LIST_METHODS = ("stats", "active_queues", "registered")
 # Task attributes `registered` lists next to each name: shows limits set from the dashboard.
 _METHOD_ARGS: dict[str, tuple[Any, ...]] = {"registered": ("rate_limit", "time_limit", "soft_time_limit")}
 HOT_SECONDS = 8.0  # after a pool action the worker's stats are refreshed every second this long

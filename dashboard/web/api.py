@@ -301,10 +301,21 @@ def overview() -> Any:
 @bp.post("/api/launch")
 @control_endpoint
 def launch() -> Any:
-    """{"task", "args", "kwargs", "count", "countdown"} -> {"task_ids", "audit_id"}; 400 with `fields`.
+    """{"task", "args", "kwargs", "params", "count", "countdown", "eta", "expires", "priority", "queue"} ->
+    {"task_ids", "audit_id"} (and "warning" when no online worker has the task registered); 400 with `fields`.
 
     The same flow as the form (dashboard/web/launches.py): audited like a control action, sent or not; a
     refused one sends nothing and is not audited.
     """
-    ids, audit_id = launches.submit(request.get_json(silent=True), via="api")
-    return jsonify({"task_ids": ids, "audit_id": audit_id})
+    ids, audit_id, warning = launches.submit(request.get_json(silent=True), via="api")
+    body: dict[str, Any] = {"task_ids": ids, "audit_id": audit_id}
+    if warning:
+        body["warning"] = warning
+    return jsonify(body)
+
+
+@bp.get("/api/launchable")
+def launchable() -> Any:
+    """The tasks the launch form offers: name, module, parameters, the online workers that have each, and
+    its warning (no online worker has it registered); LAUNCHABLE applied."""
+    return jsonify({"tasks": [t.as_dict() for t in launches.catalogue()]})

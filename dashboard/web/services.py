@@ -15,6 +15,7 @@ from flask import current_app
 from ..cluster.audit import AuditLog
 from ..cluster.control import EventsEnabler, make_celery
 from ..cluster.inspector import Inspector
+from ..cluster.launch import TaskSpec, app_specs
 from ..cluster.queues import QueueMonitor
 from ..cluster.reconcile import Reconciler, backend_lookup
 from ..concurrency import Runtime, start_thread
@@ -66,7 +67,7 @@ class Services:
     ingest: Ingest
     views: ReadModels  # what pages, the API and rooms show
     rooms: Rooms  # the live push
-    celery: Celery  # a client of the broker: control, inspect, launch (never runs tasks)
+    celery: Celery  # a client of the broker: control, inspect, launch (never runs tasks); the user's app if any
     runtime: Runtime
     inflight: Inflight
     inspector: Inspector  # cached `inspect` replies per worker
@@ -77,6 +78,8 @@ class Services:
     enabler: EventsEnabler | None = None  # asks workers to send events (None: disabled)
     snapshots: Snapshots | None = None  # the optional state file
     connections: ConnectionLimits | None = None  # what clients hold (gevent server only)
+    user_app: Celery | None = None  # the user's app (APP, `celery -A`): its registry and configuration
+    app_tasks: list[TaskSpec] | None = None  # the launch form's specs of its tasks (None: no app)
     _stopped: bool = field(default=False, repr=False)
 
     def start(self) -> None:
@@ -120,8 +123,10 @@ class Services:
         self._stopped = True
 
 
-def build_services(cfg: dict[str, Any], socketio: SocketIO) -> Services:
-    """Construct every collaborator from the settings, in dependency order; nothing starts yet."""
+def build_services(cfg: dict[str, Any], socketio: SocketIO, user_app: Celery | None = None) -> Services:
+    """Construct every collaborator from the settings, in dependency order; nothing starts yet.
+
+    `user_app` is the user's loaded app (dashboard/cluster/userapp.py), with BROKER_URL already resolved."""
     inflight = Inflight()
     runtime = Runtime(cfg["ASYNC_MODE"], busy=inflight.busy)
     state = State(
@@ -131,7 +136,9 @@ def build_services(cfg: dict[str, Any], socketio: SocketIO) -> Services:
     if cfg["SNAPSHOT_PATH"]:
         snapshots = Snapshots(state, cfg["SNAPSHOT_PATH"], float(cfg["SNAPSHOT_INTERVAL"]))
         snapshots.load()  # before ingest starts: events then apply on top of the restored state
-    celery_app = make_celery(cfg["BROKER_URL"], float(cfg["LAUNCH_TIMEOUT"]), str(cfg["RESULT_BACKEND"]))
+    celery_app = make_celery(
+        cfg["BROKER_URL"], float(cfg["LAUNCH_TIMEOUT"]), app=user_app, backend=str(cfg["RESULT_BACKEND"])
+    )
     ingest_on = bool(cfg["INGEST_ENABLED"])
     enabler = None
     if ingest_on and float(cfg["ENABLE_EVENTS_INTERVAL"]) > 0:
@@ -195,6 +202,8 @@ def build_services(cfg: dict[str, Any], socketio: SocketIO) -> Services:
         enabler=enabler,
         snapshots=snapshots,
         connections=connections,
+        user_app=user_app,
+        app_tasks=app_specs(user_app) if user_app is not None else None,
     )
 
 

@@ -8,7 +8,6 @@ from typing import Any
 from flask import Blueprint, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
 
-from ..cluster import launch as launching
 from ..core.query import Filters, parse_filters
 from ..core.records import STATES
 from . import launches
@@ -25,10 +24,11 @@ bp = Blueprint("views", __name__)
 def _globals() -> dict[str, Any]:
     return {
         "push_interval": services().config["PUSH_INTERVAL"],
-        "catalogue": [t.as_dict() for t in launching.CATALOGUE],
         "states": STATES,
         # Read-only mode hides every control (and the endpoints refuse them: security.control_endpoint).
         "controls_enabled": controls_enabled(),
+        "launchable": services().config["LAUNCHABLE"],
+        "app_name": services().config["APP"],
         "current_user": current_user(),
     }
 
@@ -49,7 +49,9 @@ def tasks() -> str:
     state = services().state
     with state.lock:
         workers = sorted(state.workers)
-    return render_template("tasks.html", f=filters, workers=workers, form={}, errors={}, launched=[])
+    return render_template(
+        "tasks.html", f=filters, workers=workers, catalogue=_catalogue(), form={}, errors={}, launched=[]
+    )
 
 
 @bp.get("/tasks/<uuid>")
@@ -94,33 +96,49 @@ def audit() -> str:
     return render_template("audit.html")
 
 
+def _catalogue() -> list[dict[str, Any]]:
+    """The launch form's tasks (dashboard/web/launches.py), as the template and launch.js read them."""
+    return [t.as_dict() for t in launches.catalogue()]
+
+
+def _picked() -> dict[str, Any]:
+    """`?task=NAME` picks the form's task (how the form changes task without JavaScript)."""
+    task = request.args.get("task")
+    return {"task": task} if task else {}
+
+
+def _launch_page(form: dict[str, Any], errors: dict[str, str], launched: list[str], **more: Any) -> str:
+    return render_template("launch.html", catalogue=_catalogue(), form=form, errors=errors, launched=launched, **more)
+
+
 @bp.route("/launch", methods=["GET", "POST"])
 def launch() -> Any:
     """The launch form: validated on the server; nothing is sent when any field is wrong.
 
     A JSON client gets the API's answers (the error contract); a browser gets the page again with the
-    form as it was and each field's message.
+    form as it was and each field's message. A task no online worker has registered is sent only once the
+    form confirms it (the page then shows the warning and the box that confirms it).
     """
     if request.method == "GET":
-        return render_template("launch.html", form={}, errors={}, launched=[])
+        return _launch_page(_picked(), {}, [])
     # (Read-only mode and cross-site posts never get here: security's guard refuses them first.)
-    data = request.get_json(silent=True) if request.is_json else request.form.to_dict()
+    data: Any = request.get_json(silent=True) if request.is_json else request.form.to_dict()
     try:
-        launched, audit_id = launches.submit(data, via="form")
+        launched, audit_id, _ = launches.submit(data, via="form")
     except ApiError as exc:
         if wants_json(request):
             raise
         form = data if isinstance(data, dict) else {}
-        return render_template(
-            "launch.html",
-            form=form,
-            errors=exc.fields,
-            launched=exc.context.get("task_ids", []),
+        return _launch_page(
+            form,
+            exc.fields,
+            exc.context.get("task_ids", []),
             audit_id=exc.context.get("audit_id"),
+            confirm=bool(exc.context.get("confirm")),
         ), exc.status
     if wants_json(request):
-        return jsonify({"task_ids": launched, "audit_id": audit_id})
-    return render_template("launch.html", form=data, errors={}, launched=launched, audit_id=audit_id)
+        return jsonify({"task_ids": launched, "audit_id": audit_id})  # (a warning was confirmed to get here)
+    return _launch_page(data, {}, launched, audit_id=audit_id)
 
 
 @bp.app_errorhandler(CSRFError)
@@ -128,4 +146,4 @@ def _csrf_error(exc: CSRFError) -> Any:
     message = f"{exc.description} Reload the page and try again."
     if wants_json(request):
         return respond(Invalid.field("form", message))
-    return render_template("launch.html", form=request.form.to_dict(), errors={"form": message}, launched=[]), 400
+    return _launch_page(request.form.to_dict(), {"form": message}, []), 400

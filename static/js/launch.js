@@ -1,5 +1,7 @@
-// Launch form: example args per task, JSON submit without a reload, errors under their fields.
-// The server validates everything; the checks here are only early hints.
+// Launch form: a task's fields (one per parameter, typed) or example args, its "no online worker" warning,
+// JSON submit without a reload, errors under their fields. Task names, defaults and hints come from the
+// user's app or from workers: they are written as text only. The server validates everything; the checks
+// here are only early hints.
 import { page, startLive } from "./live.js";
 import { el, setText, show, taskHref, url } from "./dom.js";
 import { auditLink } from "./control.js";
@@ -14,7 +16,7 @@ if (form) {
   const result = document.getElementById("launch-result");
   const button = form.querySelector("button[type=submit]");
 
-  const errorBox = (field) => form.querySelector(`.field-error[data-field="${field}"]`);
+  const errorBox = (field) => form.querySelector(`.field-error[data-field="${CSS.escape(field)}"]`);
 
   function setError(field, message) {
     const box = errorBox(field) || errorBox("form");
@@ -32,26 +34,67 @@ if (form) {
     for (const box of form.querySelectorAll(".field-error")) setError(box.dataset.field, "");
   }
 
+  const params = document.getElementById("launch-params");
+  const warning = document.getElementById("launch-warning");
+  const confirmBox = document.getElementById("launch-confirm");
+
   function renderHint(task) {
     if (!task) {
       hint.replaceChildren();
       return;
     }
+    const workers = task.workers.length;
     hint.replaceChildren(
-      el("span", { class: "hint-text", text: task.hint }), " ",
-      el("span", { class: "hint-example" }, "Example: args ", el("code", { text: task.example_args }),
-        ", kwargs ", el("code", { text: task.example_kwargs })));
+      el("span", { class: "hint-text", text: task.hint }),
+      task.params ? null : el("span", { class: "hint-example" }, "Example: args ", el("code", { text: task.example_args }),
+        ", kwargs ", el("code", { text: task.example_kwargs })),
+      workers ? el("span", { class: "hint-workers", text: `Registered on ${workers} online worker${workers === 1 ? "" : "s"}.` }) : null);
+    setText(warning, task.warning || "");
+    show(warning, Boolean(task.warning));
+    show(confirmBox, Boolean(task.warning));
+    fields.unregistered_ok.checked = false;
+  }
+
+  /** One field per parameter, as _launch_form.html draws it: typed input, select for bool, JSON textarea. */
+  function paramField(p, index) {
+    const id = `launch-param-${index + 1}`;
+    const name = `param.${p.name}`;
+    const placeholder = p.required ? (p.kind === "json" ? "JSON" : "") : `default: ${p.default}`;
+    let input;
+    if (p.kind === "bool") {
+      input = el("select", { id, name },
+        el("option", { value: "", text: p.required ? "choose" : `default (${p.default})` }),
+        el("option", { value: "true", text: "true" }), el("option", { value: "false", text: "false" }));
+    } else if (p.kind === "json") {
+      input = el("textarea", { id, name, class: "mono", rows: "1", spellcheck: "false", placeholder });
+    } else {
+      const type = p.kind === "str" ? "text" : "number";
+      input = el("input", { id, name, type, step: p.kind === "int" ? "1" : p.kind === "float" ? "any" : null, placeholder });
+    }
+    const label = el("label", { for: id }, p.name,
+      p.annotation ? " " : null, p.annotation ? el("span", { class: "muted mono", text: p.annotation }) : null,
+      p.required ? " " : null, p.required ? el("span", { class: "muted", text: "(required)" }) : null);
+    const error = el("div", { class: "field-error", dataset: { field: name }, hidden: true });
+    return el("div", { class: "field field-param", dataset: { param: p.name } }, label, input, error);
+  }
+
+  function renderParams(task) {
+    const list = task && task.params ? task.params : [];
+    params.replaceChildren(...list.map(paramField));
+    show(params, list.length > 0);
   }
 
   fields.task.addEventListener("change", () => {
     const task = byName.get(fields.task.value);
     if (task) {
-      fields.args.value = task.example_args;
-      fields.kwargs.value = task.example_kwargs;
+      fields.args.value = task.params ? "[]" : task.example_args;
+      fields.kwargs.value = task.params ? "{}" : task.example_kwargs;
     }
     renderHint(task);
+    renderParams(task);
     setError("args", "");
     setError("kwargs", "");
+    setError("task", "");
   });
 
   // Early hint only: the server parses and validates args/kwargs itself.
@@ -89,13 +132,9 @@ if (form) {
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     clearErrors();
-    const body = {
-      task: fields.task.value,
-      args: fields.args.value,
-      kwargs: fields.kwargs.value,
-      count: fields.count.value,
-      countdown: fields.countdown.value,
-    };
+    // Every field as the plain form posts it (parameter fields, options, the confirmation box when checked).
+    const body = Object.fromEntries(new FormData(form));
+    delete body.csrf_token;
     button.disabled = true;
     setText(button, "Launching…");
     try {
@@ -118,6 +157,7 @@ if (form) {
       // fields under the form.
       const fieldErrors = data.fields || {};
       for (const [field, message] of Object.entries(fieldErrors)) setError(field, message);
+      if (data.confirm) show(confirmBox, true); // no online worker has the task: the box confirms it
       if (data.error && !Object.keys(fieldErrors).length) setError("form", data.error);
       if (!response.ok && !data.error) setError("form", `Launch failed (${response.status}).`);
       renderLaunched(data.task_ids, body.task, data.audit_id);
