@@ -5,10 +5,17 @@ app's beat_schedule with next runs computed by Celery's schedule classes, RedBea
 from __future__ import annotations
 
 import datetime as dt
+import os
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
+from conftest import ROOT, DashboardServer, RedisServer, wait_for
 from test_state import replay, task_ev
 
 from dashboard.cluster.beat import BeatSchedule, app_entries, describe
@@ -16,6 +23,7 @@ from dashboard.core import beat as rules
 from dashboard.core.masking import make_masker
 from dashboard.core.state import State
 from dashboard.live.beat import beat_view
+from dashboard.processes import _die_with_parent, stop_process
 
 T0 = 1_800_000_000.0
 
@@ -186,3 +194,206 @@ def test_the_api_without_an_app(client: Any) -> None:
 def client(app: Any) -> Any:
     """A test client of the app without ingest."""
     return app.test_client()
+
+
+# -- the shop app's schedule, its real worker, a real beat ---------------------------------------------
+
+SHOP = "tests.apps.shop"
+BEAT_DB = 14  # a database of the session Redis that no other test uses
+
+
+@pytest.fixture(scope="module")
+def shop_env(redis_server: RedisServer) -> dict[str, str]:
+    """The shop's processes' environment: its broker (db 14), no DASHBOARD_* from outside."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DASHBOARD_")}
+    return dict(env, SHOP_BROKER_URL=redis_server.url_db(BEAT_DB))
+
+
+@pytest.fixture(scope="module")
+def shop_worker(shop_env: dict[str, str]) -> Iterator[str]:
+    """A real worker of the shop app; yields its hostname."""
+    from tests.apps import shop
+
+    hostname = f"beat-shop-{os.getpid()}@localhost"
+    proc = shop.start_worker(shop_env["SHOP_BROKER_URL"], hostname)
+    yield hostname
+    stop_process(proc)
+
+
+@pytest.fixture(scope="module")
+def shop_dashboard(shop_env: dict[str, str], shop_worker: str) -> Iterator[DashboardServer]:
+    """`celery -A tests.apps.shop dashboard`, once the shop worker is online."""
+    dash = DashboardServer("", env=shop_env, command=[sys.executable, "-m", "celery", "-A", SHOP, "dashboard"])
+    wait_for(lambda: dash.worker_online(shop_worker), timeout=60, message=f"{shop_worker} online")
+    yield dash
+    dash.stop()
+
+
+def _entries(dash: DashboardServer) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e for e in dash.get("/api/beat").json()["entries"]}
+
+
+@pytest.mark.integration
+def test_the_apps_schedule_with_next_runs_then_run_now_and_beat_down_until_beat_runs(
+    shop_dashboard: DashboardServer, shop_worker: str, shop_env: dict[str, str], tmp_path: Path
+) -> None:
+    """/api/beat lists the shop's beat_schedule (masked kwargs, schedules in words, next runs); Run now sends
+    the entry's task through the app, its worker runs it, it becomes the entry's last run and the action is
+    audited; with no beat running the 10 s entry then misses a run and beat may be down; a real
+    `celery beat` sends it again and the alarm clears."""
+    entries = _entries(shop_dashboard)
+    assert set(entries) == {"charge-every-10s", "nightly-report", "ship-express"}
+    charge, nightly, ship = entries["charge-every-10s"], entries["nightly-report"], entries["ship-express"]
+    now = time.time()
+    assert charge["schedule"] == {"kind": "interval", "text": "every 10 seconds", "error": None}
+    assert nightly["schedule"]["text"] == "at 03:30 (crontab 30 3 * * *)"
+    assert now < nightly["next_run"] <= now + 86_400 and now < charge["next_run"] <= now + 10.5
+    assert ship["kwargs"] == "{'order_id': 3, 'address': {'city': 'Paris', 'api_token': '«masked»'}, 'express': True}"
+    assert ship["options"] == {"priority": 5} and ship["source"] == "app"
+    assert all(e["missed"] == [] for e in (nightly, ship))
+
+    resp = requests.post(shop_dashboard.base_url + "/api/beat/charge-every-10s/run", json={}, timeout=10)
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    task = shop_dashboard.wait_task(body["task_id"], "SUCCESS", timeout=30)
+    assert task["name"] == "shop.charge" and task["worker"] == shop_worker and task["args"] == "[1, 2.5]"
+    last = wait_for(lambda: _entries(shop_dashboard)["charge-every-10s"]["last_run"], timeout=10, message="last run")
+    assert last["uuid"] == body["task_id"]
+    (entry,) = [e for e in shop_dashboard.get("/api/audit").json()["entries"] if e["id"] == body["audit_id"]]
+    assert entry["action"] == "beat_run" and entry["target"] == "charge-every-10s" and entry["ok"] is True
+    assert entry["params"] == {"task": "shop.charge", "source": "app", "task_id": body["task_id"]}
+
+    # No beat runs: 10 s after that run (+ 5 s grace) the entry has missed one, and nothing came since.
+    wait_for(lambda: shop_dashboard.get("/api/beat").json()["beat_down"], timeout=40, message="beat may be down")
+    assert _entries(shop_dashboard)["charge-every-10s"]["missed"]
+
+    schedule_file = tmp_path / "celerybeat-schedule"
+    beat = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", SHOP, "beat", "-s", str(schedule_file), "--loglevel", "WARNING"],
+        cwd=ROOT,
+        env=shop_env,
+        preexec_fn=_die_with_parent,
+    )
+    try:
+        wait_for(lambda: not shop_dashboard.get("/api/beat").json()["beat_down"], timeout=40, message="beat back")
+        last = _entries(shop_dashboard)["charge-every-10s"]["last_run"]
+        assert last["uuid"] != body["task_id"]  # beat's own run
+    finally:
+        stop_process(beat)
+
+
+@pytest.mark.integration
+def test_run_now_needs_json_and_a_known_entry(shop_dashboard: DashboardServer) -> None:
+    """Controls are JSON POSTs: 415 otherwise; an unknown entry is 404 in the error shape."""
+    base = shop_dashboard.base_url
+    assert requests.post(base + "/api/beat/charge-every-10s/run", data="x", timeout=5).status_code == 415
+    resp = requests.post(base + "/api/beat/nope/run", json={}, timeout=5)
+    assert resp.status_code == 404 and resp.json() == {"error": "no periodic entry named 'nope'"}
+
+
+# -- RedBeat: its keys in a real Redis, written as RedBeat writes them ----------------------------------
+
+
+def _redbeat_time(when: float) -> dict[str, Any]:
+    d = dt.datetime.fromtimestamp(when, dt.UTC)
+    fields = ("year", "month", "day", "hour", "minute", "second", "microsecond")
+    return {"__type__": "datetime", **{f: getattr(d, f) for f in fields}, "timezone": "UTC"}
+
+
+@pytest.mark.integration
+def test_redbeat_entries_are_read_from_its_keys(redis_server: RedisServer) -> None:
+    """With `redbeat_redis_url`, the entries of RedBeat's hashes (definition JSON, meta's last run, the
+    schedule zset's next run) are listed as source "redbeat"; a name also in beat_schedule is RedBeat's; a
+    schedule type we cannot compute is shown with its error; a disabled entry is left out."""
+    import json
+
+    import redis
+
+    url = redis_server.url_db(15)
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    now = time.time()
+    every = {"__type__": "interval", "every": 60.0, "relative": False}
+    defs = {
+        "redbeat:cleanup": {
+            "name": "cleanup",
+            "task": "ops.cleanup",
+            "args": [1],
+            "kwargs": {"password": "pw"},
+            "options": {"queue": "ops"},
+            "schedule": every,
+            "enabled": True,
+        },
+        "redbeat:weekly": {
+            "name": "weekly",
+            "task": "ops.weekly",
+            "args": [],
+            "kwargs": {},
+            "options": {},
+            "schedule": {
+                "__type__": "crontab",
+                "minute": "0",
+                "hour": "6",
+                "day_of_week": "1",
+                "day_of_month": "*",
+                "month_of_year": "*",
+            },
+            "enabled": True,
+        },
+        "redbeat:rule": {"name": "rule", "task": "ops.rule", "schedule": {"__type__": "rrule", "freq": 3}},
+        "redbeat:off": {"name": "off", "task": "ops.off", "schedule": every, "enabled": False},
+    }
+    for key, definition in defs.items():
+        client.hset(key, mapping={"definition": json.dumps(definition)})
+    client.hset("redbeat:cleanup", "meta", json.dumps({"last_run_at": _redbeat_time(now - 30), "total_run_count": 4}))
+    client.zadd("redbeat::schedule", {"redbeat:cleanup": now + 30, "redbeat:weekly": now + 3600})
+    client.set("redbeat::lock", "x")  # not a hash: skipped
+    app = _app(
+        {"cleanup": {"task": "app.version", "schedule": 5.0}, "mine": {"task": "app.mine", "schedule": 5.0}},
+        redbeat_redis_url=url,
+    )
+    schedule = BeatSchedule(app, started_at=now - 10)
+    view = beat_view(State(mask=make_masker("password")), schedule, grace=60, now=now)
+    rows = {e["name"]: e for e in view["entries"]}
+    assert set(rows) == {"cleanup", "mine", "rule", "weekly"} and view["note"] is None
+    cleanup = rows["cleanup"]
+    assert cleanup["source"] == "redbeat" and cleanup["task"] == "ops.cleanup"
+    assert cleanup["kwargs"] == "{'password': '«masked»'}" and cleanup["options"] == {"queue": "ops"}
+    assert cleanup["schedule"]["text"] == "every minute"
+    assert cleanup["next_run"] == pytest.approx(now + 30) and cleanup["missed"] == []
+    assert rows["weekly"]["schedule"]["text"] == "at 06:00, on Monday (crontab 0 6 1 * *)"
+    assert rows["weekly"]["next_run"] == pytest.approx(now + 3600)
+    assert rows["rule"]["schedule"]["kind"] == "rrule" and "rrule" in rows["rule"]["schedule"]["error"]
+    assert rows["mine"]["source"] == "app"
+
+    unreachable = BeatSchedule(
+        _app({"mine": {"task": "app.mine", "schedule": 5.0}}, redbeat_redis_url="redis://:hunter2@127.0.0.1:1/0"),
+        started_at=now,
+        timeout=0.5,
+    )
+    entries, note = unreachable.entries()
+    assert [e.name for e in entries] == ["mine"]
+    assert note is not None and note.startswith("RedBeat's entries could not be read") and "hunter2" not in note
+    client.flushdb()
+
+
+@pytest.mark.integration
+def test_run_now_is_refused_in_read_only_mode(redis_server: RedisServer) -> None:
+    """Read-only mode: POST /api/beat/<name>/run is 403 and nothing is audited; the schedule still shows."""
+    from dashboard import create_app
+    from tests.apps import shop
+
+    flask_app = create_app(
+        {"ASYNC_MODE": "threading", "INGEST_ENABLED": False, "BROKER_URL": redis_server.url_db(1), "READ_ONLY": True},
+        celery_app=shop.app,
+    )
+    try:
+        client = flask_app.test_client()
+        resp = client.post("/api/beat/charge-every-10s/run", json={})
+        assert resp.status_code == 403 and "read-only" in resp.get_json()["error"]
+        assert flask_app.extensions["dashboard"].audit.entries() == []
+        names = [e["name"] for e in client.get("/api/beat").get_json()["entries"]]
+        assert names == ["charge-every-10s", "nightly-report", "ship-express"]
+        assert 'data-controls="off"' in client.get("/beat").get_data(as_text=True)
+    finally:
+        flask_app.extensions["dashboard"].stop()

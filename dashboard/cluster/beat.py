@@ -198,7 +198,9 @@ def _redbeat_time(raw: Any) -> float | None:
         )
     except (KeyError, TypeError, ValueError):
         return None
-    zone = raw.get("timezone")
+    zone = raw.get("timezone", "UTC")
+    if isinstance(zone, (int, float)) and not isinstance(zone, bool):  # RedBeat writes a fixed offset in seconds
+        return when.replace(tzinfo=dt.timezone(dt.timedelta(seconds=float(zone)))).timestamp()
     if zone and zone != "UTC":
         try:
             from zoneinfo import ZoneInfo
@@ -240,13 +242,16 @@ def redbeat_entries(app: Any, url: str, timeout: float = 2.0) -> list[Entry]:
             name = str(spec.get("name") or key[len(prefix) :])
             if spec.get("enabled") is False:
                 continue
+            raw = spec.get("schedule")
+            error = None
             try:
-                sched = _redbeat_schedule(spec.get("schedule"), app)
-                spec = {**spec, "schedule": sched}
+                spec = {**spec, "schedule": _redbeat_schedule(raw, app)}
             except Exception as exc:  # noqa: BLE001 - an entry RedBeat wrote that we cannot read: shown as such
-                spec = {**spec, "schedule": None}
-                log.debug("RedBeat entry %s: %s", name, exc)
+                error = f"{type(exc).__name__}: {exc}"
             entry = _entry(name, spec, app, "redbeat")
+            if error is not None:
+                kind = str(raw.get("__type__")) if isinstance(raw, dict) else "unknown"
+                entry.schedule, entry.kind, entry.text, entry.period, entry.error = None, kind, kind, None, error
             try:
                 info = json.loads(meta) if meta else {}
             except ValueError:
@@ -283,8 +288,9 @@ class BeatSchedule:
             except Exception as exc:  # noqa: BLE001 - Redis down, a bad URL: the app's entries still show
                 note = f"RedBeat's entries could not be read: {scrub(str(exc), str(self.redbeat_url))}"
             else:
-                names = {e.name for e in entries}
-                entries += [e for e in found if e.name not in names]
+                # RedBeat copies beat_schedule into Redis and runs from there: its version of a name wins.
+                names = {e.name for e in found}
+                entries = sorted([e for e in entries if e.name not in names] + found, key=lambda e: e.name)
         if not entries and note is None:
             note = f"The app {self.app.main or ''} has no beat_schedule entries" + (
                 " and RedBeat has no keys." if self.redbeat_url else "."
