@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import subprocess
 import sys
 import time
@@ -397,3 +398,52 @@ def test_run_now_is_refused_in_read_only_mode(redis_server: RedisServer) -> None
         assert 'data-controls="off"' in client.get("/beat").get_data(as_text=True)
     finally:
         flask_app.extensions["dashboard"].stop()
+
+
+# -- the page in Chromium ----------------------------------------------------------------------------
+
+
+@pytest.mark.browser
+def test_the_beat_page_lists_the_schedule_and_runs_an_entry_after_confirming(
+    page: Any, shop_dashboard: DashboardServer, shop_worker: str
+) -> None:
+    """The page shows each entry (masked kwargs as text, the schedule in words, the next run); Run now asks
+    first (Cancel sends nothing), then sends the task, links to it and to its audit entry; with beat not
+    running the overview then says beat may be down."""
+    from playwright.sync_api import expect
+
+    page.goto(shop_dashboard.base_url + "/beat")
+    rows = page.locator("#beat-table tbody tr[data-entry]")
+    expect(rows).to_have_count(3)
+    ship = page.locator('tr[data-entry="ship-express"]')
+    expect(ship.locator("td.args")).to_contain_text("'api_token': '«masked»'")
+    expect(ship.locator("td.args")).to_contain_text('options {"priority":5}')
+    expect(ship.locator("td.schedule")).to_have_text("every 15 minutes, on mon-fri (crontab */15 * mon-fri * *)")
+    charge = page.locator('tr[data-entry="charge-every-10s"]')
+    expect(charge.locator("td.schedule")).to_have_text("every 10 seconds")
+    expect(charge.locator("td.next")).not_to_have_text("–")
+    audited = len(shop_dashboard.get("/api/audit").json()["entries"])
+
+    charge.locator("button.beat-run").click()
+    dialog = page.locator("#confirm-dialog")
+    expect(dialog).to_contain_text("Sends shop.charge once, now, outside its schedule.")
+    dialog.locator("button.confirm-cancel").click()
+    expect(dialog).to_have_count(0)
+    assert len(shop_dashboard.get("/api/audit").json()["entries"]) == audited  # nothing sent
+
+    charge.locator("button.beat-run").click()
+    page.locator("#confirm-dialog button.confirm-ok").click()
+    result = page.locator("#beat-result")
+    expect(result).to_have_attribute("data-ok", "true")
+    expect(result.locator("a.audit-link")).to_be_visible()
+    task_id = result.locator("p a").inner_text()
+    task = shop_dashboard.wait_task(task_id, "SUCCESS", timeout=30)
+    assert task["name"] == "shop.charge" and task["worker"] == shop_worker
+    expect(charge.locator("td.last a")).to_have_attribute("title", re.compile(f"^{task_id} "))
+
+    wait_for(lambda: shop_dashboard.get("/api/beat").json()["beat_down"], timeout=40, message="beat may be down")
+    expect(page.locator("#beat-down")).to_be_visible(timeout=10_000)
+    expect(charge.locator("td.missed")).to_contain_text("missed")
+    page.goto(shop_dashboard.base_url + "/")
+    expect(page.locator("#beat-down")).to_be_visible()
+    expect(page.locator("#beat-down-detail")).to_contain_text("charge-every-10s")
