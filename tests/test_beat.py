@@ -168,6 +168,9 @@ def test_the_view_shows_last_runs_missed_runs_and_masked_arguments() -> None:
     assert now < every["next_run"] <= now + 10
     assert unseen["missed"] == [] and unseen["last_run"] is None  # first due after the dashboard started: not yet
     assert view["beat_down"] is True
+    # the event stream (re)connected 30 s ago: only the due times after that are judged, on beat's chain
+    since = beat_view(state, schedule, grace=60, now=now, since=now - 30)["entries"][0]
+    assert since["missed"] == pytest.approx([now - 25, now - 15])
     replay(state, [task_ev("received", "u2", now - 2, name="t.i", args="(1,)")])
     assert beat_view(state, schedule, grace=60, now=now)["beat_down"] is False  # beat is sending again
 

@@ -48,9 +48,15 @@ def _runs(state: State, name: str) -> list[rules.Run]:
     return runs
 
 
-def beat_view(state: State, schedule: BeatSchedule, grace: float, now: float | None = None) -> dict[str, Any]:
-    """{"entries": [...], "beat_down", "note", "grace"}: what the Beat page and /api/beat show."""
+def beat_view(
+    state: State, schedule: BeatSchedule, grace: float, now: float | None = None, since: float | None = None
+) -> dict[str, Any]:
+    """{"entries": [...], "beat_down", "note", "grace"}: what the Beat page and /api/beat show.
+
+    Only due times after the dashboard started, and after `since` (when the event stream last connected), are
+    judged: runs sent while nobody listened are not missed runs."""
     now = time.time() if now is None else now
+    started = max(schedule.started_at, since or 0.0)
     entries, note = schedule.entries()
     same_task = Counter(e.task for e in entries)
     rows = []
@@ -60,7 +66,7 @@ def beat_view(state: State, schedule: BeatSchedule, grace: float, now: float | N
         with state.lock:
             seen = _runs(state, entry.task)
         runs = rules.runs_of(seen, args, kwargs, distinguish=same_task[entry.task] > 1)
-        rows.append(_row(entry, args, kwargs, runs, schedule.started_at, grace, now))
+        rows.append(_row(entry, args, kwargs, runs, started, grace, now))
     return {"entries": rows, "beat_down": rules.beat_down(rows), "note": note, "grace": grace}
 
 
@@ -73,12 +79,13 @@ def _row(
     # before the dashboard started is judged.
     last_at = max((t for t in (entry.last_run_at, last.at if last else None) if t is not None), default=None)
     if entry.period is not None:
-        base = last_at if last_at is not None and last_at > started else started
+        base = last_at if last_at is not None else started  # beat's chain: every period after the last run
         nxt = entry.next_run_at
         if nxt is None:
             chain = last_at if last_at is not None else started
             nxt = chain + entry.period * max(1, math.ceil((now - chain) / entry.period))  # the next one after now
-        missing = rules.missed(entry.due_between(base, now), runs, entry_grace, now)
+        due = [d for d in entry.due_between(base, now) if d > started]
+        missing = rules.missed(due, runs, entry_grace, now)
     else:
         try:
             nxt = entry.next_run_at or entry.next_after(now)

@@ -3,6 +3,7 @@ seen and missed runs (dashboard/live/beat.py), and Run now, confirmed in the bro
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from flask import Blueprint, jsonify, render_template, request
@@ -31,7 +32,17 @@ def page() -> str:
 def api_beat() -> Any:
     """{"entries": [...], "beat_down", "note", "grace"} (docs/api.md)."""
     svc = services()
-    return jsonify(beat_view(svc.state, _schedule(svc), float(svc.config["BEAT_GRACE"])))
+    now = time.time()
+    since = None
+    listening = svc.reader is None or svc.ingest.connected  # without ingest (tests) the state is all there is
+    if svc.reader is not None:
+        since = svc.ingest.since if listening else now  # runs sent while nobody listened are not missed
+    view = beat_view(svc.state, _schedule(svc), float(svc.config["BEAT_GRACE"]), now=now, since=since)
+    if not listening:
+        view["note"] = " ".join(
+            filter(None, [view["note"], "The event stream is not connected: missed runs are not judged meanwhile."])
+        )
+    return jsonify(view)
 
 
 @bp.post("/api/beat/<path:name>/run")
