@@ -176,6 +176,26 @@ def test_the_view_shows_last_runs_missed_runs_and_masked_arguments() -> None:
 
 
 @pytest.mark.unit
+def test_entries_of_one_task_each_find_their_own_last_run() -> None:
+    """Two entries of the same task with other arguments: each one's last run is the newest task with its
+    arguments, also when it was seen long before the dashboard started (a restored snapshot)."""
+    app = _app(
+        {
+            "eu": {"task": "t.sync", "schedule": 3600.0, "args": ("eu",)},
+            "us": {"task": "t.sync", "schedule": 3600.0, "args": ("us",)},
+        }
+    )
+    now = time.time()
+    state = State()
+    replay(state, [task_ev("received", "old-eu", now - 5000, name="t.sync", args="('eu',)", kwargs="{}")])
+    replay(state, [task_ev("received", "old-us", now - 4000, name="t.sync", args="('us',)", kwargs="{}")])
+    replay(state, [task_ev("received", "new-eu", now - 3000, name="t.sync", args="('eu',)", kwargs="{}")])
+    view = beat_view(state, BeatSchedule(app, started_at=now - 60), grace=60, now=now)
+    rows = {e["name"]: e for e in view["entries"]}
+    assert rows["eu"]["last_run"]["uuid"] == "new-eu" and rows["us"]["last_run"]["uuid"] == "old-us"
+
+
+@pytest.mark.unit
 def test_without_an_app_the_schedule_is_empty_with_a_sentence() -> None:
     """No app: no entries, and the note says how to give one."""
     view = beat_view(State(), BeatSchedule(None, time.time()), grace=60)

@@ -13,8 +13,6 @@ from ..cluster.beat import BeatSchedule, Entry
 from ..core import beat as rules
 from ..core.state import State
 
-MAX_RUNS_SCANNED = 5000  # tasks of one name looked at (the newest), per entry
-
 
 def _repr(value: Any) -> str:
     from celery.utils.saferepr import saferepr
@@ -33,18 +31,26 @@ def _jsonable(options: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _runs(state: State, name: str) -> list[rules.Run]:
-    """The tasks of this name in the state, as runs (call under the state lock)."""
-    uuids = state.by_name.get(name) or ()
+def _runs(state: State, name: str, after: float) -> list[rules.Run]:
+    """The tasks of this name in the state first seen after `after`, and before it only the newest with each
+    arguments, as runs (call under the state lock; bounded by MAX_TASKS). Entries of one task name share it."""
     runs = []
-    for uuid in list(uuids)[:MAX_RUNS_SCANNED]:
-        rec = state.tasks.get(uuid)
+    tasks = state.tasks
+    older: dict[tuple[Any, Any], tuple[float, Any]] = {}  # (args, kwargs) -> the newest before `after`
+    for uuid in state.by_name.get(name) or ():
+        rec = tasks.get(uuid)
         if rec is None:
             continue
         at = rec.sent or rec.received or rec.started or rec.timestamp
         if at is None:
             continue
-        runs.append(rules.Run(uuid, float(at), rec.state, rec.args, rec.kwargs))
+        if at >= after:
+            runs.append(rules.Run(uuid, float(at), rec.state, rec.args, rec.kwargs))
+        else:
+            key = (rec.args, rec.kwargs)
+            if key not in older or at > older[key][0]:
+                older[key] = (at, rec)
+    runs.extend(rules.Run(rec.uuid, float(at), rec.state, rec.args, rec.kwargs) for at, rec in older.values())
     return runs
 
 
@@ -60,11 +66,15 @@ def beat_view(
     entries, note = schedule.entries()
     same_task = Counter(e.task for e in entries)
     rows = []
+    seen_by_name: dict[str, list[rules.Run]] = {}
     for entry in entries:
         mask = state.mask or (lambda text: text)
         args, kwargs = mask(_repr(entry.args)), mask(_repr(entry.kwargs))
-        with state.lock:
-            seen = _runs(state, entry.task)
+        if entry.task not in seen_by_name:
+            with state.lock:
+                # Older runs only matter as the last run: due times before `started` are not judged.
+                seen_by_name[entry.task] = _runs(state, entry.task, started - 2 * grace)
+        seen = seen_by_name[entry.task]
         runs = rules.runs_of(seen, args, kwargs, distinguish=same_task[entry.task] > 1)
         rows.append(_row(entry, args, kwargs, runs, started, grace, now))
     return {"entries": rows, "beat_down": rules.beat_down(rows), "note": note, "grace": grace}
