@@ -23,7 +23,7 @@ from dashboard.cluster.beat import BeatSchedule, app_entries, describe
 from dashboard.core import beat as rules
 from dashboard.core.masking import make_masker
 from dashboard.core.state import State
-from dashboard.live.beat import beat_view
+from dashboard.live.beat import NO_WORKER, beat_view
 from dashboard.processes import _die_with_parent, stop_process
 
 T0 = 1_800_000_000.0
@@ -156,7 +156,11 @@ def test_the_view_shows_last_runs_missed_runs_and_masked_arguments() -> None:
     state = State(mask=make_masker("token"))
     replay(state, [task_ev("received", "u1", now - 95, name="t.i", args="(1,)", kwargs="{'api_token': 'x'}")])
     replay(state, [task_ev("succeeded", "u1", now - 94, runtime=0.1)])
-    view = beat_view(state, schedule, grace=60, now=now)
+    no_worker = beat_view(State(), schedule, grace=60, now=now)  # nothing seen at all, no worker online
+    assert no_worker["entries"][0]["missed"] and no_worker["beat_down"] is False  # the workers may be what is down
+    assert no_worker["note"] == NO_WORKER
+    view = beat_view(state, schedule, grace=60, now=now)  # the worker that ran u1 is online
+    assert view["note"] is None
     every, unseen = view["entries"]
     assert every["name"] == "every-10s" and every["source"] == "app"
     assert every["kwargs"] == "{'api_token': '«masked»'}" and every["args"] == "[1]"
@@ -376,7 +380,7 @@ def test_redbeat_entries_are_read_from_its_keys(redis_server: RedisServer) -> No
         {"cleanup": {"task": "app.version", "schedule": 5.0}, "mine": {"task": "app.mine", "schedule": 5.0}},
         redbeat_redis_url=url,
     )
-    schedule = BeatSchedule(app, started_at=now - 10)
+    schedule = BeatSchedule(app, started_at=now - 1)
     view = beat_view(State(mask=make_masker("password")), schedule, grace=60, now=now)
     rows = {e["name"]: e for e in view["entries"]}
     assert set(rows) == {"cleanup", "mine", "rule", "weekly"} and view["note"] is None

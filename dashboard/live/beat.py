@@ -13,6 +13,11 @@ from ..cluster.beat import BeatSchedule, Entry
 from ..core import beat as rules
 from ..core.state import State
 
+NO_WORKER = (
+    "Runs were missed but no worker is online: periodic tasks are seen when a worker receives them, so beat "
+    "is not blamed."
+)
+
 
 def _repr(value: Any) -> str:
     from celery.utils.saferepr import saferepr
@@ -77,7 +82,15 @@ def beat_view(
         seen = seen_by_name[entry.task]
         runs = rules.runs_of(seen, args, kwargs, distinguish=same_task[entry.task] > 1)
         rows.append(_row(entry, args, kwargs, runs, started, grace, now))
-    return {"entries": rows, "beat_down": rules.beat_down(rows), "note": note, "grace": grace}
+    down = rules.beat_down(rows)
+    with state.lock:
+        workers = state.workers_online(now)
+    if down and not workers:
+        # A periodic task is seen when a worker receives it (or from task-sent events, if beat sends them): with
+        # no worker online the workers may be what is down, not beat. No alarm then; the sentence says why.
+        down = False
+        note = " ".join(filter(None, [note, NO_WORKER]))
+    return {"entries": rows, "beat_down": down, "note": note, "grace": grace}
 
 
 def _row(
