@@ -411,10 +411,9 @@ def test_run_now_is_refused_in_read_only_mode(redis_server: RedisServer) -> None
     from dashboard import create_app
     from tests.apps import shop
 
-    flask_app = create_app(
-        {"ASYNC_MODE": "threading", "INGEST_ENABLED": False, "BROKER_URL": redis_server.url_db(1), "READ_ONLY": True},
-        celery_app=shop.app,
-    )
+    app = _app(dict(shop.app.conf.beat_schedule))  # not shop.app itself: create_app sets its broker
+    cfg = {"ASYNC_MODE": "threading", "INGEST_ENABLED": False, "BROKER_URL": redis_server.url_db(1), "READ_ONLY": True}
+    flask_app = create_app(cfg, celery_app=app)
     try:
         client = flask_app.test_client()
         resp = client.post("/api/beat/charge-every-10s/run", json={})
@@ -423,6 +422,26 @@ def test_run_now_is_refused_in_read_only_mode(redis_server: RedisServer) -> None
         names = [e["name"] for e in client.get("/api/beat").get_json()["entries"]]
         assert names == ["charge-every-10s", "nightly-report", "ship-express"]
         assert 'data-controls="off"' in client.get("/beat").get_data(as_text=True)
+    finally:
+        flask_app.extensions["dashboard"].stop()
+
+
+@pytest.mark.unit
+def test_run_now_with_the_broker_down_is_503_and_audited() -> None:
+    """Nothing listens on the broker's port: 503 in the error shape with the audit entry of the failed action."""
+    from dashboard import create_app
+
+    app = _app({"tick": {"task": "t.tick", "schedule": 30.0, "args": [1]}})
+    cfg = {"ASYNC_MODE": "threading", "INGEST_ENABLED": False, "BROKER_URL": "redis://127.0.0.1:9/0"}
+    flask_app = create_app({**cfg, "LAUNCH_TIMEOUT": 1.0}, celery_app=app)
+    try:
+        resp = flask_app.test_client().post("/api/beat/tick/run", json={})
+        assert resp.status_code == 503, resp.get_data(as_text=True)
+        body = resp.get_json()
+        assert body["error"].startswith("the broker is unreachable") and "audit_id" in body
+        (entry,) = flask_app.extensions["dashboard"].audit.entries()
+        assert entry["id"] == body["audit_id"] and entry["action"] == "beat_run" and entry["ok"] is False
+        assert entry["target"] == "tick" and entry["params"] == {"task": "t.tick", "source": "app"}
     finally:
         flask_app.extensions["dashboard"].stop()
 
