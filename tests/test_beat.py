@@ -493,3 +493,30 @@ def test_the_beat_page_lists_the_schedule_and_runs_an_entry_after_confirming(
     page.goto(shop_dashboard.base_url + "/")
     expect(page.locator("#beat-down")).to_be_visible()
     expect(page.locator("#beat-down-detail")).to_contain_text("charge-every-10s")
+
+
+@pytest.mark.browser
+def test_markup_in_an_entry_is_text(page: Any, redis_server: RedisServer) -> None:
+    """Entry and task names, arguments and options made of markup and script are shown as text, on the page
+    and in Run now's dialog; nothing runs, nothing is injected."""
+    from playwright.sync_api import expect
+
+    from tests.apps.hostile_beat import PAYLOAD
+
+    url = redis_server.url_db(BEAT_DB)
+    dash = DashboardServer(url, "--app", "tests.apps.hostile_beat", env={"HOSTILE_BROKER_URL": url})
+    try:
+        page.goto(dash.base_url + "/beat")
+        row = page.locator("#beat-table tbody tr[data-entry]")
+        expect(row).to_have_count(1)
+        expect(row.locator("td.name")).to_have_text(f"entry {PAYLOAD}")
+        expect(row.locator("td.task")).to_have_text(f"tasks.{PAYLOAD}")
+        expect(row.locator("td.args")).to_contain_text("<script>window.__pwned=2</script>")  # in a repr
+        row.locator("button.beat-run").click()
+        expect(page.locator("#confirm-dialog h2")).to_have_text(f"Run entry {PAYLOAD} now?")
+        page.keyboard.press("Escape")
+        expect(page.locator("#confirm-dialog")).to_have_count(0)
+        assert page.evaluate("window.__pwned") is None
+        assert page.locator("#injected, main img[src='x'], main script, dialog script").count() == 0
+    finally:
+        dash.stop()
