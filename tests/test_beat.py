@@ -394,6 +394,14 @@ def test_redbeat_entries_are_read_from_its_keys(redis_server: RedisServer) -> No
     assert rows["rule"]["schedule"]["kind"] == "rrule" and "rrule" in rows["rule"]["schedule"]["error"]
     assert rows["mine"]["source"] == "app"
 
+    # Run now of a RedBeat entry: its task, arguments and options (its queue) through the app.
+    app.conf.broker_url = url
+    (cleanup_entry,) = [e for e in schedule.entries()[0] if e.name == "cleanup"]
+    task_id = schedule.run_now(cleanup_entry)
+    (message,) = [json.loads(m) for m in client.lrange("ops", 0, -1)]
+    assert message["headers"]["task"] == "ops.cleanup" and message["headers"]["id"] == task_id
+    assert message["headers"]["argsrepr"] == "[1]" and message["headers"]["kwargsrepr"] == "{'password': 'pw'}"
+
     unreachable = BeatSchedule(
         _app({"mine": {"task": "app.mine", "schedule": 5.0}}, redbeat_redis_url="redis://:hunter2@127.0.0.1:1/0"),
         started_at=now,
