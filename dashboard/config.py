@@ -93,6 +93,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SNAPSHOT_PATH", "", "File the state is saved to (atomically, every SNAPSHOT_INTERVAL and at shutdown) and restored from at start (empty: no snapshot).", "--snapshot"),
     Setting("SNAPSHOT_INTERVAL", 60.0, "Seconds between two snapshot saves."),
     Setting("QUEUES", "", "Queues to watch besides the ones seen in events and workers' consumers, comma-separated."),
+    # -- beat (dashboard/cluster/beat.py, dashboard/core/beat.py) --
+    Setting("BEAT_GRACE", 60.0, "Seconds a periodic entry's due time may pass without its task seen before the run counts as missed (at most half the period of a shorter interval)."),
 )
 # fmt: on
 
@@ -125,6 +127,7 @@ _RANGES = {
     "RECONCILE_INTERVAL": (0.0, True),
     "RECONCILE_AFTER": (0.0, False),
     "QUEUE_POLL_INTERVAL": (0.0, False),
+    "BEAT_GRACE": (0.0, False),
     "SNAPSHOT_INTERVAL": (0.0, False),
     "MAX_CONNECTIONS": (16, True),
     "MAX_CONNECTIONS_PER_ADDRESS": (1, True),

@@ -39,7 +39,7 @@ def create_app(config: Mapping[str, Any] | None = None, celery_app: Any = None) 
     from .cluster import userapp
     from .live.namespace import DashboardNamespace
     from .live.socketio_internals import session_exists
-    from .web import api, control_api, errors, limits, metrics, proxy, queues, security, views
+    from .web import api, beat, control_api, errors, limits, metrics, proxy, queues, security, views
     from .web.services import build_services
 
     cfg = load_config(config)
@@ -60,7 +60,7 @@ def create_app(config: Mapping[str, Any] | None = None, celery_app: Any = None) 
     limits.init_app(app)  # body size, JSON depth, concurrent exports
     errors.init_app(app)  # one JSON error shape for every endpoint
     app.register_blueprint(views.bp)
-    for bp in (api.bp, control_api.bp, queues.bp, metrics.bp):
+    for bp in (api.bp, beat.bp, control_api.bp, queues.bp, metrics.bp):
         app.register_blueprint(bp)
         csrf.exempt(bp)  # JSON endpoints: security's guard refuses cross-origin requests instead
 

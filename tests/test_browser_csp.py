@@ -53,6 +53,7 @@ def test_every_page_runs_under_the_policy_with_charts_and_live_rows(
         "/workers",
         f"/workers/{quote(worker, safe='@')}",
         "/queues",
+        "/beat",
         "/audit",
         "/launch",
     ]

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.unit
 
 URL_ATTR = re.compile(r'(?<![\w-])(?:href|src|action|data-base)="([^"]*)"')
 PAGES = ("/", "/tasks", "/tasks/6b1e7c52-0000-4000-8000-00000000abcd", "/failures", "/stats", "/workers")
-PAGES += ("/workers/celery@nowhere", "/queues", "/audit", "/launch")
+PAGES += ("/workers/celery@nowhere", "/queues", "/beat", "/audit", "/launch")
 # What a proxy that strips /celery sends on (nginx's example in docs/operations.md).
 STRIPPED = {"X-Forwarded-Prefix": "/celery", "X-Forwarded-Host": "dash.example.com", "X-Forwarded-Proto": "https"}
 

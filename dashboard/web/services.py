@@ -7,12 +7,14 @@ clients, then the read models and rooms); `Services.start()` starts the backgrou
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from flask import current_app
 
 from ..cluster.audit import AuditLog
+from ..cluster.beat import BeatSchedule
 from ..cluster.control import EventsEnabler, make_celery
 from ..cluster.inspector import Inspector
 from ..cluster.launch import TaskSpec, app_specs
@@ -80,6 +82,7 @@ class Services:
     connections: ConnectionLimits | None = None  # what clients hold (gevent server only)
     user_app: Celery | None = None  # the user's app (APP, `celery -A`): its registry and configuration
     app_tasks: list[TaskSpec] | None = None  # the launch form's specs of its tasks (None: no app)
+    beat: BeatSchedule | None = None  # the periodic schedule (the app's beat_schedule, RedBeat's keys)
     _stopped: bool = field(default=False, repr=False)
 
     def start(self) -> None:
@@ -204,6 +207,7 @@ def build_services(cfg: dict[str, Any], socketio: SocketIO, user_app: Celery | N
         connections=connections,
         user_app=user_app,
         app_tasks=app_specs(user_app) if user_app is not None else None,
+        beat=BeatSchedule(user_app, started_at=time.time(), timeout=float(cfg["INSPECT_TIMEOUT"])),
     )
 
 

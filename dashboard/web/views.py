@@ -29,6 +29,7 @@ def _globals() -> dict[str, Any]:
         "controls_enabled": controls_enabled(),
         "launchable": services().config["LAUNCHABLE"],
         "app_name": services().config["APP"],
+        "has_app": services().user_app is not None,  # the Beat page and the overview's beat notice need it
         "current_user": current_user(),
     }
 

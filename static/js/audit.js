@@ -90,8 +90,8 @@ function entryRows(e) {
       params ? el("p", {}, el("span", { class: "muted", text: "Parameters: " }), el("code", { text: params })) : null,
       sent.length ? sentList(sent) : null,
       el("p", { class: "muted", text: `At ${fmtDateTime(e.time)}` }),
-      // A launch talks to the broker, not to workers: no replies to wait for.
-      e.action === "launch" ? null : repliesList(e.replies, "No worker replies recorded for this action.")));
+      // A launch (and beat's Run now) talks to the broker, not to workers: no replies to wait for.
+      e.action === "launch" || e.action === "beat_run" ? null : repliesList(e.replies, "No worker replies recorded for this action.")));
   return [row, detail];
 }
 

@@ -158,3 +158,30 @@ startLive({
     },
   },
 });
+
+// -- beat: "beat may be down" (only with the user's app: its beat_schedule, RedBeat) ------------------
+
+const beatDown = document.getElementById("beat-down");
+const beatDetail = document.getElementById("beat-down-detail");
+const BEAT_POLL_MS = 10_000;
+
+async function pollBeat() {
+  try {
+    const response = await fetch(url("api/beat"), { headers: { Accept: "application/json" } });
+    if (response.ok) {
+      const body = await response.json();
+      const late = (Array.isArray(body.entries) ? body.entries : []).filter((e) => Array.isArray(e.missed) && e.missed.length);
+      show(beatDown, Boolean(body.beat_down));
+      if (body.beat_down) {
+        setText(beatDetail, `${late.map((e) => e.name).join(", ")} missed ${late.length === 1 ? "its" : "their"} last run`
+          + " and no periodic task has been seen since.");
+      }
+    }
+  } catch {
+    // the connection badge already says the dashboard is unreachable
+  } finally {
+    setTimeout(pollBeat, BEAT_POLL_MS);
+  }
+}
+
+if (document.getElementById("page").dataset.beat === "on") pollBeat();

@@ -11,6 +11,7 @@ import os
 from typing import Any
 
 from celery import Celery
+from celery.schedules import crontab
 
 app = Celery("shop", broker=os.environ.get("SHOP_BROKER_URL", "redis://127.0.0.1:6399/0"))
 app.conf.update(
@@ -20,6 +21,22 @@ app.conf.update(
     task_send_sent_event=True,
     worker_hijack_root_logger=False,
     include=["tests.apps.shop_reports"],  # a task module only `include` names (as a worker imports it)
+    # The Beat page's schedule: an interval, a crontab, and one with a secret among its kwargs (masked).
+    beat_schedule={
+        "charge-every-10s": {"task": "shop.charge", "schedule": 10.0, "args": (1, 2.5)},
+        "nightly-report": {
+            "task": "shop.reports.daily",
+            "schedule": crontab(hour=3, minute=30),
+            "args": ["yesterday"],
+            "kwargs": {"notes": "nightly"},
+        },
+        "ship-express": {
+            "task": "shop.ship",
+            "schedule": crontab(minute="*/15", day_of_week="mon-fri"),
+            "kwargs": {"order_id": 3, "address": {"city": "Paris", "api_token": "s3cret"}, "express": True},
+            "options": {"priority": 5},
+        },
+    },
 )
 
 
