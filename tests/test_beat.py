@@ -142,6 +142,18 @@ def test_next_runs_and_due_times_come_from_celerys_schedule_classes() -> None:
 
 
 @pytest.mark.unit
+def test_a_solar_schedule_gets_its_next_run_from_celery_as_beat_does() -> None:
+    """Celery's solar needs ephem (a dependency for that reason): the next sunset in Paris is within a day."""
+    from celery.schedules import solar
+
+    (entry,) = app_entries(_app({"dusk": {"task": "t.s", "schedule": solar("sunset", 48.85, 2.35)}}))
+    now = time.time()
+    nxt = entry.next_after(now)
+    assert entry.kind == "solar" and nxt is not None and now < nxt <= now + 86_400
+    assert entry.due_between(now - 86_400 - 3600, now), "yesterday's sunset was due"
+
+
+@pytest.mark.unit
 def test_the_view_shows_last_runs_missed_runs_and_masked_arguments() -> None:
     """/api/beat's rows: arguments masked like the state's, the newest task of the entry's name as its last
     run, the interval's due times since it without a run missed; beat may be down when none came since."""
