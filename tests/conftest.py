@@ -162,14 +162,19 @@ class DashboardServer:
         return self.get("/healthz").json()
 
     def launch(self, task: str, **body: Any) -> list[str]:
-        """POST /api/launch and return the task ids."""
-        resp = requests.post(self.base_url + "/api/launch", json={"task": task, **body}, timeout=10)
+        """POST /api/launch and return the task ids (confirming a task no online worker has registered yet:
+        a worker is online before the inspector has its `registered` reply; test_celeryapp tests the warning)."""
+        resp = requests.post(
+            self.base_url + "/api/launch", json={"task": task, "unregistered_ok": True, **body}, timeout=10
+        )
         assert resp.status_code == 200, resp.text
         return resp.json()["task_ids"]
 
     def try_launch(self, task: str, **body: Any) -> str | None:
         """POST /api/launch and return the first task id, or None if the launch was refused (broker down)."""
-        resp = requests.post(self.base_url + "/api/launch", json={"task": task, **body}, timeout=10)
+        resp = requests.post(
+            self.base_url + "/api/launch", json={"task": task, "unregistered_ok": True, **body}, timeout=10
+        )
         return resp.json()["task_ids"][0] if resp.status_code == 200 else None
 
     def launchable(self, name: str) -> dict[str, Any]:

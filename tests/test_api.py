@@ -366,7 +366,9 @@ def test_workers_count_their_finished_tasks(app: Any) -> None:
 @pytest.mark.integration
 def test_launch_queues_count_tasks(app: Any, queue: redis.Redis) -> None:
     """A valid launch answers the task ids, and exactly that many messages are queued for a worker."""
-    resp = app.test_client().post("/api/launch", json={"task": "dashboard.demo.add", "args": [2, 3], "count": 3})
+    resp = app.test_client().post(
+        "/api/launch", json={"unregistered_ok": True, "task": "dashboard.demo.add", "args": [2, 3], "count": 3}
+    )
     assert resp.status_code == 200, resp.get_data(as_text=True)
     ids = resp.get_json()["task_ids"]
     assert len(ids) == len(set(ids)) == 3
@@ -382,7 +384,14 @@ def test_launch_accepts_form_style_strings(app: Any, queue: redis.Redis) -> None
     """The API also takes args/kwargs/count/countdown as strings, as the page's form sends them."""
     resp = app.test_client().post(
         "/api/launch",
-        json={"task": "dashboard.demo.progress", "args": "", "kwargs": '{"steps": 2}', "count": "2", "countdown": "30"},
+        json={
+            "unregistered_ok": True,
+            "task": "dashboard.demo.progress",
+            "args": "",
+            "kwargs": '{"steps": 2}',
+            "count": "2",
+            "countdown": "30",
+        },
     )
     assert resp.status_code == 200, resp.get_data(as_text=True)
     messages = queued(queue)
@@ -397,7 +406,14 @@ def test_launch_with_errors_queues_nothing(app: Any, queue: redis.Redis) -> None
     before = queue.llen("celery")
     resp = app.test_client().post(
         "/api/launch",
-        json={"task": "dashboard.demo.add", "args": "[2, 3", "kwargs": [], "count": 5000, "countdown": -1},
+        json={
+            "unregistered_ok": True,
+            "task": "dashboard.demo.add",
+            "args": "[2, 3",
+            "kwargs": [],
+            "count": 5000,
+            "countdown": -1,
+        },
     )
     assert resp.status_code == 400
     errors = resp.get_json()["fields"]
@@ -410,7 +426,9 @@ def test_launch_with_errors_queues_nothing(app: Any, queue: redis.Redis) -> None
 @pytest.mark.integration
 def test_launch_arity_error_queues_nothing(app: Any, queue: redis.Redis) -> None:
     """A call the worker would reject with TypeError is refused before anything is sent."""
-    resp = app.test_client().post("/api/launch", json={"task": "dashboard.demo.add", "args": [1], "count": 10})
+    resp = app.test_client().post(
+        "/api/launch", json={"unregistered_ok": True, "task": "dashboard.demo.add", "args": [1], "count": 10}
+    )
     assert resp.status_code == 400
     assert resp.get_json() == {
         "error": "nothing was sent: args: missing required argument(s): y",
@@ -459,7 +477,9 @@ def test_launch_body_must_be_a_json_object(app: Any, queue: redis.Redis, payload
 )
 def test_cross_origin_launch_is_refused(app: Any, queue: redis.Redis, headers: dict[str, str]) -> None:
     """Another site cannot make the browser launch tasks: 403 and nothing queued."""
-    resp = app.test_client().post("/api/launch", json={"task": "dashboard.demo.add", "args": [2, 3]}, headers=headers)
+    resp = app.test_client().post(
+        "/api/launch", json={"unregistered_ok": True, "task": "dashboard.demo.add", "args": [2, 3]}, headers=headers
+    )
     assert resp.status_code == 403
     assert "cross-origin" in resp.get_json()["error"]
     assert queue.llen("celery") == 0
@@ -471,7 +491,9 @@ def test_cross_origin_launch_is_refused(app: Any, queue: redis.Redis, headers: d
 )
 def test_same_origin_launch_is_allowed(app: Any, queue: redis.Redis, headers: dict[str, str]) -> None:
     """The dashboard's own page (same Origin) and curl-like clients can launch."""
-    resp = app.test_client().post("/api/launch", json={"task": "dashboard.demo.add", "args": [2, 3]}, headers=headers)
+    resp = app.test_client().post(
+        "/api/launch", json={"unregistered_ok": True, "task": "dashboard.demo.add", "args": [2, 3]}, headers=headers
+    )
     assert resp.status_code == 200
     assert queue.llen("celery") == 1
 
@@ -492,7 +514,9 @@ def test_launch_when_the_broker_is_down_is_a_503(redis_server: RedisServer) -> N
     )
     try:
         started = time.monotonic()
-        resp = down.test_client().post("/api/launch", json={"task": "dashboard.demo.add", "args": [2, 3]})
+        resp = down.test_client().post(
+            "/api/launch", json={"unregistered_ok": True, "task": "dashboard.demo.add", "args": [2, 3]}
+        )
         assert time.monotonic() - started < 10
         assert resp.status_code == 503
         body = resp.get_json()
@@ -513,7 +537,9 @@ def test_launch_with_a_url_kombu_cannot_use_is_a_503_not_a_500(redis_server: Red
 
     app = create_app({"INGEST_ENABLED": False, "BROKER_URL": f"redis://:Fr4gment/Tail5ecret@127.0.0.1:{free_port()}/0"})
     try:
-        resp = app.test_client().post("/api/launch", json={"task": "dashboard.demo.add", "args": [2, 3]})
+        resp = app.test_client().post(
+            "/api/launch", json={"unregistered_ok": True, "task": "dashboard.demo.add", "args": [2, 3]}
+        )
         assert resp.status_code == 503
         error = resp.get_json()["error"]
         assert error == (
@@ -536,7 +562,7 @@ def test_api_launch_is_audited_once_with_who_where_what_and_the_task_ids(app: An
     client = app.test_client()
     resp = client.post(
         "/api/launch",
-        json={"task": "dashboard.demo.add", "args": [2, 3], "count": 3, "countdown": 60},
+        json={"unregistered_ok": True, "task": "dashboard.demo.add", "args": [2, 3], "count": 3, "countdown": 60},
         environ_base={"REMOTE_ADDR": "203.0.113.7"},
     )
     assert resp.status_code == 200
@@ -556,7 +582,7 @@ def test_api_launch_is_audited_once_with_who_where_what_and_the_task_ids(app: An
         "params": {"count": 3, "countdown": 60.0, "via": "api", "unregistered": True, "task_ids": ids},
         "message": "sent 3 × dashboard.demo.add with a 60 s countdown",
     }
-    client.post("/api/launch", json={"task": "dashboard.demo.fail"})
+    client.post("/api/launch", json={"unregistered_ok": True, "task": "dashboard.demo.fail"})
     assert [e["action"] for e in _audit(client)] == ["launch", "launch"]  # one per request
 
 
@@ -581,13 +607,15 @@ def test_launch_by_a_signed_in_user_is_audited_under_their_name_and_in_the_file(
         client = app.test_client()
         ada = {"Authorization": "Basic " + base64.b64encode(b"ada:correct horse").decode()}
         assert (
-            client.post("/api/launch", json={"task": "dashboard.demo.add", "args": [1, 1]}, headers=ada).status_code
+            client.post(
+                "/api/launch", json={"unregistered_ok": True, "task": "dashboard.demo.add", "args": [1, 1]}, headers=ada
+            ).status_code
             == 200
         )
         assert (
             client.post(
                 "/api/launch",
-                json={"task": "dashboard.demo.add", "args": [1, 2]},
+                json={"unregistered_ok": True, "task": "dashboard.demo.add", "args": [1, 2]},
                 headers={"Authorization": "Bearer t0k3n-for-the-api"},
             ).status_code
             == 200
@@ -1029,3 +1057,17 @@ def test_fields_beyond_the_storage_cap_are_cut_with_a_note(app: Any) -> None:
     kept = app.test_client().get("/api/tasks/huge/fields/result").get_data(as_text=True)
     assert kept.startswith("r" * MAX_FIELD_CHARS) and f"{len(huge):,} characters in all" in kept
     assert len(kept) < MAX_FIELD_CHARS + 100
+
+
+@pytest.mark.integration
+def test_a_task_no_online_worker_has_is_launched_by_the_api_only_once_confirmed(app: Any, queue: redis.Redis) -> None:
+    """No worker here has dashboard.demo.add registered: the API says so and sends nothing until the body
+    confirms it (`unregistered_ok`), then sends it with the same warning in its answer."""
+    client = app.test_client()
+    refused = client.post("/api/launch", json={"task": "dashboard.demo.add", "args": [2, 3]})
+    assert refused.status_code == 400 and refused.get_json()["confirm"] == "unregistered_ok"
+    assert refused.get_json()["fields"]["task"].startswith("No online worker has registered dashboard.demo.add")
+    assert queue.llen("celery") == 0
+    sent = client.post("/api/launch", json={"task": "dashboard.demo.add", "args": [2, 3], "unregistered_ok": True})
+    assert sent.status_code == 200 and "No online worker" in sent.get_json()["warning"]
+    assert queue.llen("celery") == 1

@@ -68,7 +68,9 @@ def test_signed_in_browser_gets_pages_and_live_updates(server: AuthedServer, sig
     expect(signed_in.locator("#signed-in")).to_have_text(f"signed in as {USER}")
     expect(signed_in.locator("#conn-status")).to_have_attribute("data-state", "live")
 
-    [uuid] = server.post("/api/launch", json={"task": "dashboard.demo.add", "args": [1, 2]}).json()["task_ids"]
+    [uuid] = server.post(
+        "/api/launch", json={"unregistered_ok": True, "task": "dashboard.demo.add", "args": [1, 2]}
+    ).json()["task_ids"]
     expect(signed_in.locator(f"tr[data-uuid='{uuid}']")).to_be_visible()  # pushed over the socket
     # What Chromium really did: the websocket upgrade carried the Authorization header too.
     wait_for(lambda: handshakes, message="a websocket handshake")

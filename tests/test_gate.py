@@ -80,7 +80,9 @@ def test_a_rebound_host_name_is_refused_before_anything_runs(redis_server: Redis
     try:
         client = app.test_client()
         evil = {"Host": "rebind.evil.example:5000", "Origin": "http://rebind.evil.example:5000"}
-        resp = client.post("/api/launch", json={"task": "dashboard.demo.add", "args": [1, 2]}, headers=evil)
+        resp = client.post(
+            "/api/launch", json={"unregistered_ok": True, "task": "dashboard.demo.add", "args": [1, 2]}, headers=evil
+        )
         assert resp.status_code == 400 and "DASHBOARD_ALLOWED_HOSTS" in resp.get_json()["error"]
         assert client.get("/", headers=evil).status_code == 400
         assert client.get("/socket.io/?EIO=4&transport=polling", headers=evil).status_code == 400

@@ -403,8 +403,8 @@ def test_without_an_app_workers_registered_names_are_offered_with_free_json() ->
 
 
 def test_a_task_no_online_worker_has_is_sent_only_once_confirmed() -> None:
-    """With confirm (the form), such a task is refused on `task` with the warning until the body confirms it;
-    without (the API) it is accepted and the request carries the warning."""
+    """As the form and the API validate (confirm), such a task is refused on `task` with the warning until the
+    body confirms it; a task an online worker has registered needs no confirmation."""
     specs = catalogue(None, {})
     req, errors = validate(body(), specs, confirm=True)
     assert req is None and errors["task"].startswith("No online worker has registered dashboard.demo.add")
@@ -444,7 +444,7 @@ def test_launchable_setting_narrows_the_form_the_list_and_the_api() -> None:
         assert listed[0]["workers"] == [] and "No online worker" in listed[0]["warning"]
         page = client.get("/launch").get_data(as_text=True)
         assert '<option value="dashboard.demo.add" selected>' in page and "dashboard.demo.fail" not in page
-        resp = client.post("/api/launch", json={"task": "dashboard.demo.fail"})
+        resp = client.post("/api/launch", json={"unregistered_ok": True, "task": "dashboard.demo.fail"})
         assert resp.status_code == 400
         assert resp.get_json()["fields"] == {"task": "choose one of: dashboard.demo.add"}
     finally:

@@ -95,7 +95,7 @@ def test_nesting_up_to_the_limit_is_accepted(redis_server: RedisServer, watch: B
     try:
         client = app.test_client()
         # The body object is level 1 and args level 2: args [[...], 1] with the list MAX_DEPTH - 2 deep.
-        at_limit = {"task": "dashboard.demo.add", "args": [nested(MAX_DEPTH - 2), 1]}
+        at_limit = {"unregistered_ok": True, "task": "dashboard.demo.add", "args": [nested(MAX_DEPTH - 2), 1]}
         resp = client.post("/api/launch", json=at_limit)
         assert resp.status_code == 200, resp.get_json()
         over = {"task": "dashboard.demo.add", "args": [nested(MAX_DEPTH - 1), 1]}
@@ -112,7 +112,7 @@ def test_deep_json_in_a_launch_field_is_a_field_error(limited: Any, watch: Broke
     client = limited.test_client()
     limited.config["MAX_CONTENT_LENGTH"] = 1 << 20  # this test is about depth, not size
     text = "[" * levels + "]" * levels
-    api = client.post("/api/launch", json={"task": "dashboard.demo.add", "args": text})
+    api = client.post("/api/launch", json={"unregistered_ok": True, "task": "dashboard.demo.add", "args": text})
     assert api.status_code == 400
     assert api.get_json()["fields"] == {"args": f"nested too deeply: at most {MAX_DEPTH} levels"}
     form = client.post("/launch", data={"csrf_token": csrf_token(client), "task": "dashboard.demo.add", "args": text})
@@ -142,7 +142,7 @@ def test_an_oversized_body_is_a_413_that_says_why(limited: Any, watch: BrokerWat
     assert form.status_code == 413 and form.mimetype == "text/plain"
     assert form.get_data(as_text=True) == message[0].upper() + message[1:] + ".\n"
     assert watch.snapshot() == {}
-    small = client.post("/api/launch", json={"task": "dashboard.demo.add", "args": [1, 2]})
+    small = client.post("/api/launch", json={"unregistered_ok": True, "task": "dashboard.demo.add", "args": [1, 2]})
     assert small.status_code == 200 and watch.snapshot().get("celery") == 1
 
 

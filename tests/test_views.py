@@ -228,7 +228,13 @@ def test_json_launch_answers_task_ids(app: Any, queue: redis.Redis) -> None:
     token = csrf_token(client)
     resp = client.post(
         "/launch",
-        json={"task": "dashboard.demo.add", "args": "[2, 3]", "kwargs": "{}", "count": "2", "unregistered_ok": True},
+        json={
+            "unregistered_ok": True,
+            "task": "dashboard.demo.add",
+            "args": "[2, 3]",
+            "kwargs": "{}",
+            "count": "2",
+        },
         headers={"Accept": "application/json", "X-CSRFToken": token},
     )
     assert resp.status_code == 200
@@ -242,7 +248,7 @@ def test_json_launch_answers_field_errors(app: Any, queue: redis.Redis) -> None:
     token = csrf_token(client)
     resp = client.post(
         "/launch",
-        json={"task": "dashboard.demo.add", "args": "[2", "kwargs": '{"z": 1}'},
+        json={"unregistered_ok": True, "task": "dashboard.demo.add", "args": "[2", "kwargs": '{"z": 1}'},
         headers={"Accept": "application/json", "X-CSRFToken": token},
     )
     assert resp.status_code == 400
@@ -270,7 +276,9 @@ def test_json_launch_without_token_is_refused_as_json(app: Any, queue: redis.Red
     client = app.test_client()
     csrf_token(client)
     resp = client.post(
-        "/launch", json={"task": "dashboard.demo.add", "args": [2, 3]}, headers={"Accept": "application/json"}
+        "/launch",
+        json={"unregistered_ok": True, "task": "dashboard.demo.add", "args": [2, 3]},
+        headers={"Accept": "application/json"},
     )
     assert resp.status_code == 400
     body = resp.get_json()
@@ -362,7 +370,7 @@ def test_form_launch_by_a_signed_in_user_lands_in_the_audit_file(
         ).group(1)
         resp = client.post(
             "/launch",
-            json={"task": "dashboard.demo.add", "args": "[2, 3]", "unregistered_ok": True},
+            json={"unregistered_ok": True, "task": "dashboard.demo.add", "args": "[2, 3]"},
             headers={**ada, "Accept": "application/json", "X-CSRFToken": token},
         )
         assert resp.status_code == 200

@@ -5,7 +5,7 @@ The catalogue: with the user's app (cluster/userapp.py), every task of its regis
 with its parameters read from the task's signature; without an app, the names online workers report as
 registered (their cached `inspect registered` replies) and the demo tasks of dashboard/demo.py, with free
 JSON arguments. LAUNCHABLE (name patterns) narrows it. A task no online worker has registered carries a
-warning: the form sends it only once the user has confirmed it (the API says so in its answer).
+warning: it is sent only once confirmed (`unregistered_ok`: the form's "Launch it anyway", or the API body's).
 """
 
 from __future__ import annotations
@@ -486,8 +486,9 @@ def validate(
     """Check a launch form or API body against the catalogue (`tasks`; the demo tasks when None); returns
     (request, {}) or (None, {field: message}).
 
-    `confirm`: a task no online worker has registered is refused on the task field with its warning unless
-    the body confirms it (UNREGISTERED_OK); without `confirm` the request carries the warning instead."""
+    `confirm` (what the form and the API ask): a task no online worker has registered is refused on the task
+    field with its warning unless the body confirms it (UNREGISTERED_OK); without `confirm` (checks of the
+    other fields alone) the request carries the warning instead."""
     errors: dict[str, str] = {}
     specs = {s.name: s for s in (DEMO_SPECS if tasks is None else tasks)}
     name = data.get("task")

@@ -33,13 +33,13 @@ def submit(data: Any, via: str) -> tuple[list[str], int, str | None]:
     """Validate `data` and send the task(s): (task ids, audit id, the task's warning or None).
 
     Invalid (400, per-field messages) sends nothing and writes no audit entry; Unavailable (503) when the
-    broker failed, with the ids sent before it did and the audit entry that records it. The form must confirm
-    a task no online worker has registered (400 on `task` with the warning until it does); the API sends it
-    and answers with the warning.
+    broker failed, with the ids sent before it did and the audit entry that records it. A task no online
+    worker has registered is sent only once confirmed (`unregistered_ok`, the form's "Launch it anyway"):
+    until then a 400 on `task` carries the warning, from the form and the API alike.
     """
     if not isinstance(data, dict):
         raise Invalid.field("form", "the body must be a JSON object")
-    req, errors = launching.validate(data, catalogue(), confirm=via == "form")
+    req, errors = launching.validate(data, catalogue(), confirm=True)
     if req is None:
         name, first = next(iter(errors.items()))
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
