@@ -85,8 +85,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("AUDIT_LOG", "", "File the audit log of control actions is appended to as JSON lines (empty: memory only)."),
     Setting("HIDE_OFFLINE_AFTER", 3600.0, "Seconds after which an offline worker is hidden from the workers list (0: never)."),
     # -- reconciliation (dashboard/cluster/reconcile.py) --
-    Setting("RECONCILE_INTERVAL", 30.0, "Seconds between checks for tasks whose final event never came (0 turns them off)."),
-    Setting("RECONCILE_AFTER", 60.0, "Seconds without an event before a running or received task is checked against what its worker holds."),
+    Setting("RECONCILE_INTERVAL", 10.0, "Seconds between checks for tasks whose final event never came (0 turns them off)."),
+    Setting("RECONCILE_AFTER", 20.0, "Seconds without an event before a running or received task is checked against what its worker holds."),
     Setting("RESULT_BACKEND", "", "Celery result backend URL to take a lost task's outcome from (empty: such tasks show 'outcome not reported')."),
     # -- queues and metrics (dashboard/web/queues.py, dashboard/web/metrics.py) --
     Setting("QUEUE_POLL_INTERVAL", 2.0, "Seconds between two reads of queue lengths from the broker."),
