@@ -648,7 +648,9 @@ def test_a_text_plain_body_is_not_taken_for_json(app: Any, queue: redis.Redis) -
 @pytest.mark.integration
 def test_form_post_without_csrf_token_is_refused(app: Any, queue: redis.Redis) -> None:
     """The launch form needs its CSRF token: without it a 400 and nothing launched."""
-    resp = app.test_client().post("/launch", data={"task": "dashboard.demo.add", "args": "[2, 3]"})
+    resp = app.test_client().post(
+        "/launch", data={"task": "dashboard.demo.add", "args": "[2, 3]", "unregistered_ok": "1"}
+    )
     assert resp.status_code == 400 and "CSRF token is missing" in resp.get_data(as_text=True)
     assert queue.llen("celery") == 0
 
@@ -657,7 +659,9 @@ def test_form_post_without_csrf_token_is_refused(app: Any, queue: redis.Redis) -
 def test_auth_does_not_replace_csrf(auth_app: Any, queue: redis.Redis) -> None:
     """A browser resends basic credentials on a forged form post: the CSRF token still stops it."""
     resp = auth_app.test_client().post(
-        "/launch", data={"task": "dashboard.demo.add", "args": "[2, 3]"}, headers=basic("ada", PASSWORD)
+        "/launch",
+        data={"task": "dashboard.demo.add", "args": "[2, 3]", "unregistered_ok": "1"},
+        headers=basic("ada", PASSWORD),
     )
     assert resp.status_code == 400
     assert queue.llen("celery") == 0

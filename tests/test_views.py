@@ -98,7 +98,9 @@ def test_launch_form_has_a_csrf_token_and_every_demo_task(app: Any, path: str) -
 
 def test_post_without_csrf_token_is_refused(app: Any, queue: redis.Redis) -> None:
     """A form post without the token is a 400 that says what happened; nothing is queued."""
-    resp = app.test_client().post("/launch", data={"task": "dashboard.demo.add", "args": "[2, 3]"})
+    resp = app.test_client().post(
+        "/launch", data={"task": "dashboard.demo.add", "args": "[2, 3]", "unregistered_ok": "1"}
+    )
     assert resp.status_code == 400
     page = resp.get_data(as_text=True)
     assert field_error(page, "form") == "The CSRF token is missing. Reload the page and try again."
@@ -110,7 +112,9 @@ def test_post_with_a_forged_token_is_refused(app: Any, queue: redis.Redis) -> No
     """A token that does not belong to the session is refused; nothing is queued."""
     client = app.test_client()
     csrf_token(client)
-    resp = client.post("/launch", data={"csrf_token": "forged", "task": "dashboard.demo.add", "args": "[2, 3]"})
+    resp = client.post(
+        "/launch", data={"csrf_token": "forged", "task": "dashboard.demo.add", "args": "[2, 3]", "unregistered_ok": "1"}
+    )
     assert resp.status_code == 400
     assert "CSRF token is invalid" in field_error(resp.get_data(as_text=True), "form")
     assert queue.llen("celery") == 0
@@ -119,7 +123,9 @@ def test_post_with_a_forged_token_is_refused(app: Any, queue: redis.Redis) -> No
 def test_token_from_another_session_is_refused(app: Any, queue: redis.Redis) -> None:
     """A token copied into a browser without the matching session cookie is refused."""
     token = csrf_token(app.test_client())
-    resp = app.test_client().post("/launch", data={"csrf_token": token, "task": "dashboard.demo.add", "args": "[2, 3]"})
+    resp = app.test_client().post(
+        "/launch", data={"csrf_token": token, "task": "dashboard.demo.add", "args": "[2, 3]", "unregistered_ok": "1"}
+    )
     assert resp.status_code == 400
     assert "CSRF" in field_error(resp.get_data(as_text=True), "form")
     assert queue.llen("celery") == 0
