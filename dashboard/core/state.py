@@ -553,18 +553,22 @@ class State:
         mine = self.by_worker.get(worker.hostname)
         if not mine:
             return
-        running = list(mine & self.by_state["STARTED"])  # (the intersection walks the smaller set)
-        for state, members in self.by_state.items():
-            if state not in PRECEDENCE:  # a custom state a running task reports, e.g. PROGRESS
-                running += mine & members
+        running = [uuid for members in self._running() for uuid in mine & members]  # (walks the smaller set)
         for uuid in running:
-            rec = self.tasks[uuid]
-            self._index(self.by_state, rec.state, LOST, uuid)
-            rec.state = LOST
-            rec.history.append("lost")
-            rec.history.append(when)
+            self._settle(self.tasks[uuid], LOST, "lost", when)
             self.lost += 1
-            self.changed_tasks.add(uuid)
+
+    def _running(self) -> list[set[str]]:
+        # The tasks shown as running: STARTED, and a custom state a running task reports (e.g. PROGRESS).
+        return [members for state, members in self.by_state.items() if state == "STARTED" or state not in PRECEDENCE]
+
+    def _settle(self, rec: TaskRecord, state: str, step: str, when: float) -> None:
+        # The dashboard's own word on a task no event will end (LOST, UNREPORTED): its state and a timeline step.
+        self._index(self.by_state, rec.state, state, rec.uuid)
+        rec.state = state
+        rec.history.append(step)
+        rec.history.append(when)
+        self.changed_tasks.add(rec.uuid)
 
     def broker_lost(self, now: float) -> None:
         """The event stream is cut: workers alive now keep their status until it is back (nobody can be heard)."""
@@ -583,8 +587,7 @@ class State:
         """Tasks that may have ended unseen: running (STARTED or a custom state) or RECEIVED, with no event
         for `quiet` seconds, on a worker that is alive (a dead worker's tasks become LOST instead)."""
         out: list[Candidate] = []
-        running = [m for state, m in self.by_state.items() if state == "STARTED" or state not in PRECEDENCE]
-        for members in (*running, self.by_state.get("RECEIVED", ())):
+        for members in (*self._running(), self.by_state.get("RECEIVED", ())):
             for uuid in members:
                 rec = self.tasks[uuid]
                 worker = self.workers.get(rec.hostname) if rec.hostname else None
@@ -609,14 +612,11 @@ class State:
             )
             rec.history.append("from result backend")
             rec.history.append(now)
+            self.changed_tasks.add(rec.uuid)
             self.from_backend += 1
         else:
-            self._index(self.by_state, rec.state, UNREPORTED, rec.uuid)
-            rec.state = UNREPORTED
-            rec.history.append("outcome not reported")
-            rec.history.append(now)
+            self._settle(rec, UNREPORTED, "outcome not reported", now)
             self.unreported += 1
-        self.changed_tasks.add(rec.uuid)
         return True
 
     # -- snapshot (dashboard/ingest/snapshot.py): export and restore records -------------------------------
