@@ -177,6 +177,15 @@ class DashboardServer:
         )
         return resp.json()["task_ids"][0] if resp.status_code == 200 else None
 
+    def wait_registered(self, hostname: str, task: str = "dashboard.demo.add") -> None:
+        """Wait until the inspector has `hostname`'s `registered` reply listing `task`: the launch form sends
+        a task no online worker has registered only once confirmed."""
+        wait_for(
+            lambda: hostname in self.launchable(task)["workers"],
+            timeout=30,
+            message=f"{hostname}'s registered tasks in /api/launchable",
+        )
+
     def launchable(self, name: str) -> dict[str, Any]:
         """The entry of /api/launchable for the task `name` (KeyError when it is not offered)."""
         return {t["name"]: t for t in self.get("/api/launchable").json()["tasks"]}[name]
@@ -239,13 +248,7 @@ def worker(redis_server: RedisServer, dashboard: DashboardServer) -> Iterator[st
     )
 
     wait_for(lambda: dashboard.worker_online(hostname), timeout=60, message=f"worker {hostname} online")
-    # The launch form sends a task no online worker has registered only once confirmed: wait until the
-    # dashboard's inspector has the worker's `registered` reply, so the demo tasks launch as they are.
-    wait_for(
-        lambda: hostname in dashboard.launchable("dashboard.demo.add")["workers"],
-        timeout=30,
-        message=f"{hostname}'s registered tasks in /api/launchable",
-    )
+    dashboard.wait_registered(hostname)  # so the demo tasks launch from the form as they are
     yield hostname
     stop_process(proc)
 

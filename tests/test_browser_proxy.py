@@ -128,13 +128,7 @@ def test_the_dashboard_works_under_a_prefix_behind_nginx(
     every request the page made, the websocket's included, was under http://<nginx>/celery/."""
     server, proxy = proxied
     wait_for(lambda: server.worker_online(worker), timeout=30, message=f"{worker} online in the proxied dashboard")
-    # The form sends a task no online worker has registered only once confirmed: wait for the worker's
-    # `registered` reply in this dashboard's inspector, as the `worker` fixture does for the shared one.
-    wait_for(
-        lambda: worker in server.launchable("dashboard.demo.add")["workers"],
-        timeout=30,
-        message=f"{worker}'s registered tasks in the proxied dashboard",
-    )
+    server.wait_registered(worker)  # the form sends an unregistered task only once confirmed
     base = f"{proxy.base_url}{PREFIX}/"
     requested: list[str] = []
     page.on("request", lambda r: requested.append(r.url))
