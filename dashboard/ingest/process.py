@@ -238,7 +238,7 @@ class ReaderProcess:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
         env = dict(os.environ)
         # The reader imports this package: make it importable from a source checkout too.
-        root = str(Path(__file__).resolve().parent.parent)
+        root = str(Path(__file__).resolve().parents[2])  # the directory that holds the dashboard package
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
         try:
             self.proc = subprocess.Popen(

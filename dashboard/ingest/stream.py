@@ -1,6 +1,6 @@
 """Event ingest: a Reader turns the broker's event stream into decoded batches; Ingest applies them.
 
-For redis:// brokers the event channels are read directly with redis-py (hiredis parser):
+For redis:// brokers the event channels are read off the socket (dashboard/ingest/pubsub.py):
 kombu publishes each event envelope on `/<db>.celeryev/<routing key>`, and a prefork worker
 batches task events as `task.multi` (a JSON list in one envelope). Any other broker goes
 through Celery's own EventReceiver. Either way an error is logged, the reader backs off and
@@ -29,10 +29,8 @@ from ..core.state import State
 
 log = logging.getLogger(__name__)
 
-# Messages drained from the socket at once (a prefork worker packs up to 24 events in one), and
-# events applied per hold of the state lock. The lock is released between slices so pages and API
-# calls wait milliseconds, not the length of a burst; small batches also bound transient memory.
-BATCH_MAX = 16
+# Events applied per hold of the state lock. The lock is released between slices so pages and API
+# calls wait milliseconds, not the length of a burst.
 EVENTS_PER_LOCK = 256
 _DECODE_LOG_INTERVAL = 10.0
 
@@ -161,7 +159,7 @@ class Reader:
         self.reconnect_max = reconnect_max
         self.reconnects = 0
         self._stop = threading.Event()
-        self._pubsub: Any = None
+        self._stream: Any = None  # the open PubSubStream (redis mode), closed by stop()
         self._streamed = False
         self._log_bad = RateLimitedLog()
 
@@ -190,12 +188,9 @@ class Reader:
     def stop(self) -> None:
         """Ask the reader to stop; it returns within about a second."""
         self._stop.set()
-        pubsub = self._pubsub
-        if pubsub is not None:
-            try:
-                pubsub.close()
-            except Exception:  # noqa: BLE001 - closing a broken connection may fail; we are leaving
-                pass
+        stream = self._stream
+        if stream is not None:
+            stream.close()
 
     def _subscribed(self, sink: Sink) -> None:
         self._streamed = True
@@ -203,39 +198,27 @@ class Reader:
         sink.subscribed(self.reconnects)
 
     def _run_redis(self, sink: Sink) -> None:
-        import redis
+        from .pubsub import PubSubStream
 
-        client = redis.Redis.from_url(
-            self.broker_url, socket_connect_timeout=5, socket_keepalive=True, health_check_interval=10
-        )
-        pubsub = self._pubsub = client.pubsub(ignore_subscribe_messages=True)
+        stream = self._stream = PubSubStream(self.broker_url, redis_event_pattern(self.broker_url))
         try:
-            pubsub.psubscribe(redis_event_pattern(self.broker_url))
-            pubsub.get_message(timeout=1.0)  # the subscription reply: proves the connection works
+            stream.open()  # the subscription confirmed: the connection works
             self._subscribed(sink)
-            get = pubsub.get_message
+            read = stream.read
             stop = self._stop.is_set
             log_bad = self._log_bad
             while not stop():
-                msg = get(timeout=1.0)
-                if msg is None:
+                # Everything one recv brought is one batch: one frame to the dashboard and one lock hold
+                # per slice there, however many messages it holds (a quiet stream's are single messages,
+                # sent on at once; a busy one's are hundreds).
+                batch = read()
+                if not batch:
                     continue
-                batch = [msg["data"]]
-                # Drain what is already buffered so one batch (and one lock hold) covers many events.
-                while len(batch) < BATCH_MAX:
-                    msg = get(timeout=0)
-                    if msg is None:
-                        break
-                    batch.append(msg["data"])
                 events, rejected = decode_batch(batch, log_bad)
                 sink.batch(events, len(batch), rejected, time.time())
         finally:
-            self._pubsub = None
-            try:
-                pubsub.close()
-                client.close()
-            except Exception:  # noqa: BLE001 - the connection may already be gone
-                pass
+            self._stream = None
+            stream.close()
 
     def _run_kombu(self, sink: Sink) -> None:
 
