@@ -23,11 +23,17 @@ from typing import Any
 
 from . import events as E
 from . import measure as M
-from .targets import ROOT, Dashboard, Flower, Redis, Target, check_flower_installed
+from .targets import ROOT, Dashboard, Floor, Flower, Redis, Target, check_flower_installed
 
 log = logging.getLogger("bench")
 
 FIGURES = ("burst", "memory", "responsiveness", "query", "latency", "sustained")
+MIXES = ("real", "24")  # task.multi sizes: a real worker's (events.REAL_SIZES), or the full 24
+# per mix: (burst figure, its pool, label, sustained pool, sustained target events/s)
+MIX = {
+    "real": ("burst", "burst", "real-worker sizes", "life", 30_000),
+    "24": ("burst24", "burst24", "24 per message", "life24", 60_000),
+}
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -39,6 +45,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, help="rounds per target and figure (default 3, --quick 1)")
     p.add_argument("--only", help=f"comma-separated figures among {','.join(FIGURES)}")
     p.add_argument("--no-flower", action="store_true", help="measure the dashboard alone")
+    p.add_argument("--no-floor", action="store_true", help="leave out the floor (bench/floor.py) in the burst figures")
+    p.add_argument(
+        "--mixes",
+        default="real,24",
+        help="message-size mixes of the burst and sustained figures: real (a real worker's 1-3 events per "
+        "task.multi, the default mix), 24 (full buffers); default both",
+    )
     p.add_argument("--workers", type=int, default=8, help="simulated Celery workers (default 8)")
     p.add_argument("--burst-events", type=int, default=100_000, help="events of a burst (default 100000)")
     p.add_argument("--tasks", type=int, help="task lifecycles for memory/query (default 100000, --quick 30000)")
@@ -48,7 +61,11 @@ def _parser() -> argparse.ArgumentParser:
         help="publish the memory figure's lifecycles paced at this many events/s instead of as one burst",
     )
     p.add_argument("--sustained-seconds", type=float, help="seconds per sustained rate (default 60, --quick 10)")
-    p.add_argument("--sustained-rates", help="events/s tried upward (default 20000,30000,40000,50000,60000,80000)")
+    p.add_argument(
+        "--sustained-rates",
+        help="events/s tried upward, every mix (default: real 20000,30000,40000,50000,60000,80000; "
+        "24 per message 40000,50000,60000,70000,80000,100000)",
+    )
     p.add_argument("--sustained-flower", action="store_true", help="also search Flower's sustained rate")
     p.add_argument("--query-requests", type=int, help="requests per query filter (default 100, --quick 20)")
     p.add_argument("--query-rate", type=float, default=10_000, help="background events/s during queries")
@@ -66,10 +83,16 @@ def _options(argv: list[str]) -> argparse.Namespace:
     a.rounds = a.rounds or (1 if q else 3)
     a.tasks = a.tasks or (30_000 if q else 100_000)
     a.sustained_seconds = a.sustained_seconds or (10.0 if q else 60.0)
-    a.sustained_rates = [
-        float(r)
-        for r in (a.sustained_rates or ("20000,40000" if q else "20000,30000,40000,50000,60000,80000")).split(",")
-    ]
+    defaults = {
+        "real": "20000,40000" if q else "20000,30000,40000,50000,60000,80000",
+        "24": "40000,60000" if q else "40000,50000,60000,70000,80000,100000",
+    }
+    a.sustained_rates_by_mix = {
+        mix: [float(r) for r in (a.sustained_rates or defaults[mix]).split(",")] for mix in MIXES
+    }
+    a.mixes = [m.strip() for m in a.mixes.split(",") if m.strip()]
+    if set(a.mixes) - set(MIXES):
+        _parser().error(f"unknown mix(es): {', '.join(sorted(set(a.mixes) - set(MIXES)))}")
     a.query_requests = a.query_requests or (20 if q else 100)
     a.latency_seconds = a.latency_seconds or (8.0 if q else 30.0)
     a.figures = [f.strip() for f in (a.only or ",".join(FIGURES)).split(",") if f.strip()]
@@ -137,15 +160,23 @@ class Bench:
                     log.error("format check: %s", p)
             workers = E.make_workers(o.workers)
             pools: dict[str, E.Pool] = {}
+            n_burst = o.burst_events // 3 + 1
+            # the default mix (a real worker's message sizes) for every figure; full buffers where asked
             if {"burst", "responsiveness"} & set(figs):
-                pools["burst"] = E.build_pool(workers, o.burst_events // 3 + 1, max_events=o.burst_events, seed=11)
-            if {"memory", "query", "latency", "sustained"} & set(figs):
+                pools["burst"] = E.build_pool(workers, n_burst, max_events=o.burst_events, seed=11)
+            if "burst" in figs and "24" in o.mixes:
+                pools["burst24"] = E.build_pool(workers, n_burst, max_events=o.burst_events, seed=11, sizes=E.SIZES_24)
+            if {"memory", "query", "latency"} & set(figs) or ("sustained" in figs and "real" in o.mixes):
                 pools["life"] = E.build_pool(workers, o.tasks, seed=13)
+            if "sustained" in figs and "24" in o.mixes:
+                pools["life24"] = E.build_pool(workers, o.tasks, seed=13, sizes=E.SIZES_24)
             self.raw["pools"] = {
                 k: {
                     "tasks": p.n_tasks,
                     "events": p.events,
                     "messages": len(p.templates),
+                    "events_per_message": round(p.events / max(1, len(p.templates)), 3),
+                    "sizes": p.stats["sizes"],
                     "failed": p.stats["failed"],
                     "retried": p.stats["retried"],
                     "rare_word_tasks": p.stats["rare"],
@@ -154,7 +185,10 @@ class Bench:
             }
             ctx = M.Context(redis_server, workers, pools, timeout=120 if o.quick else 300)
             if "burst" in figs:
-                self.alternate("burst", lambda cls: M.burst(ctx, cls))
+                burst_targets = self.targets + ([] if o.no_floor else [Floor])
+                for mix in o.mixes:
+                    fig, pool = MIX[mix][:2]
+                    self.alternate(fig, lambda cls, p=pool: M.burst(ctx, cls, p), burst_targets)
             if "memory" in figs:
                 self.alternate("memory", lambda cls: M.memory(ctx, cls, o.memory_rate))
             if "responsiveness" in figs:
@@ -167,14 +201,17 @@ class Bench:
                 self.alternate("latency", lambda cls: latency(ctx, cls, o.latency_rate, o.latency_seconds), [Dashboard])
             if "sustained" in figs:
                 targets = [Dashboard, Flower] if o.sustained_flower and not o.no_flower else [Dashboard]
-                out: dict[str, Any] = {}
-                for cls in targets:
-                    try:
-                        out[cls.name] = M.sustained(ctx, cls, o.sustained_rates, o.sustained_seconds)
-                    except Exception as exc:
-                        log.exception("sustained on %s failed", cls.name)
-                        out[cls.name] = {"error": f"{type(exc).__name__}: {exc}"}
-                self.raw["sustained"] = out
+                for mix in o.mixes:
+                    pool = MIX[mix][3]
+                    out: dict[str, Any] = {}
+                    for cls in targets:
+                        try:
+                            rates = o.sustained_rates_by_mix[mix]
+                            out[cls.name] = M.sustained(ctx, cls, rates, o.sustained_seconds, pool)
+                        except Exception as exc:
+                            log.exception("sustained (%s) on %s failed", mix, cls.name)
+                            out[cls.name] = {"error": f"{type(exc).__name__}: {exc}"}
+                    self.raw["sustained" if mix == "real" else "sustained24"] = out
             if o.profile:
                 from .profile import profile_burst
 
@@ -196,11 +233,73 @@ class Bench:
                 pass
         return _median(vals)
 
+    def _burst_rows(self, row: Callable[..., None], fig: str, pool: str, label: str, vs_flower: bool) -> None:
+        """The events/s row of one burst mix and its CPU-per-100k-events row."""
+        rate = {t: self._med(fig, t, lambda r: r["rate"]) for t in ("dashboard", "flower", "floor")}
+        d, f, fl = rate["dashboard"], rate["flower"], rate["floor"]
+        raw = self.raw.get(fig, {})
+        ratio = d / f if d and f else None
+        incomplete = [n for n, rs in raw.items() for r in rs if not r.get("complete", False)]
+        notes = [f"incomplete rounds: {', '.join(incomplete)}"] if incomplete else []
+        stats = self.raw.get("pools", {}).get(pool, {})
+        if stats:
+            notes.append(f"{stats['events']:,} events in {stats['messages']:,} task.multi")
+        for name, rs in raw.items():
+            ok = [r for r in rs if "counted" in r]
+            if ok:
+                notes.append(f"{name} counted {sum(r['counted'] for r in ok):,}/{sum(r['events'] for r in ok):,}")
+        row(
+            f"burst ingest, {label}",
+            "events/s",
+            d,
+            f,
+            ratio,
+            "dashboard >= 8x Flower" if vs_flower else "report",
+            (None if ratio is None else ratio >= 8) if vs_flower else None,
+            "; ".join(notes),
+            fl,
+            d / fl if d and fl else None,
+        )
+        cpu = {t: self._med(fig, t, lambda r: r["cpu"]["per_100k"]) for t in ("dashboard", "flower", "floor")}
+        split = []
+        for t in ("dashboard", "flower", "floor"):
+            parts: dict[str, Any] = {}
+            for r in raw.get(t, []):
+                for k in r.get("cpu", {}).get("by_process_per_100k", {}):
+                    parts[k] = self._med(fig, t, lambda r, k=k: r["cpu"]["by_process_per_100k"][k])
+            if parts:
+                split.append(f"{t}: " + " + ".join(f"{k} {v:.2f}" for k, v in parts.items() if v is not None))
+        redis_cpu = _median([r["cpu"]["redis_per_100k"] for rs in raw.values() for r in rs if "cpu" in r])
+        if redis_cpu is not None:
+            split.append(f"redis-server {redis_cpu:.2f}")
+        dc, fc, flc = cpu["dashboard"], cpu["flower"], cpu["floor"]
+        row(
+            f"CPU per 100k events, burst {label}",
+            "CPU s",
+            dc,
+            fc,
+            fc / dc if dc and fc else None,
+            "report",
+            None,
+            "; ".join(split),
+            flc,
+            dc / flc if dc and flc else None,
+        )
+
     def table(self) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
 
         def row(
-            figure: str, unit: str, dash: Any, flower: Any, ratio: Any, target: str, ok: bool | None, note: str = ""
+            figure: str,
+            unit: str,
+            dash: Any,
+            flower: Any,
+            ratio: Any,
+            target: str,
+            ok: bool | None,
+            note: str = "",
+            floor: Any = None,
+            vs_floor: Any = None,
         ) -> None:
             rows.append(
                 {
@@ -209,6 +308,8 @@ class Bench:
                     "dashboard": dash,
                     "flower": flower,
                     "ratio": ratio,
+                    "floor": floor,
+                    "vs_floor": vs_floor,
                     "target": target,
                     "result": "n/a" if ok is None else ("PASS" if ok else "FAIL"),
                     "note": note,
@@ -217,57 +318,50 @@ class Bench:
 
         figs = self.o.figures
         if "burst" in figs:
-            d = self._med("burst", "dashboard", lambda r: r["rate"])
-            f = self._med("burst", "flower", lambda r: r["rate"])
-            incomplete = [n for n, rs in self.raw.get("burst", {}).items() for r in rs if not r.get("complete", False)]
-            ratio = d / f if d and f else None
-            notes = [f"incomplete rounds: {', '.join(incomplete)}"] if incomplete else []
-            for name, rs in self.raw.get("burst", {}).items():
-                ok = [r for r in rs if "counted" in r]
-                if ok:
-                    notes.append(f"{name} counted {sum(r['counted'] for r in ok):,}/{sum(r['events'] for r in ok):,}")
-            row(
-                "burst ingest",
-                "events/s",
-                d,
-                f,
-                ratio,
-                "dashboard >= 8x Flower",
-                None if ratio is None else ratio >= 8,
-                "; ".join(notes),
-            )
-            gens = [
-                r["generator_rate"] for rs in self.raw.get("burst", {}).values() for r in rs if "generator_rate" in r
-            ]
-            g = _median(gens)
-            fastest = max(v for v in (d, f) if v) if (d or f) else None
-            gr = g / fastest if g and fastest else None
+            gens: dict[str, tuple[Any, Any]] = {}  # mix -> (generator events/s, / fastest consumer)
+            for mix in self.o.mixes:
+                fig, pool, label = MIX[mix][:3]
+                self._burst_rows(row, fig, pool, label, mix == "real")
+                g = _median(
+                    [r["generator_rate"] for rs in self.raw.get(fig, {}).values() for r in rs if "generator_rate" in r]
+                )
+                fastest = [v for t in ("dashboard", "flower", "floor") if (v := self._med(fig, t, lambda r: r["rate"]))]
+                gens[mix] = (g, g / max(fastest) if g and fastest else None)
+            ratios = [r for _, r in gens.values() if r is not None]
+            worst = min(ratios) if ratios else None
             row(
                 "generator (burst publish)",
                 "events/s",
-                g,
+                gens.get(self.o.mixes[0], (None, None))[0] if self.o.mixes else None,
                 None,
-                gr,
+                worst,
                 ">= 5x fastest consumer",
-                None if gr is None else gr >= 5,
-                "one publisher process, pre-packed pipelines of 500 PUBLISH",
+                None if worst is None else worst >= 5,
+                "one publisher process, pre-packed pipelines of 500 PUBLISH; "
+                + "; ".join(
+                    f"{MIX[m][2]}: {_fmt(g)}/s, {r:.1f}x the fastest consumer" for m, (g, r) in gens.items() if g and r
+                ),
             )
-        if "sustained" in figs:
-            s = self.raw.get("sustained", {})
+        for mix in self.o.mixes if "sustained" in figs else ():
+            fig = "sustained" if mix == "real" else "sustained24"
+            goal = MIX[mix][4]
+            s = self.raw.get(fig, {})
             d = s.get("dashboard", {}).get("best")
             f = s.get("flower", {}).get("best")
             steps = s.get("dashboard", {}).get("steps", [])
             note = "; ".join(
-                f"{st['rate']:.0f}/s {'kept' if st['kept'] else 'lagged'} (lag {st['final_lag']})" for st in steps
+                f"{st['rate']:.0f}/s {'kept' if st['kept'] else 'lagged'} (lag {st['final_lag']}, "
+                f"publisher {st['publisher_rate']}/s)"
+                for st in steps
             )
             row(
-                "sustained",
+                f"sustained, {MIX[mix][2]}",
                 "events/s",
                 d,
                 f,
                 d / f if d and f else None,
-                ">= 30000",
-                None if d is None else d >= 30_000,
+                f">= {goal}",
+                None if d is None else d >= goal,
                 note + f"; {self.o.sustained_seconds:.0f}s each" if note else "",
             )
         if "memory" in figs:
@@ -364,7 +458,7 @@ def _fmt(v: Any) -> str:
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    head = ("figure", "unit", "dashboard", "flower", "ratio", "target", "result", "note")
+    head = ("figure", "unit", "dashboard", "flower", "ratio", "floor", "dashboard/floor", "target", "result", "note")
     cells = [
         [
             r["figure"],
@@ -372,6 +466,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             _fmt(r["dashboard"]),
             _fmt(r["flower"]),
             f"{r['ratio']:.1f}x" if isinstance(r["ratio"], (int, float)) else "-",
+            _fmt(r.get("floor")),
+            f"{r['vs_floor']:.2f}x" if isinstance(r.get("vs_floor"), (int, float)) else "-",
             r["target"],
             r["result"],
             r["note"],

@@ -2,7 +2,10 @@
 
 A worker's dispatcher JSON-encodes each event (stdlib json, Celery's key order), buffers task
 events and sends them as one `task.multi` envelope holding a JSON list of up to 24 events, and
-sends worker events (`worker-online`, `worker-heartbeat`) one per envelope. kombu's Redis
+sends worker events (`worker-online`, `worker-heartbeat`) one per envelope. A real prefork worker
+flushes its buffers long before they hold 24: the default mix (`REAL_SIZES`) draws each message's
+size from the shares `python -m bench.capture` recorded from a real worker; `SIZES_24` is the full
+buffer of the dispatcher. kombu's Redis
 transport PUBLISHes the envelope (base64 body) on `/<db>.celeryev/<routing key>`.
 
 Everything is encoded by `envelope()` with the standard library, exactly as kombu does
@@ -30,6 +33,12 @@ log = logging.getLogger(__name__)
 
 DB = 0
 BUFFER_LIMIT = 24  # celery.events.dispatcher.EventDispatcher buffer_limit
+# Shares of task.multi messages by number of events, recorded from a real `celery worker -E -c 2`
+# (prefork, Celery 5.7.0) under bursts of 5,000 short tasks by `python -m bench.capture`, three runs
+# pooled (bench/README.md); the worker's main process sends them all.
+REAL_SIZES: dict[int, float] = {1: 0.32, 2: 0.36, 3: 0.32}
+SIZES_24: dict[int, float] = {BUFFER_LIMIT: 1.0}
+MIXES: dict[str, dict[int, float]] = {"real": REAL_SIZES, "24": SIZES_24}
 TASK_MULTI = "task.multi"
 CHANNEL_PREFIX = f"/{DB}.celeryev/"
 HEARTBEAT_FREQ = 2.0
@@ -404,22 +413,36 @@ class Pool:
 
 
 def build_pool(
-    workers: list[Worker], n_tasks: int, *, max_events: int | None = None, rate: float = 20_000.0, seed: int = 7
+    workers: list[Worker],
+    n_tasks: int,
+    *,
+    max_events: int | None = None,
+    rate: float = 20_000.0,
+    seed: int = 7,
+    sizes: dict[int, float] | None = None,
 ) -> Pool:
-    """Templates of n_tasks lifecycles (cut at max_events when given), batched per worker by 24."""
+    """Templates of n_tasks lifecycles (cut at max_events when given), batched per worker in task.multi
+    messages whose sizes are drawn (seeded) from `sizes` (events -> share; default REAL_SIZES)."""
     t0 = time.perf_counter()
     stats: dict[str, Any] = {"failed": 0, "retried": 0, "rare": 0, "exceptions": {}, "names": {}, "workers": {}}
     evs = task_lifecycles(n_tasks, len(workers), rate, seed, stats)
     if max_events is not None:
         evs = evs[:max_events]
-    # Each worker buffers its own task events and sends them 24 at a time; a message leaves when
-    # its last event was buffered, so messages are ordered by that time across workers.
+    # Each worker buffers its own task events and sends a message when its buffer holds the size
+    # drawn for it; a message leaves when its last event was buffered, so messages are ordered by
+    # that time across workers.
+    mix = sizes or REAL_SIZES
+    size_rng = random.Random(seed + 2)
+    choices, weights = list(mix), list(mix.values())
     buffers: dict[int, list[_Ev]] = {}
+    wanted: dict[int, int] = {}
     batches: list[tuple[float, int, list[_Ev]]] = []
     for e in evs:
         buf = buffers.setdefault(e.worker, [])
+        if not buf:
+            wanted[e.worker] = size_rng.choices(choices, weights)[0]
         buf.append(e)
-        if len(buf) == BUFFER_LIMIT:
+        if len(buf) >= wanted[e.worker]:
             batches.append((e.t, e.order, buf))
             buffers[e.worker] = []
     for buf in buffers.values():
@@ -433,6 +456,7 @@ def build_pool(
         u = str(uuidlib.UUID(int=rng.getrandbits(128), version=4))
         suffixes.append(u[8:].encode())
     last = batches[-1][2][-1] if batches else None
+    stats["sizes"] = {n: sum(1 for b in batches if len(b[2]) == n) for n in sorted({len(b[2]) for b in batches})}
     pool = Pool(
         workers,
         templates,

@@ -4,8 +4,9 @@
    worker events; we capture the envelopes on Redis and re-encode the captured events with
    `events.envelope()`: the bytes must be identical (channel, envelope, body).
 2. Key order and value types of our rendered events match the captured ones, field by field.
-3. A rendered sample (task.multi batches and heartbeats) is read by Celery's own `EventReceiver`
-   over Redis and by `dashboard.ingest.decode_message` + `prepare`: both must yield the same events.
+3. A rendered sample of each mix (task.multi of a real worker's sizes and of 24 events, and
+   heartbeats) is read by Celery's own `EventReceiver` over Redis and by
+   `dashboard.ingest.decode_message` + `prepare`: both must yield the same events.
 """
 
 from __future__ import annotations
@@ -102,12 +103,15 @@ def check(url: str) -> list[str]:
         multi = next(d for c, d in real if c.endswith(b"task.multi"))
         real_events = {e["type"]: e for e in _body(multi)}
         workers = E.make_workers(2)
-        pool = E.build_pool(workers, 400, seed=3)
-        rendered = E.render_all(E.Renderer(pool))
+        rendered_by_mix = {
+            mix: E.render_all(E.Renderer(E.build_pool(workers, 400, seed=3, sizes=sizes)))
+            for mix, sizes in E.MIXES.items()
+        }
         ours_by_type: dict[str, dict[str, Any]] = {}
-        for _, data in rendered:
-            for ev in _body(data):
-                ours_by_type.setdefault(ev["type"], ev)
+        for rendered in rendered_by_mix.values():
+            for _, data in rendered:
+                for ev in _body(data):
+                    ours_by_type.setdefault(ev["type"], ev)
         for type_, ev in real_events.items():
             mine = ours_by_type.get(type_)
             if mine is None:
@@ -119,8 +123,11 @@ def check(url: str) -> list[str]:
         if _shape(_body(hb_ours)) != _shape(hb_real):
             problems.append(f"heartbeat fields {_shape(_body(hb_ours))} != celery's {_shape(hb_real)}")
         # 3. celery's EventReceiver and the dashboard's decoder read our messages identically
-        sample = [(E.channel(E.TASK_MULTI), m) for _, m in rendered[:40]]
+        sample = [(E.channel(E.TASK_MULTI), m) for rendered in rendered_by_mix.values() for _, m in rendered[:40]]
         sample.append(E.worker_message(workers[1], "worker-heartbeat"))
+        sizes = sorted({len(_body(m)) for _, m in sample[:-1]})
+        if not set(E.REAL_SIZES) | {E.BUFFER_LIMIT} <= set(sizes):
+            problems.append(f"the sample's task.multi sizes {sizes} miss some of both mixes")
         pubsub.close()
         problems += _compare_readers(app, client, sample)
     finally:

@@ -15,7 +15,7 @@ import requests
 
 from . import events as E
 from .publish import PacedPublisher, announce_workers, pack_burst, publish_burst, publish_workers
-from .targets import Dashboard, Redis, Target
+from .targets import Dashboard, Redis, Target, cpu_delta, cpu_sample, rss_kb
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,9 @@ class Burst:
         beats = E.Heartbeats(ctx.workers)
         beats.next_at = time.time() + E.HEARTBEAT_FREQ  # announce_workers sent the first ones
         poll = POLL.get(target.name, 0.05)
+        redis_pid = {ctx.redis.proc.pid: "redis"}
+        cpu_before = cpu_sample(target.processes())
+        redis_before = cpu_sample(redis_pid)
         t0 = time.perf_counter()
         publish_s = publish_burst(ctx.redis.client, self.packed)
         counted, done, stalled = base, False, False
@@ -112,6 +115,9 @@ class Burst:
                 break
             time.sleep(poll)
         elapsed = time.perf_counter() - t0
+        # CPU from right before the first PUBLISH to the poll that saw the total (counter polls included)
+        cpu = cpu_delta(cpu_before, cpu_sample(target.processes()), self.pool.events)
+        cpu["redis_per_100k"] = cpu_delta(redis_before, cpu_sample(redis_pid), self.pool.events)["per_100k"]
         got = counted - base - (beats.sent if target.counts_heartbeats else 0)
         result = {
             "events": self.pool.events,
@@ -121,6 +127,8 @@ class Burst:
             "rate": round(min(got, self.pool.events) / elapsed),
             "publish_seconds": round(publish_s, 4),
             "generator_rate": round(self.pool.events / publish_s),
+            "messages": len(self.pool.templates),
+            "cpu": cpu,
         }
         if not done:
             result["stalled"] = stalled
@@ -145,11 +153,19 @@ class Burst:
 # -- burst ingest ---------------------------------------------------------------------------------
 
 
-def burst(ctx: Context, cls: type[Target]) -> dict[str, Any]:
+def burst(ctx: Context, cls: type[Target], pool: str = "burst") -> dict[str, Any]:
+    """One burst of the pool `pool` on a fresh target: events/s, CPU per 100k events, RSS."""
     with fresh(ctx, cls) as target:
-        result = Burst(ctx, target, ctx.pools["burst"]).run()
+        result = Burst(ctx, target, ctx.pools[pool]).run()
         result["rss_kb"] = target.rss_kb()
-    log.info("burst %s: %s", cls.name, result)
+    log.info(
+        "burst %s (%s): %s events/s, %s CPU s per 100k events %s",
+        cls.name,
+        pool,
+        result["rate"],
+        result["cpu"]["per_100k"],
+        result["cpu"]["by_process_per_100k"],
+    )
     return result
 
 
@@ -327,10 +343,46 @@ def query(ctx: Context, cls: type[Target], requests_per_query: int, background_r
 # -- sustained ------------------------------------------------------------------------------------
 
 
-def sustained_step(ctx: Context, cls: type[Target], rate: float, seconds: float) -> dict[str, Any]:
-    """Publish at `rate` for `seconds`; lag = published - counted, sampled twice a second."""
-    pool = ctx.pools["life"]
+def _pubsub_clients(client: Any) -> list[dict[str, Any]]:
+    """Redis's view of each pattern subscriber: output buffer (omem), query buffer, total memory."""
+    return [
+        {k: int(c[k]) for k in ("omem", "qbuf", "tot-mem", "oll") if k in c}
+        for c in client.client_list()
+        if int(c.get("psub", 0))
+    ]
+
+
+def _trace_point(ctx: Context, target: Target, pub: PacedPublisher, t: float) -> dict[str, Any]:
+    """What is sampled beside the lag (to explain it): the target's RSS and CPU seconds so far by
+    process, Redis's buffers for the subscriber, the publisher's progress and worst backlog, and the
+    dashboard's retained/evicted tasks."""
+    cpu = cpu_sample(target.processes())
+    by_label: dict[str, float] = {}
+    for v in cpu.values():
+        by_label[v["label"]] = by_label.get(v["label"], 0) + v["ticks"]
+    point: dict[str, Any] = {
+        "t": t,
+        "published": pub.published(with_workers=False),
+        "behind_max": round(pub.behind.value),
+        "rss_kb": {
+            label: rss_kb(int(key[key.rfind("[") + 1 : -1])) for key, label in ((k, v["label"]) for k, v in cpu.items())
+        },
+        "cpu_ticks": by_label,
+        "pubsub": _pubsub_clients(ctx.redis.client),
+    }
+    if isinstance(target, Dashboard) and target.last_health:
+        point["tasks"] = {k: target.last_health["tasks"][k] for k in ("retained", "evicted")}
+    return point
+
+
+def sustained_step(
+    ctx: Context, cls: type[Target], rate: float, seconds: float, pool_key: str = "life", trace: bool = True
+) -> dict[str, Any]:
+    """Publish at `rate` for `seconds`; lag = published - counted, sampled twice a second (with a
+    trace of RSS, CPU, Redis's buffers and the publisher's pace when `trace`)."""
+    pool = ctx.pools[pool_key]
     samples: list[tuple[float, int]] = []
+    points: list[dict[str, Any]] = []
     with fresh(ctx, cls) as target:
         base = target.counter()
         give_up = 5.0 * rate  # clearly not keeping up: stop early
@@ -343,7 +395,10 @@ def sustained_step(ctx: Context, cls: type[Target], rate: float, seconds: float)
                 counted = target.counter() - base
                 after = pub.published(with_workers=target.counts_heartbeats)
                 lag = max(0, (before + after) // 2 - counted)
-                samples.append((round(time.perf_counter() - t0, 2), lag))
+                t = round(time.perf_counter() - t0, 2)
+                samples.append((t, lag))
+                if trace:
+                    points.append(_trace_point(ctx, target, pub, t))
                 return lag
 
             while pub.alive() and time.perf_counter() - t0 < seconds - 0.5:
@@ -370,6 +425,8 @@ def sustained_step(ctx: Context, cls: type[Target], rate: float, seconds: float)
         "max_lag_second_half": max(second_half) if second_half else None,
         "kept": kept,
         "lag_samples": samples,
+        "publisher_behind_max": round(pub.behind.value),
+        "trace": points,
     }
     log.info(
         "sustained %s at %d/s: kept=%s final lag %s, max lag (2nd half) %s, publisher %d/s",
@@ -383,11 +440,14 @@ def sustained_step(ctx: Context, cls: type[Target], rate: float, seconds: float)
     return result
 
 
-def sustained(ctx: Context, cls: type[Target], rates: list[float], seconds: float) -> dict[str, Any]:
+def sustained(
+    ctx: Context, cls: type[Target], rates: list[float], seconds: float, pool_key: str = "life"
+) -> dict[str, Any]:
+    """The highest of `rates` (tried upward until one fails) the target keeps up with."""
     steps = []
     best = 0.0
     for rate in rates:
-        step = sustained_step(ctx, cls, rate, seconds)
+        step = sustained_step(ctx, cls, rate, seconds, pool_key)
         steps.append(step)
         if not step["kept"]:
             break

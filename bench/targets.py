@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import mmap
 import os
 import re
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -101,6 +103,66 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _stat_ticks(path: str) -> tuple[str, int] | None:
+    """(comm, utime + stime in clock ticks) from a /proc stat file, None when it is gone."""
+    try:
+        with open(path, "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # the comm may hold spaces and parentheses: it ends at the last ')'
+    comm = stat[stat.find(b"(") + 1 : stat.rfind(b")")].decode("utf-8", "replace")
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    return comm, int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+
+
+def cpu_sample(pids: dict[int, str]) -> dict[str, Any]:
+    """CPU ticks so far of each labelled process and of each of its threads (by the thread's comm)."""
+    out: dict[str, Any] = {}
+    for pid, label in pids.items():
+        proc = _stat_ticks(f"/proc/{pid}/stat")
+        if proc is None:
+            continue
+        threads: dict[str, int] = {}
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            tids = []
+        for tid in tids:
+            t = _stat_ticks(f"/proc/{pid}/task/{tid}/stat")
+            if t is not None:
+                key = f"{t[0]}[{tid}]"
+                threads[key] = t[1]
+        out[f"{label}[{pid}]"] = {"label": label, "ticks": proc[1], "threads": threads}
+    return out
+
+
+def cpu_delta(before: dict[str, Any], after: dict[str, Any], events: int) -> dict[str, Any]:
+    """CPU seconds per 100k events between two samples: per label (processes summed), and per thread
+    (threads below 1% of the total left out). A process born in between counts from zero."""
+    per_label: dict[str, float] = {}
+    threads: dict[str, float] = {}
+    for key, a in after.items():
+        b = before.get(key, {"ticks": 0, "threads": {}})
+        secs = (a["ticks"] - b["ticks"]) / CLK_TCK
+        per_label[a["label"]] = per_label.get(a["label"], 0.0) + secs
+        for tkey, ticks in a["threads"].items():
+            threads[f"{a['label']}:{tkey}"] = (ticks - b["threads"].get(tkey, 0)) / CLK_TCK
+    total = sum(per_label.values())
+    scale = 100_000 / events if events else 0.0
+    return {
+        "seconds": round(total, 2),
+        "per_100k": round(total * scale, 3),
+        "by_process_per_100k": {k: round(v * scale, 3) for k, v in per_label.items()},
+        "by_thread_per_100k": {
+            k: round(v * scale, 3) for k, v in sorted(threads.items(), key=lambda kv: -kv[1]) if v >= 0.01 * total
+        },
+    }
+
+
 class Target:
     """A server under test, started fresh for each round."""
 
@@ -157,6 +219,13 @@ class Target:
     def pids(self) -> list[int]:
         return tree(self.proc.pid)
 
+    def processes(self) -> dict[int, str]:
+        """Its processes now, each with a label saying which part it is (for CPU accounting)."""
+        return {pid: self.label(pid) for pid in tree(self.proc.pid)}
+
+    def label(self, pid: int) -> str:
+        return self.name if pid == self.proc.pid else f"{self.name} child"
+
     def output(self) -> str:
         self._log.seek(0)
         return self._log.read().decode("utf-8", "replace")
@@ -194,11 +263,24 @@ class Dashboard(Target):
     def environment(self) -> dict[str, str]:
         return {"DASHBOARD_MAX_TASKS": "100000", "DASHBOARD_ENABLE_EVENTS_INTERVAL": "0"}
 
+    last_health: dict[str, Any] | None = None
+
     def health(self) -> dict[str, Any]:
-        return self.session.get(self.base + "/healthz", timeout=10).json()
+        self.last_health = self.session.get(self.base + "/healthz", timeout=10).json()
+        return self.last_health
 
     def ready(self) -> bool:
         return bool(self.health()["broker"]["connected"])
+
+    def label(self, pid: int) -> str:
+        if pid == self.proc.pid:
+            return "web/state"
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except OSError:
+            return "child"
+        return "reader" if b"dashboard.ingest.process" in cmdline else "child"
 
     def counter(self) -> int:
         return int(self.health()["events"]["received"])
@@ -256,7 +338,54 @@ class Flower(Target):
     api = "/api/tasks?limit=50"
 
 
-TARGETS = {"dashboard": Dashboard, "flower": Flower}
+class Floor(Target):
+    """`python -m bench.floor`: decodes every message into dicts and counts, nothing else."""
+
+    name = "floor"
+    counts_heartbeats = True
+
+    def __init__(self, broker_url: str, env: dict[str, str] | None = None) -> None:
+        from .floor import SIZE
+
+        self._counter_file = tempfile.NamedTemporaryFile(prefix="bench-floor-")  # noqa: SIM115 - closed in stop()
+        self._counter_file.write(bytes(SIZE))
+        self._counter_file.flush()
+        self._counter = mmap.mmap(self._counter_file.fileno(), SIZE)
+        super().__init__(broker_url, env)
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "bench.floor", self.broker_url, self._counter_file.name]
+
+    def _read(self) -> tuple[int, int]:
+        from .floor import COUNTER
+
+        count, subscribed = COUNTER.unpack_from(self._counter, 0)
+        return count, subscribed
+
+    def ready(self) -> bool:
+        return bool(self._read()[1])
+
+    def counter(self) -> int:
+        return self._read()[0]
+
+    def retained(self) -> int:
+        return -1
+
+    def task_state(self, uuid: str) -> str | None:
+        return None
+
+    def stop(self) -> None:
+        try:
+            super().stop()
+        finally:
+            self._counter.close()
+            self._counter_file.close()
+
+    pages = ()
+    api = ""
+
+
+TARGETS = {"dashboard": Dashboard, "flower": Flower, "floor": Floor}
 
 
 def check_flower_installed() -> str | None:
