@@ -351,7 +351,11 @@ class Bench:
             steps = s.get("dashboard", {}).get("steps", [])
             note = "; ".join(
                 f"{st['rate']:.0f}/s {'kept' if st['kept'] else 'lagged'} (lag {st['final_lag']}, "
-                f"publisher {st['publisher_rate']}/s)"
+                f"publisher {st['publisher_rate']}/s"
+                + (f", {st['lost']:,} events lost" if st.get("lost") else "")
+                + (", counter unanswered" if st.get("unanswered") else "")
+                + (f", {n} reader reconnects" if (n := (st.get("stream_reconnects") or {}).get("reconnects")) else "")
+                + ")"
                 for st in steps
             )
             row(

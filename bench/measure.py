@@ -15,7 +15,7 @@ import requests
 
 from . import events as E
 from .publish import PacedPublisher, announce_workers, pack_burst, publish_burst, publish_workers
-from .targets import Dashboard, Redis, Target, cpu_delta, cpu_sample, rss_kb
+from .targets import Dashboard, Redis, Target, cpu_delta, cpu_sample, machine_cpu, rss_kb, run_delay
 
 log = logging.getLogger(__name__)
 
@@ -368,10 +368,17 @@ def _trace_point(ctx: Context, target: Target, pub: PacedPublisher, t: float) ->
             label: rss_kb(int(key[key.rfind("[") + 1 : -1])) for key, label in ((k, v["label"]) for k, v in cpu.items())
         },
         "cpu_ticks": by_label,
+        "run_delay_s": {v["label"]: round(run_delay(int(k[k.rfind("[") + 1 : -1])), 3) for k, v in cpu.items()},
+        "machine_busy_ticks": machine_cpu(),
+        "publisher_cpu_ticks": cpu_sample({pub.pid: "publisher"}).get(f"publisher[{pub.pid}]", {}).get("ticks"),
         "pubsub": _pubsub_clients(ctx.redis.client),
     }
+    point["pids"] = {v["label"]: k for k, v in cpu.items()}
     if isinstance(target, Dashboard) and target.last_health:
-        point["tasks"] = {k: target.last_health["tasks"][k] for k in ("retained", "evicted")}
+        health = target.last_health
+        point["tasks"] = {k: health["tasks"][k] for k in ("retained", "evicted")}
+        point["broker"] = health["broker"]
+        point["reader_starts"] = health.get("server", {}).get("reader_starts")
     return point
 
 
@@ -401,21 +408,49 @@ def sustained_step(
                     points.append(_trace_point(ctx, target, pub, t))
                 return lag
 
-            while pub.alive() and time.perf_counter() - t0 < seconds - 0.5:
-                time.sleep(0.5)
-                if sample() > give_up:
-                    log.info("sustained %s at %d/s: lag > %d events, giving up", cls.name, rate, give_up)
-                    break
-            else:
-                time.sleep(max(0.0, seconds - (time.perf_counter() - t0)))
-                sample()  # at the end of the run
+            unanswered = None
+            try:
+                while pub.alive() and time.perf_counter() - t0 < seconds - 0.5:
+                    time.sleep(0.5)
+                    if sample() > give_up:
+                        log.info("sustained %s at %d/s: lag > %d events, giving up", cls.name, rate, give_up)
+                        break
+                else:
+                    time.sleep(max(0.0, seconds - (time.perf_counter() - t0)))
+                    sample()  # at the end of the run
+            except requests.RequestException as exc:
+                # a target too busy to answer its counter within 10 s is not keeping up either
+                unanswered = f"{type(exc).__name__}: {exc}"
+                log.info("sustained %s at %d/s: the counter did not answer (%s)", cls.name, rate, unanswered)
             elapsed = time.perf_counter() - t0
-            published = pub.published(with_workers=target.counts_heartbeats)
-            pub_rate = pub.task_events.value / max(min(elapsed, seconds), 1e-9)
+        published = pub.published(with_workers=target.counts_heartbeats)
+        pub_rate = pub.task_events.value / max(min(elapsed, seconds), 1e-9)
+        # Lag is events behind or events lost: once the publisher has stopped and the counter has
+        # settled, what is still missing never arrived (a consumer that was not subscribed misses
+        # what Redis published meanwhile). Give a lagging target time to catch up first.
+        try:
+            settled = _settled(
+                target, base, published, timeout=min(30.0, 5.0 + (samples[-1][1] if samples else 0) / rate)
+            )
+            lost: int | None = max(0, published - settled)
+        except requests.RequestException:
+            lost = None
+        reconnects = None
+        if isinstance(target, Dashboard) and target.last_health:
+            reconnects = {
+                k: target.last_health["broker"].get(k) for k in ("reconnects", "outages", "error", "last_outage")
+            }
+        target_log = target.output()
         final_lag = samples[-1][1] if samples else None
     second_half = [lag for t, lag in samples if t >= seconds / 2]
     bound = rate * 1.0
-    kept = bool(samples) and elapsed >= seconds * 0.98 and bool(second_half) and max(second_half) <= bound
+    kept = (
+        unanswered is None
+        and bool(samples)
+        and elapsed >= seconds * 0.98
+        and bool(second_half)
+        and max(second_half) <= bound
+    )
     result = {
         "rate": rate,
         "seconds": round(elapsed, 1),
@@ -426,18 +461,41 @@ def sustained_step(
         "kept": kept,
         "lag_samples": samples,
         "publisher_behind_max": round(pub.behind.value),
+        "lost": lost,
+        "unanswered": unanswered,
+        "stream_reconnects": reconnects,
         "trace": points,
     }
+    if not kept:
+        result["target_log"] = target_log[-4000:]
     log.info(
-        "sustained %s at %d/s: kept=%s final lag %s, max lag (2nd half) %s, publisher %d/s",
+        "sustained %s at %d/s: kept=%s final lag %s, max lag (2nd half) %s, publisher %d/s, lost %s events%s",
         cls.name,
         rate,
         kept,
         final_lag,
         result["max_lag_second_half"],
         pub_rate,
+        lost,
+        f", stream reconnects {reconnects}" if reconnects else "",
     )
     return result
+
+
+def _settled(target: Target, base: int, published: int, timeout: float) -> int:
+    """The target's count once it has everything or has not moved for 2 s (at most `timeout` s)."""
+    deadline = time.monotonic() + timeout
+    last, moved_at = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        counted = target.counter() - base
+        if counted >= published:
+            return counted
+        if counted != last:
+            last, moved_at = counted, time.monotonic()
+        elif time.monotonic() - moved_at > 2.0:
+            break
+        time.sleep(0.2)
+    return target.counter() - base
 
 
 def sustained(

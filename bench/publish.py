@@ -98,6 +98,10 @@ class PacedPublisher:
     def published(self, with_workers: bool = True) -> int:
         return self.task_events.value + (self.worker_events.value if with_workers else 0)
 
+    @property
+    def pid(self) -> int:
+        return self._proc.pid or 0
+
     def alive(self) -> bool:
         return self._proc.is_alive()
 

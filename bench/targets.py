@@ -119,6 +119,31 @@ def _stat_ticks(path: str) -> tuple[str, int] | None:
     return comm, int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
 
 
+def run_delay(pid: int) -> float:
+    """Seconds this process's threads have waited for a CPU while runnable (/proc/<pid>/task/*/schedstat):
+    what distinguishes a process starved by others on a busy machine from one that is idle or blocked."""
+    total = 0
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0.0
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[1])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / 1e9
+
+
+def machine_cpu() -> tuple[int, int]:
+    """(busy, total) clock ticks of every CPU so far (/proc/stat), to tell how busy the machine is."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
 def cpu_sample(pids: dict[int, str]) -> dict[str, Any]:
     """CPU ticks so far of each labelled process and of each of its threads (by the thread's comm)."""
     out: dict[str, Any] = {}
