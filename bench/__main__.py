@@ -269,6 +269,15 @@ class Bench:
                     parts[k] = self._med(fig, t, lambda r, k=k: r["cpu"]["by_process_per_100k"][k])
             if parts:
                 split.append(f"{t}: " + " + ".join(f"{k} {v:.2f}" for k, v in parts.items() if v is not None))
+        for t in ("dashboard", "flower", "floor"):
+            labels = {k for r in raw.get(t, []) for k in r.get("cpu", {}).get("waited_for_cpu_per_100k", {})}
+            waits = {
+                k: self._med(fig, t, lambda r, k=k: r["cpu"]["waited_for_cpu_per_100k"][k]) for k in sorted(labels)
+            }
+            if any(waits.values()):
+                split.append(
+                    f"{t} waited for a CPU: " + " + ".join(f"{k} {v:.2f}" for k, v in waits.items() if v is not None)
+                )
         redis_cpu = _median([r["cpu"]["redis_per_100k"] for rs in raw.values() for r in rs if "cpu" in r])
         if redis_cpu is not None:
             split.append(f"redis-server {redis_cpu:.2f}")

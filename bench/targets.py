@@ -22,7 +22,7 @@ from dashboard.processes import free_port, start_redis, stop_process
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parent.parent
-DASHBOARD_BIN = ROOT / ".venv" / "bin" / "celery-dashboard"
+VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
 BENCH_VENV = ROOT / ".bench-venv"
 CELERY_BIN = BENCH_VENV / "bin" / "celery"
 START_TIMEOUT = 60.0
@@ -161,19 +161,22 @@ def cpu_sample(pids: dict[int, str]) -> dict[str, Any]:
             if t is not None:
                 key = f"{t[0]}[{tid}]"
                 threads[key] = t[1]
-        out[f"{label}[{pid}]"] = {"label": label, "ticks": proc[1], "threads": threads}
+        out[f"{label}[{pid}]"] = {"label": label, "ticks": proc[1], "threads": threads, "run_delay": run_delay(pid)}
     return out
 
 
 def cpu_delta(before: dict[str, Any], after: dict[str, Any], events: int) -> dict[str, Any]:
     """CPU seconds per 100k events between two samples: per label (processes summed), and per thread
-    (threads below 1% of the total left out). A process born in between counts from zero."""
+    (threads below 1% of the total left out); and the seconds each label's threads waited for a CPU
+    while runnable. A process born in between counts from zero."""
     per_label: dict[str, float] = {}
+    waited: dict[str, float] = {}
     threads: dict[str, float] = {}
     for key, a in after.items():
-        b = before.get(key, {"ticks": 0, "threads": {}})
+        b = before.get(key, {"ticks": 0, "threads": {}, "run_delay": 0.0})
         secs = (a["ticks"] - b["ticks"]) / CLK_TCK
         per_label[a["label"]] = per_label.get(a["label"], 0.0) + secs
+        waited[a["label"]] = waited.get(a["label"], 0.0) + a.get("run_delay", 0.0) - b.get("run_delay", 0.0)
         for tkey, ticks in a["threads"].items():
             threads[f"{a['label']}:{tkey}"] = (ticks - b["threads"].get(tkey, 0)) / CLK_TCK
     total = sum(per_label.values())
@@ -182,6 +185,8 @@ def cpu_delta(before: dict[str, Any], after: dict[str, Any], events: int) -> dic
         "seconds": round(total, 2),
         "per_100k": round(total * scale, 3),
         "by_process_per_100k": {k: round(v * scale, 3) for k, v in per_label.items()},
+        # runnable but waiting for a CPU (others had it): a shared machine's share of the wall time
+        "waited_for_cpu_per_100k": {k: round(v * scale, 3) for k, v in waited.items()},
         "by_thread_per_100k": {
             k: round(v * scale, 3) for k, v in sorted(threads.items(), key=lambda kv: -kv[1]) if v >= 0.01 * total
         },
@@ -274,8 +279,14 @@ class Dashboard(Target):
     counts_heartbeats = True
 
     def command(self) -> list[str]:
+        # `python -m dashboard.cli` from the checkout (cwd=ROOT), not the `celery-dashboard` script: the
+        # script imports whatever copy the virtualenv was installed from, while the event reader child
+        # (`python -m dashboard.ingest.process`, same cwd) imports the checkout's; with a virtualenv
+        # shared between checkouts the two halves of the dashboard could be different code.
         return [
-            str(DASHBOARD_BIN),
+            str(VENV_PYTHON),
+            "-m",
+            "dashboard.cli",
             "run",
             "--broker",
             self.broker_url,
