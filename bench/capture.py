@@ -31,7 +31,7 @@ import redis
 from dashboard.processes import start_redis, stop_process
 
 from . import events as E
-from .targets import ROOT, subscriptions
+from .targets import ROOT, _die_with_parent, subscriptions
 
 log = logging.getLogger("bench.capture")
 
@@ -144,7 +144,8 @@ def capture(tasks: int, idle: float, concurrency: int) -> dict[str, Any]:
             cwd=ROOT,
             env=env,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,  # a killed capture must not leave its worker running
         )
         if not _wait(lambda: any(ch.endswith(b"worker.online") for _, ch, _ in recorder.raw), 60):
             raise RuntimeError("the worker sent no worker-online within 60 s")
