@@ -304,3 +304,30 @@ def test_a_new_or_restarted_worker_triggers_the_arrival_callback(
         dispatcher.send("worker-online", freq=2.0)  # the same hostname, restarted
         wait_for(lambda: arrivals == [1, 1], message="the restart")
         dispatcher.close()
+
+
+@pytest.mark.integration
+def test_the_reader_process_runs_this_code_whatever_the_working_directory(
+    own_redis: RedisServer, celery_app: Celery, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Started from a directory holding another `dashboard` package (another checkout), the reader process
+    still imports the dashboard's own code: it subscribes and events land."""
+    from dashboard.ingest.process import ReaderProcess
+
+    shadow = tmp_path / "dashboard"
+    (shadow / "ingest").mkdir(parents=True)
+    (shadow / "__init__.py").write_text('raise SystemExit("the shadowing package was imported")\n')
+    monkeypatch.chdir(tmp_path)
+    state = State()
+    ingest = Ingest(state, own_redis.url, reconnect_min=0.1)
+    reader = ReaderProcess(ingest)
+    thread = threading.Thread(target=reader.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: ingest.connected, timeout=15, message="the reader process to subscribe")
+        ids = publish_lifecycle(celery_app, 3)
+        wait_for(lambda: all(u in state.tasks for u in ids), message="events through the reader process")
+        assert reader.starts == 1
+    finally:
+        reader.stop()
+        thread.join(5)

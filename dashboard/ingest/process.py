@@ -242,7 +242,9 @@ class ReaderProcess:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "dashboard.ingest.process", str(theirs.fileno())],
+                # -P: not the working directory first on sys.path, where another checkout's `dashboard`
+                # could shadow the one this process runs (the reader must be the same code).
+                [sys.executable, "-P", "-m", "dashboard.ingest.process", str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),),
                 env=env,
                 preexec_fn=_die_with_parent,
