@@ -4,10 +4,11 @@ Ingest only marks tasks and workers as changed and wakes the push loop after eac
 reaches a room at once when the room has been quiet for a PUSH_INTERVAL; after that the room gets at
 most one update an interval (BUSY_INTERVAL during a flood), so ten events for one task within an
 interval become one update, a flood costs one diff per room per interval, and nothing is built for
-rooms nobody watches. A task page (room task:<uuid>) has its own clock: the flood of other tasks that
-keeps the lists busy does not delay it. Emitting queues per client in python-socketio, so a slow
-browser delays only itself. What a room shows comes from the read models
-(dashboard/live/readmodels.py); the Socket.IO handlers are dashboard/live/namespace.py.
+rooms nobody watches. A task page (room task:<uuid>) has its own budget (TASK_PAGE_BURST updates at
+once, then one an interval): the flood of other tasks that keeps the lists busy does not delay it.
+Emitting queues per client in python-socketio, so a slow browser delays only itself. What a room
+shows comes from the read models (dashboard/live/readmodels.py); the Socket.IO handlers are
+dashboard/live/namespace.py.
 """
 
 from __future__ import annotations
@@ -50,6 +51,10 @@ NAMESPACE_DEADLINE = 3.0
 # often during a flood; without task pages a batch only matters to rooms that have been quiet.
 DRAIN_GAP = 0.01
 DRAIN_GAP_BUSY = 0.1
+# A task page may get this many updates at once (a task starts, then ends a moment later) before it gets
+# one an interval: its updates are budgeted as a bucket that refills one update per interval. A flood of
+# one task's events still costs one diff an interval once the bucket is empty.
+TASK_PAGE_BURST = 3.0
 NEVER = float("-inf")
 NAMESPACE = "/"
 
@@ -111,7 +116,7 @@ class Rooms:
         self._pending_tasks: set[str] = set()  # drained, not yet shown to the shared rooms
         self._pending_workers: set[str] = set()
         self._dirty: set[str] = set()  # task rooms with a change not yet sent
-        self._sent_at: dict[str, float] = {}  # task room -> when its last update went out
+        self._budget: dict[str, tuple[float, float]] = {}  # task room -> (updates it may get, as of when)
         self._rate_at = NEVER  # the event rate (flood or not) is measured over at least an interval
         self._rate_events = 0
 
@@ -256,9 +261,8 @@ class Rooms:
             due = min(due, quiet)
         if self._undrained and self.task_rooms:
             due = min(due, self._drained_at + (DRAIN_GAP_BUSY if self.busy else DRAIN_GAP))
-        sent = self._sent_at
         for room in tuple(self._dirty):  # a copy: a subscription may add to it meanwhile (threading mode)
-            due = min(due, sent.get(room, NEVER) + interval)
+            due = min(due, mono + max(0.0, 1.0 - self._tokens(room, mono, interval)) * interval)
         return due
 
     def tick_cost(self) -> dict[str, float | None]:
@@ -331,23 +335,23 @@ class Rooms:
                     diff = self._workers_diff(changed_workers, now)
                     if diff is not None:
                         out.append(("workers", diff, "workers"))
-            # Task pages, each on its own clock: at once after a quiet interval, else when its interval is up.
+            # Task pages, each on its own budget: at once while it holds an update, else when it refills.
             if self._dirty:
-                sent = self._sent_at
                 for room in list(self._dirty):
+                    tokens = self._tokens(room, mono, interval)
                     if room not in rooms:
                         self._dirty.discard(room)
-                    elif force or mono - sent.get(room, NEVER) >= interval:
+                    elif force or tokens >= 1.0:
                         self._dirty.discard(room)
-                        sent[room] = mono
+                        self._budget[room] = (max(0.0, tokens - 1.0), mono)
                         rec = st.tasks.get(room[5:])
                         if rec is not None:
                             out.append(("task", self.views.task_payload(rec), room))
         if not shared:
             self._emit(out, tick_no, now)
             return False
-        if len(self._sent_at) > self.task_rooms:
-            self._sent_at = {room: at for room, at in self._sent_at.items() if room in rooms}  # pages closed
+        if len(self._budget) > self.task_rooms:
+            self._budget = {room: b for room, b in self._budget.items() if room in rooms}  # pages closed
         # Aggregates change with every event: at most once a second, and only when something happened.
         if (rooms.get("failures") or rooms.get("stats")) and now - self._aggregates_at >= 1.0:
             version = (st.outcomes["FAILURE"] + st.outcomes["RETRY"], st.task_event_count)
@@ -379,6 +383,11 @@ class Rooms:
             self._pending_workers |= drained_workers
         else:
             self._pending_workers = drained_workers
+
+    def _tokens(self, room: str, mono: float, interval: float) -> float:
+        """How many updates the task page `room` may get at `mono` (a full bucket when it never got one)."""
+        tokens, at = self._budget.get(room, (TASK_PAGE_BURST, mono))
+        return min(TASK_PAGE_BURST, tokens + (mono - at) / interval)
 
     def _task_rooms_changed(self, rooms: dict[str, int], changed: set[str]) -> list[str]:
         """The watched task pages that show one of the changed tasks (call under the state lock)."""
