@@ -150,15 +150,16 @@ class Rooms:
             snapshot = lambda: views.tasks_snapshot(filters, limit)  # noqa: E731
         else:
             return {"error": f"unknown view {view!r}"}
-        created = self._move(sid, room, filters)
+        new_page = self._move(sid, room, filters) and room.startswith("task:")
+        if new_page:
+            with self._subs_lock:
+                rooms = dict(self.rooms)
         # The snapshot carries the number of the last tick it includes: a diff of that tick or an earlier
         # one may still reach the client after it (emitted after the join), and the client drops those.
         with self.state.lock:
-            if created and room.startswith("task:"):
+            if new_page:
                 # A new task page's snapshot includes every change so far: drained now, they cannot come
                 # back as an update that would make the page's next real change wait for an interval.
-                with self._subs_lock:
-                    rooms = dict(self.rooms)
                 self._absorb(rooms, time.time())
                 self._dirty.discard(room)
             data = snapshot()
