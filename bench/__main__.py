@@ -457,6 +457,19 @@ class Bench:
                 None if d is None else d <= 300,
                 f"{seen}/{sent} markers seen, {self.o.latency_rate:.0f} ev/s background",
             )
+            pages = [r["task_page"] for r in self.raw.get("latency", {}).get("dashboard", []) if "task_page" in r]
+            d = _median([p["p95_ms"] for p in pages if p.get("p95_ms") is not None])
+            row(
+                "p95 event -> task's own page",
+                "ms",
+                d,
+                None,
+                None,
+                "<= 100",
+                None if d is None else d <= 100,
+                f"{sum(p['events'] for p in pages)} events of {sum(p['markers'] for p in pages)} markers "
+                f"(started, succeeded), {self.o.latency_rate:.0f} ev/s of other tasks",
+            )
         return rows
 
 

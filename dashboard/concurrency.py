@@ -21,13 +21,22 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 MODES = ("gevent", "threading")
 YIELD_SECONDS = 0.001  # threading mode: how long ingest steps aside while a request is served
+
+
+class Wake(Protocol):
+    """A flag one loop waits on and another sets (threading.Event's interface, gevent's Event has it too)."""
+
+    def set(self) -> None: ...
+    def clear(self) -> None: ...
+    def is_set(self) -> bool: ...
+    def wait(self, timeout: float | None = None) -> bool: ...
 
 
 class Runtime:
@@ -66,6 +75,15 @@ class Runtime:
             # A page or API call is being served: hand it the GIL and the state lock (neither is fair
             # in CPython, and a CPU-bound thread keeps the GIL for 5 ms at a time).
             time.sleep(YIELD_SECONDS)
+
+    def event(self) -> Wake:
+        """A flag for a loop of the hub to wait on: gevent's Event (a wait yields to the hub; threading's
+        would block every socket), threading's in threading mode. Set it from the hub's own loops only."""
+        if self.green:
+            from gevent.event import Event
+
+            return Event()
+        return threading.Event()
 
     def spawn(self, target: Callable[..., Any], *args: Any, name: str) -> Any:
         """Run a loop where sockets live: a greenlet on the hub (gevent) or a daemon thread."""

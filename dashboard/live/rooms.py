@@ -1,10 +1,14 @@
-"""Live rooms: snapshots on subscribe, then one batched diff per room per tick (the transport).
+"""Live rooms: snapshots on subscribe, then batched diffs per room (the transport).
 
-Ingest only marks tasks and workers as changed; this loop turns the changes into at most one
-message per room every PUSH_INTERVAL, so ten events for one task within a tick become one
-update, and nothing is built for rooms nobody watches. Emitting queues per client in
-python-socketio, so a slow browser delays only itself. What a room shows comes from the read models
-(dashboard/live/readmodels.py); the Socket.IO handlers are dashboard/live/namespace.py.
+Ingest only marks tasks and workers as changed and wakes the push loop after each batch. A change
+reaches a room at once when the room has been quiet for a PUSH_INTERVAL; after that the room gets at
+most one update an interval (BUSY_INTERVAL during a flood), so ten events for one task within an
+interval become one update, a flood costs one diff per room per interval, and nothing is built for
+rooms nobody watches. A task page (room task:<uuid>) has its own budget (TASK_PAGE_BURST updates at
+once, then one an interval): the flood of other tasks that keeps the lists busy does not delay it.
+Emitting queues per client in python-socketio, so a slow browser delays only itself. What a room
+shows comes from the read models (dashboard/live/readmodels.py); the Socket.IO handlers are
+dashboard/live/namespace.py.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any
 
 from flask_socketio import SocketIO
 
+from ..concurrency import Wake
 from ..core.query import Filters, find, matcher, parse_filters, workflow_root
 from ..core.records import TaskRecord, task_summary
 from .readmodels import FAILURES_SHOWN, MAX_LIMIT, ReadModels
@@ -41,6 +46,16 @@ BACKLOG_MAX = 50
 # An engine.io session must connect the dashboard's namespace this soon after its handshake (a page
 # does so within one round trip); one that never does only holds a socket, and is closed.
 NAMESPACE_DEADLINE = 3.0
+# While task pages are watched, the changes are drained at most this often after a batch (so a task
+# page follows within tens of milliseconds while other tasks arrive by thousands a second), and less
+# often during a flood; without task pages a batch only matters to rooms that have been quiet.
+DRAIN_GAP = 0.01
+DRAIN_GAP_BUSY = 0.1
+# A task page may get this many updates at once (a task starts, then ends a moment later) before it gets
+# one an interval: its updates are budgeted as a bucket that refills one update per interval. A flood of
+# one task's events still costs one diff an interval once the bucket is empty.
+TASK_PAGE_BURST = 3.0
+NEVER = float("-inf")
 NAMESPACE = "/"
 
 
@@ -53,13 +68,23 @@ class Rooms:
     """Subscriptions, the tick loop and slow clients: one encoding per room per tick."""
 
     def __init__(
-        self, socketio: SocketIO, views: ReadModels, interval: float, sleep: Callable[[float], None] = time.sleep
+        self,
+        socketio: SocketIO,
+        views: ReadModels,
+        interval: float,
+        sleep: Callable[[float], None] = time.sleep,
+        wake: Wake | None = None,
+        at_once: bool = True,
     ) -> None:
         self.socketio = socketio
         self.views = views
         self.state = views.state
         self.sleep = sleep  # the tick runs where the sockets are: on the gevent hub it must yield
         self.interval = interval
+        # Set after each applied batch (Ingest's after_batch). Waited on by the loop, so it must be the
+        # runtime's own (concurrency.Runtime.event): a threading.Event would block the gevent hub.
+        self.wake: Wake = wake if wake is not None else threading.Event()
+        self.at_once = at_once  # False: the old fixed tick, every room every interval (PUSH_AT_ONCE)
         self.rooms: Counter[str] = Counter()  # room -> subscribers
         self.filters: dict[str, Filters] = {}  # tasks room -> its filters
         self.subs: dict[str, str] = {}  # sid -> its room
@@ -83,6 +108,17 @@ class Rooms:
         self._hidden: set[str] = set()  # workers left out of the workers room for being offline long
         self._hidden_at = 0.0
         self._chart_second = 0.0
+        self.task_rooms = 0  # rooms of task pages (task:<uuid>) watched
+        self._undrained = False  # woken: a batch was applied since the last drain
+        self._drained_at = NEVER  # the clocks of the loop are time.monotonic()
+        self._shared_at = NEVER  # the last tick of the shared rooms (overview, lists, workers...)
+        self._pushed_at = NEVER  # the last tick of the shared rooms that had changes to show
+        self._pending_tasks: set[str] = set()  # drained, not yet shown to the shared rooms
+        self._pending_workers: set[str] = set()
+        self._dirty: set[str] = set()  # task rooms with a change not yet sent
+        self._budget: dict[str, tuple[float, float]] = {}  # task room -> (updates it may get, as of when)
+        self._rate_at = NEVER  # the event rate (flood or not) is measured over at least an interval
+        self._rate_events = 0
 
     # -- subscriptions ---------------------------------------------------------------------------
     def subscribe(self, sid: str, payload: Any) -> dict[str, Any]:
@@ -114,10 +150,18 @@ class Rooms:
             snapshot = lambda: views.tasks_snapshot(filters, limit)  # noqa: E731
         else:
             return {"error": f"unknown view {view!r}"}
-        self._move(sid, room, filters)
+        new_page = self._move(sid, room, filters) and room.startswith("task:")
+        if new_page:
+            with self._subs_lock:
+                rooms = dict(self.rooms)
         # The snapshot carries the number of the last tick it includes: a diff of that tick or an earlier
         # one may still reach the client after it (emitted after the join), and the client drops those.
         with self.state.lock:
+            if new_page:
+                # A new task page's snapshot includes every change so far: drained now, they cannot come
+                # back as an update that would make the page's next real change wait for an interval.
+                self._absorb(rooms, time.time())
+                self._dirty.discard(room)
             data = snapshot()
             data["tick"] = self.tick_no
         data["status"] = views.status()
@@ -127,11 +171,12 @@ class Rooms:
         """Forget the subscription of a closed socket."""
         self._move(sid, None)
 
-    def _move(self, sid: str, room: str | None, filters: Filters | None = None) -> None:
+    def _move(self, sid: str, room: str | None, filters: Filters | None = None) -> bool:
+        """Move `sid` to `room` (None: out of any); whether that created the room."""
         server = self.socketio.server
         with self._subs_lock:
             if room is not None and self.subs.get(sid) == room:
-                return  # a resubscribe (resync): leaving would drop the room's filter and count
+                return False  # a resubscribe (resync): leaving would drop the room's filter and count
             old = self.subs.pop(sid, None)
             if old is not None:
                 self.rooms[old] -= 1
@@ -139,15 +184,20 @@ class Rooms:
                     del self.rooms[old]
                     self.filters.pop(old, None)
                     self._totals_cache.pop(old, None)
+                    self.task_rooms -= old.startswith("task:")
                 if room is not None:
                     server.leave_room(sid, old, namespace=NAMESPACE)
             if room is not None:
                 self.subs[sid] = room
                 self.rooms[room] += 1
+                created = self.rooms[room] == 1
+                self.task_rooms += created and room.startswith("task:")
                 if filters is not None:
                     self.filters[room] = filters
-        if room is not None:
-            server.enter_room(sid, room, namespace=NAMESPACE)
+        if room is None:
+            return False
+        server.enter_room(sid, room, namespace=NAMESPACE)
+        return created
 
     def _workers_diff(self, changed: set[str], now: float) -> dict[str, Any] | None:
         # Hiding depends on time, not on events: re-check every worker once a second (cheap: ≤ MAX_WORKERS).
@@ -169,21 +219,52 @@ class Rooms:
 
     # -- the tick --------------------------------------------------------------------------------
     def run(self) -> None:
-        """Push diffs every interval (longer during a flood) until stop(); a bad tick never ends the loop."""
-        events, at = self.state.event_count, time.monotonic()
+        """Push until stop(): a change at once to a room quiet for an interval, then at most one diff per room
+        an interval (longer during a flood); the shared rooms tick at least every interval. A bad tick never
+        ends the loop."""
         while not self._stop.is_set():
-            started = time.monotonic()
+            mono = time.monotonic()
+            if self.wake.is_set():
+                self.wake.clear()
+                self._undrained = self.at_once
+            due = self._due(mono)
+            if due > mono:
+                if not self.at_once:
+                    self.sleep(due - mono)
+                elif self._undrained:
+                    # Woken already: later batches land in the same drain, so they need not wake the loop. Short
+                    # naps all the same: a page that subscribes meanwhile may be due sooner (its first change).
+                    self.sleep(min(due - mono, DRAIN_GAP))
+                else:
+                    self.wake.wait(due - mono)  # quiet: until a batch is applied or the heartbeat is due
+                continue
+            self._undrained = False
+            self.wake.clear()  # the drain below takes every change applied so far
             try:
-                self.tick()
-                self.tick_seconds.append(time.monotonic() - started)
-                self.close_idle_sessions(started)
+                if self._tick(time.time(), mono, force=not self.at_once):
+                    self.tick_seconds.append(time.monotonic() - mono)
+                    self.close_idle_sessions(mono)
             except Exception:  # a bad tick must not silence the dashboard
                 log.exception("push tick failed")
-            rate = (self.state.event_count - events) / max(started - at, 1e-3)
-            events, at = self.state.event_count, started
-            self.busy = rate >= BUSY_EVENTS_PER_SECOND
-            interval = BUSY_INTERVAL if self.busy else self.interval
-            self.sleep(max(0.0, interval - (time.monotonic() - started)))
+                self.sleep(self._interval())  # nor spin on an error that repeats
+
+    def _interval(self) -> float:
+        return BUSY_INTERVAL if self.busy else self.interval
+
+    def _due(self, mono: float) -> float:
+        """When the loop must tick next (time.monotonic()), from what it knows without draining."""
+        interval = self._interval()
+        due = self._shared_at + interval  # the shared rooms' heartbeat: the chart, hidden workers, status
+        if not self.at_once:
+            return due
+        quiet = self._pushed_at + interval  # the shared rooms may show changes again from then on
+        if self._undrained or self._pending_tasks or self._pending_workers:
+            due = min(due, quiet)
+        if self._undrained and self.task_rooms:
+            due = min(due, self._drained_at + (DRAIN_GAP_BUSY if self.busy else DRAIN_GAP))
+        for room in tuple(self._dirty):  # a copy: a subscription may add to it meanwhile (threading mode)
+            due = min(due, mono + max(0.0, 1.0 - self._tokens(room, mono, interval)) * interval)
+        return due
 
     def tick_cost(self) -> dict[str, float | None]:
         """Milliseconds of the latest tick and the median and most of the last hundred (for /healthz)."""
@@ -218,36 +299,60 @@ class Rooms:
         self._stop.set()
 
     def tick(self) -> None:
-        """Build and emit one diff per watched room from what changed since the last tick."""
-        now = time.time()
+        """Build and emit every watched room's diff now, from what changed since the last tick."""
+        self._tick(time.time(), time.monotonic(), force=True)
+
+    def _tick(self, now: float, mono: float, force: bool) -> bool:
+        """Drain the changes and emit the diffs that are due (all when `force`); whether the shared rooms ticked."""
         with self._subs_lock:
             rooms = dict(self.rooms)
             filters = dict(self.filters)
         out: list[tuple[str, dict[str, Any], str]] = []
         st = self.state
+        interval = self._interval()
         with st.lock:
-            changed_tasks, changed_workers = st.drain_changes(now)
+            self._absorb(rooms, now)
+            self._drained_at = mono
             self.tick_no += 1
             tick_no = self.tick_no
-            if rooms.get("overview") and (changed_tasks or changed_workers or self._chart_due(now)):
-                out.append(("overview", self._overview_diff(now, changed_tasks), "overview"))
-            if changed_tasks:
-                recs = [r for r in map(st.tasks.get, changed_tasks) if r is not None]
-                recs.sort(key=lambda r: r.seq, reverse=True)
-                for room, f in filters.items():
-                    if rooms.get(room):
-                        out.append(("tasks", self._tasks_diff(room, recs, f, now), room))
-                task_rooms = [room for room in rooms if room.startswith("task:")]
-                # A task page shows its whole workflow: it changes when any task of that workflow does.
-                roots = {workflow_root(st, r) for r in recs} if task_rooms else set()
-                for room in task_rooms:
-                    rec = st.tasks.get(room[5:])
-                    if rec is not None and (rec.uuid in changed_tasks or workflow_root(st, rec) in roots):
-                        out.append(("task", self.views.task_payload(rec), room))
-            if rooms.get("workers"):
-                diff = self._workers_diff(changed_workers, now)
-                if diff is not None:
-                    out.append(("workers", diff, "workers"))
+            changed_tasks, changed_workers = self._pending_tasks, self._pending_workers
+            changes = bool(changed_tasks or changed_workers)
+            shared = force or mono - self._shared_at >= interval or (changes and mono - self._pushed_at >= interval)
+            if shared:
+                self._pending_tasks, self._pending_workers = set(), set()
+                self._shared_at = mono
+                if changes:
+                    self._pushed_at = mono
+                self._measure_rate(mono)
+                if rooms.get("overview") and (changes or self._chart_due(now)):
+                    out.append(("overview", self._overview_diff(now, changed_tasks), "overview"))
+                if changed_tasks and filters:
+                    recs = [r for r in map(st.tasks.get, changed_tasks) if r is not None]
+                    recs.sort(key=lambda r: r.seq, reverse=True)
+                    for room, f in filters.items():
+                        if rooms.get(room):
+                            out.append(("tasks", self._tasks_diff(room, recs, f, now), room))
+                if rooms.get("workers"):
+                    diff = self._workers_diff(changed_workers, now)
+                    if diff is not None:
+                        out.append(("workers", diff, "workers"))
+            # Task pages, each on its own budget: at once while it holds an update, else when it refills.
+            if self._dirty:
+                for room in list(self._dirty):
+                    tokens = self._tokens(room, mono, interval)
+                    if room not in rooms:
+                        self._dirty.discard(room)
+                    elif force or tokens >= 1.0:
+                        self._dirty.discard(room)
+                        self._budget[room] = (max(0.0, tokens - 1.0), mono)
+                        rec = st.tasks.get(room[5:])
+                        if rec is not None:
+                            out.append(("task", self.views.task_payload(rec), room))
+        if not shared:
+            self._emit(out, tick_no, now)
+            return False
+        if len(self._budget) > self.task_rooms:
+            self._budget = {room: b for room, b in self._budget.items() if room in rooms}  # pages closed
         # Aggregates change with every event: at most once a second, and only when something happened.
         if (rooms.get("failures") or rooms.get("stats")) and now - self._aggregates_at >= 1.0:
             version = (st.outcomes["FAILURE"] + st.outcomes["RETRY"], st.task_event_count)
@@ -261,9 +366,57 @@ class Rooms:
         if status["broker"] != self._last_status:
             self._last_status = status["broker"]
             out.append(("status", status, ""))
+        self._emit(out, tick_no, now)
+        return True
+
+    def _absorb(self, rooms: dict[str, int], now: float) -> None:
+        """Drain the state's changes: mark the task pages they touch, keep the rest for the shared rooms
+        (call under the state lock)."""
+        drained_tasks, drained_workers = self.state.drain_changes(now)
+        if drained_tasks and self.task_rooms:
+            self._dirty.update(self._task_rooms_changed(rooms, drained_tasks))
+        # The shared rooms keep what they have not been shown yet (a drain for task pages takes it all).
+        if self._pending_tasks:
+            self._pending_tasks |= drained_tasks
+        else:
+            self._pending_tasks = drained_tasks
+        if self._pending_workers:
+            self._pending_workers |= drained_workers
+        else:
+            self._pending_workers = drained_workers
+
+    def _tokens(self, room: str, mono: float, interval: float) -> float:
+        """How many updates the task page `room` may get at `mono` (a full bucket when it never got one)."""
+        tokens, at = self._budget.get(room, (TASK_PAGE_BURST, mono))
+        return min(TASK_PAGE_BURST, tokens + (mono - at) / interval)
+
+    def _task_rooms_changed(self, rooms: dict[str, int], changed: set[str]) -> list[str]:
+        """The watched task pages that show one of the changed tasks (call under the state lock)."""
+        st = self.state
+        task_rooms = [room for room in rooms if room.startswith("task:")]
+        # A task page shows its whole workflow: it changes when any task of that workflow does.
+        roots = {workflow_root(st, r) for r in map(st.tasks.get, changed) if r is not None}
+        touched = []
+        for room in task_rooms:
+            rec = st.tasks.get(room[5:])
+            if rec is not None and (rec.uuid in changed or workflow_root(st, rec) in roots):
+                touched.append(room)
+        return touched
+
+    def _measure_rate(self, mono: float) -> None:
+        # Over at least an interval: a tick at once after a quiet spell would otherwise see a flood in one batch.
+        elapsed = mono - self._rate_at
+        if elapsed >= max(self.interval, 0.05):
+            events = self.state.event_count
+            self.busy = (events - self._rate_events) / elapsed >= BUSY_EVENTS_PER_SECOND
+            self._rate_events, self._rate_at = events, mono
+
+    def _emit(self, out: list[tuple[str, dict[str, Any], str]], tick_no: int, now: float) -> None:
+        if not out:
+            return
         # Whether a client lags is read from its send queue, a walk over every viewer: once a second is
         # enough (a client is skipped past 50 queued updates, ten seconds of them).
-        if out and now - self._lagging_at >= 1.0:
+        if now - self._lagging_at >= 1.0:
             self._lagging_at = now
             self._skip = self._lagging()
         skip = self._skip

@@ -147,6 +147,16 @@ def build_services(cfg: dict[str, Any], socketio: SocketIO, user_app: Celery | N
     if ingest_on and float(cfg["ENABLE_EVENTS_INTERVAL"]) > 0:
         # Broadcasts run on their own thread: broker I/O for control never stalls the event stream.
         enabler = EventsEnabler(celery_app, float(cfg["ENABLE_EVENTS_INTERVAL"]), lambda: ingest.connected)
+    # After each applied batch: the GC policy (ingest/gcpolicy.py: no long GC pauses), then wake the push loop
+    # (a page quiet for an interval gets the change at once). The wake is the runtime's: it is set and
+    # waited on by loops of the hub.
+    wake = runtime.event()
+    gc_tick = GcPolicy().tick
+
+    def after_batch() -> None:
+        gc_tick()
+        wake.set()
+
     ingest = Ingest(
         state,
         cfg["BROKER_URL"],
@@ -154,7 +164,7 @@ def build_services(cfg: dict[str, Any], socketio: SocketIO, user_app: Celery | N
         reconnect_min=float(cfg["RECONNECT_MIN"]),
         reconnect_max=float(cfg["RECONNECT_MAX"]),
         pause=runtime.pause,
-        after_batch=GcPolicy().tick if ingest_on else None,  # ingest/gcpolicy.py: no long GC pauses
+        after_batch=after_batch if ingest_on else None,
         on_connect=enabler.poke if enabler else None,
         on_worker_arrival=enabler.poke if enabler else None,
     )
@@ -165,7 +175,9 @@ def build_services(cfg: dict[str, Any], socketio: SocketIO, user_app: Celery | N
     )
     inspector = Inspector(celery_app, state, float(cfg["INSPECT_INTERVAL"]), float(cfg["INSPECT_TIMEOUT"]))
     views = ReadModels(state, ingest if ingest_on else None, inspector, float(cfg["HIDE_OFFLINE_AFTER"]))
-    rooms = Rooms(socketio, views, float(cfg["PUSH_INTERVAL"]), sleep=runtime.sleep)
+    rooms = Rooms(
+        socketio, views, float(cfg["PUSH_INTERVAL"]), sleep=runtime.sleep, wake=wake, at_once=bool(cfg["PUSH_AT_ONCE"])
+    )
     reconciler = Reconciler(
         state,
         inspector,
