@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from dashboard.core.query import Filters, TextIndex, find, workflow_tree
 from dashboard.core.records import task_detail, task_summary, worker_summary
 from dashboard.core.state import State
-from dashboard.ingest.stream import DecodeError, Ingest, decode_message, prepare
+from dashboard.ingest.stream import DecodeError, Ingest, decode_message, prepare, utcoffset_hours
 
 pytestmark = pytest.mark.unit
 
@@ -236,3 +236,84 @@ def test_fuzz_strategies_produce_hostile_values() -> None:
 
     probe()
     assert all(seen.values()), seen
+
+
+def _failure_view(state: State) -> tuple[Any, ...]:
+    """What a user sees of failures: the groups page and every task's page."""
+    tasks = {u: task_detail(rec, []) for u, rec in state.tasks.items()}
+    # (Times are left out: a failure from the far future is clamped to the clock, read at each apply.)
+    clock = ("first_seen", "last_seen", "sample", "sparkline")
+    groups = [{k: v for k, v in g.items() if k not in clock} for g in state.failure_groups.groups(limit=None)]
+    return groups, tasks, dict(state.outcomes)
+
+
+@FUZZ
+@given(st.lists(MESSAGES, min_size=1, max_size=20), st.lists(events(), max_size=30))
+def test_failures_analyzed_in_the_reader_group_as_the_state_would(batch: list[bytes], evs: list[Any]) -> None:
+    """The reader process analyzes failures ahead (ingest.stream.with_analysis) and the state uses the
+    analysis for the exact strings it was made from: the same groups, outcomes and task pages as a state
+    that analyzes everything itself, for any stream, garbage included."""
+    messages = [*batch, *(envelope([e]) for e in evs if isinstance(e, dict))]
+    via_reader = State(max_tasks=8, max_workers=3)
+    Ingest(via_reader, "redis://127.0.0.1:1/0").apply_messages(messages)  # decode, analyze, frame, apply
+    by_itself = State(max_tasks=8, max_workers=3)
+    for data in messages:
+        try:
+            plain = decode_message(data)
+        except DecodeError:
+            continue
+        # Stamped as the reader stamps (timestamps moved to this zone), then without the analysis.
+        for ev in prepare(plain, 1.7e9, utcoffset_hours()):
+            if isinstance(ev, dict):
+                ev.pop("\x00failure", None)  # (with_analysis puts one on every failed or retried event)
+        by_itself.events(plain)
+    assert json.dumps(_failure_view(via_reader), default=str) == json.dumps(_failure_view(by_itself), default=str)
+
+
+def test_a_failure_analysis_that_came_from_the_wire_is_never_trusted() -> None:
+    """An event that carries the reader's analysis key itself (a hostile producer) has it replaced or
+    dropped: the groups are the real ones, and nothing of it is stored with the task."""
+    forged = [["Forged", "all is well", None], "000000000000"]
+    failed = {
+        "type": "task-failed",
+        "uuid": "f1",
+        "timestamp": 1.7e9,
+        "hostname": "w@h",
+        "exception": "KeyError('sku-1')",
+        "traceback": 'Traceback (most recent call last):\n  File "/app/shop/orders.py", line 3, in pay\nKeyError: sku',
+        "\u0000failure": forged,
+    }
+    custom = {"type": "task-progress", "uuid": "p1", "timestamp": 1.7e9, "hostname": "w@h", "\u0000failure": forged}
+    state = State()
+    Ingest(state, "redis://127.0.0.1:1/0").apply_messages([envelope([failed, custom])])
+    (group,) = state.failure_groups.groups(limit=None, now=2e9)
+    assert group["exc_type"] == "KeyError" and group["id"] != "000000000000"
+    assert "Forged" not in json.dumps(task_detail(state.tasks["p1"], []))
+
+
+def test_the_state_uses_the_readers_analysis_instead_of_analyzing_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The point of analyzing in the reader: the state's core does not parse the failure again."""
+    from dashboard.core import failures
+    from dashboard.ingest.process import decode_frame, encode_frame
+    from dashboard.ingest.stream import batch_frame, decode_batch
+
+    failed = {
+        "type": "task-failed",
+        "uuid": "f2",
+        "timestamp": 1.7e9,
+        "hostname": "w@h",
+        "exception": "ConnectionError('db-7 refused after 3s')",
+        "traceback": (
+            'Traceback (most recent call last):\n  File "/app/shop/db.py", line 9, in q\nConnectionError: db-7'
+        ),
+    }
+    events, _ = decode_batch([envelope([failed])])  # in the reader process
+    frame = decode_frame(encode_frame(batch_frame(events, 1, 0, 1.7e9))[4:])  # over the socketpair
+    calls: list[Any] = []
+    real = failures._analyze
+    monkeypatch.setattr(failures, "_analyze", lambda *a: calls.append(a) or real(*a))
+    state = State()
+    Ingest(state, "redis://127.0.0.1:1/0").frame(frame)  # in the dashboard
+    (group,) = state.failure_groups.groups(limit=None)
+    assert group["exc_type"] == "ConnectionError" and group["count"] == 1
+    assert calls == []

@@ -31,6 +31,7 @@ MAX_KEY_CHARS = 200  # uuids, task names, hostnames
 MAX_LITERAL_CHARS = 2_000  # repr arguments longer than this are not parsed with ast.literal_eval
 MAX_COUNTER_KEYS = 20  # task_names / workers kept per group
 SIGNATURE_CACHE_SIZE = 1024
+PRIMED_MAX = 4096  # analyses offered ahead for one batch (a batch holds at most a few thousand events)
 TRUNCATED_MARK = "...(truncated)\n"
 OUTCOMES = ("FAILURE", "RETRY")
 # Plausible event timestamps (seconds): anything else is garbage and would overflow bucket math.
@@ -234,6 +235,19 @@ def _analyze(exc: str | None, tb: str | None) -> tuple[tuple[str, str, str | Non
     return sig, group_id(sig)
 
 
+Analysis = tuple[tuple[str, str, str | None], str]  # (signature, group id)
+
+
+def analysis_key(exception: Any, traceback: Any) -> tuple[str | None, str | None]:
+    """The capped exact strings a failure is analyzed from (what `FailureGroups.add` keys by)."""
+    return _text(exception, MAX_EXCEPTION_CHARS), _text(traceback, MAX_TRACEBACK_CHARS, tail=True)
+
+
+def analyze(exception: Any, traceback: Any) -> Analysis:
+    """(signature, group id) of a failure; never raises. Pure: the event reader runs it ahead (see `prime`)."""
+    return _analyze(*analysis_key(exception, traceback))
+
+
 def signature(exception: str | None, traceback: str | None) -> tuple[str, str, str | None]:
     """(exc_type, normalized_message, app_frame) of a failure; never raises."""
     exc = _text(exception, MAX_EXCEPTION_CHARS)
@@ -316,12 +330,42 @@ class FailureGroups:
         self._heap: list[tuple[float, int, str]] = []
         self._seq = 0
         self._latest: float | None = None  # newest timestamp added: the default sparkline end
+        # Analyses computed ahead by the event reader process (its second core), by the exact strings
+        # analyzed: a failure whose strings match uses one; any other is analyzed here, so a primed
+        # analysis can only save time, never change a group. Held for one batch (`forget_primed`).
+        self._primed: dict[tuple[str | None, str | None], Analysis] = {}
 
     def __len__(self) -> int:
         """Number of groups held."""
         return len(self._groups)
 
     # --- writes ---------------------------------------------------------------------------------
+    def prime(self, exception: Any, traceback: Any, analysis: Any) -> bool:
+        """Offer `analyze(exception, traceback)` computed elsewhere; whether it was well-formed and kept."""
+        try:
+            (exc_type, message, frame), gid = analysis
+        except (TypeError, ValueError):
+            return False
+        if (
+            exc_type.__class__ is not str
+            or message.__class__ is not str
+            or not (frame is None or frame.__class__ is str)
+            or gid.__class__ is not str
+        ):
+            return False
+        if len(self._primed) >= PRIMED_MAX:
+            self._primed.clear()  # a batch that is all failures: the rest are analyzed here
+        self._primed[analysis_key(exception, traceback)] = ((exc_type, message, frame), gid)
+        return True
+
+    def forget_primed(self) -> None:
+        """Drop the analyses offered for the batch just applied (unused ones would hold their strings)."""
+        if self._primed:
+            self._primed.clear()
+
+    def _analysis(self, exc: str | None, tb: str | None) -> Analysis:
+        return self._primed.pop((exc, tb), None) or _analyze(exc, tb)
+
     def add(
         self,
         uuid: str,
@@ -335,7 +379,7 @@ class FailureGroups:
         """Record one failure/retry event and return its group id; never raises."""
         exc = _text(exception, MAX_EXCEPTION_CHARS)
         tb = _text(traceback, MAX_TRACEBACK_CHARS, tail=True)
-        sig, gid = _analyze(exc, tb)
+        sig, gid = self._analysis(exc, tb)
         ts = self._timestamp(timestamp)
         if self._latest is None or ts > self._latest:
             self._latest = ts

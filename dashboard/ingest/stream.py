@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from ..core.brokerurl import mask_url, scrub  # mask_url also re-exported: `from .ingest import mask_url` still works
+from ..core.failures import analyze
 from ..core.state import State
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 # Events applied per hold of the state lock. The lock is released between slices so pages and API
 # calls wait milliseconds, not the length of a burst.
 EVENTS_PER_LOCK = 256
+# The key a failed or retried event carries its failure analysis under, from the reader to the state.
+ANALYSIS = "\x00failure"
 _DECODE_LOG_INTERVAL = 10.0
 
 
@@ -78,12 +81,14 @@ def decode_message(data: bytes | str) -> list[dict[str, Any]]:
 
 
 def prepare(events: Iterable[Any], local_received: float, here: float) -> list[dict[str, Any]]:
-    """Stamp events as Celery's EventReceiver does: local_received, timestamp moved to our zone."""
+    """Stamp events as Celery's EventReceiver does (local_received, timestamp moved to our zone), and
+    attach the failure analysis to failed and retried ones (see `with_analysis`)."""
     out = []
     for ev in events:
         if not isinstance(ev, dict):
             out.append(ev)  # the state rejects it and it is counted
             continue
+        with_analysis(ev)
         offset = ev.get("utcoffset")
         ts = ev.get("timestamp")
         if offset is not None and isinstance(ts, (int, float)) and isinstance(offset, (int, float)):
@@ -91,6 +96,21 @@ def prepare(events: Iterable[Any], local_received: float, here: float) -> list[d
         ev["local_received"] = local_received
         out.append(ev)
     return out
+
+
+def with_analysis(ev: dict[str, Any]) -> None:
+    """Attach `analyze(exception, traceback)` to a failed or retried event, under ANALYSIS.
+
+    The reader process runs this, so the signature parsing (regexes, literal parsing of exception
+    reprs) is done on its core instead of the state's; `Ingest.batch` offers it to the failure groups,
+    which use it only for the exact strings it was computed from. A key of that name that came from the
+    wire is dropped: only the reader writes it."""
+    type_ = ev.get("type")
+    if type_ == "task-failed" or type_ == "task-retried":
+        sig, gid = analyze(ev.get("exception"), ev.get("traceback"))
+        ev[ANALYSIS] = [list(sig), gid]
+    elif ANALYSIS in ev:
+        del ev[ANALYSIS]
 
 
 def redis_event_pattern(broker_url: str) -> str:
@@ -236,6 +256,8 @@ class Reader:
                     return "invalid", {"invalid": f"{type(exc).__name__}: {exc}"}
 
         def handler(event: dict[str, Any]) -> None:
+            if event.__class__ is dict:
+                with_analysis(event)
             sink.batch([event], 1, 0, time.time())
 
         app = Celery("dashboard-ingest", broker=self.broker_url, set_as_current=False)
@@ -374,11 +396,15 @@ class Ingest:
         if events:
             self.received += len(events)
             self.last_event_at = at
+            groups = self.state.failure_groups
+            primed = False
             for ev in events:
                 # One float shared by the batch, as Celery's receiver stamps it: a value parsed per event
                 # from the reader's frame would be an object of its own in every stored history entry.
                 if ev.__class__ is dict:
                     ev["local_received"] = at
+                    if ANALYSIS in ev:  # analyzed by the reader (see with_analysis)
+                        primed = groups.prime(ev.get("exception"), ev.get("traceback"), ev.pop(ANALYSIS)) or primed
             arrivals = self.state.worker_arrivals
             bad = 0
             pause = self.pause
@@ -386,6 +412,8 @@ class Ingest:
                 if start:
                     pause()
                 bad += self.state.events(events[start : start + EVENTS_PER_LOCK])
+            if primed:
+                groups.forget_primed()
             if bad:
                 self.rejected += bad
                 self._log_bad(f"{bad} event(s) skipped, last: {self.state.last_error}")
