@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 from .failures import FailureGroups
 from .records import (
     EVENT_TO_STATE,
+    HISTORY_TIMES,
     LOST,
     MAX_FIELD_CHARS,
     PRECEDENCE,
@@ -28,6 +29,7 @@ from .records import (
     TaskRecord,
     WorkerRecord,
     clip,
+    split_traceback,
 )
 from .stats import TaskStats
 
@@ -54,9 +56,16 @@ _TASK_FIELDS = (
     "runtime",
 )
 # Fields whose values repeat across tasks (kept once), and fields naming other tasks.
-_SHARED_FIELDS = frozenset(("traceback", "exchange", "routing_key", "queue", "exception"))
+_SHARED_FIELDS = frozenset(("exchange", "routing_key", "queue", "exception"))
 _ID_FIELDS = frozenset(("root_id", "parent_id"))
 _MASKED_FIELDS = frozenset(("args", "kwargs"))  # where secrets are masked (dashboard/core/masking.py)
+# How _copy_fields treats each field's string value (one dict lookup instead of a set test per kind).
+_SHARED, _ID, _MASKED, _TRACEBACK, _PLAIN = range(5)
+_KIND = dict.fromkeys(_TASK_FIELDS, _PLAIN) | dict.fromkeys(_SHARED_FIELDS, _SHARED) | {"traceback": _TRACEBACK}
+_KIND |= dict.fromkeys(_ID_FIELDS, _ID) | dict.fromkeys(_MASKED_FIELDS, _MASKED)
+# Fields that live in a task's RareFields: a None for them (task-received sends eta and expires) is not stored.
+_RARE_COPIED = frozenset(("exception", "traceback", "eta", "expires"))
+_HISTORY_TIMES = frozenset(HISTORY_TIMES)
 _SUBJECTS = {s: s for s in (*EVENT_TO_STATE, "progress")}  # canonical subject strings
 # Event keys that are envelope, not task data: never stored as custom ("extra") fields.
 _ENVELOPE_KEYS = frozenset(_TASK_FIELDS) | {
@@ -122,6 +131,23 @@ def _name_key(name: Any) -> str | None:
 def _root_key(root_id: Any, uuid: str) -> str | None:
     # Only tasks that belong to another task's workflow are indexed by root.
     return root_id if root_id.__class__ is str and root_id != uuid else None
+
+
+def _trimmed(hist: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A history cut back to MAX_HISTORY events: the first event stays, and the oldest after it goes
+    unless it is the last of a kind whose time is read from the history (HISTORY_TIMES)."""
+    while len(hist) > 2 * MAX_HISTORY:
+        later = hist[2::2]
+        drop = next(
+            (
+                i
+                for i in range(2, len(hist), 2)
+                if hist[i] not in _HISTORY_TIMES or hist[i] in later[i // 2 :]  # (later: from the next event on)
+            ),
+            2,
+        )
+        hist = hist[:drop] + hist[drop + 2 :]
+    return hist
 
 
 def _as_number(value: Any) -> float | None:
@@ -248,15 +274,14 @@ class State:
                     worker.last_heartbeat = local_received
                 self.changed_workers.add(hostname)
 
-        hist = rec.history
-        hist.append(subject)
-        hist.append(timestamp)
+        hist = rec.history = rec.history + (subject, timestamp)
         if len(hist) > 2 * MAX_HISTORY:
-            del hist[2:4]  # keep the first event, drop the oldest after it
+            rec.history = _trimmed(hist)
 
         state = EVENT_TO_STATE.get(subject)
         if state is not None:
-            setattr(rec, subject, timestamp)
+            if subject not in _HISTORY_TIMES:  # (those are read from the history)
+                setattr(rec, subject, timestamp)
         else:
             state = sys.intern(subject.upper()[:64])  # custom state, as Celery derives it
             self._store_extra(rec, ev)
@@ -332,20 +357,32 @@ class State:
         for key in keys:
             if key in ev:
                 value = ev[key]
+                kind = _KIND[key]
                 if value.__class__ is str:
                     if len(value) > MAX_FIELD_CHARS:
                         value = clip(value)
-                    if key in _SHARED_FIELDS:  # few distinct values: one copy each
+                    if kind == _SHARED:  # few distinct values: one copy each
                         value = self._intern_text(value)
-                    elif key in _ID_FIELDS:  # ids of tasks we hold: their one copy
+                    elif kind == _ID:  # ids of tasks we hold: their one copy
                         known = self.tasks.get(value)
                         if known is not None:
                             value = known.uuid
-                    elif key in _MASKED_FIELDS and self.mask is not None:
+                    elif kind == _MASKED and self.mask is not None:
                         value = self.mask(value)
-                elif key in _ID_FIELDS and value is not None:
+                    elif kind == _TRACEBACK:
+                        self._set_traceback(rec, value)
+                        continue
+                elif kind == _ID and value is not None:
                     value = None  # an id that is not a string names no task (and would break set lookups)
+                elif value is None and key in _RARE_COPIED and rec._more is None:
+                    continue  # (None already: no RareFields for it)
                 setattr(rec, key, value)
+
+    def _set_traceback(self, rec: TaskRecord, tb: str) -> None:
+        # Tasks failing at the same place share every line but the last (the exception's message, which
+        # usually names what failed): one copy of the frames, and each task's own last line.
+        head, tail = split_traceback(tb)
+        rec.set_traceback(self._intern_text(head) if head else None, tail)
 
     def _new_task(self, uuid: str) -> TaskRecord:
         self._seq += 1
@@ -566,8 +603,7 @@ class State:
         # The dashboard's own word on a task no event will end (LOST, UNREPORTED): its state and a timeline step.
         self._index(self.by_state, rec.state, state, rec.uuid)
         rec.state = state
-        rec.history.append(step)
-        rec.history.append(when)
+        rec.history = _trimmed(rec.history + (step, when))
         self.changed_tasks.add(rec.uuid)
 
     def broker_lost(self, now: float) -> None:
@@ -610,8 +646,7 @@ class State:
             self._task_event(
                 str(outcome["type"]).partition("-")[2], {**outcome, "uuid": rec.uuid, "hostname": rec.hostname}
             )
-            rec.history.append("from result backend")
-            rec.history.append(now)
+            rec.history = _trimmed(rec.history + ("from result backend", now))
             self.changed_tasks.add(rec.uuid)
             self.from_backend += 1
         else:
@@ -649,8 +684,15 @@ class State:
             return
         rec = self._new_task(uuid)
         for key, value in fields.items():
-            if value.__class__ is str and key in _SHARED_FIELDS:
+            if key in _HISTORY_TIMES:
+                continue  # read from the history
+            if key == "history":
+                value = _trimmed(tuple(value))
+            elif value.__class__ is str and key in _SHARED_FIELDS:
                 value = self._intern_text(value)
+            elif value.__class__ is str and key == "traceback":
+                self._set_traceback(rec, value)
+                continue
             elif value.__class__ is str and key in _MASKED_FIELDS and self.mask is not None:
                 value = self.mask(value)  # today's patterns: a snapshot written before them is masked now
             setattr(rec, key, value)
