@@ -22,7 +22,7 @@ from itertools import accumulate, islice
 from typing import Any
 
 from .records import TaskRecord, derived_runtime
-from .state import CHUNK_BITS, State
+from .state import CHUNK_BITS, DenseMembers, Members, State
 
 _EMPTY: frozenset[str] = frozenset()
 
@@ -370,28 +370,59 @@ def find(
     tasks = st.tasks
     check = _predicate(f)
     sets: list[set[str] | frozenset[str]] = []
+    # Common values keep no set (dashboard/core/state.py DenseMembers): their tasks are tested one by one,
+    # which costs little because at least one task in DENSE_SHARE matches.
+    dense: list[DenseMembers | _AnyOf] = []
+
+    def want_members(members: Members | _AnyOf | frozenset[str]) -> None:
+        if members.__class__ is DenseMembers or members.__class__ is _AnyOf:
+            dense.append(members)
+        else:
+            sets.append(members)  # type: ignore[arg-type]
+
     if f.state:
-        sets.append(st.by_state.get(f.state, _EMPTY))
+        want_members(st.by_state.get(f.state, _EMPTY))
     if f.name:
         needle = f.name.lower()
         named = [s for name, s in st.by_name.items() if needle in name.lower()]
-        sets.append(named[0] if len(named) == 1 else set().union(*named))
+        if len(named) == 1:
+            want_members(named[0])
+        elif any(s.__class__ is DenseMembers for s in named):
+            want_members(_AnyOf(named))
+        else:
+            sets.append(set().union(*named))
     if f.worker:
-        sets.append(st.by_worker.get(f.worker, _EMPTY))
+        want_members(st.by_worker.get(f.worker, _EMPTY))
     if f.group:
         sets.append({u for u in st.failure_groups.uuids(f.group) if u in tasks})
     ordered: list[TaskRecord] | None = None  # all matches, newest first, when known
     found: set[str] | frozenset[str] | None = None  # all matches, unordered, when known
     if f.text:
         index = text_index or TextIndex()
-        if not sets and check is None and sort not in SORTS and before is None:
+        if not sets and not dense and check is None and sort not in SORTS and before is None:
             # Free text alone, newest first: count every match, but map only one page to tasks.
             total, hits = index.search(st, f.text, want=offset + limit)
             return total, [tasks[u] for u in hits[offset : offset + limit]]
-        ordered = [tasks[u] for u in index.search(st, f.text)[1] if all(u in s for s in sets)]
+        ordered = [
+            tasks[u]
+            for u in index.search(st, f.text)[1]
+            if all(u in s for s in sets) and all(d.has(tasks[u]) for d in dense)
+        ]
     elif sets:
         sets.sort(key=len)
         found = sets[0] if len(sets) == 1 else sets[0].intersection(*sets[1:])
+        if dense:
+            found = {u for u in found if all(d.has(tasks[u]) for d in dense)}
+    elif dense:
+        if len(dense) == 1 and check is None and sort not in SORTS:
+            # One common value, newest first: its count is the total; a page is a short walk.
+            only = dense[0]
+            total = len(only)
+            if not total or not limit:
+                return total, []
+            walk = (r for r in _newest_below(st, before) if only.has(r))
+            return total, list(islice(walk, offset, offset + limit))
+        ordered = [r for r in st.iter_newest() if all(d.has(r) for d in dense)]
     if check is not None:
         if ordered is None:
             ordered = (
@@ -428,6 +459,20 @@ def find(
     if before is not None:
         candidates = (r for r in candidates if r.seq < before)
     return total, heapq.nlargest(want, candidates, key=_seq)[offset:]
+
+
+class _AnyOf:
+    """Tasks of any of several index values (a name filter matching many names), some of them dense."""
+
+    def __init__(self, parts: list[Members]) -> None:
+        self.parts = parts
+
+    def has(self, rec: TaskRecord) -> bool:
+        """Whether a retained task is in any of the parts."""
+        return any(p.has(rec) if p.__class__ is DenseMembers else rec.uuid in p for p in self.parts)
+
+    def __len__(self) -> int:
+        return sum(len(p) for p in self.parts)
 
 
 def _newest_below(st: State, before: int | None) -> Iterator[TaskRecord]:

@@ -95,6 +95,74 @@ CHUNK_BITS = 10
 DIRTY_CAP = 20_000  # past this many changed tasks between two searches the cache is rebuilt whole
 
 
+# A value of the state, name or worker index held by this many tasks, and by at least one in DENSE_SHARE of
+# them, keeps a count instead of a set of uuids (DenseMembers): its tasks are found by walking the tasks,
+# where at least one in DENSE_SHARE matches. Below one in SPARSE_SHARE it gets its set back (hysteresis: a
+# set is rebuilt by one walk of every task, rarely). The indexes are checked every REBALANCE_EVERY tasks.
+DENSE_MIN = 2048
+DENSE_SHARE = 32
+SPARSE_SHARE = 128
+REBALANCE_EVERY = 1024
+
+
+class DenseMembers:
+    """The tasks of one common value of an index, as a count: a set of uuids would cost ~40 bytes a task.
+
+    Reads as a set of uuids does (len, in, iteration, <=, ==); iterating walks every task, so readers that
+    page through it (dashboard/core/query.py) walk the tasks newest first instead, testing `has(rec)`.
+    """
+
+    __slots__ = ("count", "key", "tasks", "value")
+
+    def __init__(self, tasks: dict[str, TaskRecord], key: Callable[[TaskRecord], Any], value: Any, count: int) -> None:
+        self.tasks = tasks
+        self.key = key
+        self.value = value
+        self.count = count
+
+    def has(self, rec: TaskRecord) -> bool:
+        """Whether a retained task is one of these."""
+        return bool(self.key(rec) == self.value)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __contains__(self, uuid: object) -> bool:
+        rec = self.tasks.get(uuid) if uuid.__class__ is str else None
+        return rec is not None and self.key(rec) == self.value
+
+    def __iter__(self) -> Iterator[str]:
+        key, value = self.key, self.value
+        return iter([uuid for uuid, rec in self.tasks.items() if key(rec) == value])
+
+    def __le__(self, other: Any) -> bool:
+        return all(uuid in other for uuid in self)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (set, frozenset, DenseMembers)):
+            return set(self) == set(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"DenseMembers({self.value!r}, {self.count})"
+
+
+Members = set[str] | DenseMembers
+
+
+def intersect(a: Members, b: Members, tasks: dict[str, TaskRecord]) -> list[str]:
+    """The uuids in both (a set's members tested against the other; two dense values by one walk)."""
+    if a.__class__ is set and b.__class__ is set:
+        return list(a & b)
+    if b.__class__ is set:
+        a, b = b, a
+    if a.__class__ is set:
+        return [uuid for uuid in a if uuid in b]
+    return [uuid for uuid, rec in tasks.items() if a.has(rec) and b.has(rec)]  # type: ignore[union-attr]
+
+
 class MalformedEvent(ValueError):
     """The event cannot be applied: missing or mistyped structural fields."""
 
@@ -150,6 +218,18 @@ def _trimmed(hist: tuple[Any, ...]) -> tuple[Any, ...]:
     return hist
 
 
+def _state_key(rec: TaskRecord) -> Any:
+    return rec.state
+
+
+def _indexed_name(rec: TaskRecord) -> Any:
+    return _name_key(rec.name)
+
+
+def _host_key(rec: TaskRecord) -> Any:
+    return rec.hostname
+
+
 def _as_number(value: Any) -> float | None:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return value
@@ -174,11 +254,13 @@ class State:
         self.order: deque[str] = deque()
         self.workers: dict[str, WorkerRecord] = {}
         # Indexes for the task-list filters (dashboard/core/query.py), kept incrementally, never rescanned.
-        self.by_state: dict[str, set[str]] = {s: set() for s in STATES}
-        self.by_name: dict[str, set[str]] = {}
-        self.by_worker: dict[str, set[str]] = {}
-        # root_id -> the other tasks of that workflow (a standalone task is its own root: no entry).
-        self.by_root: dict[str, set[str]] = {}
+        # A common value (at least DENSE_MIN tasks, one in DENSE_SHARE) keeps a count, not a set: DenseMembers.
+        self.by_state: dict[str, Members] = {s: set() for s in STATES}
+        self.by_name: dict[str, Members] = {}
+        self.by_worker: dict[str, Members] = {}
+        # root_id -> the other tasks of that workflow, oldest first (a standalone task is its own root: no
+        # entry). Lists: most workflows are a few tasks, and a set is 216 bytes even for one.
+        self.by_root: dict[str, list[str]] = {}
         self.dirty_seqs: set[int] = set()  # tasks changed since the last text search
         self.text_stale = False  # too many changes to note one by one: the text cache starts over
         self.children: dict[str, list[str]] = {}  # parent uuid -> child uuids (parent may be unseen)
@@ -328,7 +410,7 @@ class State:
             if queue is not None:
                 self.queue_stats.count(subject, queue)
         if rec.root_id != old_root:
-            self._index(self.by_root, _root_key(old_root, uuid), _root_key(rec.root_id, uuid), uuid)
+            self._index_root(_root_key(old_root, uuid), _root_key(rec.root_id, uuid), uuid)
         if rec.parent_id != old_parent:
             self._reparented(rec, old_parent)
         self.changed_tasks.add(uuid)
@@ -339,19 +421,52 @@ class State:
             self.text_stale = True
 
     @staticmethod
-    def _index(index: dict[Any, set[str]], old: Any, new: Any, uuid: str) -> None:
+    def _index(index: dict[Any, Members], old: Any, new: Any, uuid: str) -> None:
         # Move uuid from index[old] to index[new]; empty sets go, so the keys are the values in use.
         if old is not None:
             members = index.get(old)
             if members is not None:
-                members.discard(uuid)
+                if members.__class__ is set:
+                    members.discard(uuid)
+                else:
+                    members.count -= 1  # type: ignore[union-attr]
                 if not members and old not in STATES:
                     del index[old]
         if new is not None:
             members = index.get(new)
             if members is None:
                 members = index[new] = set()
-            members.add(uuid)
+            if members.__class__ is set:
+                members.add(uuid)
+            else:
+                members.count += 1  # type: ignore[union-attr]
+
+    def _index_root(self, old: str | None, new: str | None, uuid: str) -> None:
+        # The same for the workflow index, whose members are lists.
+        if old is not None:
+            members = self.by_root.get(old)
+            if members is not None:
+                try:
+                    members.remove(uuid)  # (eviction removes the oldest: the list's first)
+                except ValueError:
+                    pass
+                if not members:
+                    del self.by_root[old]
+        if new is not None:
+            self.by_root.setdefault(new, []).append(uuid)
+
+    def _rebalance(self) -> None:
+        # Common values count their tasks, rare ones keep sets (see DENSE_MIN): values change shares as
+        # tasks come and go. Called between events, when every index agrees with the records.
+        n = len(self.tasks)
+        for index, key in ((self.by_state, _state_key), (self.by_name, _indexed_name), (self.by_worker, _host_key)):
+            for value, members in index.items():
+                size = len(members)
+                if members.__class__ is set:
+                    if size >= DENSE_MIN and size * DENSE_SHARE >= n:
+                        index[value] = DenseMembers(self.tasks, key, value, size)
+                elif size < DENSE_MIN // 2 or size * SPARSE_SHARE < n:
+                    index[value] = {uuid for uuid, rec in self.tasks.items() if key(rec) == value}
 
     def _copy_fields(self, rec: TaskRecord, ev: dict[str, Any], keys: tuple[str, ...] = _TASK_FIELDS) -> None:
         for key in keys:
@@ -389,9 +504,11 @@ class State:
         rec = TaskRecord(uuid, self._seq)
         self.tasks[uuid] = rec
         self.order.append(uuid)
-        self.by_state["PENDING"].add(uuid)
+        self._index(self.by_state, None, "PENDING", uuid)
         if len(self.order) > self.max_tasks:
             self._evict_oldest()
+        if not self._seq % REBALANCE_EVERY:
+            self._rebalance()
         return rec
 
     def _evict_oldest(self) -> None:
@@ -403,7 +520,7 @@ class State:
         self._index(self.by_state, old.state, None, uuid)
         self._index(self.by_name, _name_key(old.name), None, uuid)
         self._index(self.by_worker, old.hostname, None, uuid)
-        self._index(self.by_root, _root_key(old.root_id, uuid), None, uuid)
+        self._index_root(_root_key(old.root_id, uuid), None, uuid)
         self.failure_groups.discard(uuid)  # (its text chunk stays clean: searches skip evicted uuids)
         if old.parent_id is not None:
             self._unlink_child(old.parent_id, old.uuid)
@@ -590,12 +707,12 @@ class State:
         mine = self.by_worker.get(worker.hostname)
         if not mine:
             return
-        running = [uuid for members in self._running() for uuid in mine & members]  # (walks the smaller set)
+        running = [uuid for members in self._running() for uuid in intersect(mine, members, self.tasks)]
         for uuid in running:
             self._settle(self.tasks[uuid], LOST, "lost", when)
             self.lost += 1
 
-    def _running(self) -> list[set[str]]:
+    def _running(self) -> list[Members]:
         # The tasks shown as running: STARTED, and a custom state a running task reports (e.g. PROGRESS).
         return [members for state, members in self.by_state.items() if state == "STARTED" or state not in PRECEDENCE]
 
@@ -704,7 +821,7 @@ class State:
         self._index(self.by_state, "PENDING", state, uuid)
         self._renamed(rec, None)
         self._index(self.by_worker, None, rec.hostname if rec.hostname.__class__ is str else None, uuid)
-        self._index(self.by_root, None, _root_key(rec.root_id, uuid), uuid)
+        self._index_root(None, _root_key(rec.root_id, uuid), uuid)
         self._reparented(rec, None)
         for attempt in rec.attempts or ():
             if isinstance(attempt, dict):
