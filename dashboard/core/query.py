@@ -528,10 +528,10 @@ def workflow_tree(st: State, uuid: str, max_nodes: int = MAX_TREE_NODES) -> dict
     if rec is None:
         return None
     root = workflow_root(st, rec)
-    members = set(st.by_root.get(root, ()))
+    members = set(st.workflow_members(root))
     members.add(root)
-    members.update(st.children.get(root, ()))
-    if len(members) <= 1 and not st.children.get(uuid):
+    members.update(st.children_of(root))
+    if len(members) <= 1 and not st.children_of(uuid):
         return None
     tasks = st.tasks
     ordered = sorted(members, key=lambda u: tasks[u].seq if u in tasks else -1)

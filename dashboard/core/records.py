@@ -96,7 +96,7 @@ class RareFields:
     tb_tail: Any
     eta: Any
     expires: Any
-    attempts: list[dict[str, Any]] | None
+    attempts: list[tuple[Any, ...]] | None  # (retries, timestamp, exception, tb head, tb tail, hostname) each
     extra: dict[str, Any] | None
 
     def __init__(self) -> None:
@@ -194,7 +194,6 @@ class TaskRecord:
     exception = _rare("exception")
     eta = _rare("eta")
     expires = _rare("expires")
-    attempts = _rare("attempts")  # one dict per task-retried
     extra = _rare("extra")  # fields of custom events (e.g. progress)
     succeeded = _history_time("succeeded")
     failed = _history_time("failed")
@@ -226,6 +225,52 @@ class TaskRecord:
     def traceback(self, value: Any) -> None:
         """Set whole: kept as one value (the state splits a text to share its head, see set_traceback)."""
         self.set_traceback(None, value)
+
+    @property
+    def attempts(self) -> list[dict[str, Any]] | None:
+        """One dict per task-retried (retries, timestamp, exception, traceback, hostname); None before any."""
+        more = self._more
+        if more is None or more.attempts is None:
+            return None
+        return [
+            {
+                "retries": a[0],
+                "timestamp": a[1],
+                "exception": a[2],
+                "traceback": a[4] if a[3] is None else a[3] + a[4],
+                "hostname": a[5],
+            }
+            for a in more.attempts
+        ]
+
+    @attempts.setter
+    def attempts(self, value: list[dict[str, Any]] | None) -> None:
+        """Set from dicts as `attempts` gives them (a snapshot's); anything but a dict is dropped."""
+        if self._more is None:
+            if value is None:
+                return
+            self._more = RareFields()
+        self._more.attempts = None
+        for a in value or ():
+            if isinstance(a, dict):
+                tb = a.get("traceback")
+                self.add_attempt(a.get("retries"), a.get("timestamp"), a.get("exception"), None, tb, a.get("hostname"))
+        if value is not None and self._more.attempts is None:
+            self._more.attempts = []
+
+    def add_attempt(self, retries: Any, when: Any, exception: Any, tb_head: str | None, tb: Any, host: Any) -> None:
+        """Note one retried attempt; its traceback is `tb_head + tb` (the head shared, see split_traceback)."""
+        more = self._more
+        if more is None:
+            more = self._more = RareFields()
+        if more.attempts is None:
+            more.attempts = []
+        more.attempts.append((retries, when, exception, tb_head, tb, host))
+
+    def attempt_count(self) -> int:
+        """How many retried attempts are noted."""
+        more = self._more
+        return 0 if more is None or more.attempts is None else len(more.attempts)
 
     def set_traceback(self, head: str | None, tail: Any) -> None:
         """Keep a traceback as `head + tail` (head shared with other tasks), or any value as `tail` alone."""

@@ -218,6 +218,41 @@ def _trimmed(hist: tuple[Any, ...]) -> tuple[Any, ...]:
     return hist
 
 
+# Links from one task to many (parent -> children, root -> workflow): most tasks link to one or none, so one
+# uuid is stored alone (no list: a list costs ~90 bytes), more as a list in the order they came.
+def _link(links: dict[str, str | list[str]], key: str, uuid: str) -> None:
+    had = links.get(key)
+    if had is None:
+        links[key] = uuid
+    elif isinstance(had, str):
+        links[key] = [had, uuid]
+    else:
+        had.append(uuid)
+
+
+def _unlink(links: dict[str, str | list[str]], key: str, uuid: str) -> None:
+    had = links.get(key)
+    if had is None:
+        return
+    if isinstance(had, str):
+        if had == uuid:
+            del links[key]
+        return
+    try:
+        had.remove(uuid)  # (eviction removes the oldest: the list's first)
+    except ValueError:
+        return
+    if len(had) == 1:
+        links[key] = had[0]
+    elif not had:
+        del links[key]
+
+
+def _linked(links: dict[str, str | list[str]], key: str) -> list[str]:
+    had = links.get(key)
+    return [] if had is None else [had] if isinstance(had, str) else list(had)
+
+
 def _state_key(rec: TaskRecord) -> Any:
     return rec.state
 
@@ -260,10 +295,11 @@ class State:
         self.by_worker: dict[str, Members] = {}
         # root_id -> the other tasks of that workflow, oldest first (a standalone task is its own root: no
         # entry). Lists: most workflows are a few tasks, and a set is 216 bytes even for one.
-        self.by_root: dict[str, list[str]] = {}
+        self.by_root: dict[str, str | list[str]] = {}
         self.dirty_seqs: set[int] = set()  # tasks changed since the last text search
         self.text_stale = False  # too many changes to note one by one: the text cache starts over
-        self.children: dict[str, list[str]] = {}  # parent uuid -> child uuids (parent may be unseen)
+        # parent uuid -> child uuids (the parent may be unseen); one child is its uuid alone (see _link)
+        self.children: dict[str, str | list[str]] = {}
         self.failures: deque[str] = deque(maxlen=50)  # latest uuids that became FAILURE
         self.failure_groups = FailureGroups()  # failures and retries by signature (dashboard/core/failures.py)
         self.stats = TaskStats()  # per task name: outcomes, runtime and queue-wait percentiles, event counts
@@ -442,18 +478,11 @@ class State:
                 members.count += 1  # type: ignore[union-attr]
 
     def _index_root(self, old: str | None, new: str | None, uuid: str) -> None:
-        # The same for the workflow index, whose members are lists.
+        # The same for the workflow index (see _link).
         if old is not None:
-            members = self.by_root.get(old)
-            if members is not None:
-                try:
-                    members.remove(uuid)  # (eviction removes the oldest: the list's first)
-                except ValueError:
-                    pass
-                if not members:
-                    del self.by_root[old]
+            _unlink(self.by_root, old, uuid)
         if new is not None:
-            self.by_root.setdefault(new, []).append(uuid)
+            _link(self.by_root, new, uuid)
 
     def _rebalance(self) -> None:
         # Common values count their tasks, rare ones keep sets (see DENSE_MIN): values change shares as
@@ -571,26 +600,22 @@ class State:
         return gid
 
     def _record_attempt(self, rec: TaskRecord, ev: dict[str, Any], timestamp: float) -> None:
-        if rec.attempts is None:
-            rec.attempts = []
         self.outcomes["RETRY"] += 1
         self.stats.retried(rec.name, timestamp)
         self.failure_groups.add(
             rec.uuid, rec.name, rec.hostname, ev.get("exception"), ev.get("traceback"), timestamp, "RETRY"
         )
-        if len(rec.attempts) < MAX_HISTORY:
+        if rec.attempt_count() < MAX_HISTORY:
             tb = ev.get("traceback")
-            if tb.__class__ is str and len(tb) > MAX_FIELD_CHARS:
-                tb = clip(tb)
-            rec.attempts.append(
-                {
-                    "retries": rec.retries,
-                    "timestamp": timestamp,
-                    "exception": ev.get("exception"),
-                    "traceback": self._intern_text(tb) if tb.__class__ is str else tb,
-                    "hostname": rec.hostname,
-                }
-            )
+            head = None
+            if tb.__class__ is str:
+                # The frames are shared (with the task's own traceback, and other tasks failing alike).
+                head, tb = split_traceback(clip(tb) if len(tb) > MAX_FIELD_CHARS else tb)
+                head = self._intern_text(head) if head else None
+            exc = ev.get("exception")
+            if exc.__class__ is str and exc == rec.exception:
+                exc = rec.exception  # the record's (interned) copy
+            rec.add_attempt(rec.retries, timestamp, exc, head, tb, rec.hostname)
 
     def _store_extra(self, rec: TaskRecord, ev: dict[str, Any]) -> None:
         extra: dict[str, Any] = {}
@@ -620,19 +645,13 @@ class State:
             self._unlink_child(old_parent, rec.uuid)
         parent = rec.parent_id
         if parent.__class__ is str:
-            self.children.setdefault(parent, []).append(rec.uuid)
+            _link(self.children, parent, rec.uuid)
             if parent in self.tasks:
                 self.changed_tasks.add(parent)  # its page lists children
 
     def _unlink_child(self, parent: Any, uuid: str) -> None:
-        kids = self.children.get(parent) if parent.__class__ is str else None
-        if kids is not None:
-            try:
-                kids.remove(uuid)
-            except ValueError:
-                pass
-            if not kids:
-                del self.children[parent]
+        if parent.__class__ is str:
+            _unlink(self.children, parent, uuid)
 
     def _intern_text(self, text: str) -> str:
         interned = self._interned
@@ -920,4 +939,8 @@ class State:
 
     def children_of(self, uuid: str) -> list[str]:
         """Uuids of the tasks whose parent is `uuid`."""
-        return list(self.children.get(uuid, ()))
+        return _linked(self.children, uuid)
+
+    def workflow_members(self, root: str) -> list[str]:
+        """Uuids of the retained tasks whose root_id is `root` (the root itself aside), oldest first."""
+        return _linked(self.by_root, root)
