@@ -298,16 +298,16 @@ def test_a_common_value_turns_dense_and_back_to_a_set_as_its_share_changes(monke
     monkeypatch.setattr(state_module, "REBALANCE_EVERY", 10)
     state = State(max_tasks=30_000)
     events = []
-    for i in range(30_000):  # 200 tasks of one worker, then 29,800 of another
-        events.append({"type": "task-received", "uuid": f"t{i}", "hostname": "w1" if i < 200 else "w2",
+    for i in range(30_000):  # 100 tasks of one worker, then 29,900 of another
+        events.append({"type": "task-received", "uuid": f"t{i}", "hostname": "w1" if i < 100 else "w2",
                        "timestamp": T0 + i, "name": "job"})  # fmt: skip
         if i == 300:
             state.events(events)
             events = []
-            assert isinstance(state.by_worker["w1"], DenseMembers), "one task in 32 or more: a count"
-            assert find(state, Filters(worker="w1"), limit=2)[0] == 200
+            assert isinstance(state.by_worker["w1"], DenseMembers), f"one task in {state_module.DENSE_SHARE}: a count"
+            assert find(state, Filters(worker="w1"), limit=2)[0] == 100
     state.events(events)
-    assert isinstance(state.by_worker["w1"], set), "under one in 128 (none evicted): a set again"
-    assert state.by_worker["w1"] == {f"t{i}" for i in range(200)}
+    assert isinstance(state.by_worker["w1"], set), f"under one in {state_module.SPARSE_SHARE}: a set again"
+    assert state.by_worker["w1"] == {f"t{i}" for i in range(100)}
     total, page = find(state, Filters(worker="w1"), limit=3)
-    assert total == 200 and [r.uuid for r in page] == ["t199", "t198", "t197"]
+    assert total == 100 and [r.uuid for r in page] == ["t99", "t98", "t97"]

@@ -231,7 +231,7 @@ class TextIndex:
         tasks = st.tasks
         mask = (1 << CHUNK_BITS) - 1
         order, first_seq = st.order, st.first_seq()
-        for seq in sorted(st.dirty_seqs):  # ascending: a chunk grows by its new tasks in order
+        for seq in sorted(set(st.dirty_seqs)):  # ascending: a chunk grows by its new tasks in order
             k = seq >> CHUNK_BITS
             entry = self._chunks.get(k)
             if entry is None:
@@ -245,7 +245,7 @@ class TextIndex:
             rec = tasks.get(uuids[i]) if uuids[i] is not None else None
             texts[i] = haystack(rec).replace(self._SEP, " ") if rec is not None else ""
             changed.add(k)
-        st.dirty_seqs.clear()
+        del st.dirty_seqs[:]
         for k in changed:
             if k in self._chunks:
                 self._join(self._chunks[k])
