@@ -126,8 +126,59 @@ def _rare(name: str) -> property:
     return property(get, put, doc=f"The task's {name} (None for most tasks).")
 
 
+# Fields holding the time of the last event of their kind, kept in slots.
+SLOT_TIMES = ("sent", "received", "started")
+
+
+class ImplicitHistory:
+    """A task's history while every time in it is one of the record's own fields: each event of a kind with a
+    slot (SLOT_TIMES) at most once, then possibly one final event (a HISTORY_TIMES kind) whose time is the
+    record's `timestamp`. Most tasks never leave it (sent, received, started, succeeded), so their history
+    costs no tuple at all: one shared object per sequence of kinds. The first event that breaks the rule
+    turns the history into the explicit tuple, built from the fields before they change."""
+
+    __slots__ = ("_next", "final", "subjects")
+
+    def __init__(self, subjects: tuple[str, ...], final: bool) -> None:
+        self.subjects = subjects
+        self.final = final  # the last subject's time is the record's timestamp
+        self._next: dict[str, ImplicitHistory | None] = {}
+
+    def then(self, subject: str) -> ImplicitHistory | None:
+        """This history with one more event of `subject`, or None when that cannot be implicit."""
+        try:
+            return self._next[subject]
+        except KeyError:
+            pass
+        nxt = None
+        if not self.final and subject not in self.subjects:
+            if subject in SLOT_TIMES:
+                nxt = ImplicitHistory((*self.subjects, subject), False)
+            elif subject in HISTORY_TIMES:
+                nxt = ImplicitHistory((*self.subjects, subject), True)
+        self._next[subject] = nxt  # (bounded: a few kinds, each at most once)
+        return nxt
+
+    def times(self, rec: TaskRecord) -> tuple[Any, ...]:
+        """The explicit history: (subject, timestamp, ...)."""
+        out: list[Any] = []
+        last = len(self.subjects) - 1
+        for i, subject in enumerate(self.subjects):
+            out.append(subject)
+            out.append(rec.timestamp if self.final and i == last else getattr(rec, subject))
+        return tuple(out)
+
+
+EMPTY_HISTORY = ImplicitHistory((), False)
+
+
 def _history_time(subject: str) -> property:
     def get(rec: TaskRecord) -> float | None:
+        implicit = rec._hist
+        if implicit.__class__ is ImplicitHistory:
+            if implicit.final and implicit.subjects[-1] == subject:
+                return rec.timestamp
+            return None  # (the other kinds of an implicit history have slots)
         hist = rec.history
         for i in range(len(hist) - 2, -1, -2):
             if hist[i] == subject:
@@ -140,7 +191,8 @@ def _history_time(subject: str) -> property:
 class TaskRecord:
     """One task, as compact as Python allows (this is multiplied by max_tasks): the usual fields in slots,
     the rare ones in a RareFields object only tasks that have them carry, the times of rarer event kinds
-    read from the history (one tuple, rebuilt per event: a tuple is 32 bytes smaller than a list)."""
+    read from the history (implicit while it can be, see ImplicitHistory; else one tuple, rebuilt per event:
+    a tuple is 32 bytes smaller than a list)."""
 
     __slots__ = (
         "uuid",
@@ -163,7 +215,7 @@ class TaskRecord:
         "sent",
         "received",
         "started",
-        "history",
+        "_hist",
         "_more",
     )
     # Declared here for the type checker (slots take no class values). Fields copied from events are
@@ -188,7 +240,7 @@ class TaskRecord:
     sent: float | None  # the timestamp of the last event of each kind (see HISTORY_TIMES for the others)
     received: float | None
     started: float | None
-    history: tuple[Any, ...]  # flat (subject, timestamp, subject, timestamp, ...)
+    _hist: ImplicitHistory | tuple[Any, ...]
     _more: RareFields | None
 
     exception = _rare("exception")
@@ -210,8 +262,19 @@ class TaskRecord:
         self.root_id = self.parent_id = self.exchange = None
         self.routing_key = self.queue = self.runtime = None
         self.sent = self.received = self.started = None
-        self.history = ()
+        self._hist = EMPTY_HISTORY
         self._more = None
+
+    @property
+    def history(self) -> tuple[Any, ...]:
+        """Every event of the task, flat: (subject, timestamp, subject, timestamp, ...)."""
+        hist = self._hist
+        return hist.times(self) if hist.__class__ is ImplicitHistory else hist  # type: ignore[return-value]
+
+    @history.setter
+    def history(self, value: tuple[Any, ...]) -> None:
+        """Set explicitly (a tuple, as `history` gives it)."""
+        self._hist = value
 
     @property
     def traceback(self) -> Any:

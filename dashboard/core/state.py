@@ -27,6 +27,7 @@ from .records import (
     SNAPSHOT_WORKER_FIELDS,
     STATES,
     UNREPORTED,
+    ImplicitHistory,
     TaskRecord,
     WorkerRecord,
     clip,
@@ -395,9 +396,16 @@ class State:
                     worker.last_heartbeat = local_received
                 self.changed_workers.add(hostname)
 
-        hist = rec.history = rec.history + (subject, timestamp)
-        if len(hist) > 2 * MAX_HISTORY:
-            rec.history = _trimmed(hist)
+        hist = rec._hist
+        if hist.__class__ is ImplicitHistory:
+            # Implicit while this event's time will be one of the record's fields (set below); else the tuple,
+            # built from the fields before this event changes them.
+            implicit = hist.then(subject)
+            rec._hist = implicit if implicit is not None else hist.times(rec) + (subject, timestamp)
+        else:
+            hist = rec._hist = hist + (subject, timestamp)  # type: ignore[operator]
+            if len(hist) > 2 * MAX_HISTORY:
+                rec._hist = _trimmed(hist)
 
         state = EVENT_TO_STATE.get(subject)
         if state is not None:
