@@ -311,3 +311,28 @@ def test_a_common_value_turns_dense_and_back_to_a_set_as_its_share_changes(monke
     assert state.by_worker["w1"] == {f"t{i}" for i in range(100)}
     total, page = find(state, Filters(worker="w1"), limit=3)
     assert total == 100 and [r.uuid for r in page] == ["t99", "t98", "t97"]
+
+
+TASK_EVENTS = ["task-sent", "task-received", "task-started", "task-succeeded", "task-failed", "task-retried",
+               "task-revoked", "task-rejected", "task-progress"]  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(TASK_EVENTS), st.floats(min_value=T0, max_value=T0 + 50, allow_nan=False)),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_a_history_reads_every_event_in_order_implicit_or_not(steps: list[tuple[str, float]]) -> None:
+    state = State()
+    for type_, ts in steps:  # any order, repeats and out-of-order times included
+        state.events([{"type": type_, "uuid": "t", "hostname": "w@h", "timestamp": ts, "local_received": ts}])
+    rec = state.tasks["t"]
+    subjects = [type_.partition("-")[2] for type_, _ in steps]
+    assert list(rec.history) == [x for (_, ts), subject in zip(steps, subjects) for x in (subject, ts)]
+    for kind in ("sent", "received", "started", "succeeded", "failed", "retried", "revoked", "rejected"):
+        last = [ts for (_, ts), subject in zip(steps, subjects) if subject == kind]
+        assert getattr(rec, kind) == (last[-1] if last else None), kind
+    assert rec.timestamp is not None
