@@ -236,7 +236,7 @@ EVENT = st.fixed_dictionaries(
         "uuid": st.sampled_from([f"u{i}" for i in range(40)]),
         "hostname": st.sampled_from(["w1", "w2", "w3"]),
         "timestamp": st.floats(min_value=T0, max_value=T0 + 100, allow_nan=False),
-        "name": st.sampled_from(["a.x", "a.y", "b.z"]),
+        "name": st.sampled_from(["a.x", "a.y", "b.z", "7", 7]),  # (7 is indexed by its repr: as "7")
         "args": st.sampled_from(["(1,)", "('oslo',)", "()"]),
     }
 )
@@ -336,3 +336,20 @@ def test_a_history_reads_every_event_in_order_implicit_or_not(steps: list[tuple[
         last = [ts for (_, ts), subject in zip(steps, subjects) if subject == kind]
         assert getattr(rec, kind) == (last[-1] if last else None), kind
     assert rec.timestamp is not None
+
+
+def test_a_name_indexed_by_its_repr_turns_a_dense_value_back_into_a_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(state_module, "DENSE_MIN", 4)
+    monkeypatch.setattr(state_module, "REBALANCE_EVERY", 1)
+    state = State()
+    state.events([{"type": "task-received", "uuid": f"s{i}", "hostname": "w", "timestamp": T0 + i, "name": "7"}
+                  for i in range(20)])  # fmt: skip
+    assert isinstance(state.by_name["7"], DenseMembers)
+    state.events([{"type": "task-received", "uuid": "odd", "hostname": "w", "timestamp": T0 + 30, "name": 7}])
+    assert state.by_name["7"] == {"odd", *(f"s{i}" for i in range(20))}
+    assert isinstance(state.by_name["7"], set), "a value whose tasks do not all hold it as their name: a set"
+    total, page = find(state, Filters(name="7"), limit=2)
+    assert total == 21 and [r.uuid for r in page] == ["odd", "s19"]
+    state.events([{"type": "task-received", "uuid": f"n{i}", "hostname": "w", "timestamp": T0 + 40 + i, "name": "7"}
+                  for i in range(20)])  # fmt: skip
+    assert isinstance(state.by_name["7"], set), "no name turns dense while a name is not a string"
