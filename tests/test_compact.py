@@ -283,7 +283,7 @@ def test_dense_index_values_answer_every_query_as_sets_do(
         got, want = getattr(dense, name), getattr(sets, name)
         assert _plain(got) == _plain(want), name
         for value, members in got.items():
-            assert len(members) == len(want[value])
+            assert len(members) == len(want[value]) == len(list(members)), "each member once"
             assert all(u in members for u in want[value])
     assert dense.counts == sets.counts and dense.task_names == sets.task_names
     for f in QUERIES:

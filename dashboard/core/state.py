@@ -14,8 +14,7 @@ import threading
 from array import array
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from itertools import compress, repeat
-from operator import and_, attrgetter, eq
+from operator import attrgetter
 from typing import Any, NamedTuple
 
 from .failures import FailureGroups
@@ -112,27 +111,44 @@ REBALANCE_EVERY = 1024
 
 
 class DenseMembers:
-    """The tasks of one common value of an index, as a count: a set of uuids would cost ~40 bytes a task.
+    """The tasks of one common value of an index: a count, and a list of uuids that holds every member and may
+    hold stale ones (tasks gone or moved to another value), tested against the record when read. A set costs
+    ~40 bytes a member, the list 8-9: a task leaving costs nothing, and stale entries are trimmed as the
+    oldest tasks go (State._rebalance).
 
-    Reads as a set of uuids does (len, in, iteration, <=, ==); iterating walks every task, so readers that
-    page through it (dashboard/core/query.py) walk the tasks newest first instead, testing `has(rec)`.
+    Reads as a set of uuids does (len, in, iteration, <=, ==); membership is the record's field.
     """
 
-    __slots__ = ("count", "get", "tasks", "value")
+    __slots__ = ("count", "get", "tasks", "uuids", "value")
 
-    def __init__(self, tasks: dict[str, TaskRecord], attr: str, value: Any, count: int) -> None:
+    def __init__(self, tasks: dict[str, TaskRecord], attr: str, value: Any, members: Iterable[str]) -> None:
         self.tasks = tasks
         self.get = attrgetter(attr)  # the record field whose value this is (exactly: see State._rebalance)
         self.value = value
-        self.count = count
+        self.uuids = list(members)
+        self.count = len(self.uuids)
 
     def has(self, rec: TaskRecord) -> bool:
         """Whether a retained task is one of these."""
         return bool(self.get(rec) == self.value)
 
-    def mask(self, recs: Iterable[TaskRecord]) -> Iterator[bool]:
-        """Whether each of `recs` is one of these, tested in C (for itertools.compress)."""
-        return map(eq, map(self.get, recs), repeat(self.value))
+    def members(self) -> list[str]:
+        """The uuids of the members, each once."""
+        tasks, get, value = self.tasks, self.get, self.value
+        valid = [u for u in self.uuids if (rec := tasks.get(u)) is not None and get(rec) == value]
+        # (A task that left and came back, or a uuid seen again after eviction, is listed twice.)
+        return valid if len(valid) == self.count else list(dict.fromkeys(valid))
+
+    def trim(self) -> None:
+        """Drop the stale entries at the front (the oldest tasks go first); rebuild when half are stale."""
+        uuids, tasks, get, value = self.uuids, self.tasks, self.get, self.value
+        k, n = 0, len(uuids)
+        while k < n and ((rec := tasks.get(uuids[k])) is None or get(rec) != value):
+            k += 1
+        if k:
+            del uuids[:k]
+        if len(uuids) > 2 * self.count + 64:
+            self.uuids = self.members()
 
     def __len__(self) -> int:
         return self.count
@@ -142,8 +158,7 @@ class DenseMembers:
         return rec is not None and self.get(rec) == self.value
 
     def __iter__(self) -> Iterator[str]:
-        # One walk of every task, in C (~20 ns a task): readers that page walk newest first instead.
-        return iter(list(compress(self.tasks.keys(), self.mask(self.tasks.values()))))
+        return iter(self.members())
 
     def __le__(self, other: Any) -> bool:
         return all(uuid in other for uuid in self)
@@ -162,16 +177,13 @@ class DenseMembers:
 Members = set[str] | DenseMembers
 
 
-def intersect(a: Members, b: Members, tasks: dict[str, TaskRecord]) -> list[str]:
-    """The uuids in both (a set's members tested against the other; two dense values by one walk)."""
+def intersect(a: Members, b: Members) -> list[str]:
+    """The uuids in both (the smaller one's members tested against the other)."""
     if a.__class__ is set and b.__class__ is set:
         return list(a & b)
-    if b.__class__ is set:
+    if len(b) < len(a):
         a, b = b, a
-    if a.__class__ is set:
-        return [uuid for uuid in a if uuid in b]
-    recs = tasks.values()
-    return list(compress(tasks.keys(), map(and_, a.mask(recs), b.mask(recs))))  # type: ignore[union-attr]
+    return [uuid for uuid in a if uuid in b]
 
 
 class MalformedEvent(ValueError):
@@ -264,16 +276,8 @@ def _linked(links: dict[str, str | list[str]], key: str) -> list[str]:
     return [] if had is None else [had] if isinstance(had, str) else list(had)
 
 
-def _state_key(rec: TaskRecord) -> Any:
-    return rec.state
-
-
 def _indexed_name(rec: TaskRecord) -> Any:
     return _name_key(rec.name)
-
-
-def _host_key(rec: TaskRecord) -> Any:
-    return rec.hostname
 
 
 def _as_number(value: Any) -> float | None:
@@ -497,6 +501,7 @@ class State:
                 members.add(uuid)
             else:
                 members.count += 1  # type: ignore[union-attr]
+                members.uuids.append(uuid)  # type: ignore[union-attr]
 
     def _index_root(self, old: str | None, new: str | None, uuid: str) -> None:
         # The same for the workflow index (see _link).
@@ -512,11 +517,7 @@ class State:
         # A name turns dense only while every retained name is a string: a value's tasks are then exactly
         # those whose field equals it (another name is indexed by its repr, see _name_key).
         n = len(self.tasks)
-        for index, key, attr in (
-            (self.by_state, _state_key, "state"),
-            (self.by_name, _indexed_name, "name"),
-            (self.by_worker, _host_key, "hostname"),
-        ):
+        for index, attr in ((self.by_state, "state"), (self.by_name, "name"), (self.by_worker, "hostname")):
             for value, members in index.items():
                 size = len(members)
                 if members.__class__ is set:
@@ -526,9 +527,11 @@ class State:
                         and (index is not self.by_state or value in _DENSE_STATES)
                         and (index is not self.by_name or not self._odd_names)
                     ):
-                        index[value] = DenseMembers(self.tasks, attr, value, size)
+                        index[value] = DenseMembers(self.tasks, attr, value, members)
                 elif size < DENSE_MIN // 2 or size * SPARSE_SHARE < n:
-                    index[value] = self._members(key, value)
+                    index[value] = set(members.members())  # type: ignore[union-attr]
+                else:
+                    members.trim()  # type: ignore[union-attr]
 
     def _members(self, key: Callable[[TaskRecord], Any], value: Any) -> set[str]:
         return {uuid for uuid, rec in self.tasks.items() if key(rec) == value}
@@ -772,7 +775,7 @@ class State:
         mine = self.by_worker.get(worker.hostname)
         if not mine:
             return
-        running = [uuid for members in self._running() for uuid in intersect(mine, members, self.tasks)]
+        running = [uuid for members in self._running() for uuid in intersect(mine, members)]
         for uuid in running:
             self._settle(self.tasks[uuid], LOST, "lost", when)
             self.lost += 1
