@@ -10,7 +10,8 @@ once, under the first place it is reached from, in the order printed.
 
     python -m bench.memprofile --tasks 100000
     python -m bench.memprofile --tasks 1000000 --tracemalloc
-    python -m bench.memprofile --tasks 100000 --replay 3   # + CPU time of State.events per event
+    python -m bench.memprofile --tasks 100000 --replay 3   # instead: CPU time of State.events per event
+    python -m bench.memprofile --tasks 100000 --search     # + what the free-text search's cache adds
 
 The lifecycles are generated in chunks (`--chunk` tasks each, different seeds: every task's args and
 uuid are its own) by a child process that pipes the envelopes in, so the generator's memory and
@@ -34,6 +35,7 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
+from dashboard.core.query import TextIndex
 from dashboard.core.records import TaskRecord
 from dashboard.core.state import State
 from dashboard.ingest.process import HEADER, decode_frame, encode_frame
@@ -209,7 +211,7 @@ def tracemalloc_top(snapshot: tracemalloc.Snapshot, base: tracemalloc.Snapshot, 
     return [(f"{s.traceback[0].filename.rsplit('/', 2)[-1]}:{s.traceback[0].lineno}", s.size_diff) for s in stats[:n]]
 
 
-def profile(tasks: int, chunk: int, use_tracemalloc: bool, top: int) -> dict[str, Any]:
+def profile(tasks: int, chunk: int, use_tracemalloc: bool, top: int, search: bool = False) -> dict[str, Any]:
     """Feed `tasks` lifecycles into a fresh state; bytes per task, total and by place."""
     state = State(max_tasks=tasks + 1000)
     envelopes = generated(tasks, chunk)
@@ -238,6 +240,13 @@ def profile(tasks: int, chunk: int, use_tracemalloc: bool, top: int) -> dict[str
     parts = breakdown(state)
     result["getsizeof_bytes_per_task"] = round(sum(parts.values()) / tasks)
     result["breakdown_bytes_per_task"] = {k: round(v / tasks, 1) for k, v in parts.items()}
+    if search:
+        # Not part of the figure above: the free-text search's cache, built by the first q= search.
+        index = TextIndex()
+        before = rss_bytes()
+        index.search(state, E.RARE_WORD)
+        result["text_cache_rss_bytes_per_task"] = round((rss_bytes() - before) / tasks)
+        result["text_cache_getsizeof_bytes_per_task"] = round(_deep(index, set()) / tasks)
     return result
 
 
@@ -289,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tracemalloc", action="store_true", help="trace allocations (RSS is then not reported)")
     p.add_argument("--top", type=int, default=15, help="source lines listed with --tracemalloc")
     p.add_argument("--replay", type=int, metavar="N", help="instead: CPU time of State.events, median of N rounds")
+    p.add_argument("--search", action="store_true", help="also: what the free-text search's cache adds")
     p.add_argument("--json", help="also write the result here")
     p.add_argument("--emit", action="store_true", help=argparse.SUPPRESS)  # the generator's child process
     o = p.parse_args(argv)
@@ -296,7 +306,10 @@ def main(argv: list[str] | None = None) -> int:
         emit(o.tasks, o.chunk)
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    result = replay(o.tasks, o.chunk, o.replay) if o.replay else profile(o.tasks, o.chunk, o.tracemalloc, o.top)
+    if o.replay:
+        result = replay(o.tasks, o.chunk, o.replay)
+    else:
+        result = profile(o.tasks, o.chunk, o.tracemalloc, o.top, o.search)
     lines = [f"{k}: {v}" for k, v in result.items() if k not in ("breakdown_bytes_per_task", "tracemalloc_top")]
     for k, v in result.get("breakdown_bytes_per_task", {}).items():
         lines.append(f"  {v:8.1f} B/task  {k}")

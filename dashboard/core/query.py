@@ -18,7 +18,8 @@ from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from itertools import accumulate, islice
+from itertools import accumulate, compress, islice
+from operator import and_
 from typing import Any
 
 from .records import TaskRecord, derived_runtime
@@ -424,7 +425,12 @@ def find(
             return total, list(islice(walk, offset, offset + limit))
         # Several: the members of the smallest, tested against the others' records.
         dense.sort(key=len)
-        found = {u for u in dense[0].members() if all(d.has(tasks[u]) for d in dense[1:])}
+        ids = dense[0].members()
+        recs = list(map(tasks.__getitem__, ids))
+        keep = [True] * len(recs)
+        for d in dense[1:]:
+            keep = list(map(and_, keep, d.mask(recs)))  # (tested in C)
+        found = set(compress(ids, keep))
     if check is not None:
         if ordered is None:
             ordered = (
@@ -472,6 +478,10 @@ class _AnyOf:
     def has(self, rec: TaskRecord) -> bool:
         """Whether a retained task is in any of the parts."""
         return any(p.has(rec) if p.__class__ is DenseMembers else rec.uuid in p for p in self.parts)
+
+    def mask(self, recs: list[TaskRecord]) -> Iterator[bool]:
+        """Whether each of `recs` is in any of the parts."""
+        return map(self.has, recs)
 
     def members(self) -> list[str]:
         """The uuids of every part, each once."""
