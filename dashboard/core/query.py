@@ -423,14 +423,22 @@ def find(
                 return total, []
             walk = (r for r in _newest_below(st, before) if only.has(r))
             return total, list(islice(walk, offset, offset + limit))
-        # Several: the members of the smallest, tested against the others' records.
-        dense.sort(key=len)
-        ids = dense[0].members()
-        recs = list(map(tasks.__getitem__, ids))
-        keep = [True] * len(recs)
-        for d in dense[1:]:
-            keep = list(map(and_, keep, d.mask(recs)))  # (tested in C)
-        found = set(compress(ids, keep))
+        if sort in SORTS or check is not None:
+            # Every match is needed anyway: one walk of the tasks, newest first, tested in C.
+            recs = list(filter(None, map(tasks.get, reversed(st.order))))
+            keep: Iterable[bool] = dense[0].mask(recs)
+            for d in dense[1:]:
+                keep = map(and_, keep, d.mask(recs))
+            ordered = list(compress(recs, keep))
+        else:
+            # Several, newest first: the members of the smallest, tested against the others' records.
+            dense.sort(key=len)
+            ids = dense[0].members()
+            recs = list(map(tasks.__getitem__, ids))
+            keep = [True] * len(recs)
+            for d in dense[1:]:
+                keep = list(map(and_, keep, d.mask(recs)))  # (tested in C)
+            found = set(compress(ids, keep))
     if check is not None:
         if ordered is None:
             ordered = (
