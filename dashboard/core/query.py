@@ -18,11 +18,12 @@ from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from itertools import accumulate, islice
+from itertools import accumulate, compress, islice
+from operator import and_
 from typing import Any
 
 from .records import TaskRecord, derived_runtime
-from .state import CHUNK_BITS, State
+from .state import CHUNK_BITS, DenseMembers, Members, State
 
 _EMPTY: frozenset[str] = frozenset()
 
@@ -231,7 +232,7 @@ class TextIndex:
         tasks = st.tasks
         mask = (1 << CHUNK_BITS) - 1
         order, first_seq = st.order, st.first_seq()
-        for seq in sorted(st.dirty_seqs):  # ascending: a chunk grows by its new tasks in order
+        for seq in sorted(set(st.dirty_seqs)):  # ascending: a chunk grows by its new tasks in order
             k = seq >> CHUNK_BITS
             entry = self._chunks.get(k)
             if entry is None:
@@ -245,7 +246,7 @@ class TextIndex:
             rec = tasks.get(uuids[i]) if uuids[i] is not None else None
             texts[i] = haystack(rec).replace(self._SEP, " ") if rec is not None else ""
             changed.add(k)
-        st.dirty_seqs.clear()
+        del st.dirty_seqs[:]
         for k in changed:
             if k in self._chunks:
                 self._join(self._chunks[k])
@@ -370,28 +371,74 @@ def find(
     tasks = st.tasks
     check = _predicate(f)
     sets: list[set[str] | frozenset[str]] = []
+    # Common values keep no set (dashboard/core/state.py DenseMembers): their tasks are tested one by one,
+    # which costs little because at least one task in DENSE_SHARE matches.
+    dense: list[DenseMembers | _AnyOf] = []
+
+    def want_members(members: Members | _AnyOf | frozenset[str]) -> None:
+        if members.__class__ is DenseMembers or members.__class__ is _AnyOf:
+            dense.append(members)
+        else:
+            sets.append(members)  # type: ignore[arg-type]
+
     if f.state:
-        sets.append(st.by_state.get(f.state, _EMPTY))
+        want_members(st.by_state.get(f.state, _EMPTY))
     if f.name:
         needle = f.name.lower()
         named = [s for name, s in st.by_name.items() if needle in name.lower()]
-        sets.append(named[0] if len(named) == 1 else set().union(*named))
+        if len(named) == 1:
+            want_members(named[0])
+        elif any(s.__class__ is DenseMembers for s in named):
+            want_members(_AnyOf(named))
+        else:
+            sets.append(set().union(*named))
     if f.worker:
-        sets.append(st.by_worker.get(f.worker, _EMPTY))
+        want_members(st.by_worker.get(f.worker, _EMPTY))
     if f.group:
         sets.append({u for u in st.failure_groups.uuids(f.group) if u in tasks})
     ordered: list[TaskRecord] | None = None  # all matches, newest first, when known
     found: set[str] | frozenset[str] | None = None  # all matches, unordered, when known
     if f.text:
         index = text_index or TextIndex()
-        if not sets and check is None and sort not in SORTS and before is None:
+        if not sets and not dense and check is None and sort not in SORTS and before is None:
             # Free text alone, newest first: count every match, but map only one page to tasks.
             total, hits = index.search(st, f.text, want=offset + limit)
             return total, [tasks[u] for u in hits[offset : offset + limit]]
-        ordered = [tasks[u] for u in index.search(st, f.text)[1] if all(u in s for s in sets)]
+        ordered = [
+            tasks[u]
+            for u in index.search(st, f.text)[1]
+            if all(u in s for s in sets) and all(d.has(tasks[u]) for d in dense)
+        ]
     elif sets:
         sets.sort(key=len)
         found = sets[0] if len(sets) == 1 else sets[0].intersection(*sets[1:])
+        if dense:
+            found = {u for u in found if all(d.has(tasks[u]) for d in dense)}
+    elif dense:
+        if len(dense) == 1 and check is None and sort not in SORTS:
+            # One common value, newest first: its count is the total; a page is a short walk.
+            only = dense[0]
+            total = len(only)
+            if not total or not limit:
+                return total, []
+            walk = (r for r in _newest_below(st, before) if only.has(r))
+            return total, list(islice(walk, offset, offset + limit))
+        if sort in SORTS or check is not None:
+            # Every match is needed anyway: one walk of the tasks, newest first, tested in C.
+            recs = list(filter(None, map(tasks.get, reversed(st.order))))
+            keep: Iterable[bool] = dense[0].mask(recs)
+            for d in dense[1:]:
+                keep = map(and_, keep, d.mask(recs))
+            ordered = list(compress(recs, keep))
+        else:
+            # Several, newest first: the members of the smallest, tested against the others' records.
+            dense.sort(key=len)
+            ids = dense[0].members()
+            recs = list(map(tasks.__getitem__, ids))
+            keep = [True] * len(recs)
+            for d in dense[1:]:
+                keep = list(map(and_, keep, d.mask(recs)))  # (tested in C)
+            found = set(compress(ids, keep))
     if check is not None:
         if ordered is None:
             ordered = (
@@ -428,6 +475,28 @@ def find(
     if before is not None:
         candidates = (r for r in candidates if r.seq < before)
     return total, heapq.nlargest(want, candidates, key=_seq)[offset:]
+
+
+class _AnyOf:
+    """Tasks of any of several index values (a name filter matching many names), some of them dense."""
+
+    def __init__(self, parts: list[Members]) -> None:
+        self.parts = parts
+
+    def has(self, rec: TaskRecord) -> bool:
+        """Whether a retained task is in any of the parts."""
+        return any(p.has(rec) if p.__class__ is DenseMembers else rec.uuid in p for p in self.parts)
+
+    def mask(self, recs: list[TaskRecord]) -> Iterator[bool]:
+        """Whether each of `recs` is in any of the parts."""
+        return map(self.has, recs)
+
+    def members(self) -> list[str]:
+        """The uuids of every part, each once."""
+        return list(set().union(*(p.members() if isinstance(p, DenseMembers) else p for p in self.parts)))
+
+    def __len__(self) -> int:
+        return sum(len(p) for p in self.parts)
 
 
 def _newest_below(st: State, before: int | None) -> Iterator[TaskRecord]:
@@ -483,10 +552,10 @@ def workflow_tree(st: State, uuid: str, max_nodes: int = MAX_TREE_NODES) -> dict
     if rec is None:
         return None
     root = workflow_root(st, rec)
-    members = set(st.by_root.get(root, ()))
+    members = set(st.workflow_members(root))
     members.add(root)
-    members.update(st.children.get(root, ()))
-    if len(members) <= 1 and not st.children.get(uuid):
+    members.update(st.children_of(root))
+    if len(members) <= 1 and not st.children_of(uuid):
         return None
     tasks = st.tasks
     ordered = sorted(members, key=lambda u: tasks[u].seq if u in tasks else -1)

@@ -43,8 +43,156 @@ DISPLAY_CHARS = 10_000
 LONG_FIELDS = ("args", "kwargs", "result", "exception", "traceback")
 
 
+# Every field of a task, as the pages, the API and the snapshot file name them (in this order).
+TASK_FIELDS = (
+    "uuid",
+    "seq",
+    "name",
+    "state",
+    "timestamp",
+    "args",
+    "kwargs",
+    "result",
+    "exception",
+    "traceback",
+    "hostname",
+    "client",
+    "retries",
+    "eta",
+    "expires",
+    "root_id",
+    "parent_id",
+    "exchange",
+    "routing_key",
+    "queue",
+    "runtime",
+    "sent",
+    "received",
+    "started",
+    "succeeded",
+    "failed",
+    "retried",
+    "revoked",
+    "rejected",
+    "history",
+    "attempts",
+    "extra",
+)
+# Fields most tasks never have (a failure, a retry, an eta, custom events): kept in a second object that
+# only such a task has, so every other record is 6 slots smaller. (exchange, routing_key, queue and
+# client stay in the record: with task-sent events enabled every task has them.)
+RARE_FIELDS = ("exception", "traceback", "eta", "expires", "attempts", "extra")
+# Times of the rarer event kinds: read from the task's history (the last event of that kind) instead
+# of a slot each. `sent`, `received` and `started` keep slots: lists, sorting and statistics read them.
+HISTORY_TIMES = ("succeeded", "failed", "retried", "revoked", "rejected")
+
+
+class RareFields:
+    """The rare fields of one task (see RARE_FIELDS); a traceback is its shared head and its own last line."""
+
+    __slots__ = ("exception", "tb_head", "tb_tail", "eta", "expires", "attempts", "extra")
+    tb_head: str | None  # shared between tasks (interned by the state)
+    exception: Any
+    tb_tail: Any
+    eta: Any
+    expires: Any
+    attempts: list[tuple[Any, ...]] | None  # (retries, timestamp, exception, tb head, tb tail, hostname) each
+    extra: dict[str, Any] | None
+
+    def __init__(self) -> None:
+        self.exception = self.tb_head = self.tb_tail = self.eta = self.expires = self.attempts = self.extra = None
+
+
+def split_traceback(tb: str) -> tuple[str, str]:
+    """(head, tail) of a traceback: the frames, which tasks failing at the same place share, and its last line
+    (the exception and its message, usually different each time)."""
+    cut = tb.rfind("\n", 0, len(tb) - 1) + 1
+    return tb[:cut], tb[cut:]
+
+
+def _rare(name: str) -> property:
+    def get(rec: TaskRecord) -> Any:
+        more = rec._more
+        return None if more is None else getattr(more, name)
+
+    def put(rec: TaskRecord, value: Any) -> None:
+        more = rec._more
+        if more is None:
+            if value is None:
+                return
+            more = rec._more = RareFields()
+        setattr(more, name, value)
+
+    return property(get, put, doc=f"The task's {name} (None for most tasks).")
+
+
+# Fields holding the time of the last event of their kind, kept in slots.
+SLOT_TIMES = ("sent", "received", "started")
+
+
+class ImplicitHistory:
+    """A task's history while every time in it is one of the record's own fields: each event of a kind with a
+    slot (SLOT_TIMES) at most once, then possibly one final event (a HISTORY_TIMES kind) whose time is the
+    record's `timestamp`. Most tasks never leave it (sent, received, started, succeeded), so their history
+    costs no tuple at all: one shared object per sequence of kinds. The first event that breaks the rule
+    turns the history into the explicit tuple, built from the fields before they change."""
+
+    __slots__ = ("_next", "final", "subjects")
+
+    def __init__(self, subjects: tuple[str, ...], final: bool) -> None:
+        self.subjects = subjects
+        self.final = final  # the last subject's time is the record's timestamp
+        self._next: dict[str, ImplicitHistory | None] = {}
+
+    def then(self, subject: str) -> ImplicitHistory | None:
+        """This history with one more event of `subject`, or None when that cannot be implicit."""
+        try:
+            return self._next[subject]
+        except KeyError:
+            pass
+        nxt = None
+        if not self.final and subject not in self.subjects:
+            if subject in SLOT_TIMES:
+                nxt = ImplicitHistory((*self.subjects, subject), False)
+            elif subject in HISTORY_TIMES:
+                nxt = ImplicitHistory((*self.subjects, subject), True)
+        self._next[subject] = nxt  # (bounded: a few kinds, each at most once)
+        return nxt
+
+    def times(self, rec: TaskRecord) -> tuple[Any, ...]:
+        """The explicit history: (subject, timestamp, ...)."""
+        out: list[Any] = []
+        last = len(self.subjects) - 1
+        for i, subject in enumerate(self.subjects):
+            out.append(subject)
+            out.append(rec.timestamp if self.final and i == last else getattr(rec, subject))
+        return tuple(out)
+
+
+EMPTY_HISTORY = ImplicitHistory((), False)
+
+
+def _history_time(subject: str) -> property:
+    def get(rec: TaskRecord) -> float | None:
+        implicit = rec._hist
+        if implicit.__class__ is ImplicitHistory:
+            if implicit.final and implicit.subjects[-1] == subject:
+                return rec.timestamp
+            return None  # (the other kinds of an implicit history have slots)
+        hist = rec.history
+        for i in range(len(hist) - 2, -1, -2):
+            if hist[i] == subject:
+                return hist[i + 1]  # type: ignore[no-any-return]
+        return None
+
+    return property(get, doc=f"When the task's last task-{subject} event happened (from its history).")
+
+
 class TaskRecord:
-    """One task, as compact as Python allows (this is multiplied by max_tasks)."""
+    """One task, as compact as Python allows (this is multiplied by max_tasks): the usual fields in slots,
+    the rare ones in a RareFields object only tasks that have them carry, the times of rarer event kinds
+    read from the history (implicit while it can be, see ImplicitHistory; else one tuple, rebuilt per event:
+    a tuple is 32 bytes smaller than a list)."""
 
     __slots__ = (
         "uuid",
@@ -55,13 +203,9 @@ class TaskRecord:
         "args",
         "kwargs",
         "result",
-        "exception",
-        "traceback",
         "hostname",
         "client",
         "retries",
-        "eta",
-        "expires",
         "root_id",
         "parent_id",
         "exchange",
@@ -71,14 +215,8 @@ class TaskRecord:
         "sent",
         "received",
         "started",
-        "succeeded",
-        "failed",
-        "retried",
-        "revoked",
-        "rejected",
-        "history",
-        "attempts",
-        "extra",
+        "_hist",
+        "_more",
     )
     # Declared here for the type checker (slots take no class values). Fields copied from events are
     # untrusted JSON (_copy_fields clips strings, nothing more): Any. The state sets the others itself.
@@ -89,11 +227,7 @@ class TaskRecord:
     args: Any
     kwargs: Any
     result: Any
-    exception: Any
-    traceback: Any
     retries: Any
-    eta: Any
-    expires: Any
     exchange: Any
     routing_key: Any
     queue: Any
@@ -103,28 +237,113 @@ class TaskRecord:
     hostname: str | None
     client: Any  # the sender's hostname: interned when a string
     timestamp: float | None
-    sent: float | None  # the timestamp of each kind of event, set from EVENT_TO_STATE's subjects
+    sent: float | None  # the timestamp of the last event of each kind (see HISTORY_TIMES for the others)
     received: float | None
     started: float | None
-    succeeded: float | None
-    failed: float | None
-    retried: float | None
-    revoked: float | None
-    rejected: float | None
+    _hist: ImplicitHistory | tuple[Any, ...]
+    _more: RareFields | None
+
+    exception = _rare("exception")
+    eta = _rare("eta")
+    expires = _rare("expires")
+    extra = _rare("extra")  # fields of custom events (e.g. progress)
+    succeeded = _history_time("succeeded")
+    failed = _history_time("failed")
+    retried = _history_time("retried")
+    revoked = _history_time("revoked")
+    rejected = _history_time("rejected")
 
     def __init__(self, uuid: str, seq: int) -> None:
         self.uuid = uuid
         self.seq = seq
         self.state = "PENDING"
         self.name = self.timestamp = self.args = self.kwargs = self.result = None
-        self.exception = self.traceback = self.hostname = self.client = self.retries = None
-        self.eta = self.expires = self.root_id = self.parent_id = self.exchange = None
+        self.hostname = self.client = self.retries = None
+        self.root_id = self.parent_id = self.exchange = None
         self.routing_key = self.queue = self.runtime = None
-        self.sent = self.received = self.started = self.succeeded = self.failed = None
-        self.retried = self.revoked = self.rejected = None
-        self.history: list[Any] = []  # flat [subject, timestamp, subject, timestamp, ...]
-        self.attempts: list[dict[str, Any]] | None = None  # one entry per task-retried
-        self.extra: dict[str, Any] | None = None  # fields of custom events (e.g. progress)
+        self.sent = self.received = self.started = None
+        self._hist = EMPTY_HISTORY
+        self._more = None
+
+    @property
+    def history(self) -> tuple[Any, ...]:
+        """Every event of the task, flat: (subject, timestamp, subject, timestamp, ...)."""
+        hist = self._hist
+        return hist.times(self) if hist.__class__ is ImplicitHistory else hist  # type: ignore[return-value]
+
+    @history.setter
+    def history(self, value: tuple[Any, ...]) -> None:
+        """Set explicitly (a tuple, as `history` gives it)."""
+        self._hist = value
+
+    @property
+    def traceback(self) -> Any:
+        """The task's traceback (None for most tasks)."""
+        more = self._more
+        if more is None or more.tb_head is None:
+            return None if more is None else more.tb_tail
+        return more.tb_head + more.tb_tail
+
+    @traceback.setter
+    def traceback(self, value: Any) -> None:
+        """Set whole: kept as one value (the state splits a text to share its head, see set_traceback)."""
+        self.set_traceback(None, value)
+
+    @property
+    def attempts(self) -> list[dict[str, Any]] | None:
+        """One dict per task-retried (retries, timestamp, exception, traceback, hostname); None before any."""
+        more = self._more
+        if more is None or more.attempts is None:
+            return None
+        return [
+            {
+                "retries": a[0],
+                "timestamp": a[1],
+                "exception": a[2],
+                "traceback": a[4] if a[3] is None else a[3] + a[4],
+                "hostname": a[5],
+            }
+            for a in more.attempts
+        ]
+
+    @attempts.setter
+    def attempts(self, value: list[dict[str, Any]] | None) -> None:
+        """Set from dicts as `attempts` gives them (a snapshot's); anything but a dict is dropped."""
+        if self._more is None:
+            if value is None:
+                return
+            self._more = RareFields()
+        self._more.attempts = None
+        for a in value or ():
+            if isinstance(a, dict):
+                tb = a.get("traceback")
+                self.add_attempt(a.get("retries"), a.get("timestamp"), a.get("exception"), None, tb, a.get("hostname"))
+        if value is not None and self._more.attempts is None:
+            self._more.attempts = []
+
+    def add_attempt(self, retries: Any, when: Any, exception: Any, tb_head: str | None, tb: Any, host: Any) -> None:
+        """Note one retried attempt; its traceback is `tb_head + tb` (the head shared, see split_traceback)."""
+        more = self._more
+        if more is None:
+            more = self._more = RareFields()
+        if more.attempts is None:
+            more.attempts = []
+        more.attempts.append((retries, when, exception, tb_head, tb, host))
+
+    def attempt_count(self) -> int:
+        """How many retried attempts are noted."""
+        more = self._more
+        return 0 if more is None or more.attempts is None else len(more.attempts)
+
+    def set_traceback(self, head: str | None, tail: Any) -> None:
+        """Keep a traceback as `head + tail` (head shared with other tasks), or any value as `tail` alone."""
+        more = self._more
+        if more is None:
+            if head is None and tail is None:
+                return
+            more = self._more = RareFields()
+        more.tb_head = head
+        more.tb_tail = tail
 
 
 class WorkerRecord:
@@ -194,7 +413,7 @@ class WorkerRecord:
 
 
 # What a snapshot keeps of a task and a worker (everything but derived or per-process fields).
-SNAPSHOT_TASK_FIELDS = tuple(f for f in TaskRecord.__slots__ if f != "seq")
+SNAPSHOT_TASK_FIELDS = tuple(f for f in TASK_FIELDS if f != "seq")
 SNAPSHOT_WORKER_FIELDS = tuple(f for f in WorkerRecord.__slots__ if f not in ("online", "grace"))
 
 
@@ -248,7 +467,7 @@ def task_detail(rec: TaskRecord, children: list[str], full: bool = False) -> dic
     """Every field of a task, with its event history and children; long fields shortened unless `full`
     (`truncated` then maps each shortened field to its whole length, see /api/tasks/<uuid>/fields/<f>)."""
     hist = rec.history
-    detail = {slot: getattr(rec, slot) for slot in TaskRecord.__slots__ if slot not in ("history", "seq")}
+    detail = {field: getattr(rec, field) for field in TASK_FIELDS if field not in ("history", "seq")}
     truncated = {}
     if not full:
         for key in LONG_FIELDS:

@@ -11,27 +11,35 @@ from __future__ import annotations
 import math
 import sys
 import threading
+from array import array
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from itertools import compress, repeat
+from operator import attrgetter, eq
 from typing import Any, NamedTuple
 
 from .failures import FailureGroups
 from .records import (
     EVENT_TO_STATE,
+    HISTORY_TIMES,
     LOST,
     MAX_FIELD_CHARS,
     PRECEDENCE,
+    READY_STATES,
     SNAPSHOT_TASK_FIELDS,
     SNAPSHOT_WORKER_FIELDS,
     STATES,
     UNREPORTED,
+    ImplicitHistory,
     TaskRecord,
     WorkerRecord,
     clip,
+    split_traceback,
 )
 from .stats import TaskStats
 
 _NONE_PRECEDENCE = PRECEDENCE[None]  # custom states rank as None does
+_DENSE_STATES = READY_STATES | {LOST, UNREPORTED}  # final: a task stays, and readers page through them
 
 # Fields a late task-received may still contribute (celery's Task.merge_rules[RECEIVED]).
 _RECEIVED_KEEP = ("name", "args", "kwargs", "parent_id", "root_id", "retries", "eta", "expires")
@@ -54,9 +62,16 @@ _TASK_FIELDS = (
     "runtime",
 )
 # Fields whose values repeat across tasks (kept once), and fields naming other tasks.
-_SHARED_FIELDS = frozenset(("traceback", "exchange", "routing_key", "queue", "exception"))
+_SHARED_FIELDS = frozenset(("exchange", "routing_key", "queue", "exception"))
 _ID_FIELDS = frozenset(("root_id", "parent_id"))
 _MASKED_FIELDS = frozenset(("args", "kwargs"))  # where secrets are masked (dashboard/core/masking.py)
+# How _copy_fields treats each field's string value (one dict lookup instead of a set test per kind).
+_SHARED, _ID, _MASKED, _TRACEBACK, _PLAIN = range(5)
+_KIND = dict.fromkeys(_TASK_FIELDS, _PLAIN) | dict.fromkeys(_SHARED_FIELDS, _SHARED) | {"traceback": _TRACEBACK}
+_KIND |= dict.fromkeys(_ID_FIELDS, _ID) | dict.fromkeys(_MASKED_FIELDS, _MASKED)
+# Fields that live in a task's RareFields: a None for them (task-received sends eta and expires) is not stored.
+_RARE_COPIED = frozenset(("exception", "traceback", "eta", "expires"))
+_HISTORY_TIMES = frozenset(HISTORY_TIMES)
 _SUBJECTS = {s: s for s in (*EVENT_TO_STATE, "progress")}  # canonical subject strings
 # Event keys that are envelope, not task data: never stored as custom ("extra") fields.
 _ENVELOPE_KEYS = frozenset(_TASK_FIELDS) | {
@@ -83,7 +98,101 @@ _INTERN_LIMIT = 10_000
 # Tasks are grouped by seq into chunks of 2**CHUNK_BITS for the free-text search cache
 # (dashboard/core/query.py); the seqs of changed tasks are noted so it updates only those tasks' text.
 CHUNK_BITS = 10
-DIRTY_CAP = 20_000  # past this many changed tasks between two searches the cache is rebuilt whole
+DIRTY_CAP = 60_000  # past this many task events between two searches (~20,000 tasks) the cache is rebuilt whole
+
+
+# A value of the state, name or worker index held by this many tasks, and by at least one in DENSE_SHARE of
+# them, keeps a count instead of a set of uuids (DenseMembers): its tasks are found by walking the tasks,
+# where at least one in DENSE_SHARE matches. Below one in SPARSE_SHARE it gets its set back (hysteresis: a
+# set is rebuilt by one walk of every task, rarely). The indexes are checked every REBALANCE_EVERY tasks.
+DENSE_MIN = 2048
+DENSE_SHARE = 64
+SPARSE_SHARE = 256
+REBALANCE_EVERY = 1024
+
+
+class DenseMembers:
+    """The tasks of one common value of an index: a count, and a list of uuids that holds every member and may
+    hold stale ones (tasks gone or moved to another value), tested against the record when read. A set costs
+    ~40 bytes a member, the list 8-9: a task leaving costs nothing, and stale entries are trimmed as the
+    oldest tasks go (State._rebalance).
+
+    Reads as a set of uuids does (len, in, iteration, <=, ==); membership is the record's field.
+    """
+
+    __slots__ = ("count", "get", "tasks", "uuids", "value")
+
+    def __init__(self, tasks: dict[str, TaskRecord], attr: str, value: Any, members: Iterable[str]) -> None:
+        self.tasks = tasks
+        self.get = attrgetter(attr)  # the record field whose value this is (exactly: see State._rebalance)
+        self.value = value
+        self.uuids = list(members)
+        self.count = len(self.uuids)
+
+    def has(self, rec: TaskRecord) -> bool:
+        """Whether a retained task is one of these."""
+        return bool(self.get(rec) == self.value)
+
+    def mask(self, recs: Iterable[TaskRecord]) -> Iterator[bool]:
+        """Whether each of `recs` is one of these, tested in C (for itertools.compress)."""
+        return map(eq, map(self.get, recs), repeat(self.value))
+
+    def members(self) -> list[str]:
+        """The uuids of the members, each once (tested in C: ~0.1 µs a member)."""
+        uuids = self.uuids
+        valid = list(compress(uuids, self.mask(map(self.tasks.get, uuids, repeat(_GONE)))))
+        # (A task that left and came back, or a uuid seen again after eviction, is listed twice.)
+        return valid if len(valid) == self.count else list(dict.fromkeys(valid))
+
+    def trim(self) -> None:
+        """Drop the stale entries at the front (the oldest tasks go first); rebuild when half are stale."""
+        uuids, tasks, get, value = self.uuids, self.tasks, self.get, self.value
+        k, n = 0, len(uuids)
+        while k < n and ((rec := tasks.get(uuids[k])) is None or get(rec) != value):
+            k += 1
+        if k:
+            del uuids[:k]
+        if len(uuids) > 2 * self.count + 64:
+            self.uuids = self.members()
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __contains__(self, uuid: object) -> bool:
+        rec = self.tasks.get(uuid) if uuid.__class__ is str else None
+        return rec is not None and self.get(rec) == self.value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.members())
+
+    def __le__(self, other: Any) -> bool:
+        return all(uuid in other for uuid in self)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (set, frozenset, DenseMembers)):
+            return set(self) == set(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"DenseMembers({self.value!r}, {self.count})"
+
+
+Members = set[str] | DenseMembers
+
+
+def intersect(a: Members, b: Members) -> list[str]:
+    """The uuids in both (the smaller one's members tested against the other)."""
+    if a.__class__ is set and b.__class__ is set:
+        return list(a & b)
+    if len(b) < len(a):
+        a, b = b, a
+    return [uuid for uuid in a if uuid in b]
+
+
+# Stands for a task no longer retained where members are tested in C: no field of it equals a dense value.
+_GONE = TaskRecord("", 0)
 
 
 class MalformedEvent(ValueError):
@@ -124,6 +233,62 @@ def _root_key(root_id: Any, uuid: str) -> str | None:
     return root_id if root_id.__class__ is str and root_id != uuid else None
 
 
+def _trimmed(hist: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A history cut back to MAX_HISTORY events: the first event stays, and the oldest after it goes
+    unless it is the last of a kind whose time is read from the history (HISTORY_TIMES)."""
+    while len(hist) > 2 * MAX_HISTORY:
+        later = hist[2::2]
+        drop = next(
+            (
+                i
+                for i in range(2, len(hist), 2)
+                if hist[i] not in _HISTORY_TIMES or hist[i] in later[i // 2 :]  # (later: from the next event on)
+            ),
+            2,
+        )
+        hist = hist[:drop] + hist[drop + 2 :]
+    return hist
+
+
+# Links from one task to many (parent -> children, root -> workflow): most tasks link to one or none, so one
+# uuid is stored alone (no list: a list costs ~90 bytes), more as a list in the order they came.
+def _link(links: dict[str, str | list[str]], key: str, uuid: str) -> None:
+    had = links.get(key)
+    if had is None:
+        links[key] = uuid
+    elif isinstance(had, str):
+        links[key] = [had, uuid]
+    else:
+        had.append(uuid)
+
+
+def _unlink(links: dict[str, str | list[str]], key: str, uuid: str) -> None:
+    had = links.get(key)
+    if had is None:
+        return
+    if isinstance(had, str):
+        if had == uuid:
+            del links[key]
+        return
+    try:
+        had.remove(uuid)  # (eviction removes the oldest: the list's first)
+    except ValueError:
+        return
+    if len(had) == 1:
+        links[key] = had[0]
+    elif not had:
+        del links[key]
+
+
+def _linked(links: dict[str, str | list[str]], key: str) -> list[str]:
+    had = links.get(key)
+    return [] if had is None else [had] if isinstance(had, str) else list(had)
+
+
+def _indexed_name(rec: TaskRecord) -> Any:
+    return _name_key(rec.name)
+
+
 def _as_number(value: Any) -> float | None:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return value
@@ -148,14 +313,20 @@ class State:
         self.order: deque[str] = deque()
         self.workers: dict[str, WorkerRecord] = {}
         # Indexes for the task-list filters (dashboard/core/query.py), kept incrementally, never rescanned.
-        self.by_state: dict[str, set[str]] = {s: set() for s in STATES}
-        self.by_name: dict[str, set[str]] = {}
-        self.by_worker: dict[str, set[str]] = {}
-        # root_id -> the other tasks of that workflow (a standalone task is its own root: no entry).
-        self.by_root: dict[str, set[str]] = {}
-        self.dirty_seqs: set[int] = set()  # tasks changed since the last text search
+        # A common value (at least DENSE_MIN tasks, one in DENSE_SHARE) keeps a count, not a set: DenseMembers.
+        self.by_state: dict[str, Members] = {s: set() for s in STATES}
+        self.by_name: dict[str, Members] = {}
+        self.by_worker: dict[str, Members] = {}
+        # root_id -> the other tasks of that workflow, oldest first (a standalone task is its own root: no
+        # entry). Lists: most workflows are a few tasks, and a set is 216 bytes even for one.
+        self.by_root: dict[str, str | list[str]] = {}
+        # Seqs of the tasks changed since the last text search, one per event (repeats are cheaper than a set's
+        # table: 8 bytes each, where a set of 20,000 ints holds a 2 MB table from one search to the next).
+        self.dirty_seqs: array[int] = array("q")
+        self._odd_names = 0  # retained tasks whose name is not a string (indexed by its repr)
         self.text_stale = False  # too many changes to note one by one: the text cache starts over
-        self.children: dict[str, list[str]] = {}  # parent uuid -> child uuids (parent may be unseen)
+        # parent uuid -> child uuids (the parent may be unseen); one child is its uuid alone (see _link)
+        self.children: dict[str, str | list[str]] = {}
         self.failures: deque[str] = deque(maxlen=50)  # latest uuids that became FAILURE
         self.failure_groups = FailureGroups()  # failures and retries by signature (dashboard/core/failures.py)
         self.stats = TaskStats()  # per task name: outcomes, runtime and queue-wait percentiles, event counts
@@ -248,15 +419,21 @@ class State:
                     worker.last_heartbeat = local_received
                 self.changed_workers.add(hostname)
 
-        hist = rec.history
-        hist.append(subject)
-        hist.append(timestamp)
-        if len(hist) > 2 * MAX_HISTORY:
-            del hist[2:4]  # keep the first event, drop the oldest after it
+        hist = rec._hist
+        if hist.__class__ is ImplicitHistory:
+            # Implicit while this event's time will be one of the record's fields (set below); else the tuple,
+            # built from the fields before this event changes them.
+            implicit = hist.then(subject)
+            rec._hist = implicit if implicit is not None else hist.times(rec) + (subject, timestamp)
+        else:
+            hist = rec._hist = hist + (subject, timestamp)  # type: ignore[operator]
+            if len(hist) > 2 * MAX_HISTORY:
+                rec._hist = _trimmed(hist)
 
         state = EVENT_TO_STATE.get(subject)
         if state is not None:
-            setattr(rec, subject, timestamp)
+            if subject not in _HISTORY_TIMES:  # (those are read from the history)
+                setattr(rec, subject, timestamp)
         else:
             state = sys.intern(subject.upper()[:64])  # custom state, as Celery derives it
             self._store_extra(rec, ev)
@@ -303,58 +480,112 @@ class State:
             if queue is not None:
                 self.queue_stats.count(subject, queue)
         if rec.root_id != old_root:
-            self._index(self.by_root, _root_key(old_root, uuid), _root_key(rec.root_id, uuid), uuid)
+            self._index_root(_root_key(old_root, uuid), _root_key(rec.root_id, uuid), uuid)
         if rec.parent_id != old_parent:
             self._reparented(rec, old_parent)
         self.changed_tasks.add(uuid)
         dirty = self.dirty_seqs
         if len(dirty) < DIRTY_CAP:
-            dirty.add(rec.seq)
+            dirty.append(rec.seq)
         else:
             self.text_stale = True
 
     @staticmethod
-    def _index(index: dict[Any, set[str]], old: Any, new: Any, uuid: str) -> None:
+    def _index(index: dict[Any, Members], old: Any, new: Any, uuid: str) -> None:
         # Move uuid from index[old] to index[new]; empty sets go, so the keys are the values in use.
         if old is not None:
             members = index.get(old)
             if members is not None:
-                members.discard(uuid)
+                if members.__class__ is set:
+                    members.discard(uuid)
+                else:
+                    members.count -= 1  # type: ignore[union-attr]
                 if not members and old not in STATES:
                     del index[old]
         if new is not None:
             members = index.get(new)
             if members is None:
                 members = index[new] = set()
-            members.add(uuid)
+            if members.__class__ is set:
+                members.add(uuid)
+            else:
+                members.count += 1  # type: ignore[union-attr]
+                members.uuids.append(uuid)  # type: ignore[union-attr]
+
+    def _index_root(self, old: str | None, new: str | None, uuid: str) -> None:
+        # The same for the workflow index (see _link).
+        if old is not None:
+            _unlink(self.by_root, old, uuid)
+        if new is not None:
+            _link(self.by_root, new, uuid)
+
+    def _rebalance(self) -> None:
+        # Common values count their tasks, rare ones keep sets (see DENSE_MIN): values change shares as
+        # tasks come and go. Called between events, when every index agrees with the records. Only final
+        # states turn dense: the others are few at any time, and readers walk them (reconciliation, queues).
+        # A name turns dense only while every retained name is a string: a value's tasks are then exactly
+        # those whose field equals it (another name is indexed by its repr, see _name_key).
+        n = len(self.tasks)
+        for index, attr in ((self.by_state, "state"), (self.by_name, "name"), (self.by_worker, "hostname")):
+            for value, members in index.items():
+                size = len(members)
+                if members.__class__ is set:
+                    if (
+                        size >= DENSE_MIN
+                        and size * DENSE_SHARE >= n
+                        and (index is not self.by_state or value in _DENSE_STATES)
+                        and (index is not self.by_name or not self._odd_names)
+                    ):
+                        index[value] = DenseMembers(self.tasks, attr, value, members)
+                elif size < DENSE_MIN // 2 or size * SPARSE_SHARE < n:
+                    index[value] = set(members.members())  # type: ignore[union-attr]
+                else:
+                    members.trim()  # type: ignore[union-attr]
+
+    def _members(self, key: Callable[[TaskRecord], Any], value: Any) -> set[str]:
+        return {uuid for uuid, rec in self.tasks.items() if key(rec) == value}
 
     def _copy_fields(self, rec: TaskRecord, ev: dict[str, Any], keys: tuple[str, ...] = _TASK_FIELDS) -> None:
         for key in keys:
             if key in ev:
                 value = ev[key]
+                kind = _KIND[key]
                 if value.__class__ is str:
                     if len(value) > MAX_FIELD_CHARS:
                         value = clip(value)
-                    if key in _SHARED_FIELDS:  # few distinct values: one copy each
+                    if kind == _SHARED:  # few distinct values: one copy each
                         value = self._intern_text(value)
-                    elif key in _ID_FIELDS:  # ids of tasks we hold: their one copy
+                    elif kind == _ID:  # ids of tasks we hold: their one copy
                         known = self.tasks.get(value)
                         if known is not None:
                             value = known.uuid
-                    elif key in _MASKED_FIELDS and self.mask is not None:
+                    elif kind == _MASKED and self.mask is not None:
                         value = self.mask(value)
-                elif key in _ID_FIELDS and value is not None:
+                    elif kind == _TRACEBACK:
+                        self._set_traceback(rec, value)
+                        continue
+                elif kind == _ID and value is not None:
                     value = None  # an id that is not a string names no task (and would break set lookups)
+                elif value is None and key in _RARE_COPIED and rec._more is None:
+                    continue  # (None already: no RareFields for it)
                 setattr(rec, key, value)
+
+    def _set_traceback(self, rec: TaskRecord, tb: str) -> None:
+        # Tasks failing at the same place share every line but the last (the exception's message, which
+        # usually names what failed): one copy of the frames, and each task's own last line.
+        head, tail = split_traceback(tb)
+        rec.set_traceback(self._intern_text(head) if head else None, tail)
 
     def _new_task(self, uuid: str) -> TaskRecord:
         self._seq += 1
         rec = TaskRecord(uuid, self._seq)
         self.tasks[uuid] = rec
         self.order.append(uuid)
-        self.by_state["PENDING"].add(uuid)
+        self._index(self.by_state, None, "PENDING", uuid)
         if len(self.order) > self.max_tasks:
             self._evict_oldest()
+        if not self._seq % REBALANCE_EVERY:
+            self._rebalance()
         return rec
 
     def _evict_oldest(self) -> None:
@@ -365,8 +596,10 @@ class State:
         uuid = old.uuid
         self._index(self.by_state, old.state, None, uuid)
         self._index(self.by_name, _name_key(old.name), None, uuid)
+        if old.name is not None and old.name.__class__ is not str:
+            self._odd_names -= 1
         self._index(self.by_worker, old.hostname, None, uuid)
-        self._index(self.by_root, _root_key(old.root_id, uuid), None, uuid)
+        self._index_root(_root_key(old.root_id, uuid), None, uuid)
         self.failure_groups.discard(uuid)  # (its text chunk stays clean: searches skip evicted uuids)
         if old.parent_id is not None:
             self._unlink_child(old.parent_id, old.uuid)
@@ -417,26 +650,22 @@ class State:
         return gid
 
     def _record_attempt(self, rec: TaskRecord, ev: dict[str, Any], timestamp: float) -> None:
-        if rec.attempts is None:
-            rec.attempts = []
         self.outcomes["RETRY"] += 1
         self.stats.retried(rec.name, timestamp)
         self.failure_groups.add(
             rec.uuid, rec.name, rec.hostname, ev.get("exception"), ev.get("traceback"), timestamp, "RETRY"
         )
-        if len(rec.attempts) < MAX_HISTORY:
+        if rec.attempt_count() < MAX_HISTORY:
             tb = ev.get("traceback")
-            if tb.__class__ is str and len(tb) > MAX_FIELD_CHARS:
-                tb = clip(tb)
-            rec.attempts.append(
-                {
-                    "retries": rec.retries,
-                    "timestamp": timestamp,
-                    "exception": ev.get("exception"),
-                    "traceback": self._intern_text(tb) if tb.__class__ is str else tb,
-                    "hostname": rec.hostname,
-                }
-            )
+            head = None
+            if tb.__class__ is str:
+                # The frames are shared (with the task's own traceback, and other tasks failing alike).
+                head, tb = split_traceback(clip(tb) if len(tb) > MAX_FIELD_CHARS else tb)
+                head = self._intern_text(head) if head else None
+            exc = ev.get("exception")
+            if exc.__class__ is str and exc == rec.exception:
+                exc = rec.exception  # the record's (interned) copy
+            rec.add_attempt(rec.retries, timestamp, exc, head, tb, rec.hostname)
 
     def _store_extra(self, rec: TaskRecord, ev: dict[str, Any]) -> None:
         extra: dict[str, Any] = {}
@@ -459,26 +688,28 @@ class State:
             rec.extra = extra
 
     def _renamed(self, rec: TaskRecord, old_name: Any) -> None:
-        self._index(self.by_name, _name_key(old_name), _name_key(rec.name), rec.uuid)
+        name = rec.name
+        key = _name_key(name)
+        self._index(self.by_name, _name_key(old_name), key, rec.uuid)
+        if old_name is not None and old_name.__class__ is not str:
+            self._odd_names -= 1
+        if key is not None and name.__class__ is not str:
+            self._odd_names += 1
+            if self.by_name[key].__class__ is DenseMembers:  # (its tasks would no longer all equal its value)
+                self.by_name[key] = self._members(_indexed_name, key)
 
     def _reparented(self, rec: TaskRecord, old_parent: Any) -> None:
         if old_parent is not None:
             self._unlink_child(old_parent, rec.uuid)
         parent = rec.parent_id
         if parent.__class__ is str:
-            self.children.setdefault(parent, []).append(rec.uuid)
+            _link(self.children, parent, rec.uuid)
             if parent in self.tasks:
                 self.changed_tasks.add(parent)  # its page lists children
 
     def _unlink_child(self, parent: Any, uuid: str) -> None:
-        kids = self.children.get(parent) if parent.__class__ is str else None
-        if kids is not None:
-            try:
-                kids.remove(uuid)
-            except ValueError:
-                pass
-            if not kids:
-                del self.children[parent]
+        if parent.__class__ is str:
+            _unlink(self.children, parent, uuid)
 
     def _intern_text(self, text: str) -> str:
         interned = self._interned
@@ -553,12 +784,12 @@ class State:
         mine = self.by_worker.get(worker.hostname)
         if not mine:
             return
-        running = [uuid for members in self._running() for uuid in mine & members]  # (walks the smaller set)
+        running = [uuid for members in self._running() for uuid in intersect(mine, members)]
         for uuid in running:
             self._settle(self.tasks[uuid], LOST, "lost", when)
             self.lost += 1
 
-    def _running(self) -> list[set[str]]:
+    def _running(self) -> list[Members]:
         # The tasks shown as running: STARTED, and a custom state a running task reports (e.g. PROGRESS).
         return [members for state, members in self.by_state.items() if state == "STARTED" or state not in PRECEDENCE]
 
@@ -566,8 +797,7 @@ class State:
         # The dashboard's own word on a task no event will end (LOST, UNREPORTED): its state and a timeline step.
         self._index(self.by_state, rec.state, state, rec.uuid)
         rec.state = state
-        rec.history.append(step)
-        rec.history.append(when)
+        rec.history = _trimmed(rec.history + (step, when))
         self.changed_tasks.add(rec.uuid)
 
     def broker_lost(self, now: float) -> None:
@@ -610,8 +840,7 @@ class State:
             self._task_event(
                 str(outcome["type"]).partition("-")[2], {**outcome, "uuid": rec.uuid, "hostname": rec.hostname}
             )
-            rec.history.append("from result backend")
-            rec.history.append(now)
+            rec.history = _trimmed(rec.history + ("from result backend", now))
             self.changed_tasks.add(rec.uuid)
             self.from_backend += 1
         else:
@@ -649,8 +878,15 @@ class State:
             return
         rec = self._new_task(uuid)
         for key, value in fields.items():
-            if value.__class__ is str and key in _SHARED_FIELDS:
+            if key in _HISTORY_TIMES:
+                continue  # read from the history
+            if key == "history":
+                value = _trimmed(tuple(value))
+            elif value.__class__ is str and key in _SHARED_FIELDS:
                 value = self._intern_text(value)
+            elif value.__class__ is str and key == "traceback":
+                self._set_traceback(rec, value)
+                continue
             elif value.__class__ is str and key in _MASKED_FIELDS and self.mask is not None:
                 value = self.mask(value)  # today's patterns: a snapshot written before them is masked now
             setattr(rec, key, value)
@@ -662,7 +898,7 @@ class State:
         self._index(self.by_state, "PENDING", state, uuid)
         self._renamed(rec, None)
         self._index(self.by_worker, None, rec.hostname if rec.hostname.__class__ is str else None, uuid)
-        self._index(self.by_root, None, _root_key(rec.root_id, uuid), uuid)
+        self._index_root(None, _root_key(rec.root_id, uuid), uuid)
         self._reparented(rec, None)
         for attempt in rec.attempts or ():
             if isinstance(attempt, dict):
@@ -761,4 +997,8 @@ class State:
 
     def children_of(self, uuid: str) -> list[str]:
         """Uuids of the tasks whose parent is `uuid`."""
-        return list(self.children.get(uuid, ()))
+        return _linked(self.children, uuid)
+
+    def workflow_members(self, root: str) -> list[str]:
+        """Uuids of the retained tasks whose root_id is `root` (the root itself aside), oldest first."""
+        return _linked(self.by_root, root)
