@@ -22,9 +22,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import dashboard.core.state as state_module
+from dashboard.core.indexes import DenseMembers
 from dashboard.core.query import Filters, TextIndex, find, workflow_tree
 from dashboard.core.records import task_detail, task_summary
-from dashboard.core.state import DenseMembers, State
+from dashboard.core.state import State
 
 pytestmark = pytest.mark.unit
 

@@ -22,8 +22,9 @@ from itertools import accumulate, compress, islice
 from operator import and_
 from typing import Any
 
+from .indexes import DenseMembers, Members
 from .records import TaskRecord, derived_runtime
-from .state import CHUNK_BITS, DenseMembers, Members, State
+from .state import CHUNK_BITS, State
 
 _EMPTY: frozenset[str] = frozenset()
 
@@ -371,7 +372,7 @@ def find(
     tasks = st.tasks
     check = _predicate(f)
     sets: list[set[str] | frozenset[str]] = []
-    # Common values keep no set (dashboard/core/state.py DenseMembers): their tasks are tested one by one,
+    # Common values keep no set (dashboard/core/indexes.py DenseMembers): their tasks are tested one by one,
     # which costs little because at least one task in DENSE_SHARE matches.
     dense: list[DenseMembers | _AnyOf] = []
 
