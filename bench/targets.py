@@ -198,6 +198,7 @@ class Target:
 
     name = "target"
     counts_heartbeats = True  # whether its counter includes worker events
+    max_tasks = 100_000  # tasks it keeps (the bench raises it when --tasks asks for more)
 
     def __init__(self, broker_url: str, env: dict[str, str] | None = None) -> None:
         self.broker_url = broker_url
@@ -297,7 +298,7 @@ class Dashboard(Target):
         ]
 
     def environment(self) -> dict[str, str]:
-        return {"DASHBOARD_MAX_TASKS": "100000", "DASHBOARD_ENABLE_EVENTS_INTERVAL": "0"}
+        return {"DASHBOARD_MAX_TASKS": str(self.max_tasks), "DASHBOARD_ENABLE_EVENTS_INTERVAL": "0"}
 
     last_health: dict[str, Any] | None = None
 
@@ -347,7 +348,7 @@ class Flower(Target):
             "flower",
             f"--port={self.port}",
             "--address=127.0.0.1",
-            "--max_tasks=100000",
+            f"--max_tasks={self.max_tasks}",
             "--enable_events=False",
             "--logging=warning",
         ]
