@@ -10,13 +10,22 @@ import json
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from dashboard.core.query import Filters, TextIndex, find, workflow_tree
 from dashboard.core.records import task_detail, task_summary, worker_summary
 from dashboard.core.state import State
-from dashboard.ingest.stream import DecodeError, Ingest, decode_message, prepare, utcoffset_hours
+from dashboard.ingest.process import decode_frame, encode_frame
+from dashboard.ingest.stream import (
+    DecodeError,
+    Ingest,
+    batch_frame,
+    decode_batch,
+    decode_message,
+    prepare,
+    utcoffset_hours,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -249,13 +258,19 @@ def _failure_view(state: State) -> tuple[Any, ...]:
 
 @FUZZ
 @given(st.lists(MESSAGES, min_size=1, max_size=20), st.lists(events(), max_size=30))
+@example(  # a worker going offline settles its running task: a time from local_received, equal on both sides
+    [envelope([{"type": "task-started", "uuid": "u0", "hostname": "w1@h", "timestamp": 0.0}])],
+    [{"type": "worker-offline", "hostname": "w1@h", "timestamp": 0.0, "sw_ident": ""}],
+)
 def test_failures_analyzed_in_the_reader_group_as_the_state_would(batch: list[bytes], evs: list[Any]) -> None:
     """The reader process analyzes failures ahead (ingest.stream.with_analysis) and the state uses the
     analysis for the exact strings it was made from: the same groups, outcomes and task pages as a state
     that analyzes everything itself, for any stream, garbage included."""
     messages = [*batch, *(envelope([e]) for e in evs if isinstance(e, dict))]
     via_reader = State(max_tasks=8, max_workers=3)
-    Ingest(via_reader, "redis://127.0.0.1:1/0").apply_messages(messages)  # decode, analyze, frame, apply
+    events, rejected = decode_batch(messages)  # decoded and analyzed in the reader process
+    frame = decode_frame(encode_frame(batch_frame(events, len(messages), rejected, 1.7e9))[4:])
+    Ingest(via_reader, "redis://127.0.0.1:1/0").frame(frame)  # over the socketpair, applied in the dashboard
     by_itself = State(max_tasks=8, max_workers=3)
     for data in messages:
         try:
@@ -294,8 +309,6 @@ def test_a_failure_analysis_that_came_from_the_wire_is_never_trusted() -> None:
 def test_the_state_uses_the_readers_analysis_instead_of_analyzing_again(monkeypatch: pytest.MonkeyPatch) -> None:
     """The point of analyzing in the reader: the state's core does not parse the failure again."""
     from dashboard.core import failures
-    from dashboard.ingest.process import decode_frame, encode_frame
-    from dashboard.ingest.stream import batch_frame, decode_batch
 
     failed = {
         "type": "task-failed",
