@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 import dashboard.core.state as state_module
 from dashboard.core.indexes import DenseMembers
 from dashboard.core.query import Filters, TextIndex, find, workflow_tree
-from dashboard.core.records import task_detail, task_summary
+from dashboard.core.records import EMPTY_HISTORY, HISTORY_TIMES, SLOT_TIMES, ImplicitHistory, task_detail, task_summary
 from dashboard.core.state import State
 
 pytestmark = pytest.mark.unit
@@ -188,6 +188,58 @@ def test_a_snapshot_of_compact_records_restores_the_same_answers() -> None:
     before, after = answers(state), answers(back)
     for key in ("detail", "full", "rows", "snapshot", "counts", "task_names", "trees"):
         assert after[key] == before[key], key
+
+
+def test_restored_tasks_keep_their_history_as_compact_as_ingested_ones() -> None:
+    """After a restart from a snapshot the per-task cost is what it was: a history that ingest kept
+    implicit (its times are the record's own fields) comes back implicit, not as a tuple of its own."""
+    state = replayed(scripted_events())
+    back = State(max_tasks=10_000)
+    for uuid in state.order:
+        back.restore_task(json.loads(json.dumps(state.export_task(uuid))))
+    kinds = {u: type(rec._hist) for u, rec in state.tasks.items()}
+    assert sum(k is ImplicitHistory for k in kinds.values()) > len(kinds) // 2  # (most tasks, as in life)
+    assert {u: type(rec._hist) for u, rec in back.tasks.items()} == kinds
+
+
+def test_custom_event_kinds_are_not_remembered_by_the_shared_histories() -> None:
+    """A producer inventing event kinds (task-x1, task-x2, ...) grows nothing shared: custom kinds make a
+    task's history explicit, and the shared implicit histories remember only the kinds with a time field."""
+    state = State(max_tasks=100)
+    for i in range(5_000):
+        state.event({"type": f"task-x{i}", "uuid": f"t{i % 300}", "timestamp": T0 + i, "hostname": "celery@a"})
+    nodes, seen = [EMPTY_HISTORY], 0
+    while nodes:
+        node = nodes.pop()
+        seen += 1
+        assert len(node._next) <= len(SLOT_TIMES) + len(HISTORY_TIMES)
+        nodes.extend(n for n in node._next.values() if n is not None)
+    assert seen < 1_000
+
+
+def test_a_big_workflow_loses_its_oldest_members_to_eviction_and_keeps_the_rest_in_order() -> None:
+    """One root with many members (a fan-out): the members read back in the order they came while the oldest
+    are evicted one by one (long member lists are kept as deques: eviction takes the first in O(1))."""
+    state = State(max_tasks=150)
+    root = "root-0"
+    state.event({"type": "task-received", "uuid": root, "timestamp": T0, "hostname": "celery@a", "name": "fan"})
+    for i in range(400):
+        uid = f"m{i}"
+        state.event(
+            {
+                "type": "task-received",
+                "uuid": uid,
+                "timestamp": T0 + i,
+                "hostname": "celery@a",
+                "name": "part",
+                "root_id": root,
+                "parent_id": root,
+            }
+        )
+    kept = [f"m{i}" for i in range(400) if f"m{i}" in state.tasks]
+    assert len(kept) == 150 and kept == [f"m{i}" for i in range(250, 400)]
+    assert state.workflow_members(root) == kept
+    assert state.children_of(root) == kept
 
 
 def test_failures_at_one_place_share_their_traceback_frames() -> None:

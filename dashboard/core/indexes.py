@@ -7,6 +7,7 @@ list per link costs hundreds of megabytes (bench/memprofile.py shows where the b
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Iterator
 from itertools import compress, repeat
 from operator import attrgetter, eq
@@ -110,7 +111,10 @@ GONE = TaskRecord("", 0)
 
 # Links from one task to many (parent -> children, root -> workflow): most tasks link to one or none, so one
 # uuid is stored alone (no list: a list costs ~90 bytes), more as a list in the order they came.
-def link(links: dict[str, str | list[str]], key: str, uuid: str) -> None:
+LONG_LINKS = 64  # members from which a task's links are a deque, not a list
+
+
+def link(links: dict[str, Any], key: str, uuid: str) -> None:
     """Add uuid to key's links."""
     had = links.get(key)
     if had is None:
@@ -119,9 +123,13 @@ def link(links: dict[str, str | list[str]], key: str, uuid: str) -> None:
         links[key] = [had, uuid]
     else:
         had.append(uuid)
+        if len(had) == LONG_LINKS and had.__class__ is list:
+            # A big workflow or fan-out: eviction removes its oldest member, at the front, which a list
+            # does by moving every other one (O(n) per eviction); a deque does it in O(1).
+            links[key] = deque(had)
 
 
-def unlink(links: dict[str, str | list[str]], key: str, uuid: str) -> None:
+def unlink(links: dict[str, Any], key: str, uuid: str) -> None:
     """Remove uuid from key's links (nothing if it is not there)."""
     had = links.get(key)
     if had is None:
@@ -140,7 +148,7 @@ def unlink(links: dict[str, str | list[str]], key: str, uuid: str) -> None:
         del links[key]
 
 
-def linked(links: dict[str, str | list[str]], key: str) -> list[str]:
+def linked(links: dict[str, Any], key: str) -> list[str]:
     """The uuids linked from key, in the order they came."""
     had = links.get(key)
     return [] if had is None else [had] if isinstance(had, str) else list(had)

@@ -86,7 +86,7 @@ def _predicate(f: Filters) -> Callable[[TaskRecord], bool] | None:
     def check(rec: TaskRecord) -> bool:
         if queue and rec.queue != queue and rec.routing_key != queue:
             return False
-        if f.outcome and (rec.state != outcome or not rec.attempts):
+        if f.outcome and (rec.state != outcome or not rec.attempt_count()):
             return False
         if since is not None or until is not None:
             when = seen_at(rec)

@@ -150,13 +150,13 @@ class ImplicitHistory:
             return self._next[subject]
         except KeyError:
             pass
+        if subject not in SLOT_TIMES and subject not in HISTORY_TIMES:
+            return None  # a custom kind: never implicit, and not remembered (their names are the wire's, unbounded)
         nxt = None
         if not self.final and subject not in self.subjects:
-            if subject in SLOT_TIMES:
-                nxt = ImplicitHistory((*self.subjects, subject), False)
-            elif subject in HISTORY_TIMES:
-                nxt = ImplicitHistory((*self.subjects, subject), True)
-        self._next[subject] = nxt  # (bounded: a few kinds, each at most once)
+            final = subject not in SLOT_TIMES
+            nxt = ImplicitHistory((*self.subjects, subject), final)
+        self._next[subject] = nxt  # (bounded: the few kinds above, each at most once per node)
         return nxt
 
     def times(self, rec: TaskRecord) -> tuple[Any, ...]:

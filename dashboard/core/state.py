@@ -30,6 +30,7 @@ from .indexes import (
     unlink,
 )
 from .records import (
+    EMPTY_HISTORY,
     EVENT_TO_STATE,
     HISTORY_TIMES,
     LOST,
@@ -170,6 +171,18 @@ def _indexed_name(rec: TaskRecord) -> Any:
     return _name_key(rec.name)
 
 
+def _implicit(hist: Any, rec: TaskRecord) -> ImplicitHistory | None:
+    """The implicit form of an explicit history (a restored one), when every time in it is the record's own."""
+    if hist.__class__ is not tuple:
+        return None
+    node: ImplicitHistory | None = EMPTY_HISTORY
+    for subject in hist[::2]:
+        node = node.then(subject) if node is not None and subject.__class__ is str else None
+        if node is None:
+            return None
+    return node if node is not None and node.times(rec) == hist else None
+
+
 def _as_number(value: Any) -> float | None:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return value
@@ -200,14 +213,14 @@ class State:
         self.by_worker: dict[str, Members] = {}
         # root_id -> the other tasks of that workflow, oldest first (a standalone task is its own root: no
         # entry). Lists: most workflows are a few tasks, and a set is 216 bytes even for one.
-        self.by_root: dict[str, str | list[str]] = {}
+        self.by_root: dict[str, str | list[str] | deque[str]] = {}
         # Seqs of the tasks changed since the last text search, one per event (repeats are cheaper than a set's
         # table: 8 bytes each, where a set of 20,000 ints holds a 2 MB table from one search to the next).
         self.dirty_seqs: array[int] = array("q")
         self._odd_names = 0  # retained tasks whose name is not a string (indexed by its repr)
         self.text_stale = False  # too many changes to note one by one: the text cache starts over
         # parent uuid -> child uuids (the parent may be unseen); one child is its uuid alone (see _link)
-        self.children: dict[str, str | list[str]] = {}
+        self.children: dict[str, str | list[str] | deque[str]] = {}
         self.failures: deque[str] = deque(maxlen=50)  # latest uuids that became FAILURE
         self.failure_groups = FailureGroups()  # failures and retries by signature (dashboard/core/failures.py)
         self.stats = TaskStats()  # per task name: outcomes, runtime and queue-wait percentiles, event counts
@@ -496,10 +509,10 @@ class State:
                 rec.uuid, rec.name, rec.hostname, rec.exception, rec.traceback, rec.timestamp, "FAILURE"
             )
             outcomes["FAILURE"] += 1
-            if rec.attempts:
+            if rec.attempt_count():
                 outcomes["GAVE_UP"] += 1
                 self.failure_groups.settle(gid, "GAVE_UP")
-        elif rec.attempts:
+        elif rec.attempt_count():
             outcomes["RECOVERED"] += 1
             self.failure_groups.settle(self._last_retry_group(rec), "RECOVERED")
         worker = self.workers.get(rec.hostname) if rec.hostname else None
@@ -771,6 +784,9 @@ class State:
             elif value.__class__ is str and key in _MASKED_FIELDS and self.mask is not None:
                 value = self.mask(value)  # today's patterns: a snapshot written before them is masked now
             setattr(rec, key, value)
+        implicit = _implicit(rec._hist, rec)
+        if implicit is not None:
+            rec._hist = implicit  # as ingest keeps it: no tuple, no second copy of the times
         rec.state = state = sys.intern(state[:64])
         if rec.name.__class__ is str:
             rec.name = sys.intern(rec.name)
@@ -799,9 +815,9 @@ class State:
             gid = self.failure_groups.add(
                 uuid, rec.name, rec.hostname, rec.exception, rec.traceback, rec.timestamp, "FAILURE"
             )
-            if rec.attempts:
+            if rec.attempt_count():
                 self.failure_groups.settle(gid, "GAVE_UP")
-        elif state == "SUCCESS" and rec.attempts:
+        elif state == "SUCCESS" and rec.attempt_count():
             self.failure_groups.settle(self._last_retry_group(rec), "RECOVERED")
         if state == "SUCCESS" or state == "FAILURE":
             self.stats.finished(rec.name, state, rec.runtime, rec.received, rec.started, rec.sent, rec.timestamp)

@@ -38,7 +38,7 @@ class StreamError(ConnectionError):
 def connection_socket(conn: Any) -> socket.socket:
     """The connected socket of a redis-py connection (TCP, TLS or unix).
 
-    redis-py keeps it in `_sock` (since 2.x; tests/test_ingest.py checks the installed version):
+    redis-py keeps it in `_sock` (since 2.x; tests/test_pubsub.py checks the installed version):
     the one private name this module relies on, kept here alone."""
     sock = getattr(conn, "_sock", None)
     if sock is None:

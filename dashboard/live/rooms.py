@@ -162,6 +162,9 @@ class Rooms:
                 # back as an update that would make the page's next real change wait for an interval.
                 self._absorb(rooms, time.time())
                 self._dirty.discard(room)
+                # What was drained for the other rooms (other task pages, the shared rooms) is theirs to send:
+                # the loop recomputes when that is due instead of sleeping out its old deadline.
+                self.wake.set()
             data = snapshot()
             data["tick"] = self.tick_no
         data["status"] = views.status()
