@@ -39,7 +39,7 @@ from dashboard.core.query import TextIndex
 from dashboard.core.records import TaskRecord
 from dashboard.core.state import State
 from dashboard.ingest.process import HEADER, decode_frame, encode_frame
-from dashboard.ingest.stream import BATCH_MAX, Ingest, batch_frame, decode_batch
+from dashboard.ingest.stream import Ingest, batch_frame, decode_batch
 
 from . import events as E
 
@@ -97,8 +97,13 @@ def generated(tasks: int, chunk: int) -> Iterator[bytes]:
         raise RuntimeError(f"the generator exited with {child.returncode}")
 
 
+# Envelopes per batch: the reader hands on what one recv brought (one message when quiet, hundreds in a
+# burst); a fixed middle keeps the replay deterministic.
+BATCH_MAX = 64
+
+
 def batches(envelopes: Iterator[bytes]) -> Iterator[list[bytes]]:
-    """Envelopes in groups of BATCH_MAX, as the reader drains them."""
+    """Envelopes in groups of BATCH_MAX, as the reader hands them on."""
     group: list[bytes] = []
     for env in envelopes:
         group.append(env)
