@@ -1,11 +1,12 @@
 """The event reader process: broker I/O and decoding on a core of its own, batches to the dashboard.
 
-Decoding kombu envelopes (pub/sub framing, JSON, base64) costs more CPU per event than applying the
-event to the state. In the web server's process that work would hold the GIL while the gevent hub
-waits for it before every socket write (each write waits out a 5 ms switch interval), so the
-dashboard runs `python -m dashboard.ingest.process` as a child process instead: it reads the broker,
-decodes, and sends decoded batches over a socketpair; the dashboard applies them on its hub in
-slices between socket writes.
+Reading the pub/sub stream, decoding kombu envelopes (JSON, base64) and analyzing failures cost
+about 40 % of ingest's CPU (bench/README.md: 0.6 of 1.6 s per 100k events of a real worker's
+stream). In the web server's process that work would hold the GIL while the gevent hub waits for
+it before every socket write, and it would share one core with applying events to the state, so
+the dashboard runs `python -m dashboard.ingest.process` as a child process instead: it reads the
+broker, decodes, analyzes failed and retried events (`stream.with_analysis`), and sends batches
+over a socketpair; the dashboard applies them on its hub in slices between socket writes.
 
 Wire format, both ways: a 4-byte big-endian length, then one JSON object (orjson). The dashboard
 sends one config object first; the reader then sends
