@@ -31,6 +31,7 @@ import redis
 from dashboard.processes import start_redis, stop_process
 
 from . import events as E
+from .measure import wait_until
 from .targets import ROOT, _die_with_parent, subscriptions
 
 log = logging.getLogger("bench.capture")
@@ -75,6 +76,8 @@ class Recorder(threading.Thread):
         self.pubsub = self.client.pubsub(ignore_subscribe_messages=True)
         self.raw: list[tuple[float, bytes, bytes]] = []
         self.halt = threading.Event()
+        self._scanned = 0  # raw messages counted by succeeded() so far
+        self._succeeded = 0
 
     def run(self) -> None:
         while not self.halt.is_set():
@@ -89,6 +92,16 @@ class Recorder(threading.Thread):
         deadline = time.monotonic() + 5
         while subscriptions(self.client) <= before and time.monotonic() < deadline:
             time.sleep(0.02)
+
+    def succeeded(self) -> int:
+        """task-succeeded events recorded so far (decoding as we go would slow the recording: the new
+        task.multi messages are counted lazily)."""
+        upto = len(self.raw)  # the recording appends meanwhile: scan up to a fixed end
+        for _, ch, data in self.raw[self._scanned : upto]:
+            if ch.endswith(b"task.multi"):
+                self._succeeded += decode(0.0, ch, data).types.count("task-succeeded")
+        self._scanned = upto
+        return self._succeeded
 
     def stop(self) -> list[Message]:
         """Stop recording; the messages decoded."""
@@ -147,7 +160,7 @@ def capture(tasks: int, idle: float, concurrency: int) -> dict[str, Any]:
             stderr=subprocess.DEVNULL,
             preexec_fn=_die_with_parent,  # a killed capture must not leave its worker running
         )
-        if not _wait(lambda: any(ch.endswith(b"worker.online") for _, ch, _ in recorder.raw), 60):
+        if not wait_until(lambda: any(ch.endswith(b"worker.online") for _, ch, _ in recorder.raw), 60):
             raise RuntimeError("the worker sent no worker-online within 60 s")
         t_online = time.time()
         time.sleep(idle)
@@ -168,11 +181,11 @@ def capture(tasks: int, idle: float, concurrency: int) -> dict[str, Any]:
         def done() -> bool:
             last = next((at for at, ch, _ in reversed(recorder.raw) if ch.endswith(b"task.multi")), None)
             quiet = last is not None and time.time() - last > QUIET
-            return _succeeded(recorder) >= tasks or quiet
+            return recorder.succeeded() >= tasks or quiet
 
-        _wait(done, 300, interval=0.5)
+        wait_until(done, 300, interval=0.5)
         t_end = time.time()
-        succeeded = _succeeded(recorder)
+        succeeded = recorder.succeeded()
     finally:
         if worker is not None:
             stop_process(worker, timeout=20)
@@ -194,27 +207,6 @@ def capture(tasks: int, idle: float, concurrency: int) -> dict[str, Any]:
         "burst": summarize(burst_msgs),
         "at_shutdown": summarize([m for m in messages if m.at > t_end]),
     }
-
-
-def _succeeded(recorder: Recorder) -> int:
-    # decoding as we go would slow the recorder: count the new task.multi messages' successes lazily
-    seen = getattr(recorder, "_scanned", 0)
-    count = getattr(recorder, "_succeeded", 0)
-    upto = len(recorder.raw)  # the recorder appends meanwhile: scan up to a fixed end
-    for _, ch, data in recorder.raw[seen:upto]:
-        if ch.endswith(b"task.multi"):
-            count += decode(0.0, ch, data).types.count("task-succeeded")
-    recorder._scanned, recorder._succeeded = upto, count  # type: ignore[attr-defined]
-    return count
-
-
-def _wait(predicate: Any, timeout: float, interval: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return False
 
 
 def report(result: dict[str, Any]) -> str:

@@ -58,7 +58,7 @@ def fresh(ctx: Context, cls: type[Target]) -> Iterator[Target]:
         target.wait_ready(ctx.redis, before)
         n = announce_workers(ctx.redis.client, ctx.workers)
         if target.counts_heartbeats:
-            _wait(lambda: target.counter() >= n, 10)
+            wait_until(lambda: target.counter() >= n, 10)
         else:
             time.sleep(0.5)
         ctx.salt += 1
@@ -67,7 +67,8 @@ def fresh(ctx: Context, cls: type[Target]) -> Iterator[Target]:
         target.stop()
 
 
-def _wait(predicate: Any, timeout: float, interval: float = 0.05) -> bool:
+def wait_until(predicate: Any, timeout: float, interval: float = 0.05) -> bool:
+    """Poll `predicate` until it is true (True) or `timeout` seconds pass (False)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -214,7 +215,7 @@ def _paced_load(ctx: Context, target: Target, pool: E.Pool, rate: float) -> dict
         while pub.alive() and time.perf_counter() - t0 < ctx.timeout:
             time.sleep(0.2)
         published = pub.published()
-    done = _wait(lambda: target.counter() - base >= published, ctx.timeout)
+    done = wait_until(lambda: target.counter() - base >= published, ctx.timeout)
     return {"events": published, "complete": done, "rate": rate, "seconds": round(time.perf_counter() - t0, 1)}
 
 
